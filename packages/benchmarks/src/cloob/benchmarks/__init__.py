@@ -1,0 +1,8 @@
+"""cloob.benchmarks"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cloob-benchmarks")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
