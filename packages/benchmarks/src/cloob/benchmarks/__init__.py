@@ -1,8 +1,1 @@
 """cloob.benchmarks"""
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cloob-benchmarks")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"

@@ -1,8 +1,1 @@
 """cloob.dataprep"""
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cloob-dataprep")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"

@@ -1,0 +1,1 @@
+"""cloob.common: what every cloob package needs and none should write twice."""
