@@ -1,0 +1,93 @@
+"""Checkpoints: self-describing, atomic on disk, and loadable with `torch.load(weights_only=True)`.
+
+Layout (format "cloob-toolkit/1"): `state_dict` in open_clip's key layout (no `module.` prefix,
+`logit_scale` = ln τ⁻¹) so `open_clip.create_model(name, pretrained=path)` loads it, plus the
+model config, the method, τ⁻¹, β and everything a resume needs (optimizer, scheduler, scaler,
+step, epoch, RNG states, data position, resolved config). Only plain containers and tensors go in.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cloob.common.cli import UsageError
+from cloob.common.files import atomic_path
+
+FORMAT = "cloob-toolkit/1"
+_NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG we touch, as tensors/ints/lists (numpy's state array becomes a tensor)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+
+
+def save(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write atomically (temp file, fsync, rename): a kill leaves the old file or the new one."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load with weights_only=True; a pickle that wants to run code is refused with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"refusing to load {path}: it holds objects other than tensors and plain "
+                         f"containers, which could execute code ({first})") from None
+    except (RuntimeError, EOFError) as err:
+        raise UsageError(f"{path} is not a readable checkpoint ({' '.join(str(err).split())[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a {FORMAT} checkpoint")
+    return ckpt
+
+
+def find_resume(spec: str, checkpoint_dir: Path) -> Path:
+    if spec == "latest":
+        latest = checkpoint_dir / "latest.pt"
+        if not latest.is_file():
+            raise UsageError(f"--resume latest: no {latest} yet")
+        return latest
+    return Path(spec)
+
+
+def prune(checkpoint_dir: Path, keep_last: int) -> None:
+    """Keep the `keep_last` newest numbered checkpoints (epoch_N.pt / step_N.pt); latest.pt stays."""
+    if keep_last <= 0:
+        return
+    numbered = [p for p in checkpoint_dir.glob("*.pt") if _NUMBERED.match(p.name)]
+    numbered.sort(key=lambda p: p.stat().st_mtime_ns)
+    for old in numbered[:-keep_last]:
+        old.unlink(missing_ok=True)

@@ -1,0 +1,86 @@
+"""open_clip models for training: name resolution, the package's tiny configs, τ⁻¹ handling.
+
+τ⁻¹ is open_clip's `logit_scale` (= ln τ⁻¹), so our state_dict loads directly into
+`open_clip.create_model(name, pretrained=checkpoint)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn as nn
+
+from cloob.common.cli import UsageError
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+# The paper's architectures are OpenAI CLIP's, i.e. with QuickGELU.
+ALIASES = {name: f"{name}-quickgelu" for name in ("RN50", "RN101", "RN50x4", "ViT-B-32", "ViT-B-16")}
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def resolve_model_name(name: str) -> str:
+    """`RN50` → `RN50-quickgelu`; a path to an open_clip JSON config registers it (name = stem)."""
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"model config {name} not found")
+        cfg = json.loads(path.read_text())
+        if not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+            raise UsageError(f"{name} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+        open_clip.add_model_config(path)
+        return path.stem
+    resolved = ALIASES.get(name, name)
+    if resolved not in open_clip.list_models():
+        choices = ", ".join([*ALIASES, "tiny-vit", "tiny-rn"])
+        raise UsageError(f"unknown model {name!r}: use one of {choices}, another open_clip model "
+                         "name, or a path to an open_clip config .json")
+    return resolved
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """The dict open_clip's factory passes to CLIP(**cfg) (stored in checkpoints)."""
+    cfg = open_clip.get_model_config(resolve_model_name(name))
+    if cfg is None:
+        raise UsageError(f"no open_clip config for model {name!r}")
+    return cfg
+
+
+def is_vit(cfg: dict[str, Any]) -> bool:
+    return not isinstance(cfg["vision_cfg"].get("layers"), list | tuple)
+
+
+@dataclass
+class ModelBundle:
+    model: nn.Module
+    name: str  # resolved open_clip name
+    cfg: dict[str, Any]
+    preprocess_train: Any
+    preprocess_val: Any
+    tokenizer: Any
+
+
+def create(name: str, *, init_inv_tau: float, learnable_inv_tau: bool, device: torch.device,
+           grad_checkpointing: bool = False) -> ModelBundle:
+    resolved = resolve_model_name(name)
+    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+        resolved, device=device, init_logit_scale=math.log(init_inv_tau))
+    model.logit_scale.requires_grad_(learnable_inv_tau)
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return ModelBundle(model, resolved, copy.deepcopy(model_config(resolved)), preprocess_train,
+                       preprocess_val, open_clip.get_tokenizer(resolved))
+
+
+@torch.no_grad()
+def clamp_logit_scale(model: nn.Module) -> None:
+    """Keep τ⁻¹ in [1, 100] (ln τ⁻¹ in [0, ln 100]) after every step, as the reference does."""
+    model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
