@@ -17,6 +17,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+# Stand-in class lists for the mirror tests.
+FLOWERS = ["pink primrose", "sweet pea", "tiger lily", "moon orchid"]
+BIRDS = [f"Bird {i}" for i in range(12)]  # species-id order, like CLOOB's list
+# folders 003 and 007 are empty, as Birdsnap's 046, 066, … are in the real zip
+BIRD_COUNTS = {f"{i:03d}": (0 if i in (3, 7) else 1 + i % 2) for i in range(12)}
+
 TINY_CFG = {
     "embed_dim": 32,
     "quick_gelu": True,
