@@ -20,7 +20,6 @@ from support.benchmark_data import (
 )
 
 
-
 @dataclass
 class Mirror:
     url: str

@@ -21,7 +21,7 @@ from cloob.benchmarks.fetch import (
     read_checksums,
 )
 from cloob.common.cli import UsageError
-from support.benchmark_data import BIRD_COUNTS, BIRDS, FLOWERS, cloob_zip, class_tree, write_tree
+from support.benchmark_data import BIRD_COUNTS, BIRDS, FLOWERS, class_tree, cloob_zip, write_tree
 
 
 def config(mirror, root: Path, **kw) -> FetchConfig:

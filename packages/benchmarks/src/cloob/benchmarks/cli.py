@@ -48,7 +48,13 @@ def fetch(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records sha256)."""
-    from cloob.benchmarks.fetch import FetchConfig, fetch_dataset, fetch_metadata, prepare_imagenet, read_checksums
+    from cloob.benchmarks.fetch import (
+        FetchConfig,
+        fetch_dataset,
+        fetch_metadata,
+        prepare_imagenet,
+        read_checksums,
+    )
 
     cfg = FetchConfig(root, base_url, read_checksums(checksums), force, keep_archives, progress)
     specs = registry.select(names)
