@@ -155,3 +155,23 @@ def test_mirror_from_environment_and_unknown_names(monkeypatch, mirror, tmp_path
 def test_missing_dataset_names_the_fetch_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="benchmarks fetch gtsrb --root"):
         registry_task(registry.get("gtsrb"), tmp_path / "gtsrb")
+
+
+def test_zeroshot_eval_on_fetched_and_raw_folders(mirror, tmp_path):
+    """The trainer's entry point accepts registry names and the raw ImageNet V2 folder."""
+    import open_clip
+
+    from cloob.benchmarks.zeroshot import zeroshot_eval
+    from support.benchmark_data import tiny_model, tiny_preprocess
+
+    cfg = config(mirror, tmp_path)
+    fetch_dataset(registry.get("flowers102"), cfg)
+    fetch_dataset(registry.get("imagenetv2"), cfg)
+    model, pp, tok = tiny_model(), tiny_preprocess(), open_clip.get_tokenizer("ViT-B-32")
+    flowers = zeroshot_eval(model, pp, tok, "flowers102", tmp_path)  # ROOT or ROOT/flowers102
+    assert (flowers["n_images"], flowers["n_classes"]) == (8, 4)
+    one = tmp_path / "one.txt"
+    one.write_text("a photo of a {}.\n")  # 1 template instead of 80 keeps the text pass small
+    v2 = zeroshot_eval(model, pp, tok, "imagenetv2",
+                       tmp_path / "imagenetv2" / "imagenetv2-matched-frequency-format-val", templates_file=one)
+    assert (v2["n_images"], v2["n_classes"], v2["label_rule"]) == (7, 1000, "int(folder)")

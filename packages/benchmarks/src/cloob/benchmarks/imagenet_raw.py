@@ -18,8 +18,8 @@ from cloob.common.cli import UsageError
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 
 
-def read_devkit(devkit: Path) -> list[str]:
-    """wnid of every val image, in image-number order."""
+def read_devkit(devkit: Path) -> tuple[list[str], list[str]]:
+    """(all 1000 leaf wnids, the wnid of every val image in image-number order)."""
     try:
         from scipy.io import loadmat  # only this path needs it: MATLAB files are not ten lines
     except ImportError:
@@ -36,13 +36,13 @@ def read_devkit(devkit: Path) -> list[str]:
         raise UsageError(f"{devkit}: no data/meta.mat or validation ground truth inside")
     synsets = loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
     id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
-    return [id_to_wnid[int(line)] for line in truth.split()]
+    return sorted(id_to_wnid.values()), [id_to_wnid[int(line)] for line in truth.split()]
 
 
 def unpack_val(tar: Path, devkit: Path, out: Path) -> int:
     """Stream the val tar into `out/<wnid>/`; returns the image count."""
-    wnids = read_devkit(devkit)
-    for wnid in set(wnids):
+    leaves, wnids = read_devkit(devkit)
+    for wnid in leaves:  # every class gets its folder, so the sorted-wnid label space is complete
         (out / wnid).mkdir(parents=True, exist_ok=True)
     n = 0
     with tarfile.open(tar) as tf:
