@@ -43,8 +43,9 @@ def build_manifest(layout: Layout) -> Path:
                     "FROM read_parquet(?, filename = true, union_by_name = true)", [files])
             con.execute("""CREATE TABLE samples AS
                 SELECT * EXCLUDE (rn) FROM (
-                    SELECT *, row_number() OVER w AS rn, count(*) OVER w AS n_attempts
-                    FROM attempts WINDOW w AS (PARTITION BY source_id ORDER BY shard DESC))
+                    SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY shard DESC) AS rn,
+                           count(*) OVER (PARTITION BY source_id) AS n_attempts
+                    FROM attempts)
                 WHERE rn = 1 ORDER BY shard, key""")
             con.register("shards_src", _shards_table(layout, done))
             con.execute("CREATE TABLE shards AS SELECT * FROM shards_src ORDER BY shard")
