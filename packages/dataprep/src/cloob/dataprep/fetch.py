@@ -59,11 +59,13 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     try:
         with locked(root):
             _check_ours(root)
+            identity = {"source": spec.name, "args": spec.args, **opts.identity()}
+            if not force:
+                _refuse_other_options(layout, identity)
+            # The list is built (and bad input found) before --force removes anything.
+            _ensure_list(layout, spec, build_list, say)
             if force:
                 _start_over(layout)
-            identity = {"source": spec.name, "args": spec.args, **opts.identity()}
-            _refuse_other_options(layout, identity)
-            _ensure_list(layout, spec, build_list, say)
             state = _ensure_inputs(layout, identity, opts, spec)
             _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False)
             counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
@@ -103,7 +105,7 @@ def retry(root: Path, overrides: dict, *, say: Callable[[str], None] = print) ->
 
 def _check_ours(root: Path) -> None:
     strangers = [p.name for p in root.iterdir() if p.name not in _OURS
-                 and not p.name.startswith((".urls.parquet.", ".yfcc-join-", "."))]
+                 and not p.name.startswith(".")]
     if strangers:
         raise UsageError(f"{root} holds files dataprep did not write ({', '.join(sorted(strangers)[:3])}"
                          "): use a new or empty directory")
@@ -132,12 +134,15 @@ def _refuse_other_options(layout: Layout, identity: dict) -> None:
 def _ensure_list(layout: Layout, spec: SourceSpec, build_list: ListBuilder,
                  say: Callable[[str], None]) -> None:
     wanted = {"source": spec.name, "args": spec.args}
-    if layout.url_list.exists() and layout.url_list_meta.exists():
-        if json.loads(layout.url_list_meta.read_text()) == wanted:
-            say(f"reusing url list {layout.url_list}")
-            return
+    if layout.url_list.exists() and layout.url_list_meta.exists() and \
+            json.loads(layout.url_list_meta.read_text()) == wanted:
+        say(f"reusing url list {layout.url_list}")
+        return
+    fresh = layout.root / ".urls.new.parquet"
+    say(build_list(fresh))  # bad input fails here, before the old list is touched
+    # A list without urls.json is rebuilt next time, so a kill between these steps is safe.
     layout.url_list_meta.unlink(missing_ok=True)
-    say(build_list(layout.url_list))
+    fresh.replace(layout.url_list)
     write_json(layout.url_list_meta, wanted)
 
 
