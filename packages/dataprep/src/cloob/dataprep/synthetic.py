@@ -97,6 +97,13 @@ def random_scene(rng: random.Random, *, held_out: bool | None = None) -> Scene:
     )
 
 
+def scene_with(rng: random.Random, shape: str, colour: str) -> Scene:
+    """A random scene with a given shape and colour (benchmark images of one class)."""
+    return Scene(shape=shape, colour=colour, size=rng.choice(SIZES),
+                 position=rng.choice(POSITIONS), texture=rng.choice(TEXTURES),
+                 background=rng.choice(list(BACKGROUNDS)))
+
+
 def describe(scene: Scene, rng: random.Random) -> str:
     """A caption in one of several natural wordings, with synonyms."""
     words = {

@@ -1,0 +1,99 @@
+"""The one place that calls img2dataset.
+
+img2dataset runs in a child Python process (`python -m cloob.dataprep.download ARGS.json`):
+- start-up: webdataset imports torch when it can (5+ s in every process img2dataset spawns, and
+  torch is never used for writing tars). This module, run as the main module, hides torch before
+  anything imports it; img2dataset's spawned workers re-import the main module first, so they
+  skip torch too;
+- its noisy stdout goes to `DIR/img2dataset.log` while tqdm's progress stays on stderr;
+- its SIGINT handler exits with status 0 and would make a Ctrl-C look like success in-process;
+- distributors: `ray` needs `ray.init` before img2dataset is called, `pyspark` can be pointed at
+  a cluster with DATAPREP_SPARK_MASTER.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned workers
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # → ModuleNotFoundError
+
+from cloob.common.cli import UsageError  # noqa: E402
+from cloob.dataprep.config import DownloadOptions  # noqa: E402
+
+
+def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
+                    extra_columns: tuple[str, ...], log: Path, extend: bool = False) -> None:
+    """Download every row of the parquet parts under `inputs` into webdataset shards in `shards`.
+
+    `extend=False` resumes (shards with a stats file are skipped); `extend=True` appends new shards
+    after the last one (used by `retry`)."""
+    shards.mkdir(parents=True, exist_ok=True)
+    args = _img2dataset_args(inputs, shards, opts, extra_columns, extend)
+    args_file = shards.parent / ".img2dataset-args.json"
+    args_file.write_text(json.dumps(args))
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    try:
+        with open(log, "ab") as out:
+            proc = subprocess.run([sys.executable, "-m", "cloob.dataprep.download", str(args_file)],
+                                  stdout=out, env=env, check=False)
+    finally:
+        args_file.unlink(missing_ok=True)
+    if proc.returncode < 0 or proc.returncode == 130:
+        raise KeyboardInterrupt
+    if proc.returncode != 0:
+        raise UsageError(f"img2dataset failed (exit {proc.returncode}); see {log}")
+
+
+def _img2dataset_args(inputs: Path, shards: Path, opts: DownloadOptions,
+                      extra_columns: tuple[str, ...], extend: bool) -> dict:
+    return {
+        "url_list": str(inputs),
+        "input_format": "parquet",
+        "url_col": "url",
+        "caption_col": "caption",
+        "save_additional_columns": ["source_id", *extra_columns],
+        "output_format": "webdataset",
+        "output_folder": str(shards),
+        "image_size": opts.image_size,
+        "resize_mode": opts.resize_mode,
+        "encode_format": opts.encode_format,
+        "processes_count": opts.processes,
+        "thread_count": opts.threads,
+        "number_sample_per_shard": opts.samples_per_shard,
+        "retries": opts.retries,
+        "timeout": opts.timeout,
+        "distributor": opts.distributor,
+        "user_agent_token": opts.user_agent_token,
+        "compute_hash": "sha256",
+        "incremental_mode": "extend" if extend else "incremental",
+        "enable_wandb": False,
+    }
+
+
+def _main(args_file: str) -> int:
+    args = json.loads(Path(args_file).read_text())
+    if args["distributor"] == "ray":
+        import ray
+
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+    elif args["distributor"] == "pyspark" and os.environ.get("DATAPREP_SPARK_MASTER"):
+        from pyspark.sql import SparkSession
+
+        SparkSession.builder.master(os.environ["DATAPREP_SPARK_MASTER"]).appName(
+            "dataprep").getOrCreate()
+    from img2dataset import download
+
+    try:
+        download(**args)
+    except SystemExit:  # img2dataset's SIGINT handler
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

@@ -1,0 +1,128 @@
+"""Shards on disk: which are complete, cleaning up what a kill left, sizes.json, verification.
+
+A shard is complete when img2dataset has written its `NNNNN_stats.json` (it writes it last). A tar
+without a readable stats file was interrupted mid-write and must be redone from scratch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from cloob.common.files import write_json
+from cloob.dataprep.layout import Layout
+
+_SHARD = re.compile(r"^(\d+)(?:\.tar|\.parquet|_stats\.json)$")
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+def read_stats(path: Path) -> dict | None:
+    """The stats of a finished shard, or None when missing or cut short by a kill."""
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stats if isinstance(stats, dict) and "successes" in stats else None
+
+
+def shard_names(shards: Path) -> list[str]:
+    """Zero-padded ids of every shard that has any file on disk, sorted."""
+    if not shards.is_dir():
+        return []
+    names = {m.group(1) for p in shards.iterdir() if (m := _SHARD.match(p.name))}
+    return sorted(names)
+
+
+def complete_shards(shards: Path) -> dict[str, dict]:
+    """Shard id → stats, for shards whose tar, parquet and stats are all there."""
+    done = {}
+    for name in shard_names(shards):
+        stats = read_stats(shards / f"{name}_stats.json")
+        if stats is not None and (shards / f"{name}.tar").exists() and \
+                (shards / f"{name}.parquet").exists():
+            done[name] = stats
+    return done
+
+
+def remove_incomplete(shards: Path) -> list[str]:
+    """Delete the files of shards that a kill interrupted, so img2dataset redoes them whole."""
+    done = complete_shards(shards)
+    removed = []
+    for name in shard_names(shards):
+        if name not in done:
+            for suffix in (".tar", ".parquet", "_stats.json"):
+                (shards / f"{name}{suffix}").unlink(missing_ok=True)
+            removed.append(name)
+    # img2dataset globs `*.json` in its output folder as shard stats: sizes.json would crash it.
+    (shards / "sizes.json").unlink(missing_ok=True)
+    shutil.rmtree(shards / "_tmp", ignore_errors=True)
+    return removed
+
+
+def write_sizes(layout: Layout) -> dict[str, int]:
+    """sizes.json (tar name → successful samples) in DIR and next to the shards."""
+    sizes = {f"{name}.tar": int(stats["successes"])
+             for name, stats in complete_shards(layout.shards).items()}
+    write_json(layout.sizes_json, sizes)
+    write_json(layout.shard_sizes_json, sizes)
+    return sizes
+
+
+@dataclass
+class ShardCheck:
+    name: str
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def check_tar(tar: Path, expected_keys: set[str] | None) -> ShardCheck:
+    """Open every member: each sample needs an image that decodes, a caption and its json."""
+    check = ShardCheck(tar.name)
+    samples: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(tar, "r") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                data = archive.extractfile(member).read()
+                samples.setdefault(key, {})[ext] = data
+    except (tarfile.TarError, OSError, EOFError) as err:
+        check.problems.append(f"unreadable tar: {err}")
+        return check
+    check.samples = len(samples)
+    for key, parts in sorted(samples.items()):
+        problem = _check_sample(parts)
+        if problem:
+            check.problems.append(f"{key}: {problem}")
+    if expected_keys is not None:
+        missing, extra = expected_keys - samples.keys(), samples.keys() - expected_keys
+        if missing:
+            check.problems.append(f"{len(missing)} samples of the manifest missing "
+                                  f"(e.g. {min(missing)})")
+        if extra:
+            check.problems.append(f"{len(extra)} samples not in the manifest (e.g. {min(extra)})")
+    return check
+
+
+def _check_sample(parts: dict[str, bytes]) -> str | None:
+    images = [ext for ext in parts if ext in IMAGE_EXTS]
+    if not images:
+        return "no image"
+    if "txt" not in parts:
+        return "no caption"
+    if "json" not in parts:
+        return "no json"
+    try:
+        with Image.open(io.BytesIO(parts[images[0]])) as img:
+            img.load()
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes
+        return f"image does not decode: {err}"
+    return None

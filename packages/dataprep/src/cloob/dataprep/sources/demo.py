@@ -1,0 +1,192 @@
+"""The demo dataset: seeded shape scenes written exactly like a real fetch, plus zero-shot tasks.
+
+Shards follow img2dataset's webdataset layout (`{key}.jpg`, `{key}.txt`, `{key}.json`, per-shard
+parquet and `_stats.json`), so the manifest, sizes.json, verify and the trainer all run on it for
+real. Training scenes never use the held-out (shape, colour) pairs; the benchmark images use only
+those, so zero-shot accuracy on them measures transfer rather than recall.
+
+Written with tarfile (not webdataset's TarWriter): importing webdataset imports torch, and
+dataprep must stay torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cloob.common.cli import UsageError
+from cloob.common.files import write_json
+from cloob.dataprep.layout import Layout
+from cloob.dataprep.synthetic import (
+    COLOURS,
+    SHAPES,
+    describe,
+    held_out_pairs,
+    random_scene,
+    render,
+    scene_with,
+)
+
+SAMPLES_PER_SHARD = 1000  # 20 shards for 20k samples: enough for several ranks × workers
+FORMAT_VERSION = 1
+TEMPLATES = {
+    "shapes": ("a photo of a {} shape.", "a {} object.", "a drawing of a {}.",
+               "a picture of a {}.", "an image showing a {}.", "a {} on a background."),
+    "colours": ("a photo of a {} shape.", "a {} object.", "something coloured {}.",
+                "a picture of a {} thing.", "an image showing something {}.",
+                "a drawing of a {} shape."),
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkTask:
+    images_dir: Path  # ImageFolder root: one folder per class name
+    classnames_file: Path  # one class per line, sorted-folder order (== label order)
+    templates_file: Path  # one prompt template per line, with `{}`
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    root: Path
+    shards_dir: Path
+    sizes_json: Path
+    tasks: dict[str, BenchmarkTask]
+    manifest: Path
+    samples: int
+
+
+def build_demo(out: Path, samples: int = 20000, seed: int = 0, image_size: int = 64,
+               per_class: int = 50) -> DemoDataset:
+    """Build (or reuse) the demo dataset in `out`; idempotent and safe against kills.
+
+    A complete build with the same options is reused. Otherwise everything is written to a temp
+    directory beside `out` and renamed into place, so a half-built directory is never taken for
+    a finished one. An existing demo build with other options is replaced; any other non-empty
+    directory is refused."""
+    out = Path(out)
+    options = {"samples": samples, "seed": seed, "image_size": image_size,
+               "per_class": per_class, "version": FORMAT_VERSION}
+    marker = out / "demo.json"
+    if marker.exists() and _read_json(marker) == options:
+        return _dataset(out, samples)
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise UsageError(f"{out} exists and is not a demo dataset: use a new or empty directory")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = datetime.now()
+    _write_shards(Layout(tmp), samples, seed, image_size)
+    for task in TEMPLATES:
+        _write_task(tmp / "benchmark" / task, task, seed, image_size, per_class)
+    _finish(Layout(tmp), options, started)
+    write_json(tmp / "demo.json", options)  # last: marks the build complete
+    _swap_in(tmp, out)
+    return _dataset(out, samples)
+
+
+def _dataset(out: Path, samples: int) -> DemoDataset:
+    layout = Layout(out)
+    tasks = {
+        task: BenchmarkTask(out / "benchmark" / task / "images",
+                            out / "benchmark" / task / "classnames.txt",
+                            out / "benchmark" / task / "templates.txt")
+        for task in TEMPLATES
+    }
+    return DemoDataset(out, layout.shards, layout.sizes_json, tasks, layout.manifest, samples)
+
+
+def _write_shards(layout: Layout, samples: int, seed: int, image_size: int) -> None:
+    layout.shards.mkdir(parents=True)
+    for shard in range(math.ceil(samples / SAMPLES_PER_SHARD)):
+        first = shard * SAMPLES_PER_SHARD
+        _write_shard(layout.shards, shard, range(first, min(samples, first + SAMPLES_PER_SHARD)),
+                     random.Random(f"demo-{seed}-{shard}"), image_size)
+
+
+def _write_shard(shards: Path, shard: int, rows: range, rng: random.Random,
+                 image_size: int) -> None:
+    """One shard in img2dataset's layout: tar, parquet (one row per sample), stats last."""
+    start = time.time()
+    name = f"{shard:05d}"
+    oom = math.ceil(math.log10(SAMPLES_PER_SHARD))
+    metas = []
+    with tarfile.open(shards / f"{name}.tar", "w") as tar:
+        for i, index in enumerate(rows):
+            key = f"{shard * 10**oom + i:0{oom + 5}d}"  # img2dataset's key: a position, no dots
+            scene = random_scene(rng, held_out=False)
+            caption = describe(scene, rng)
+            buf = io.BytesIO()
+            render(scene, rng, image_size).save(buf, format="JPEG", quality=95)
+            image = buf.getvalue()
+            meta = {"url": f"demo://{index}", "caption": caption, "source_id": index,
+                    "shape": scene.shape, "colour": scene.colour, "key": key,
+                    "status": "success", "error_message": None, "width": image_size,
+                    "height": image_size, "original_width": image_size,
+                    "original_height": image_size, "exif": None,
+                    "sha256": hashlib.sha256(image).hexdigest()}
+            for ext, data in (("jpg", image), ("txt", caption.encode()),
+                              ("json", json.dumps(meta, indent=4).encode())):
+                member = tarfile.TarInfo(f"{key}.{ext}")
+                member.size, member.mode = len(data), 0o444
+                tar.addfile(member, io.BytesIO(data))
+            metas.append(meta)
+    pq.write_table(pa.Table.from_pylist(metas), shards / f"{name}.parquet")
+    n = len(metas)
+    write_json(shards / f"{name}_stats.json", {
+        "count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,
+        "duration": time.time() - start, "start_time": start, "end_time": time.time(),
+        "status_dict": {"success": n}})
+
+
+def _write_task(root: Path, task: str, seed: int, image_size: int, per_class: int) -> None:
+    """ImageFolder of held-out (shape, colour) pairs only; class = shape or colour."""
+    rng = random.Random(f"benchmark-{task}-{seed}")
+    pairs = sorted(held_out_pairs())
+    classes = sorted(SHAPES) if task == "shapes" else sorted(COLOURS)
+    for cls in classes:
+        options = [p for p in pairs if (p[0] if task == "shapes" else p[1]) == cls]
+        folder = root / "images" / cls
+        folder.mkdir(parents=True)
+        for n in range(per_class):
+            shape, colour = options[n % len(options)]
+            scene = scene_with(rng, shape, colour)
+            render(scene, rng, image_size).save(folder / f"{n}.png", format="PNG")
+    (root / "classnames.txt").write_text("".join(f"{c}\n" for c in classes))
+    (root / "templates.txt").write_text("".join(f"{t}\n" for t in TEMPLATES[task]))
+
+
+def _finish(layout: Layout, options: dict, started: datetime) -> None:
+    from cloob.dataprep.manifest import build_manifest, record_run
+    from cloob.dataprep.shards import write_sizes
+
+    sizes = write_sizes(layout)
+    n = sum(sizes.values())
+    record_run(layout, "fetch demo", options, started, {"rows": n, "success": n, "failed": 0})
+    build_manifest(layout)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
