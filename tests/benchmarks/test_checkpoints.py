@@ -104,3 +104,20 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"state_dict": {}, "args": argparse.Namespace(lr=1.0)}, tmp_path / "evil.pt")
     with pytest.raises(UsageError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_any_open_clip_model_with_pretrained_file(tmp_path, original):
+    import open_clip
+
+    from cloob.benchmarks.checkpoints import load_open_clip
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny-bench-test.json").write_text(json.dumps(tiny_cfg()))
+    open_clip.add_model_config(configs)  # what `--model NAME` looks up
+    torch.save({"epoch": 1, "state_dict": original.state_dict()}, tmp_path / "w.pt")
+    loaded = load_open_clip("tiny-bench-test", str(tmp_path / "w.pt"))
+    assert loaded.format == "open_clip-pretrained" and loaded.sha256
+    same_embeddings(loaded.model, original)
+    with pytest.raises(UsageError, match="open_clip model"):
+        load_open_clip("tiny-bench-test", "no-such-tag")
