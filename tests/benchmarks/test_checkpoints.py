@@ -49,8 +49,11 @@ def original():
 
 
 def test_trainer_checkpoint(tmp_path, original):
-    torch.save(trainer_checkpoint(original), tmp_path / "epoch_3.pt")
+    ckpt = trainer_checkpoint(original)
+    ckpt["state_dict"] = {**ckpt["state_dict"], "log_hopfield_beta": torch.tensor(2.0)}  # eval ignores it
+    torch.save(ckpt, tmp_path / "epoch_3.pt")
     loaded = load_checkpoint(tmp_path / "epoch_3.pt")
+    assert loaded.info["ignored_keys"] == ["log_hopfield_beta"]
     assert loaded.format == "cloob-toolkit/1" and loaded.method == "cloob" and loaded.name == "tiny-vit"
     assert loaded.info["epoch"] == 3 and len(loaded.sha256) == 64
     same_embeddings(loaded.model, original)
