@@ -2,9 +2,149 @@
 
 from __future__ import annotations
 
-from cloob.common.cli import make_app, run_app
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cloob.benchmarks import registry
+from cloob.common.cli import UsageError, make_app, run_app
 
 app = make_app("benchmarks", "Fetch the zero-shot datasets of the CLOOB paper and evaluate CLIP/CLOOB checkpoints.", "cloob-benchmarks")
+console = Console(stderr=True)
+
+ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset.")
+
+
+@app.command("list")
+def list_datasets(root: Path = ROOT) -> None:
+    """The eight datasets, whether each is present under --root, image and class counts."""
+    table = Table(title=f"Zero-shot datasets under {root}")
+    for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline"):
+        table.add_column(col, justify="right" if col in ("images", "classes") else "left")
+    for spec in registry.DATASETS.values():
+        source = root / spec.name / "SOURCE.json"
+        info = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+        table.add_row(spec.name, spec.title, "[green]yes[/]" if info else "[dim]no[/]",
+                      str(info.get("n_images", "")), str(info.get("n_classes", spec.n_classes)),
+                      info.get("label_rule", spec.label_rule), spec.headline)
+    Console().print(table)
+
+
+@app.command()
+def fetch(
+    names: list[str] = typer.Argument(None, help="Dataset names, or 'all' (default)."),
+    root: Path = ROOT,
+    imagenet: Path = typer.Option(None, "--imagenet", help="ImageNet val: a val/<wnid>/ folder, or the raw "
+                                  "ILSVRC2012_img_val.tar with ILSVRC2012_devkit_t12.tar.gz beside it."),
+    base_url: str = typer.Option(None, "--base-url", help="Mirror serving the archives and metadata files "
+                                 "side by side (env CLOOB_BENCHMARKS_MIRROR)."),
+    checksums: Path = typer.Option(None, "--checksums", help="sha256sum-format file of expected checksums; "
+                                   "overrides the pinned ones (env CLOOB_BENCHMARKS_CHECKSUMS)."),
+    force: bool = typer.Option(False, "--force", help="Download again even if present (still verified)."),
+    keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep the archives in ROOT/.downloads."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records sha256)."""
+    from cloob.benchmarks.fetch import (
+        FetchConfig,
+        fetch_dataset,
+        fetch_metadata,
+        prepare_imagenet,
+        read_checksums,
+    )
+
+    cfg = FetchConfig(root, base_url, read_checksums(checksums), force, keep_archives, progress)
+    specs = registry.select(names)
+    explicit = bool(names) and names != ["all"]
+    files = None
+    for spec in specs:
+        if spec.name == "imagenet":
+            if imagenet is not None:
+                result = prepare_imagenet(imagenet, cfg)
+            elif (root / "imagenet" / "SOURCE.json").is_file():
+                console.print("imagenet: present")
+                continue
+            elif explicit:
+                raise UsageError("ImageNet is not downloadable: pass --imagenet PATH (a val/<wnid>/ folder, "
+                                 "or the raw val tar + devkit)")
+            else:
+                console.print("[yellow]imagenet: skipped[/] (pass --imagenet PATH to prepare it)")
+                continue
+        else:
+            needs_metadata = spec.metadata == "cloob" and (force or not (root / spec.name / "SOURCE.json").is_file())
+            if needs_metadata and files is None:
+                files = fetch_metadata(cfg)
+            result = fetch_dataset(spec, cfg, files)
+        console.print(f"{spec.name}: {result.status}, {result.n_images} images → {result.path}")
+
+
+@app.command()
+def zeroshot(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all'."),
+    root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
+    dataset_dir: Path = typer.Option(None, "--dataset-dir", help="A custom ImageFolder (or task dir)."),
+    classnames: Path = typer.Option(None, "--classnames", help="Class names for --dataset-dir, one per line."),
+    templates: Path = typer.Option(None, "--templates", help="Templates with {} for --dataset-dir, one per line."),
+    out: Path = typer.Option(Path("results/zeroshot"), "--out", help="Results folder."),
+    compare_paper: str = typer.Option(None, "--compare-paper", help="Add the paper's numbers: "
+                                      "cc-rn50, cc-rn50-e128, yfcc-rn50, yfcc-rn101, yfcc-rn50x4."),
+    save_predictions: bool = typer.Option(False, "--save-predictions", help="Per-image top-5 parquet files."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
+    from cloob.benchmarks import paper, report
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.runner import RunConfig, run, tasks_for
+    from cloob.benchmarks.zeroshot import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if compare_paper:
+        paper.published(compare_paper)  # fail before any work
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
+                      warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
+    models = [load_checkpoint(p) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained))
+    cfg = RunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
+    records = run(models, tasks, cfg, echo=console.print)
+    written = report.write_all(records, out, compare_paper)
+    _show(records, compare_paper)
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+def _show(records: list[dict], compare: str | None) -> None:
+    from cloob.benchmarks import report
+
+    table = Table(title="Zero-shot accuracy (%) — headline in bold")
+    for col in ("checkpoint", "dataset", "images", "top-1", "top-5", "mean-per-class"):
+        table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
+    for r in records:
+        cells = [f"[bold]{100 * r['metrics'][m]:.2f}[/]" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
+                 for m in report.METRICS]
+        table.add_row(r["label"], r["dataset"], str(r["n_images"]), *cells)
+    Console().print(table)
+    if len({r["label"] for r in records}) > 1 or compare:
+        side = report.side_by_side(records, compare)
+        grid = Table(title="Side by side (headline %)")
+        grid.add_column("dataset")
+        for col in side.columns:
+            grid.add_column(str(col), justify="right")
+        for name, row in side.iterrows():
+            grid.add_row(str(name), *("" if v != v else f"{v:.2f}" for v in row))
+        Console().print(grid)
 
 
 def main() -> None:

@@ -1,0 +1,227 @@
+"""Any supported checkpoint → open_clip model + eval preprocess + tokenizer, architecture included.
+
+Formats (all loaded with `torch.load(weights_only=True)`):
+- this toolkit's trainer: `{"format": "cloob-toolkit/1", "state_dict", "model_cfg", "model_name", ...}`;
+- the CLOOB reference release: `module.` prefix, text tower nested under `transformer.`,
+  `logit_inv_tau` for `logit_scale`, `model_config_file` naming the architecture;
+- plain open_clip checkpoints (`{"state_dict": ...}` or a bare state dict): the architecture is read
+  from the tensor shapes (or from an `open_clip_config.json` beside the file).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from cloob.common.cli import UsageError
+from cloob.common.files import sha256_file
+
+TRAINER_FORMAT = "cloob-toolkit/1"
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    name: str  # architecture name (open_clip config name, or the trainer's name for it)
+    format: str  # "cloob-toolkit/1" | "cloob-reference" | "open_clip" | "open_clip-pretrained"
+    method: str | None = None  # "clip" | "cloob" when the checkpoint says so
+    path: str | None = None
+    sha256: str | None = None
+    info: dict = field(default_factory=dict)  # epoch, step, inv_tau, ... when present
+
+    @property
+    def label(self) -> str:
+        return Path(self.path).stem if self.path else self.name
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring."""
+    path = Path(path)
+    ckpt = _read(path)
+    sd, cfg, name, fmt, meta = _interpret(ckpt, path)
+    model = _build(cfg, name)
+    _load_weights(model, sd, path, name)
+    loaded = _finish(model, name, fmt, device)
+    loaded.method, loaded.path, loaded.sha256, loaded.info = (
+        meta.pop("method", None), str(path), sha256_file(path), meta)
+    return loaded
+
+
+def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu") -> LoadedModel:
+    """`--model NAME --pretrained TAG_OR_PATH`: any open_clip model, weights by tag or file."""
+    import open_clip
+
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device=device, weights_only=True)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {_first_line(err)}") from None
+    is_file = pretrained is not None and Path(pretrained).is_file()
+    return LoadedModel(model.eval(), preprocess, open_clip.get_tokenizer(model_name), model_name,
+                       "open_clip-pretrained", path=pretrained if is_file else None,
+                       sha256=sha256_file(pretrained) if is_file else None,
+                       info={"pretrained": pretrained})
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, TypeError) as err:
+        raise UsageError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"{path}: not a checkpoint dict (got {type(ckpt).__name__})")
+    return ckpt
+
+
+def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
+    """→ (open_clip state dict, model config, architecture name, format, metadata)."""
+    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "method")
+            if k in ckpt and isinstance(ckpt[k], int | float | str)}
+    if ckpt.get("format") == TRAINER_FORMAT:
+        if not isinstance(ckpt.get("model_cfg"), dict):
+            raise UsageError(f"{path}: trainer checkpoint without model_cfg")
+        return dict(ckpt["state_dict"]), dict(ckpt["model_cfg"]), str(ckpt.get("model_name", "custom")), \
+            TRAINER_FORMAT, meta
+    sd = ckpt.get("state_dict", ckpt)
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UsageError(f"{path}: no state_dict of tensors found")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if "logit_inv_tau" in sd or any(k.startswith("transformer.transformer.") for k in sd):
+        sd = reference_to_open_clip(sd)
+        cfg, name = _reference_cfg(ckpt.get("model_config_file"), sd, path)
+        meta.setdefault("method", "cloob")
+        return sd, cfg, name, "cloob-reference", meta
+    beside = path.parent / "open_clip_config.json"
+    if beside.is_file():
+        cfg = json.loads(beside.read_text(encoding="utf-8"))
+        return sd, cfg.get("model_cfg", cfg), "open_clip_config.json", "open_clip", meta
+    return sd, infer_cfg(sd, quick_gelu=False, path=path), "inferred-from-shapes", "open_clip", meta
+
+
+def reference_to_open_clip(sd: dict) -> dict:
+    """CLOOB release keys → open_clip keys: un-nest the text tower, logit_inv_tau → logit_scale."""
+    out = {}
+    for key, value in sd.items():
+        if key == "logit_scale_hopfield":  # declared in the reference code, never used
+            continue
+        if key == "logit_inv_tau":
+            key = "logit_scale"
+        elif key.startswith("transformer."):
+            key = key.removeprefix("transformer.")
+        out[key] = value
+    return out
+
+
+def _reference_cfg(config_file: object, sd: dict, path: Path) -> tuple[dict, str]:
+    """The reference stores a path to its model JSON; use it if readable, else the same-named
+    open_clip `-quickgelu` config, else read the architecture from the tensor shapes."""
+    if isinstance(config_file, str) and config_file:
+        for candidate in (Path(config_file), path.parent / Path(config_file).name):
+            if candidate.is_file():
+                return _from_json(json.loads(candidate.read_text(encoding="utf-8"))), candidate.stem
+        import open_clip
+
+        stem = Path(config_file).stem.replace("/", "-")
+        builtin = open_clip.get_model_config(f"{stem}-quickgelu")
+        if builtin is not None:
+            return builtin, f"{stem}-quickgelu"
+    return infer_cfg(sd, quick_gelu=True, path=path), "inferred-from-shapes"
+
+
+def _from_json(cfg: dict) -> dict:
+    """open_clip's config dict; the early OpenCLIP flat format (used by the reference) converted."""
+    if "vision_cfg" in cfg:
+        return cfg.get("model_cfg", cfg)
+    vision = {"image_size": cfg["image_resolution"], "layers": cfg["vision_layers"],
+              "width": cfg["vision_width"]}
+    if cfg.get("vision_patch_size"):
+        vision["patch_size"] = cfg["vision_patch_size"]
+    text = {"context_length": cfg["context_length"], "vocab_size": cfg["vocab_size"],
+            "width": cfg["transformer_width"], "heads": cfg["transformer_heads"],
+            "layers": cfg["transformer_layers"]}
+    return {"embed_dim": cfg["embed_dim"], "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
+
+
+def infer_cfg(sd: dict, quick_gelu: bool, path: Path | str = "checkpoint") -> dict:
+    """An OpenAI-layout CLIP (ViT or ModifiedResNet) config from tensor shapes.
+
+    Head counts are not stored in the weights; like OpenAI's loader we assume 64-wide heads."""
+    need = ("text_projection", "positional_embedding", "token_embedding.weight", "ln_final.weight")
+    missing = [k for k in need if k not in sd]
+    if missing:
+        raise UsageError(f"{path}: cannot read the architecture from the weights (no {missing[0]}); "
+                         f"use --model NAME --pretrained {path}")
+    width = sd["ln_final.weight"].shape[0]
+    text = {"context_length": sd["positional_embedding"].shape[0], "vocab_size": sd["token_embedding.weight"].shape[0],
+            "width": width, "heads": max(1, width // 64), "layers": _count(sd, "transformer.resblocks.")}
+    if "visual.proj" in sd:
+        conv = sd["visual.conv1.weight"]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = {"layers": _count(sd, "visual.transformer.resblocks."), "width": conv.shape[0],
+                  "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid, "head_width": 64}
+    elif "visual.attnpool.positional_embedding" in sd:
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = {"layers": [_count(sd, f"visual.layer{i}.") for i in range(1, 5)],
+                  "width": sd["visual.layer1.0.conv1.weight"].shape[0], "image_size": grid * 32}
+    else:
+        raise UsageError(f"{path}: unknown image tower; use --model NAME --pretrained {path}")
+    return {"embed_dim": sd["text_projection"].shape[1], "quick_gelu": quick_gelu,
+            "vision_cfg": vision, "text_cfg": text}
+
+
+def _count(sd: dict, prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+
+
+def _build(cfg: dict, name: str) -> torch.nn.Module:
+    import open_clip
+
+    cfg = dict(cfg)
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
+    try:
+        return cls(**cfg)
+    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {_first_line(err)}") from None
+
+
+def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> None:
+    if "logit_scale" in sd and sd["logit_scale"].ndim != model.logit_scale.ndim:
+        sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as err:
+        raise UsageError(f"{path}: weights do not fit the {name} architecture: {_mismatch(err)}") from None
+
+
+def _mismatch(err: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[1] if len(lines) > 1 else lines[0]
+
+
+def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.device) -> LoadedModel:
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    pp = asdict(PreprocessCfg())
+    pp["size"] = model.visual.image_size
+    open_clip.set_model_preprocess_cfg(model, pp)
+    tokenize_cfg = open_clip.get_model_tokenize_cfg(model)
+    tokenizer = open_clip.SimpleTokenizer(context_length=tokenize_cfg.get("context_length", 77))
+    return LoadedModel(model.to(device).eval(), image_transform_v2(PreprocessCfg(**pp), is_train=False),
+                       tokenizer, name, fmt)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__

@@ -1,0 +1,121 @@
+"""Results as JSON (one record per checkpoint × dataset), CSV, Markdown, a side-by-side table and a PNG."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from cloob.benchmarks import paper
+from cloob.common.cli import package_version
+from cloob.common.files import atomic_open, atomic_path, write_json
+
+METRICS = ("acc1", "acc5", "mean_per_class_recall")
+METRIC_TITLES = {"acc1": "top-1", "acc5": "top-5", "mean_per_class_recall": "mean-per-class"}
+
+
+def software_versions() -> dict[str, str]:
+    import open_clip
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "open_clip": open_clip.__version__,
+            "cloob-benchmarks": package_version("cloob-benchmarks")}
+
+
+def flat(records: list[dict]) -> pd.DataFrame:
+    rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
+             "dataset": r["dataset"], "n_images": r["n_images"], "n_classes": r["n_classes"],
+             **{m: r["metrics"][m] for m in METRICS}, "headline": r["headline"],
+             "precision": r["precision"], "checkpoint_path": r.get("checkpoint") or "",
+             "checkpoint_sha256": r.get("checkpoint_sha256") or ""} for r in records]
+    return pd.DataFrame(rows)
+
+
+def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFrame:
+    """Datasets × checkpoints, each cell the dataset's headline metric in %; paper columns optional."""
+    table = pd.DataFrame({r["label"]: {} for r in records})
+    for r in records:
+        table.loc[r["dataset"], r["label"]] = 100 * r["metrics"][r["headline"]]
+    if compare:
+        for method, values in paper.published(compare).items():
+            table[f"paper {compare} {method.upper()}"] = [values.get(d) for d in table.index]
+    table.index.name = "dataset"
+    return table
+
+
+def markdown(records: list[dict], compare: str | None = None) -> str:
+    lines = ["# Zero-shot results", "",
+             "Percentages; the headline metric of each dataset is in **bold**.", "",
+             "| checkpoint | model | dataset | images | classes | top-1 | top-5 | mean-per-class | precision |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in records:
+        cells = [f"**{100 * r['metrics'][m]:.2f}**" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
+                 for m in METRICS]
+        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | {r['n_classes']} | "
+                     + " | ".join(cells) + f" | {r['precision']} |")
+    if len({r["label"] for r in records}) > 1 or compare:
+        lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(table: pd.DataFrame) -> str:
+    head = "| dataset | " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    rows = [f"| {idx} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}" for v in row) + " |"
+            for idx, row in zip(table.index, table.itertuples(index=False), strict=True)]
+    return "\n".join([head, rule, *rows])
+
+
+def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    table = side_by_side(records, compare)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4.5))
+    table.plot.bar(ax=ax, rot=30, width=0.8)
+    ax.set_ylabel("zero-shot accuracy (%)")
+    ax.set_title("Zero-shot headline metric per dataset")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return target
+
+
+def write_all(records: list[dict], out: Path, compare: str | None = None) -> dict[str, Path]:
+    """results.json / .csv / .md, plus side_by_side.csv and a bar chart with several checkpoints."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    write_json(written["json"], {"records": records, "compare_paper": compare})
+    with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
+        flat(records).to_csv(f, index=False)
+    with atomic_open(written["md"], encoding="utf-8") as f:
+        f.write(markdown(records, compare))
+    if len({r["label"] for r in records}) > 1 or compare:
+        written["side_by_side"] = out / "side_by_side.csv"
+        with atomic_open(written["side_by_side"], encoding="utf-8", newline="") as f:
+            side_by_side(records, compare).to_csv(f, float_format="%.2f")
+        written["png"] = bar_chart(records, out / "results.png", compare)
+    return written
+
+
+def predictions_frame(task_root: Path, samples: list[tuple[str, int]], pred) -> pd.DataFrame:
+    """One row per image: path relative to the dataset root, label, top-5 indices and scores."""
+    return pd.DataFrame({
+        "path": [Path(p).relative_to(task_root).as_posix() for p, _ in samples],
+        "label": pred.labels.astype("int32"),
+        "top5_index": list(pred.topk_index.astype("int32")),
+        "top5_score": list(pred.topk_score.astype("float32")),
+    })
+
+
+def write_predictions(frame: pd.DataFrame, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, engine="pyarrow", index=False)
+    return target

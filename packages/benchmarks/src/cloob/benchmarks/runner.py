@@ -1,0 +1,129 @@
+"""`benchmarks zeroshot`: every checkpoint on every dataset, classifiers cached, records written."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cloob.benchmarks import registry, report
+from cloob.benchmarks.checkpoints import LoadedModel
+from cloob.benchmarks.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.zeroshot import build_classifier, evaluate_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    out: Path
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int = 2
+    precision: str = "fp32"
+    save_predictions: bool = False
+    compare_paper: str | None = None
+    progress: bool = True
+    cache: bool = True  # classifiers on disk under OUT/.classifiers, per (checkpoint, dataset, texts)
+    notes: dict = field(default_factory=dict)
+
+
+def tasks_for(names: list[str] | None, root: Path | None, dataset_dir: Path | None,
+              classnames: Path | None, templates: Path | None,
+              warn: Callable[[str], None] = print) -> list[Task]:
+    """Registry datasets under `root` (with `all`, missing ones are skipped with the fetch command)
+    plus an optional custom ImageFolder."""
+    tasks: list[Task] = []
+    if names or dataset_dir is None:
+        explicit = bool(names) and names != ["all"]
+        for spec in registry.select(names):
+            present = root is not None and (root / spec.name / "SOURCE.json").is_file()
+            if present or explicit:
+                if root is None:
+                    raise FileNotFoundError(f"--root is needed for {spec.name}")
+                tasks.append(registry_task(spec, root / spec.name))
+            else:
+                warn(f"skipping {spec.name}: not prepared; run: {registry.fetch_command(spec, str(root))}")
+    if dataset_dir is not None:
+        tasks.append(folder_task(dataset_dir, classnames, templates))
+    if not tasks:
+        raise FileNotFoundError(f"no datasets to evaluate under {root}; run: benchmarks fetch all --root {root}")
+    return tasks
+
+
+def labels_for(models: list[LoadedModel]) -> list[str]:
+    labels = [m.label for m in models]
+    if len(set(labels)) < len(labels):  # same file name in different runs: add the folder
+        labels = [f"{Path(m.path).parent.name}/{m.label}" if m.path else m.label for m in models]
+    return labels
+
+
+def run(models: list[LoadedModel], tasks: list[Task], cfg: RunConfig,
+        echo: Callable[[str], None] = print) -> list[dict]:
+    records = []
+    versions = report.software_versions()
+    for loaded, label in zip(models, labels_for(models), strict=True):
+        loaded.model.to(cfg.device)
+        for task in tasks:
+            classifier = cached_classifier(loaded, task, cfg)
+            result = evaluate_task(loaded.model, loaded.preprocess, loaded.tokenizer, task, device=cfg.device,
+                                   batch_size=cfg.batch_size, workers=cfg.workers, precision=cfg.precision,
+                                   classifier=classifier, progress=cfg.progress)
+            record = make_record(loaded, label, task, result, cfg, versions)
+            if cfg.save_predictions:
+                target = cfg.out / "predictions" / f"{_slug(label)}__{task.name}.parquet"
+                report.write_predictions(report.predictions_frame(task.root, task.samples, result.predictions),
+                                         target)
+                record["predictions"] = target.relative_to(cfg.out).as_posix()
+            records.append(record)
+            m = record["metrics"]
+            echo(f"{label} · {task.name}: top-1 {100 * m['acc1']:.2f}  top-5 {100 * m['acc5']:.2f}  "
+                 f"mean-per-class {100 * m['mean_per_class_recall']:.2f}  "
+                 f"({record['n_images']} images, {record['images_per_s']:.1f}/s)")
+        loaded.model.to("cpu")
+    return records
+
+
+def cached_classifier(loaded: LoadedModel, task: Task, cfg: RunConfig) -> torch.Tensor:
+    """The text side depends only on (weights, class names, templates, precision): cache it."""
+    def build() -> torch.Tensor:
+        return build_classifier(loaded.model, loaded.tokenizer, task.classnames, task.templates,
+                                device=cfg.device, precision=cfg.precision).cpu()
+
+    if not (cfg.cache and loaded.sha256):
+        return build()
+    texts = hashlib.sha256("\n".join([*task.classnames, "\x00", *task.templates]).encode()).hexdigest()
+    path = cfg.out / ".classifiers" / f"{loaded.sha256[:16]}-{task.name}-{texts[:12]}-{cfg.precision}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    classifier = build()
+    from cloob.common.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(classifier, tmp)
+    return classifier
+
+
+def make_record(loaded: LoadedModel, label: str, task: Task, result, cfg: RunConfig, versions: dict) -> dict:
+    summary = result.summary()
+    return {
+        "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
+        "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
+        "checkpoint_info": loaded.info, "dataset": task.name, "dataset_root": str(task.root),
+        "n_images": summary["n_images"], "n_classes": summary["n_classes"],
+        "metrics": {m: summary[m] for m in report.METRICS}, "headline": task.headline,
+        "label_rule": task.label_rule, "templates": task.templates, "precision": cfg.precision,
+        "device": cfg.device, "images_per_s": summary["images_per_s"], "software": versions,
+        "predictions": None, "source": task.extra.get("source"),
+    }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

@@ -1,0 +1,161 @@
+"""CLIP's zero-shot protocol: one implementation for the CLI and for evaluation during training.
+
+Classifier: every template filled with every class name goes through the text tower (in large
+batches, not class by class); each embedding is L2-normalised, averaged over templates and
+normalised again. Images are classified by the largest cosine similarity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from cloob.benchmarks.datasets import ImageList, Task, resolve_task
+from cloob.common.cli import UsageError
+
+PRECISIONS = ("fp32", "amp_bf16")
+TEXT_BATCH = 512  # texts per text-tower forward: all templates of many classes at once
+TOPK = 5
+
+
+@dataclass
+class Predictions:
+    labels: np.ndarray  # (N,) int
+    topk_index: np.ndarray  # (N, k) class indices, best first
+    topk_score: np.ndarray  # (N, k) cosine similarities
+    seconds: float  # wall time of the image pass
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+
+def autocast(device: str | torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def build_classifier(model, tokenizer, classnames: list[str], templates: list[str], *,
+                     device: str | torch.device = "cpu", precision: str = "fp32",
+                     text_batch: int = TEXT_BATCH) -> torch.Tensor:
+    """(n_classes, dim) unit vectors: mean of the normalised template embeddings, renormalised."""
+    texts = [t.format(c) for c in classnames for t in templates]
+    chunks = []
+    with autocast(device, precision):
+        for start in range(0, len(texts), text_batch):
+            tokens = tokenizer(texts[start:start + text_batch]).to(device)
+            chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
+    per_text = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
+    return F.normalize(per_text.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str | torch.device = "cpu",
+             precision: str = "fp32", progress: bool = False, label: str = "") -> Predictions:
+    """Top-k classes and cosine scores for every image the loader yields."""
+    k = min(TOPK, classifier.shape[0])
+    classifier = classifier.to(device)
+    labels, index, score = [], [], []
+    started = time.perf_counter()
+    with _bar(progress, label, len(loader.dataset)) as advance:
+        for images, targets, _ in loader:
+            with autocast(device, precision):
+                features = model.encode_image(images.to(device))
+            logits = F.normalize(features.float(), dim=-1) @ classifier.T
+            top = logits.topk(k, dim=1)
+            labels.append(targets.numpy())
+            index.append(top.indices.cpu().numpy())
+            score.append(top.values.cpu().numpy())
+            advance(len(targets))
+    return Predictions(np.concatenate(labels), np.concatenate(index), np.concatenate(score),
+                       time.perf_counter() - started)
+
+
+def metrics(pred: Predictions, n_classes: int) -> dict[str, float]:
+    """top-1, top-5 (top-k with k = min(5, classes)) and recall averaged over the classes present."""
+    hit = pred.topk_index == pred.labels[:, None]
+    recall = [hit[pred.labels == c, 0].mean() for c in np.unique(pred.labels)]
+    return {"acc1": float(hit[:, 0].mean()), "acc5": float(hit[:, :TOPK].any(axis=1).mean()),
+            "mean_per_class_recall": float(np.mean(recall))}
+
+
+def loader_for(task: Task, preprocess, batch_size: int = 64, workers: int = 0) -> DataLoader:
+    return DataLoader(ImageList(task.samples, preprocess), batch_size=batch_size, shuffle=False,
+                      num_workers=workers, persistent_workers=False)
+
+
+@dataclass
+class Evaluation:
+    task: Task
+    predictions: Predictions
+    metrics: dict[str, float]
+
+    def summary(self) -> dict:
+        return {**self.metrics, "n_images": self.predictions.n, "n_classes": self.task.n_classes,
+                "headline": self.task.headline, "label_rule": self.task.label_rule,
+                "n_templates": len(self.task.templates),
+                "images_per_s": self.predictions.n / max(self.predictions.seconds, 1e-9)}
+
+
+def evaluate_task(model, preprocess, tokenizer, task: Task, *, device: str | torch.device = "cpu",
+                  batch_size: int = 64, workers: int = 0, precision: str = "fp32",
+                  classifier: torch.Tensor | None = None, progress: bool = False) -> Evaluation:
+    """Evaluate `model` on `task`; pass a cached `classifier` to skip the text tower."""
+    was_training = model.training
+    model.eval()  # the trainer calls us mid-training: restore its mode afterwards
+    try:
+        if classifier is None:
+            classifier = build_classifier(model, tokenizer, task.classnames, task.templates,
+                                          device=device, precision=precision)
+        _check_dims(model, classifier, task)
+        pred = classify(model, classifier, loader_for(task, preprocess, batch_size, workers),
+                        device=device, precision=precision, progress=progress, label=task.name)
+    finally:
+        model.train(was_training)
+    return Evaluation(task, pred, metrics(pred, task.n_classes))
+
+
+def _check_dims(model, classifier: torch.Tensor, task: Task) -> None:
+    if classifier.shape[0] != task.n_classes:
+        raise UsageError(f"{task.name}: classifier has {classifier.shape[0]} classes, dataset {task.n_classes}")
+    top = max(label for _, label in task.samples)
+    if top >= task.n_classes:
+        raise UsageError(f"{task.name}: label {top} but only {task.n_classes} class names")
+
+
+def zeroshot_eval(model, preprocess, tokenizer, dataset: str, path: str | Path, *,
+                  classnames_file: str | Path | None = None, templates_file: str | Path | None = None,
+                  device: str | torch.device = "cpu", batch_size: int = 64, workers: int = 0,
+                  precision: str = "fp32") -> dict:
+    """Zero-shot top-1/top-5/mean-per-class recall (fractions) of an open_clip model on one dataset.
+
+    `dataset`: "imagenet" (path = a `val/<wnid>/` folder), "imagenetv2" (integer class folders),
+    "folder" (an ImageFolder dir, or a task dir with images/ + classnames.txt + templates.txt), or
+    a registry name with path = the folder `benchmarks fetch` made. Returns acc1, acc5,
+    mean_per_class_recall, n_images, n_classes and a few descriptive fields.
+    """
+    task = resolve_task(dataset, path, classnames_file, templates_file)
+    result = evaluate_task(model, preprocess, tokenizer, task, device=device, batch_size=batch_size,
+                           workers=workers, precision=precision)
+    return {"dataset": task.name, **result.summary()}
+
+
+@contextlib.contextmanager
+def _bar(enabled: bool, label: str, total: int):
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), transient=True, disable=not enabled)
+    task_id = progress.add_task(label or "images", total=total)
+    with progress:
+        yield lambda n: progress.advance(task_id, n)

@@ -1,0 +1,65 @@
+"""A loopback mirror with stand-in benchmark archives and metadata files, and a CLI runner."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support.benchmark_data import (
+    BIRD_COUNTS,
+    BIRDS,
+    FLOWERS,
+    cloob_zip,
+    imagenetv2_targz,
+    sha256,
+    standin_clip_prompts,
+    standin_cloob_metadata,
+)
+
+
+@dataclass
+class Mirror:
+    url: str
+    root: Path
+    checksums: Path  # sha256sum-format file for the stand-in metadata (what a mirror user supplies)
+    server: object
+
+
+@pytest.fixture
+def mirror(http_server, http_root, tmp_path) -> Mirror:
+    lists = {"birdsnap": (BIRDS, ["a photo of a {}, a type of bird."]),
+             "flowers102": (FLOWERS, ["a photo of a {}, a type of flower."])}
+    (http_root / "zeroshot_data.py").write_text(standin_cloob_metadata(lists))
+    (http_root / "prompts.md").write_text(standin_clip_prompts(
+        {"Birdsnap": (sorted(BIRDS), lists["birdsnap"][1]), "Flowers102": lists["flowers102"]}))
+    cloob_zip(http_root / "flowers102.zip", "flowers102", {name: 2 for name in FLOWERS}, seed=1)
+    cloob_zip(http_root / "birdsnap.zip", "birdsnap", BIRD_COUNTS, seed=2)
+    imagenetv2_targz(http_root / "imagenetv2-matched-frequency.tar.gz",
+                     {"0": 1, "1": 1, "2": 1, "10": 1, "100": 2, "999": 1}, seed=3)
+    checksums = tmp_path / "checksums.sha256"
+    checksums.write_text("".join(f"{sha256(http_root / n)}  {n}\n" for n in ("zeroshot_data.py", "prompts.md")))
+    return Mirror(http_server.base_url, http_root, checksums, http_server)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the `benchmarks` CLI in-process: returns (exit code, stdout, stderr)."""
+    from cloob.benchmarks.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        argv = sys.argv
+        sys.argv = ["benchmarks", *map(str, args)]
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        finally:
+            sys.argv = argv
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

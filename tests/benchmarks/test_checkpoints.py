@@ -1,0 +1,106 @@
+"""Checkpoint formats: trainer, CLOOB reference release, plain open_clip — same embeddings as the source."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cloob.benchmarks.checkpoints import load_checkpoint
+from cloob.common.cli import UsageError
+from support.benchmark_data import tiny_cfg, tiny_model
+
+TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+
+
+def to_reference_layout(sd: dict) -> dict:
+    """Rename open_clip keys the way the CLOOB release stores them (paper.md)."""
+    out = {}
+    for key, value in sd.items():
+        if key == "logit_scale":
+            key = "logit_inv_tau"
+        elif key.startswith(TEXT_KEYS):
+            key = "transformer." + key
+        out["module." + key] = value
+    out["module.logit_scale_hopfield"] = torch.tensor(2.0)
+    return out
+
+
+def trainer_checkpoint(model, method: str = "cloob") -> dict:
+    return {"format": "cloob-toolkit/1", "state_dict": model.state_dict(), "model_name": "tiny-vit",
+            "model_cfg": tiny_cfg(), "method": method, "inv_tau": 30.0, "hopfield_beta": 8.0, "epoch": 3,
+            "step": 120, "optimizer": {}, "config": {"lr": 1e-3}, "name": "run"}
+
+
+def same_embeddings(a, b) -> None:
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 32, 32)
+    tokens = torch.randint(1, 400, (4, 77))
+    with torch.no_grad():
+        assert torch.equal(a.encode_image(images), b.encode_image(images))
+        assert torch.equal(a.encode_text(tokens), b.encode_text(tokens))
+        assert torch.equal(a.logit_scale, b.logit_scale)
+
+
+@pytest.fixture(scope="module")
+def original():
+    return tiny_model(seed=5)
+
+
+def test_trainer_checkpoint(tmp_path, original):
+    torch.save(trainer_checkpoint(original), tmp_path / "epoch_3.pt")
+    loaded = load_checkpoint(tmp_path / "epoch_3.pt")
+    assert loaded.format == "cloob-toolkit/1" and loaded.method == "cloob" and loaded.name == "tiny-vit"
+    assert loaded.info["epoch"] == 3 and len(loaded.sha256) == 64
+    same_embeddings(loaded.model, original)
+    assert loaded.preprocess.transforms[0].size == 32  # resize to the model's input size
+
+
+@pytest.mark.parametrize("config", ["json-path", "missing-file"])
+def test_reference_release_format(tmp_path, original, config):
+    cfg_file = tmp_path / "tiny.json"
+    cfg_file.write_text(json.dumps(tiny_cfg()))
+    ckpt = {"epoch": 28, "name": "cloob_tiny", "state_dict": to_reference_layout(original.state_dict()),
+            "optimizer": {}, "scheduler": {},
+            "model_config_file": str(cfg_file) if config == "json-path" else "/gone/src/training/model_configs/Tiny-Arch.json"}
+    torch.save(ckpt, tmp_path / "cloob_tiny_epoch_28.pt")
+    loaded = load_checkpoint(tmp_path / "cloob_tiny_epoch_28.pt")
+    assert loaded.format == "cloob-reference" and loaded.method == "cloob"
+    assert loaded.name == ("tiny" if config == "json-path" else "inferred-from-shapes")
+    same_embeddings(loaded.model, original)
+
+
+def test_plain_open_clip_checkpoint_inferred_from_shapes(tmp_path):
+    cfg = tiny_cfg()
+    cfg["quick_gelu"] = False  # open_clip's default activation: what shape inference assumes
+    import open_clip
+
+    original = open_clip.CLIP(**cfg).eval()
+    sd = {"module." + k: v for k, v in original.state_dict().items()}
+    torch.save({"epoch": 1, "name": "run", "state_dict": sd}, tmp_path / "epoch_1.pt")
+    loaded = load_checkpoint(tmp_path / "epoch_1.pt")
+    assert loaded.format == "open_clip"
+    same_embeddings(loaded.model, original)
+
+
+def test_wrong_shapes_and_garbage_are_one_line_errors(tmp_path, original):
+    bad = trainer_checkpoint(original)
+    bad["model_cfg"]["embed_dim"] = 48
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(UsageError, match="do not fit"):
+        load_checkpoint(tmp_path / "bad.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UsageError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    import argparse
+
+    # arbitrary objects need full unpickling, which weights_only=True refuses
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=1.0)}, tmp_path / "evil.pt")
+    with pytest.raises(UsageError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
