@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from cloob.trainer import losses
 
-
 # --- the reference: plain loops over the equations in paper.md, float64 ----------------------
 
 

@@ -412,7 +412,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo,
                     dist.all_reduce(skipped)
                 elapsed = time.perf_counter() - window_start
                 values = {"loss": loss_sum.item() / window_steps, "lr": lr,
-                          "inv_tau": float(raw_model.logit_scale.exp()), "beta": float(loss_fn.beta),
+                          "inv_tau": float(raw_model.logit_scale.detach().exp()), "beta": float(loss_fn.beta.detach()),
                           "samples_per_s": window_steps * global_batch / max(elapsed, 1e-9),
                           "epoch": position.epoch + position.batch / train_data.steps_per_epoch,
                           "skipped_samples": float(skipped)}

@@ -1,0 +1,129 @@
+"""Bad input: one line on stderr, exit code 2, before any work. Plus --help and unsafe checkpoints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cloob.trainer import checkpoint, cli
+from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from cloob.trainer.loop import train
+
+from .conftest import MICRO
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["trainer", "run", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    train(TrainConfig(data=DataConfig(dataset_type="synthetic", train_num_samples=16, batch_size=8,
+                                      workers=0),
+                      model=ModelConfig(model=MICRO, method="clip"),
+                      optim=OptimConfig(warmup=1, max_steps=1),
+                      run=RunConfig(logs=str(logs), name="micro", report_to="none", progress=False)))
+    return logs
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model", "RN51", "--dataset-type", "synthetic"], "unknown model"),
+    (["--method", "siglip", "--dataset-type", "synthetic"], "unknown method"),
+    (["--train-data", "/nonexistent/shards-{000..003}.tar"], "not found"),
+    (["--train-data", "/nonexistent/train.csv"], "not found"),
+    ([], "no --train-data"),
+    (["--lr", "fast", "--dataset-type", "synthetic"], "--lr"),
+    (["--batch-size", "many", "--dataset-type", "synthetic"], "--batch-size"),
+    (["--batch-size", "0", "--dataset-type", "synthetic"], "--batch-size"),
+    (["--precision", "fp8", "--dataset-type", "synthetic"], "--precision"),
+    (["--lr-scheduler", "linear", "--dataset-type", "synthetic"], "--lr-scheduler"),
+    (["--dataset-type", "synthetic", "--zeroshot-task", "/nonexistent/task"], "not found"),
+])
+def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, expected):
+    code, err = run_cli(monkeypatch, capsys, "--logs", str(tmp_path), *args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error:") and expected in err, err
+    assert not any(tmp_path.iterdir())  # no run folder: nothing started
+
+
+def test_empty_shard_list(monkeypatch, capsys, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sizes.json").write_text("{}")
+    code, err = run_cli(monkeypatch, capsys, "--train-data", str(tmp_path / "data"))
+    assert code == 2 and "empty shard list" in err
+
+
+def test_resume_with_incompatible_model(monkeypatch, capsys, micro_run):
+    code, err = run_cli(monkeypatch, capsys, "--logs", str(micro_run), "--name", "micro",
+                        "--resume", "latest", "--model", "tiny-vit", "--dataset-type", "synthetic")
+    assert code == 2 and "cannot resume" in err and err.count("\n") == 1
+
+
+def test_checkpoint_that_would_run_code_is_refused(monkeypatch, capsys, micro_run, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /dev/null",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "payload": Evil()}, path)
+    code, err = run_cli(monkeypatch, capsys, "--model", MICRO, "--dataset-type", "synthetic",
+                        "--resume", str(path), "--logs", str(tmp_path))
+    assert code == 2 and "refusing to load" in err and err.count("\n") == 1
+
+
+def test_atomic_save_keeps_old_latest_on_failure(micro_run, monkeypatch):
+    latest = micro_run / "micro" / "checkpoints" / "latest.pt"
+    before = latest.read_bytes()
+
+    def dies_midway(obj, f, *a, **k):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise KeyboardInterrupt  # as a kill would, in the middle of the write
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(latest, {"format": checkpoint.FORMAT})
+    assert latest.read_bytes() == before
+    assert not [p for p in latest.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, "-m", "cloob.trainer.cli", "run", "--help"],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "COLUMNS": "200"}).stdout
+    for flag in ("--train-data", "--val-data", "--dataset-type", "--path-data", "--csv-separator",
+                 "--csv-img-key", "--csv-caption-key", "--dataset-resampled", "--train-num-samples",
+                 "--model", "--method", "--init-inv-tau", "--learnable-inv-tau",
+                 "--init-scale-hopfield", "--scale-hopfield", "--learnable-scale-hopfield",
+                 "--lr", "--wd", "--beta1", "--beta2", "--eps", "--warmup", "--lr-scheduler",
+                 "--restart-cycles", "--grad-clip-norm", "--precision", "--grad-checkpointing",
+                 "--torchcompile", "--seed", "--epochs", "--max-steps", "--dist-url", "--logs",
+                 "--name", "--save-frequency", "--save-every-n-steps", "--keep-last", "--resume",
+                 "--imagenet-val", "--imagenet-v2", "--zeroshot-frequency", "--batch-size-eval",
+                 "--zeroshot-task", "--report-to", "--workers", "--batch-size"):
+        assert flag in out, flag
+
+
+def test_reference_command_parses(monkeypatch):
+    """The reference README command (paths aside) maps onto our config unchanged."""
+    seen = {}
+    monkeypatch.setattr("cloob.trainer.loop.train", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(sys, "argv", [
+        "trainer", "run", "--train-data", "train.csv", "--val-data", "val.csv", "--path-data", "cc",
+        "--imagenet-val", "imagenet/val", "--warmup", "20000", "--batch-size=128", "--lr=1e-3",
+        "--wd=0.1", "--lr-scheduler=cosine-restarts", "--restart-cycles=10", "--epochs=70",
+        "--method=cloob", "--init-inv-tau=30", "--init-scale-hopfield=8", "--workers=8",
+        "--model=RN50", "--batch-size-eval=512", "--dataset-type", "csv",
+        "--dist-url", "tcp://127.0.0.1:6100", "--scale-hopfield", "8"])
+    cli.main()
+    c = seen["cfg"]
+    assert (c.optim.restart_cycles, c.data.batch_size, c.model.init_scale_hopfield) == (10, 128, 8.0)
+    assert c.optim.lr_scheduler == "cosine-restarts" and c.eval.batch_size_eval == 512
