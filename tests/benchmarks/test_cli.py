@@ -97,3 +97,15 @@ def test_unreadable_and_mismatched_checkpoints_exit_2(cli, tmp_path, ckpts):
     torch.save(ckpt, tmp_path / "wrong.pt")
     code, _, err = cli("zeroshot", "--ckpt", tmp_path / "wrong.pt", "--dataset-dir", task, "--out", tmp_path / "o")
     assert code == 2 and "do not fit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_labels_tell_trainer_runs_apart():
+    from cloob.benchmarks.checkpoints import LoadedModel
+    from cloob.benchmarks.runner import labels_for
+
+    def m(path):
+        return LoadedModel(model=None, preprocess=None, tokenizer=None, name="x", format="f", path=path)
+
+    assert labels_for([m("/r/cloob/checkpoints/latest.pt"), m("/r/clip/checkpoints/latest.pt")]) == [
+        "cloob/latest", "clip/latest"]
+    assert labels_for([m("/a/epoch_1.pt"), m("/a/epoch_2.pt")]) == ["epoch_1", "epoch_2"]

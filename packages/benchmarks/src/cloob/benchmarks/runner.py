@@ -56,10 +56,20 @@ def tasks_for(names: list[str] | None, root: Path | None, dataset_dir: Path | No
 
 
 def labels_for(models: list[LoadedModel]) -> list[str]:
-    labels = [m.label for m in models]
-    if len(set(labels)) < len(labels):  # same file name in different runs: add the folder
-        labels = [f"{Path(m.path).parent.name}/{m.label}" if m.path else m.label for m in models]
-    return labels
+    """Short unique labels: the file stem, with as many parent folders as it takes to tell
+    checkpoints apart (`checkpoints/` folders say nothing: trainer runs are `<run>/checkpoints/`)."""
+    def parts(m: LoadedModel) -> list[str]:
+        if not m.path:
+            return [m.label]
+        p = Path(m.path)
+        return [d for d in p.parent.parts if d not in ("checkpoints", "/")] + [p.stem]
+
+    split = [parts(m) for m in models]
+    for depth in range(1, max(len(p) for p in split) + 1):
+        labels = ["/".join(p[-depth:]) for p in split]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
 
 
 def run(models: list[LoadedModel], tasks: list[Task], cfg: RunConfig,
