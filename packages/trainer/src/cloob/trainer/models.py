@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,14 @@ class ModelBundle:
 def create(name: str, *, init_inv_tau: float, learnable_inv_tau: bool, device: torch.device,
            grad_checkpointing: bool = False) -> ModelBundle:
     resolved = resolve_model_name(name)
-    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        resolved, device=device, init_logit_scale=math.log(init_inv_tau))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights" for every from-scratch model
+    try:
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            resolved, device=device, init_logit_scale=math.log(init_inv_tau))
+    finally:
+        root.setLevel(level)
     model.logit_scale.requires_grad_(learnable_inv_tau)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
