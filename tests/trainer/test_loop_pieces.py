@@ -73,3 +73,23 @@ def test_features_run_bf16_gradclip_checkpointing_restarts(tmp_path):
     assert math.isfinite(result.metrics["loss"])
     numbered = [p.name for p in (result.run_dir / "checkpoints").iterdir() if p.name != "latest.pt"]
     assert len(numbered) == 2
+
+
+def test_tiny_configs_and_open_clip_local_dir(tmp_path):
+    """The tiny configs are open_clip configs: exported for OpenCLIP's `--model local-dir:DIR`,
+    they build the same architecture; tiny-rn (ModifiedResNet) trains a step."""
+    import open_clip
+
+    for name in ("tiny-vit", "tiny-rn"):
+        out = models.export_open_clip_dir(name, tmp_path / name)
+        ours = models.create(name, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu"))
+        theirs = open_clip.create_model(f"local-dir:{out}")
+        assert {k: v.shape for k, v in ours.model.state_dict().items()} == \
+            {k: v.shape for k, v in theirs.state_dict().items()}
+        assert ours.cfg["quick_gelu"] and ours.cfg["vision_cfg"]["image_size"] == 64
+    result = train(TrainConfig(
+        data=DataConfig(dataset_type="synthetic", train_num_samples=8, batch_size=4, workers=0),
+        model=ModelConfig(model="tiny-rn", method="infoloob"),
+        optim=OptimConfig(warmup=1, max_steps=1),
+        run=RunConfig(logs=str(tmp_path), name="rn", report_to="none", progress=False)))
+    assert math.isfinite(result.metrics["loss"])
