@@ -49,8 +49,11 @@ def original():
 
 
 def test_trainer_checkpoint(tmp_path, original):
-    torch.save(trainer_checkpoint(original), tmp_path / "epoch_3.pt")
+    ckpt = trainer_checkpoint(original)
+    ckpt["state_dict"] = {**ckpt["state_dict"], "log_hopfield_beta": torch.tensor(2.0)}  # eval ignores it
+    torch.save(ckpt, tmp_path / "epoch_3.pt")
     loaded = load_checkpoint(tmp_path / "epoch_3.pt")
+    assert loaded.info["ignored_keys"] == ["log_hopfield_beta"]
     assert loaded.format == "cloob-toolkit/1" and loaded.method == "cloob" and loaded.name == "tiny-vit"
     assert loaded.info["epoch"] == 3 and len(loaded.sha256) == 64
     same_embeddings(loaded.model, original)
@@ -104,3 +107,20 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"state_dict": {}, "args": argparse.Namespace(lr=1.0)}, tmp_path / "evil.pt")
     with pytest.raises(UsageError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_any_open_clip_model_with_pretrained_file(tmp_path, original):
+    import open_clip
+
+    from cloob.benchmarks.checkpoints import load_open_clip
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny-bench-test.json").write_text(json.dumps(tiny_cfg()))
+    open_clip.add_model_config(configs)  # what `--model NAME` looks up
+    torch.save({"epoch": 1, "state_dict": original.state_dict()}, tmp_path / "w.pt")
+    loaded = load_open_clip("tiny-bench-test", str(tmp_path / "w.pt"))
+    assert loaded.format == "open_clip-pretrained" and loaded.sha256
+    same_embeddings(loaded.model, original)
+    with pytest.raises(UsageError, match="open_clip model"):
+        load_open_clip("tiny-bench-test", "no-such-tag")

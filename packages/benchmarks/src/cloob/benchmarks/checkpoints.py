@@ -47,7 +47,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     ckpt = _read(path)
     sd, cfg, name, fmt, meta = _interpret(ckpt, path)
     model = _build(cfg, name)
-    _load_weights(model, sd, path, name)
+    ignored = _load_weights(model, sd, path, name)
+    if ignored:
+        meta["ignored_keys"] = ignored
     loaded = _finish(model, name, fmt, device)
     loaded.method, loaded.path, loaded.sha256, loaded.info = (
         meta.pop("method", None), str(path), sha256_file(path), meta)
@@ -90,7 +92,8 @@ def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
     if ckpt.get("format") == TRAINER_FORMAT:
         if not isinstance(ckpt.get("model_cfg"), dict):
             raise UsageError(f"{path}: trainer checkpoint without model_cfg")
-        return dict(ckpt["state_dict"]), dict(ckpt["model_cfg"]), str(ckpt.get("model_name", "custom")), \
+        sd = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+        return sd, dict(ckpt["model_cfg"]), str(ckpt.get("model_name", "custom")), \
             TRAINER_FORMAT, meta
     sd = ckpt.get("state_dict", ckpt)
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -195,13 +198,20 @@ def _build(cfg: dict, name: str) -> torch.nn.Module:
         raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {_first_line(err)}") from None
 
 
-def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> None:
+def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> list[str]:
+    """Strict load; only extra scalars (training-time temperatures such as a Hopfield β, which
+    evaluation does not use) are set aside and reported. Returns their names."""
+    expected = model.state_dict()
+    ignored = sorted(k for k, v in sd.items() if k not in expected and v.numel() <= 1)
+    for key in ignored:
+        sd.pop(key)
     if "logit_scale" in sd and sd["logit_scale"].ndim != model.logit_scale.ndim:
         sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:
         raise UsageError(f"{path}: weights do not fit the {name} architecture: {_mismatch(err)}") from None
+    return ignored
 
 
 def _mismatch(err: RuntimeError) -> str:

@@ -91,9 +91,10 @@ def metrics(pred: Predictions, n_classes: int) -> dict[str, float]:
             "mean_per_class_recall": float(np.mean(recall))}
 
 
-def loader_for(task: Task, preprocess, batch_size: int = 64, workers: int = 0) -> DataLoader:
+def loader_for(task: Task, preprocess, batch_size: int = 64, workers: int = 0,
+               device: str | torch.device = "cpu") -> DataLoader:
     return DataLoader(ImageList(task.samples, preprocess), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, persistent_workers=False)
+                      num_workers=workers, pin_memory=torch.device(device).type == "cuda")
 
 
 @dataclass
@@ -120,7 +121,7 @@ def evaluate_task(model, preprocess, tokenizer, task: Task, *, device: str | tor
             classifier = build_classifier(model, tokenizer, task.classnames, task.templates,
                                           device=device, precision=precision)
         _check_dims(model, classifier, task)
-        pred = classify(model, classifier, loader_for(task, preprocess, batch_size, workers),
+        pred = classify(model, classifier, loader_for(task, preprocess, batch_size, workers, device),
                         device=device, precision=precision, progress=progress, label=task.name)
     finally:
         model.train(was_training)
