@@ -8,9 +8,11 @@ step, epoch, RNG states, data position, resolved config). Only plain containers 
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,20 @@ def save(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     return path
+
+
+def link_latest(path: Path, latest: Path) -> None:
+    """Point `latest` at the file just written: a hard link renamed into place (atomic, no second
+    copy of a large file); a plain atomic copy where the filesystem has no hard links."""
+    tmp = latest.with_name(f".{latest.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        with atomic_path(latest) as target:
+            shutil.copyfile(path, target)
+        return
+    os.replace(tmp, latest)
 
 
 def load(path: str | Path) -> dict[str, Any]:

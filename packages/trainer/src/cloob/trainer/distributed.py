@@ -43,6 +43,10 @@ def init(device: str = "auto", dist_url: str = "env://", backend: str | None = N
     dev = pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        if "MASTER_ADDR" in os.environ:
+            # Under torchrun the rendezvous is in the environment; a reference-style
+            # `--dist-url tcp://127.0.0.1:...` would point other nodes at themselves.
+            dist_url = "env://"
         dist.init_process_group(backend, init_method=dist_url, world_size=world, rank=rank,
                                 timeout=datetime.timedelta(minutes=30))
     return DistInfo(rank, local_rank, world, dev)

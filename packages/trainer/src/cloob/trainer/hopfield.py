@@ -12,13 +12,21 @@ def hopfield_retrieval(state: torch.Tensor, memory: torch.Tensor,
 
     `state` (N, d) queries the stored patterns `memory` (M, d); rows of the result are L2-normalised
     because InfoLOOB compares retrievals by cosine similarity."""
-    attention = torch.softmax(beta * (state @ memory.t()), dim=-1)
-    return F.normalize(attention @ memory, dim=-1)
+    return _retrieve(state @ memory.t(), memory, beta)
 
 
 def cloob_retrievals(image_features: torch.Tensor, text_features: torch.Tensor,
                      beta: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(U_xx, U_xy, U_yy, U_yx): image memory queried by images/texts, text memory by texts/images."""
+    """(U_xx, U_xy, U_yy, U_yx): image memory queried by images/texts, text memory by texts/images.
+
+    Same as four `hopfield_retrieval` calls, but y xᵀ is the transpose of x yᵀ: three similarity
+    matmuls instead of four."""
     x, y = image_features, text_features
-    return (hopfield_retrieval(x, x, beta), hopfield_retrieval(y, x, beta),
-            hopfield_retrieval(y, y, beta), hopfield_retrieval(x, y, beta))
+    xy = x @ y.t()
+    return (_retrieve(x @ x.t(), x, beta), _retrieve(xy.t(), x, beta),
+            _retrieve(y @ y.t(), y, beta), _retrieve(xy, y, beta))
+
+
+def _retrieve(similarity: torch.Tensor, memory: torch.Tensor,
+              beta: float | torch.Tensor) -> torch.Tensor:
+    return F.normalize(torch.softmax(beta * similarity, dim=-1) @ memory, dim=-1)

@@ -278,7 +278,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo,
     step, position = 0, data.Position()
     if resume_ckpt is not None:
         model.load_state_dict(resume_ckpt["state_dict"])
-        loss_fn.logit_beta.data.fill_(math.log(resume_ckpt["hopfield_beta"]))
+        loss_fn.load_state_dict(resume_ckpt["loss_state"])
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         if scaler is not None and resume_ckpt.get("scaler"):
             scaler.load_state_dict(resume_ckpt["scaler"])
@@ -292,6 +292,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo,
             log.warning("resuming with a different world size, batch size or worker count: the data "
                         "order from here on differs from the original run")
             position = data.Position(epoch=ranks[0]["epoch"], batch=ranks[0]["batch"])
+            if position.batch >= train_data.steps_per_epoch:
+                position = data.Position(epoch=position.epoch + 1)
         checkpoint.set_rng_state(resume_ckpt["rng"])
         log.info("resumed from step %d (epoch %d, batch %d)", step, position.epoch, position.batch)
         resume_ckpt = None  # free the memory
@@ -324,8 +326,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo,
         ckpt = {
             "format": checkpoint.FORMAT, "name": cfg.run.name,
             "state_dict": raw_model.state_dict(), "model_name": bundle.name, "model_cfg": bundle.cfg,
-            "method": cfg.model.method, "inv_tau": float(raw_model.logit_scale.exp()),
-            "hopfield_beta": float(loss_fn.beta), "epoch": position.epoch, "step": step,
+            "method": cfg.model.method, "inv_tau": float(raw_model.logit_scale.detach().exp()),
+            "hopfield_beta": float(loss_fn.beta.detach()), "epoch": position.epoch, "step": step,
+            "loss_state": loss_fn.state_dict(),  # exact ln β (the float above is for readers)
             "optimizer": optimizer.state_dict(), "scheduler": {**schedule, "step": step},
             "scaler": scaler.state_dict() if scaler is not None else {},
             "rng": checkpoint.rng_state(),
@@ -333,18 +336,20 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo,
                      "n_workers": train_data.n_workers},
             "config": cfg.to_dict(),
         }
-        path = None
         if filename:
             path = checkpoint.save(ckpt_dir / filename, ckpt)
-        checkpoint.save(ckpt_dir / "latest.pt", ckpt)
+            checkpoint.link_latest(path, ckpt_dir / "latest.pt")
+        else:
+            path = checkpoint.save(ckpt_dir / "latest.pt", ckpt)
         checkpoint.prune(ckpt_dir, cfg.run.keep_last)
-        return path or ckpt_dir / "latest.pt"
+        return path
 
     def run_evals(final: bool) -> None:
         epoch_done = position.epoch  # epochs completed
         values: dict[str, float] = {}
         if info.is_main:
-            if val_loader is not None and (final or epoch_done % cfg.eval.val_frequency == 0):
+            if val_loader is not None and (
+                    final or (cfg.eval.val_frequency and epoch_done % cfg.eval.val_frequency == 0)):
                 values.update(evaluate.validate(raw_model, loss_fn, val_loader, device=device,
                                                 autocast=autocast))
             if final or (cfg.eval.zeroshot_frequency and epoch_done % cfg.eval.zeroshot_frequency == 0):

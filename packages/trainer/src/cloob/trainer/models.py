@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from cloob.common.cli import UsageError
+from cloob.common.files import write_json
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
@@ -71,13 +73,34 @@ class ModelBundle:
 def create(name: str, *, init_inv_tau: float, learnable_inv_tau: bool, device: torch.device,
            grad_checkpointing: bool = False) -> ModelBundle:
     resolved = resolve_model_name(name)
-    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        resolved, device=device, init_logit_scale=math.log(init_inv_tau))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights" for every from-scratch model
+    try:
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            resolved, device=device, init_logit_scale=math.log(init_inv_tau))
+    finally:
+        root.setLevel(level)
     model.logit_scale.requires_grad_(learnable_inv_tau)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     return ModelBundle(model, resolved, copy.deepcopy(model_config(resolved)), preprocess_train,
                        preprocess_val, open_clip.get_tokenizer(resolved))
+
+
+def export_open_clip_dir(name: str, out_dir: str | Path) -> Path:
+    """Write `out_dir/open_clip_config.json` for a model config, so OpenCLIP's own trainer can
+    build the same architecture with `--model local-dir:out_dir` (side-by-side benchmarks)."""
+    resolved = resolve_model_name(name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = model_config(resolved)["vision_cfg"]["image_size"]
+    preprocess = {"size": size, "mean": list(open_clip.OPENAI_DATASET_MEAN),
+                  "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic",
+                  "resize_mode": "shortest"}
+    write_json(out / "open_clip_config.json",
+               {"model_cfg": model_config(resolved), "preprocess_cfg": preprocess})
+    return out
 
 
 @torch.no_grad()

@@ -1,0 +1,95 @@
+"""Schedule, parameter groups, checkpoint pruning, and a run exercising the optional features."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cloob.trainer import checkpoint, losses, models
+from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from cloob.trainer.loop import learning_rate, param_groups, train
+
+from .conftest import MICRO
+
+
+def test_learning_rate_schedules():
+    kw = dict(base_lr=1.0, warmup=10, total=110)
+    assert learning_rate(0, kind="cosine", **kw) == pytest.approx(0.1)
+    assert learning_rate(9, kind="cosine", **kw) == pytest.approx(1.0)
+    assert learning_rate(10, kind="cosine", **kw) == pytest.approx(1.0)
+    assert learning_rate(60, kind="cosine", **kw) == pytest.approx(0.5)
+    assert learning_rate(110, kind="cosine", **kw) == pytest.approx(0.0)
+    assert learning_rate(500, kind="const", **kw) == 1.0
+    # 4 hard restarts over 100 steps: back to the peak every 25 steps
+    r = [learning_rate(s, kind="cosine-restarts", cycles=4, **kw) for s in (10, 22, 35, 47, 60)]
+    assert r[0] == pytest.approx(1.0) and r[2] == pytest.approx(1.0) and r[4] == pytest.approx(1.0)
+    assert r[1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 12 / 25)))
+    assert learning_rate(110, kind="cosine-restarts", cycles=4, **kw) == 0.0
+
+
+def test_param_groups_follow_the_reference():
+    bundle = models.create("tiny-rn", init_inv_tau=30, learnable_inv_tau=True, device=torch.device("cpu"))
+    loss_fn = losses.create_loss("cloob", 8.0, learnable_beta=True)
+    no_decay, decay = param_groups(bundle.model, loss_fn, 0.1)
+    names = {id(p): n for n, p in bundle.model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert any(p is loss_fn.logit_beta for p in no_decay["params"])
+    assert any(names.get(id(p)) == "logit_scale" for p in no_decay["params"])
+    for p in decay["params"]:
+        assert not any(s in names[id(p)] for s in ("bn", "ln", "bias", "logit_scale"))
+    n_params = sum(1 for p in bundle.model.parameters() if p.requires_grad) + 1
+    assert len(no_decay["params"]) + len(decay["params"]) == n_params
+
+
+def test_prune_keeps_last(tmp_path):
+    for i, name in enumerate(["step_5.pt", "epoch_1.pt", "step_10.pt", "step_15.pt", "latest.pt"]):
+        (tmp_path / name).write_bytes(b"x")
+        t = 1_700_000_000 + i
+        import os
+
+        os.utime(tmp_path / name, (t, t))
+    checkpoint.prune(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "step_10.pt", "step_15.pt"]
+
+
+def test_features_run_bf16_gradclip_checkpointing_restarts(tmp_path):
+    """amp_bf16 autocast on CPU, grad clipping, gradient checkpointing, learnable τ⁻¹ and β,
+    cosine restarts and --keep-last in one short run."""
+    result = train(TrainConfig(
+        data=DataConfig(dataset_type="synthetic", train_num_samples=24, batch_size=4, workers=0),
+        model=ModelConfig(model=MICRO, method="hopfield_infonce", learnable_inv_tau=True,
+                          learnable_scale_hopfield=True, grad_checkpointing=True, init_inv_tau=99.0),
+        optim=OptimConfig(lr=1e-2, warmup=1, lr_scheduler="cosine-restarts", restart_cycles=2,
+                          grad_clip_norm=1.0, epochs=2),
+        run=RunConfig(logs=str(tmp_path), name="feat", precision="amp_bf16", report_to="none",
+                      progress=False, save_every_n_steps=2, keep_last=2, log_every_n_steps=3),
+    ))
+    ckpt = checkpoint.load(result.checkpoint)
+    assert ckpt["step"] == 12 and ckpt["epoch"] == 2
+    assert ckpt["inv_tau"] <= 100.0 + 1e-3  # clamped after each step
+    assert ckpt["hopfield_beta"] != 8.0  # β learned
+    assert math.isfinite(result.metrics["loss"])
+    numbered = [p.name for p in (result.run_dir / "checkpoints").iterdir() if p.name != "latest.pt"]
+    assert len(numbered) == 2
+
+
+def test_tiny_configs_and_open_clip_local_dir(tmp_path):
+    """The tiny configs are open_clip configs: exported for OpenCLIP's `--model local-dir:DIR`,
+    they build the same architecture; tiny-rn (ModifiedResNet) trains a step."""
+    import open_clip
+
+    for name in ("tiny-vit", "tiny-rn"):
+        out = models.export_open_clip_dir(name, tmp_path / name)
+        ours = models.create(name, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu"))
+        theirs = open_clip.create_model(f"local-dir:{out}")
+        assert {k: v.shape for k, v in ours.model.state_dict().items()} == \
+            {k: v.shape for k, v in theirs.state_dict().items()}
+        assert ours.cfg["quick_gelu"] and ours.cfg["vision_cfg"]["image_size"] == 64
+    result = train(TrainConfig(
+        data=DataConfig(dataset_type="synthetic", train_num_samples=8, batch_size=4, workers=0),
+        model=ModelConfig(model="tiny-rn", method="infoloob"),
+        optim=OptimConfig(warmup=1, max_steps=1),
+        run=RunConfig(logs=str(tmp_path), name="rn", report_to="none", progress=False)))
+    assert math.isfinite(result.metrics["loss"])
