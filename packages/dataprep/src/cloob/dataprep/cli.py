@@ -106,7 +106,12 @@ def fetch_yfcc15m(
     from cloob.dataprep.config import SourceSpec
     from cloob.dataprep.layout import Layout
     from cloob.dataprep.sources import local_input
-    from cloob.dataprep.sources.yfcc15m import CAPTION_MODES, EXTRA_COLUMNS, SUBSET_URL, build_yfcc_list
+    from cloob.dataprep.sources.yfcc15m import (
+        CAPTION_MODES,
+        EXTRA_COLUMNS,
+        SUBSET_URL,
+        build_yfcc_list,
+    )
 
     if caption not in CAPTION_MODES:
         raise UsageError(f"--caption must be one of {', '.join(CAPTION_MODES)}")

@@ -57,8 +57,9 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     created = not root.exists()
     started = datetime.now()
     try:
+        if not created:
+            _check_ours(root)  # before the lock file is created in someone else's directory
         with locked(root):
-            _check_ours(root)
             identity = {"source": spec.name, "args": spec.args, **opts.identity()}
             if not force:
                 _refuse_other_options(layout, identity)
@@ -194,7 +195,7 @@ def _write_retry_input(layout: Layout) -> int:
     layout.retries.mkdir(parents=True)
     target = layout.retries / "00000.parquet"
     with connect(layout) as con:
-        n = con.execute("SELECT count(*) FROM samples WHERE status <> 'success'").fetchone()[0]
+        n = con.execute("SELECT count(*) FROM samples WHERE status <> 'success'").fetchall()[0][0]
         if n:
             con.execute(
                 f"""COPY (SELECT l.* FROM read_parquet('{layout.url_list}') l
@@ -226,8 +227,8 @@ def _finish(layout: Layout, command: str, options: dict, started: datetime) -> C
     build_manifest(layout)
     with connect(layout) as con:
         rows, success = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples").fetchone()
-        shards = con.execute("SELECT count(*) FROM shards").fetchone()[0]
+            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples").fetchall()[0]
+        shards = con.execute("SELECT count(*) FROM shards").fetchall()[0][0]
     counts = Counts(rows=rows, success=success, failed=rows - success, shards=shards)
     record_run(layout, command, options, started,
                {"rows": rows, "success": success, "failed": rows - success})
