@@ -81,14 +81,9 @@ def build_yfcc_list(subset: Path, metadata: Path, target: Path, caption: str = "
 def _load_subset(con: duckdb.DuckDBPyConnection, subset: Path) -> int:
     reader = _tsv_reader(subset, "subset list", ["line", "photoid", "hash"],
                          {"line": pa.int64(), "photoid": pa.int64()}, ["line", "photoid"])
-    con.register("subset_src", reader)
-    try:
-        con.execute("CREATE TABLE subset AS SELECT photoid, min(line) AS line "
-                    "FROM subset_src GROUP BY photoid")
-    except duckdb.Error as err:
-        raise _bad_input(subset, "subset list (line<TAB>photo id<TAB>hash)", err) from None
-    finally:
-        con.unregister("subset_src")
+    _create_from_stream(con, reader, "CREATE TABLE subset AS SELECT photoid, min(line) AS line "
+                        "FROM src GROUP BY photoid",
+                        subset, "subset list (line<TAB>photo id<TAB>hash)")
     n = con.execute("SELECT count(*) FROM subset").fetchall()[0][0]
     if n == 0:
         raise UsageError(f"{subset}: the subset list has no rows")
@@ -103,14 +98,22 @@ def _join_metadata(con: duckdb.DuckDBPyConnection, metadata: Path) -> None:
         names = [_TSV_COLUMNS.get(i, f"c{i}") for i in range(_N_TSV_COLUMNS)]
         reader = _tsv_reader(metadata, "YFCC100M metadata", names,
                              {"photoid": pa.int64()}, list(_TSV_COLUMNS.values()))
-    con.register("meta_src", reader)
+    _create_from_stream(con, reader, "CREATE TABLE joined AS SELECT s.line, m.photoid, m.title, "
+                        "m.description, m.downloadurl, m.marker "
+                        "FROM src m JOIN subset s USING (photoid)",
+                        metadata, "YFCC100M metadata (25-column TSV or SQLite)")
+
+
+def _create_from_stream(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader, sql: str,
+                        path: Path, what: str) -> None:
+    """Run `sql` with the stream `reader` as table `src`; parse errors become usage errors."""
+    con.register("src", reader)
     try:
-        con.execute("CREATE TABLE joined AS SELECT s.line, m.photoid, m.title, m.description, "
-                    "m.downloadurl, m.marker FROM meta_src m JOIN subset s USING (photoid)")
+        con.execute(sql)
     except duckdb.Error as err:
-        raise _bad_input(metadata, "YFCC100M metadata (25-column TSV or SQLite)", err) from None
+        raise _bad_input(path, what, err) from None
     finally:
-        con.unregister("meta_src")
+        con.unregister("src")
 
 
 def _write_list(con: duckdb.DuckDBPyConnection, target: Path, caption: str,
