@@ -70,6 +70,7 @@ def test_idempotent_and_kill_safe(demo, tmp_path):
     (leftover / "shards").mkdir(parents=True)
     small = build_demo(out, samples=50, per_class=1)
     assert json.loads(small.sizes_json.read_text()) == {"00000.tar": 50}
+    assert not leftover.exists()  # cleaned up by the next build
     bigger = build_demo(out, samples=120, per_class=1)  # other options: rebuilt in place
     assert sum(json.loads(bigger.sizes_json.read_text()).values()) == 120
 

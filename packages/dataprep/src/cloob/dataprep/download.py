@@ -25,8 +25,11 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
     # img2dataset imports wandb unconditionally (~2 s per process); we never enable it.
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))
 
-from cloob.common.cli import UsageError  # noqa: E402
 from cloob.dataprep.config import DownloadOptions  # noqa: E402
+
+
+class IncompleteError(Exception):
+    """img2dataset stopped or some shards failed in it; re-running the command resumes them."""
 
 
 def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
@@ -49,7 +52,8 @@ def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
     if proc.returncode < 0 or proc.returncode == 130:
         raise KeyboardInterrupt
     if proc.returncode != 0:
-        raise UsageError(f"img2dataset failed (exit {proc.returncode}); see {log}")
+        raise IncompleteError(f"img2dataset failed (exit {proc.returncode}, see {log}); "
+                              "re-run the same command to resume")
 
 
 def _img2dataset_args(inputs: Path, shards: Path, opts: DownloadOptions,

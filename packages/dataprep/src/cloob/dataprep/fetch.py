@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 from cloob.dataprep.config import DownloadOptions, SourceSpec
-from cloob.dataprep.download import run_img2dataset
+from cloob.dataprep.download import IncompleteError, run_img2dataset
 from cloob.dataprep.layout import Layout, locked
 from cloob.dataprep.manifest import build_manifest, connect, record_run
 from cloob.dataprep.shards import complete_shards, remove_incomplete, write_sizes
@@ -29,10 +29,6 @@ PART_ROWS = 1_000_000
 # What a fetch writes into DIR; anything else there means DIR is not ours to write into.
 _OURS = {"shards", "urls.parquet", "urls.json", "input", "input.tmp", "retry", "sources",
          "fetch.json", "runs.json", "manifest.duckdb", "sizes.json", "img2dataset.log", ".lock"}
-
-
-class IncompleteError(Exception):
-    """Some shards failed inside img2dataset; re-running the command resumes them."""
 
 
 @dataclass
@@ -56,6 +52,7 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     layout = Layout(root)
     created = not root.exists()
     started = datetime.now()
+    downloading = False
     try:
         if not created:
             _check_ours(root)  # before the lock file is created in someone else's directory
@@ -68,11 +65,12 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
             if force:
                 _start_over(layout)
             state = _ensure_inputs(layout, identity, opts, spec)
+            downloading = True
             _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False)
             counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
                              started)
     except UsageError:
-        if created:  # bad input on a fresh directory: leave nothing behind
+        if created and not downloading:  # bad input on a fresh directory: leave nothing behind
             shutil.rmtree(root, ignore_errors=True)
         raise
     return counts
