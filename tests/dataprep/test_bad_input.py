@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import socket
 import sqlite3
 from pathlib import Path
@@ -106,6 +107,9 @@ def test_bad_options_and_dirs(dataprep, tmp_path):
                                  "slurm"), out, "--distributor")
     _assert_usage_error(dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out,
                                  "--samples-per-shard", "0"), out, "--samples-per-shard")
+    if importlib.util.find_spec("ray") is None:
+        _assert_usage_error(dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out,
+                                     "--distributor", "ray"), out, "needs ray installed")
     mine = tmp_path / "home"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")

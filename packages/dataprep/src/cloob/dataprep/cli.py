@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,9 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
         raise UsageError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}")
     if distributor not in DISTRIBUTORS:
         raise UsageError(f"--distributor must be one of {', '.join(DISTRIBUTORS)}")
+    if distributor != "multiprocessing" and importlib.util.find_spec(distributor) is None:
+        raise UsageError(f"--distributor {distributor} needs {distributor} installed "
+                         f"(e.g. `uv run --with {distributor} dataprep ...`)")
     for flag, value in (("--image-size", image_size), ("--processes", processes),
                         ("--threads", threads), ("--samples-per-shard", samples_per_shard),
                         ("--timeout", timeout), ("--max-samples", max_samples or 1)):
