@@ -93,6 +93,11 @@ def test_rerun_is_a_no_op_and_other_options_are_refused(cc3m, dataprep):
     assert "different options" in result.err and "--force" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    broken = tsv.with_name("broken.tsv")
+    broken.write_text("caption\thttp://h/1.jpg\textra column\n")
+    result = dataprep("fetch", "cc3m", "--tsv", broken, "--out", out, "--force", *FETCH_OPTS)
+    assert result.code == 2 and "Expected 2 columns" in result.err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_stats_verify_query(cc3m, dataprep):

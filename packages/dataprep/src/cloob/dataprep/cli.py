@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,6 +34,32 @@ Force = Annotated[bool, typer.Option("--force", help="Start over in a directory 
 Dir = Annotated[Path, typer.Argument(help="Dataset directory written by `dataprep fetch`.")]
 
 
+_COMMON = {  # the download flags every fetch command takes: name → (annotated type, default)
+    "image_size": (ImageSize, 256), "resize_mode": (ResizeMode, "border"),
+    "processes": (Processes, 1), "threads": (Threads, 32), "samples_per_shard": (PerShard, 10000),
+    "max_samples": (MaxSamples, None), "retries": (Retries, 0), "timeout": (Timeout, 10),
+    "distributor": (Distributor, "multiprocessing"), "user_agent_token": (UserAgent, None),
+}
+
+
+def _with_download_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a fetch command the common download flags; it receives them as one `opts`."""
+    sig = inspect.signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "opts"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                               annotation=annotation)
+             for name, (annotation, default) in _COMMON.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        common = {name: kwargs.pop(name) for name in _COMMON}
+        command(opts=_options(**common), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
+
+
 def _options(image_size: int, resize_mode: str, processes: int, threads: int,
              samples_per_shard: int, max_samples: int | None, retries: int, timeout: int,
              distributor: str, user_agent_token: str | None) -> DownloadOptions:
@@ -37,6 +67,9 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
         raise UsageError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}")
     if distributor not in DISTRIBUTORS:
         raise UsageError(f"--distributor must be one of {', '.join(DISTRIBUTORS)}")
+    if distributor != "multiprocessing" and importlib.util.find_spec(distributor) is None:
+        raise UsageError(f"--distributor {distributor} needs {distributor} installed "
+                         f"(e.g. `uv run --with {distributor} dataprep ...`)")
     for flag, value in (("--image-size", image_size), ("--processes", processes),
                         ("--threads", threads), ("--samples-per-shard", samples_per_shard),
                         ("--timeout", timeout), ("--max-samples", max_samples or 1)):
@@ -66,13 +99,11 @@ def _say(message: str) -> None:
 
 
 @fetch_app.command("cc3m")
+@_with_download_options
 def fetch_cc3m(
     tsv: Annotated[str, typer.Option(help="CC3M TSV as published (caption<TAB>url, no header): path or URL.")],
-    out: Out, image_size: ImageSize = 256, resize_mode: ResizeMode = "border",
-    processes: Processes = 1, threads: Threads = 32, samples_per_shard: PerShard = 10000,
-    max_samples: MaxSamples = None, retries: Retries = 0, timeout: Timeout = 10,
-    distributor: Distributor = "multiprocessing", user_agent_token: UserAgent = None,
-    force: Force = False,
+    out: Out,
+    force: Force = False, *, opts: DownloadOptions,
 ) -> None:
     """Conceptual Captions 3M (train or val: one run per TSV)."""
     from cloob.dataprep.config import SourceSpec
@@ -80,8 +111,6 @@ def fetch_cc3m(
     from cloob.dataprep.sources import local_input
     from cloob.dataprep.sources.cc3m import build_cc3m_list
 
-    opts = _options(image_size, resize_mode, processes, threads, samples_per_shard, max_samples,
-                    retries, timeout, distributor, user_agent_token)
 
     def build(target: Path) -> str:
         n = build_cc3m_list(local_input(tsv, Layout(out).sources, "CC3M TSV"), target)
@@ -91,27 +120,27 @@ def fetch_cc3m(
 
 
 @fetch_app.command("yfcc15m")
+@_with_download_options
 def fetch_yfcc15m(
     metadata: Annotated[str, typer.Option(help="YFCC100M metadata: 25-column TSV (bz2/gz/plain) or yfcc100m_dataset.sql (SQLite); path or URL.")],
     out: Out,
     subset: Annotated[str | None, typer.Option(help="CLIP subset list (default: OpenAI's yfcc100m_subset_data.tsv.bz2); path or URL.")] = None,
     caption: Annotated[str, typer.Option(help="title, description or title+description.")] = "title+description",
-    image_size: ImageSize = 256, resize_mode: ResizeMode = "border",
-    processes: Processes = 1, threads: Threads = 32, samples_per_shard: PerShard = 10000,
-    max_samples: MaxSamples = None, retries: Retries = 0, timeout: Timeout = 10,
-    distributor: Distributor = "multiprocessing", user_agent_token: UserAgent = None,
-    force: Force = False,
+    force: Force = False, *, opts: DownloadOptions,
 ) -> None:
     """CLIP's YFCC-15M: subset list joined with the YFCC100M metadata, photos only."""
     from cloob.dataprep.config import SourceSpec
     from cloob.dataprep.layout import Layout
     from cloob.dataprep.sources import local_input
-    from cloob.dataprep.sources.yfcc15m import CAPTION_MODES, EXTRA_COLUMNS, SUBSET_URL, build_yfcc_list
+    from cloob.dataprep.sources.yfcc15m import (
+        CAPTION_MODES,
+        EXTRA_COLUMNS,
+        SUBSET_URL,
+        build_yfcc_list,
+    )
 
     if caption not in CAPTION_MODES:
         raise UsageError(f"--caption must be one of {', '.join(CAPTION_MODES)}")
-    opts = _options(image_size, resize_mode, processes, threads, samples_per_shard, max_samples,
-                    retries, timeout, distributor, user_agent_token)
     subset = subset or SUBSET_URL
 
     def build(target: Path) -> str:
@@ -127,24 +156,19 @@ def fetch_yfcc15m(
 
 
 @fetch_app.command("urls")
+@_with_download_options
 def fetch_urls(
     input: Annotated[Path, typer.Option("--input", help="parquet/csv/tsv/jsonl (optionally .gz) with a header.")],  # noqa: A002
     out: Out,
     url_col: Annotated[str, typer.Option(help="Column holding the image URL.")] = "url",
     caption_col: Annotated[str, typer.Option(help="Column holding the caption.")] = "caption",
-    image_size: ImageSize = 256, resize_mode: ResizeMode = "border",
-    processes: Processes = 1, threads: Threads = 32, samples_per_shard: PerShard = 10000,
-    max_samples: MaxSamples = None, retries: Retries = 0, timeout: Timeout = 10,
-    distributor: Distributor = "multiprocessing", user_agent_token: UserAgent = None,
-    force: Force = False,
+    force: Force = False, *, opts: DownloadOptions,
 ) -> None:
     """Any url + caption list."""
     from cloob.dataprep.config import SourceSpec
     from cloob.dataprep.sources import local_input
     from cloob.dataprep.sources.urls import build_urls_list, input_format
 
-    opts = _options(image_size, resize_mode, processes, threads, samples_per_shard, max_samples,
-                    retries, timeout, distributor, user_agent_token)
     input_format(input)
 
     def build(target: Path) -> str:

@@ -2,9 +2,9 @@
 
 img2dataset runs in a child Python process (`python -m cloob.dataprep.download ARGS.json`):
 - start-up: webdataset imports torch when it can (5+ s in every process img2dataset spawns, and
-  torch is never used for writing tars). This module, run as the main module, hides torch before
-  anything imports it; img2dataset's spawned workers re-import the main module first, so they
-  skip torch too;
+  torch is never used for writing tars), img2dataset imports wandb (~2 s, unused here). This
+  module, run as the main module, hides both before anything imports them; img2dataset's spawned
+  workers re-import the main module first, so they skip them too;
 - its noisy stdout goes to `DIR/img2dataset.log` while tqdm's progress stays on stderr;
 - its SIGINT handler exits with status 0 and would make a Ctrl-C look like success in-process;
 - distributors: `ray` needs `ray.init` before img2dataset is called, `pyspark` can be pointed at
@@ -17,13 +17,19 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned workers
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # → ModuleNotFoundError
+    # img2dataset imports wandb unconditionally (~2 s per process); we never enable it.
+    sys.modules.setdefault("wandb", types.ModuleType("wandb"))
 
-from cloob.common.cli import UsageError  # noqa: E402
 from cloob.dataprep.config import DownloadOptions  # noqa: E402
+
+
+class IncompleteError(Exception):
+    """img2dataset stopped or some shards failed in it; re-running the command resumes them."""
 
 
 def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
@@ -46,7 +52,8 @@ def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
     if proc.returncode < 0 or proc.returncode == 130:
         raise KeyboardInterrupt
     if proc.returncode != 0:
-        raise UsageError(f"img2dataset failed (exit {proc.returncode}); see {log}")
+        raise IncompleteError(f"img2dataset failed (exit {proc.returncode}, see {log}); "
+                              "re-run the same command to resume")
 
 
 def _img2dataset_args(inputs: Path, shards: Path, opts: DownloadOptions,

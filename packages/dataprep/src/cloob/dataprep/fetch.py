@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 from cloob.dataprep.config import DownloadOptions, SourceSpec
-from cloob.dataprep.download import run_img2dataset
+from cloob.dataprep.download import IncompleteError, run_img2dataset
 from cloob.dataprep.layout import Layout, locked
 from cloob.dataprep.manifest import build_manifest, connect, record_run
 from cloob.dataprep.shards import complete_shards, remove_incomplete, write_sizes
@@ -29,10 +29,6 @@ PART_ROWS = 1_000_000
 # What a fetch writes into DIR; anything else there means DIR is not ours to write into.
 _OURS = {"shards", "urls.parquet", "urls.json", "input", "input.tmp", "retry", "sources",
          "fetch.json", "runs.json", "manifest.duckdb", "sizes.json", "img2dataset.log", ".lock"}
-
-
-class IncompleteError(Exception):
-    """Some shards failed inside img2dataset; re-running the command resumes them."""
 
 
 @dataclass
@@ -56,9 +52,11 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     layout = Layout(root)
     created = not root.exists()
     started = datetime.now()
+    downloading = False
     try:
+        if not created:
+            _check_ours(root)  # before the lock file is created in someone else's directory
         with locked(root):
-            _check_ours(root)
             identity = {"source": spec.name, "args": spec.args, **opts.identity()}
             if not force:
                 _refuse_other_options(layout, identity)
@@ -67,11 +65,12 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
             if force:
                 _start_over(layout)
             state = _ensure_inputs(layout, identity, opts, spec)
+            downloading = True
             _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False)
             counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
                              started)
     except UsageError:
-        if created:  # bad input on a fresh directory: leave nothing behind
+        if created and not downloading:  # bad input on a fresh directory: leave nothing behind
             shutil.rmtree(root, ignore_errors=True)
         raise
     return counts
@@ -194,7 +193,7 @@ def _write_retry_input(layout: Layout) -> int:
     layout.retries.mkdir(parents=True)
     target = layout.retries / "00000.parquet"
     with connect(layout) as con:
-        n = con.execute("SELECT count(*) FROM samples WHERE status <> 'success'").fetchone()[0]
+        n = con.execute("SELECT count(*) FROM samples WHERE status <> 'success'").fetchall()[0][0]
         if n:
             con.execute(
                 f"""COPY (SELECT l.* FROM read_parquet('{layout.url_list}') l
@@ -226,8 +225,8 @@ def _finish(layout: Layout, command: str, options: dict, started: datetime) -> C
     build_manifest(layout)
     with connect(layout) as con:
         rows, success = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples").fetchone()
-        shards = con.execute("SELECT count(*) FROM shards").fetchone()[0]
+            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples").fetchall()[0]
+        shards = con.execute("SELECT count(*) FROM shards").fetchall()[0][0]
     counts = Counts(rows=rows, success=success, failed=rows - success, shards=shards)
     record_run(layout, command, options, started,
                {"rows": rows, "success": success, "failed": rows - success})

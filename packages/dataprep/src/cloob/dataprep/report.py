@@ -32,7 +32,7 @@ def print_stats(root: Path) -> None:
             "SELECT (SELECT count(*) FROM samples), "
             "(SELECT count(*) FROM samples WHERE status = 'success'), "
             "(SELECT coalesce(sum(bytes), 0) FROM shards), (SELECT count(*) FROM shards)"
-        ).fetchone()
+        ).fetchall()[0]
         summary = Table(title=f"{root}", show_header=False)
         summary.add_row("samples", f"{rows:,}")
         summary.add_row("success", f"{ok:,} ({ok / rows:.1%})" if rows else "0")

@@ -11,6 +11,7 @@ dataprep must stay torch-free.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -82,18 +83,30 @@ def build_demo(out: Path, samples: int = 20000, seed: int = 0, image_size: int =
     marker = out / "demo.json"
     if marker.exists() and _read_json(marker) == options:
         return _dataset(out, samples)
-    if out.exists() and any(out.iterdir()) and not marker.exists():
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Several ranks may call this at once: one builds, the others wait and then reuse its build.
+    with open(out.with_name(f".{out.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and _read_json(marker) == options:
+            return _dataset(out, samples)
+        _build(out, options)
+    return _dataset(out, samples)
+
+
+def _build(out: Path, options: dict) -> None:
+    samples, seed, image_size = options["samples"], options["seed"], options["image_size"]
+    if out.exists() and any(out.iterdir()) and not (out / "demo.json").exists():
         raise UsageError(f"{out} exists and is not a demo dataset: use a new or empty directory")
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # killed builds; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     started = datetime.now()
     _write_shards(Layout(tmp), samples, seed, image_size)
     for task in TEMPLATES:
-        _write_task(tmp / "benchmark" / task, task, seed, image_size, per_class)
+        _write_task(tmp / "benchmark" / task, task, seed, image_size, options["per_class"])
     _finish(Layout(tmp), options, started)
     write_json(tmp / "demo.json", options)  # last: marks the build complete
     _swap_in(tmp, out)
-    return _dataset(out, samples)
 
 
 def _dataset(out: Path, samples: int) -> DemoDataset:

@@ -50,7 +50,7 @@ def read_urls(path: Path, url_col: str, caption_col: str) -> Iterable[pa.RecordB
                                                  column_types={c: pa.string() for c in cols}))
         _require(path, cols, reader.schema.names)
         yield from reader
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         if isinstance(err, FileNotFoundError):
             raise
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -81,15 +81,10 @@ def build_yfcc_list(subset: Path, metadata: Path, target: Path, caption: str = "
 def _load_subset(con: duckdb.DuckDBPyConnection, subset: Path) -> int:
     reader = _tsv_reader(subset, "subset list", ["line", "photoid", "hash"],
                          {"line": pa.int64(), "photoid": pa.int64()}, ["line", "photoid"])
-    con.register("subset_src", reader)
-    try:
-        con.execute("CREATE TABLE subset AS SELECT photoid, min(line) AS line "
-                    "FROM subset_src GROUP BY photoid")
-    except duckdb.Error as err:
-        raise _bad_input(subset, "subset list (line<TAB>photo id<TAB>hash)", err) from None
-    finally:
-        con.unregister("subset_src")
-    n = con.execute("SELECT count(*) FROM subset").fetchone()[0]
+    _create_from_stream(con, reader, "CREATE TABLE subset AS SELECT photoid, min(line) AS line "
+                        "FROM src GROUP BY photoid",
+                        subset, "subset list (line<TAB>photo id<TAB>hash)")
+    n = con.execute("SELECT count(*) FROM subset").fetchall()[0][0]
     if n == 0:
         raise UsageError(f"{subset}: the subset list has no rows")
     return n
@@ -98,26 +93,34 @@ def _load_subset(con: duckdb.DuckDBPyConnection, subset: Path) -> int:
 def _join_metadata(con: duckdb.DuckDBPyConnection, metadata: Path) -> None:
     """Stream the metadata through a hash join against the subset; keep both markers for counting."""
     if _is_sqlite(metadata):
-        reader = pa.RecordBatchReader.from_batches(_META_SCHEMA, _sqlite_batches(metadata))
+        reader = _sqlite_reader(metadata)
     else:
         names = [_TSV_COLUMNS.get(i, f"c{i}") for i in range(_N_TSV_COLUMNS)]
         reader = _tsv_reader(metadata, "YFCC100M metadata", names,
                              {"photoid": pa.int64()}, list(_TSV_COLUMNS.values()))
-    con.register("meta_src", reader)
+    _create_from_stream(con, reader, "CREATE TABLE joined AS SELECT s.line, m.photoid, m.title, "
+                        "m.description, m.downloadurl, m.marker "
+                        "FROM src m JOIN subset s USING (photoid)",
+                        metadata, "YFCC100M metadata (25-column TSV or SQLite)")
+
+
+def _create_from_stream(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader, sql: str,
+                        path: Path, what: str) -> None:
+    """Run `sql` with the stream `reader` as table `src`; parse errors become usage errors."""
+    con.register("src", reader)
     try:
-        con.execute("CREATE TABLE joined AS SELECT s.line, m.photoid, m.title, m.description, "
-                    "m.downloadurl, m.marker FROM meta_src m JOIN subset s USING (photoid)")
+        con.execute(sql)
     except duckdb.Error as err:
-        raise _bad_input(metadata, "YFCC100M metadata (25-column TSV or SQLite)", err) from None
+        raise _bad_input(path, what, err) from None
     finally:
-        con.unregister("meta_src")
+        con.unregister("src")
 
 
 def _write_list(con: duckdb.DuckDBPyConnection, target: Path, caption: str,
                 subset_ids: int) -> JoinReport:
     matched, videos = con.execute(
         "SELECT count(DISTINCT photoid), count(*) FILTER (WHERE trim(marker) <> '0') FROM joined"
-    ).fetchone()
+    ).fetchall()[0]
     caption_sql = {
         "title": "title",
         "description": "description",
@@ -135,7 +138,7 @@ def _write_list(con: duckdb.DuckDBPyConnection, target: Path, caption: str,
                     QUALIFY row_number() OVER (PARTITION BY photoid ORDER BY line) = 1)
                 ORDER BY line
             ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)""")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchone()[0]
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchall()[0][0]
         if rows == 0:
             raise UsageError("no photo of the subset list was found in the metadata")
     return JoinReport(subset_ids=subset_ids, matched=matched, videos=videos, rows=rows)
@@ -155,7 +158,7 @@ def _tsv_reader(path: Path, what: str, names: list[str], types: dict[str, pa.Dat
             convert_options=pacsv.ConvertOptions(include_columns=keep, column_types=column_types,
                                                  strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise _bad_input(path, what, err) from None
 
 
@@ -170,26 +173,31 @@ def _is_sqlite(path: Path) -> bool:
         return f.read(16) == b"SQLite format 3\x00"
 
 
-def _sqlite_batches(path: Path, size: int = 100_000) -> Iterator[pa.RecordBatch]:
+def _sqlite_reader(path: Path, size: int = 100_000) -> pa.RecordBatchReader:
     """Stream the SQLite table in batches (DuckDB's sqlite extension needs a download)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # DuckDB pulls batches from its own threads, one at a time.
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
-        try:
-            cur = con.execute(f"SELECT photoid, title, description, downloadurl, marker "
-                              f"FROM {_SQLITE_TABLE}")
-        except sqlite3.Error as err:
-            raise UsageError(f"{path}: not a YFCC100M SQLite database (need table "
-                             f"{_SQLITE_TABLE} with photoid, title, description, downloadurl, "
-                             f"marker): {err}") from None
-        while rows := cur.fetchmany(size):
-            ids, titles, descs, urls, markers = zip(*rows, strict=True)
-            yield pa.record_batch(
-                [pa.array([int(i) for i in ids], pa.int64()), pa.array(titles, pa.string()),
-                 pa.array(descs, pa.string()), pa.array(urls, pa.string()),
-                 pa.array([str(m) for m in markers], pa.string())],
-                schema=_META_SCHEMA)
-    finally:
+        cur = con.execute(f"SELECT photoid, title, description, downloadurl, marker "
+                          f"FROM {_SQLITE_TABLE}")
+    except sqlite3.Error as err:
         con.close()
+        raise UsageError(f"{path}: not a YFCC100M SQLite database (need table {_SQLITE_TABLE} "
+                         f"with photoid, title, description, downloadurl, marker): {err}") from None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            while rows := cur.fetchmany(size):
+                ids, titles, descs, urls, markers = zip(*rows, strict=True)
+                yield pa.record_batch(
+                    [pa.array([int(i) for i in ids], pa.int64()), pa.array(titles, pa.string()),
+                     pa.array(descs, pa.string()), pa.array(urls, pa.string()),
+                     pa.array([str(m) for m in markers], pa.string())],
+                    schema=_META_SCHEMA)
+        finally:
+            con.close()
+
+    return pa.RecordBatchReader.from_batches(_META_SCHEMA, batches())
 
 
 def _clean_arrow(values: pa.Array) -> pa.Array:
