@@ -20,11 +20,7 @@ _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 
 def read_devkit(devkit: Path) -> tuple[list[str], list[str]]:
     """(all 1000 leaf wnids, the wnid of every val image in image-number order)."""
-    try:
-        from scipy.io import loadmat  # only this path needs it: MATLAB files are not ten lines
-    except ImportError:
-        raise UsageError("reading the ImageNet devkit needs scipy (uv pip install scipy), "
-                         "or pass a prepared val/<wnid>/ folder to --imagenet") from None
+    from scipy.io import loadmat  # imported here: only this path reads MATLAB files
     meta = truth = None
     with tarfile.open(devkit) as tf:
         for member in tf.getmembers():

@@ -63,7 +63,7 @@ def run_zeroshot(model: nn.Module, preprocess: Any, tokenizer: Any, cfg: EvalCon
         result = evaluate(model, preprocess, tokenizer, kind, path, device=str(device),
                           batch_size=cfg.batch_size_eval, workers=workers, precision=precision,
                           **extra)
-        for key in ("acc1", "acc5", "mean_per_class_recall"):
+        for key in ("acc1", "acc5", "mean_per_class_recall", "n_classes"):
             if key in result:
                 metrics[f"zeroshot/{name}/{key}"] = float(result[key])
     return metrics

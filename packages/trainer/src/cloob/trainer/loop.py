@@ -530,11 +530,13 @@ def _finish(run_dir: Path, metrics: dict[str, float]) -> None:
     tasks = sorted({k.split("/")[1] for k in metrics if k.startswith("zeroshot/")})
     if tasks:
         table = Table(title="zero-shot (final)")
-        for col in ("task", "acc1 %", "acc5 %", "mean per-class recall %"):
-            table.add_column(col)
+        for col in ("task", "classes", "chance %", "acc1 %", "acc5 %", "mean per-class recall %"):
+            table.add_column(col, justify="left" if col == "task" else "right")
         for t in tasks:
-            table.add_row(t, *(f"{100 * metrics.get(f'zeroshot/{t}/{k}', float('nan')):.2f}"
-                               for k in ("acc1", "acc5", "mean_per_class_recall")))
+            n = metrics.get(f"zeroshot/{t}/n_classes", float("nan"))
+            table.add_row(t, f"{n:.0f}", f"{100 / n:.2f}",
+                          *(f"{100 * metrics.get(f'zeroshot/{t}/{k}', float('nan')):.2f}"
+                            for k in ("acc1", "acc5", "mean_per_class_recall")))
         console.print(table)
     console.print(f"run folder: {run_dir}")
 
