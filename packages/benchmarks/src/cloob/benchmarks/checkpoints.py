@@ -11,8 +11,6 @@ Formats (all loaded with `torch.load(weights_only=True)`):
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 
 from cloob.common.cli import UsageError
 from cloob.common.files import sha256_file
+from cloob.common.torchload import safe_load
 
 TRAINER_FORMAT = "cloob-toolkit/1"
 
@@ -73,16 +72,7 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
 
 
 def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, TypeError) as err:
-        raise UsageError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
-    if not isinstance(ckpt, dict):
-        raise UsageError(f"{path}: not a checkpoint dict (got {type(ckpt).__name__})")
-    return ckpt
+    return safe_load(path)
 
 
 def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:

@@ -9,7 +9,6 @@ step, epoch, RNG states, data position, resolved config). Only plain containers 
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 import shutil
@@ -21,6 +20,7 @@ import torch
 
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
+from cloob.common.torchload import safe_load
 
 FORMAT = "cloob-toolkit/1"
 _NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
@@ -74,17 +74,7 @@ def link_latest(path: Path, latest: Path) -> None:
 
 def load(path: str | Path) -> dict[str, Any]:
     """Load with weights_only=True; a pickle that wants to run code is refused with one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                         f"containers, which could execute code ({first})") from None
-    except (RuntimeError, EOFError) as err:
-        raise UsageError(f"{path} is not a readable checkpoint ({' '.join(str(err).split())[:200]})") from None
+    ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{path} is not a {FORMAT} checkpoint")
     return ckpt

@@ -1,0 +1,40 @@
+"""Loading checkpoints without running code: `torch.load(weights_only=True)` with one-line errors.
+
+Used by the trainer (resume) and benchmarks (evaluation). torch is imported lazily: `common` is
+also used by `dataprep`, which must not need torch.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from cloob.common.cli import UsageError
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at `path`; a missing, corrupt or code-carrying file is a UsageError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "global" in str(err).lower():
+            raise UsageError(f"{path}: not a readable checkpoint: refusing to load objects other than "
+                             f"tensors and plain containers, which could execute code "
+                             f"({_first_line(err)})") from None
+        raise UsageError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+    except Exception as err:  # noqa: BLE001 - torch's unpickler raises many types on garbage
+        raise UsageError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path}: not a checkpoint dict (got {type(obj).__name__})")
+    return obj
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
