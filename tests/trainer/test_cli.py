@@ -39,7 +39,7 @@ def micro_run(tmp_path_factory):
     (["--method", "siglip", "--dataset-type", "synthetic"], "unknown method"),
     (["--train-data", "/nonexistent/shards-{000..003}.tar"], "not found"),
     (["--train-data", "/nonexistent/train.csv"], "not found"),
-    ([], "no --train-data"),
+    (["--dataset-type", "csv"], "no --train-data"),
     (["--lr", "fast", "--dataset-type", "synthetic"], "--lr"),
     (["--batch-size", "many", "--dataset-type", "synthetic"], "--batch-size"),
     (["--batch-size", "0", "--dataset-type", "synthetic"], "--batch-size"),
