@@ -7,7 +7,7 @@ batch — with the same batch size and worker count. A fresh loader per run; the
 batches (worker start-up, shuffle-buffer fill) are not timed, then `--batches` are. Sides alternate
 (A, B, B, A, ...) and the ratio is taken per round. Shards are cached under $BENCH_CACHE.
 
-    uv run python bench/loader.py [--batch 32] [--workers 2] [--batches 100] [--rounds 3]
+    uv run python bench/loader.py [--batch 32] [--workers 2] [--batches 100] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     a = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     shards = demo_shards(Path(os.environ.get("BENCH_CACHE", "/tmp/cloob-bench-cache")))
