@@ -47,10 +47,19 @@ def derive_seed(*parts: Any) -> int:
 
 
 def seeded_transform(transform: Callable, image: Image.Image, seed: int) -> torch.Tensor:
-    """Apply a torchvision transform with its own torch seed, leaving the caller's RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """Apply a torchvision transform with its own torch seed, leaving the caller's RNG untouched.
+
+    Only the CPU generator (the one torchvision's random transforms draw from) is seeded and
+    restored: `torch.manual_seed` would also queue a lazy seed for every accelerator backend,
+    formatting a stack trace each time (a third of the loader's per-sample cost), and leave those
+    device generators reseeded."""
+    gen = torch.default_generator
+    state = gen.get_state()
+    gen.manual_seed(seed)
+    try:
         return transform(image)
+    finally:
+        gen.set_state(state)
 
 
 # ----------------------------------------------------------------------------- sources
