@@ -24,8 +24,11 @@ def _targets(n: int, device: torch.device) -> torch.Tensor:
 
 def infonce(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) -> torch.Tensor:
     """One-directional InfoNCE: mean_i −log softmax_j(τ⁻¹⟨a_i, b_j⟩)_i."""
-    logits = inv_tau * (a @ b.t())
-    return F.cross_entropy(logits, _targets(a.shape[0], a.device))
+    return _infonce_logits(inv_tau * (a @ b.t()))
+
+
+def _infonce_logits(logits: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, _targets(logits.shape[0], logits.device))
 
 
 def infoloob(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) -> torch.Tensor:
@@ -34,7 +37,10 @@ def infoloob(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) ->
     The positive is excluded exactly (diagonal set to −inf before logsumexp) rather than with the
     reference's −1000 offset, which leaks exp(−1000 + k_ii)≈0 only for moderate τ⁻¹. The factor τ
     keeps gradient magnitudes independent of the temperature, as in the reference."""
-    logits = inv_tau * (a @ b.t())
+    return _infoloob_logits(inv_tau * (a @ b.t()), inv_tau)
+
+
+def _infoloob_logits(logits: torch.Tensor, inv_tau: float | torch.Tensor) -> torch.Tensor:
     eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
     positives = logits.diagonal()
     negatives = torch.logsumexp(logits.masked_fill(eye, -math.inf), dim=1)
@@ -43,16 +49,16 @@ def infoloob(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) ->
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
               inv_tau: float | torch.Tensor) -> torch.Tensor:
-    """½ [CE(τ⁻¹ X Yᵀ, I) + CE(τ⁻¹ Y Xᵀ, I)]."""
-    return 0.5 * (infonce(image_features, text_features, inv_tau)
-                  + infonce(text_features, image_features, inv_tau))
+    """½ [CE(τ⁻¹ X Yᵀ, I) + CE(τ⁻¹ Y Xᵀ, I)]; Y Xᵀ is the transpose of X Yᵀ (one matmul, not two)."""
+    logits = (inv_tau * image_features) @ text_features.t()  # scale N×d, not N×N
+    return 0.5 * (_infonce_logits(logits) + _infonce_logits(logits.t()))
 
 
 def infoloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
                   inv_tau: float | torch.Tensor) -> torch.Tensor:
-    """L_LOOB(x, y) + L_LOOB(y, x): InfoLOOB without the Hopfield retrieval."""
-    return (infoloob(image_features, text_features, inv_tau)
-            + infoloob(text_features, image_features, inv_tau))
+    """L_LOOB(x, y) + L_LOOB(y, x): InfoLOOB without the Hopfield retrieval (one matmul)."""
+    logits = (inv_tau * image_features) @ text_features.t()  # scale N×d, not N×N
+    return _infoloob_logits(logits, inv_tau) + _infoloob_logits(logits.t(), inv_tau)
 
 
 def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
