@@ -50,7 +50,10 @@ def naive_clip(x, y, inv_tau, beta=None):
 def naive_hopfield_infonce(x, y, inv_tau, beta):
     u_xx, u_yy = _hopfield(x, x, beta), _hopfield(y, y, beta)
     u_xy, u_yx = _hopfield(y, x, beta), _hopfield(x, y, beta)
-    return (naive_clip(u_xx, u_xy, inv_tau) + naive_clip(u_yy, u_yx, inv_tau)) / 2
+    # CLOOB's structure with InfoNCE in place of InfoLOOB: one direction per retrieval pair
+    labels = torch.arange(x.shape[0], device=x.device)
+    return (F.cross_entropy(inv_tau * u_xx @ u_xy.T, labels)
+            + F.cross_entropy(inv_tau * u_yy @ u_yx.T, labels))
 
 
 OBJECTIVES = {
