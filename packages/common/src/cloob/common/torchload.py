@@ -14,12 +14,13 @@ from cloob.common.cli import UsageError
 
 
 def safe_load(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at `path`; a missing, corrupt or code-carrying file is a UsageError."""
+    """The checkpoint dict at `path`. A missing file raises FileNotFoundError; a corrupt or
+    code-carrying one a UsageError (both become one-line errors through `run_app`)."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such checkpoint")
+        raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
