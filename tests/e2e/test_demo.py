@@ -1,9 +1,9 @@
 """The README's first command on a reduced budget: with no data given, `trainer run` builds the demo
 dataset itself, trains the tiny model and reports zero-shot accuracy on held-out scenes.
 
-CLIP is the method asserted here: on this 50-step budget CLOOB's cross-modal Hopfield retrievals
-are still collapsed onto the batch mean (see the README's demo numbers), so only CLIP is already
-well above chance; both methods go through the same default path."""
+CLIP is the method asserted here: CLOOB needs a few hundred steps to leave its initial collapse
+(bench/NOTES.md, "CLOOB on the demo"), more than a test can spend, while CLIP is far above chance
+after 50; both methods go through the same default path, whose settings are checked below."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def test_default_command_learns_well_above_chance(tmp_path: Path):
     assert (tmp_path / "cache" / "demo-2000" / "sizes.json").is_file()
     assert (run / "checkpoints" / "latest.pt").is_file() and (run / "curves.png").is_file()
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["model"] == "tiny-vit" and config["data"]["batch_size"] == 64
+    assert config["model"]["model"] == "micro-vit" and config["data"]["batch_size"] == 64
+    assert config["model"]["init_inv_tau"] == 14.3 and config["model"]["init_scale_hopfield"] == 14.3
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     colours = [r["zeroshot/colours/acc1"] for r in rows if "zeroshot/colours/acc1" in r][-1]
     assert colours >= 3 / 8, f"colour zero-shot {colours:.3f} is not well above chance (0.125)"
