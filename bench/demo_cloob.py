@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cloob.benchmarks.zeroshot import build_classifier
 from cloob.dataprep.sources.demo import build_demo
 from cloob.trainer import losses, models
 from cloob.trainer.demo import cache_dir
@@ -56,8 +57,7 @@ def load_task(task_dir: Path, preprocess) -> tuple[torch.Tensor, torch.Tensor, l
 def zeroshot(model, tokenizer, tasks) -> dict[str, float]:
     out = {}
     for name, (xs, ys, classes, templates) in tasks.items():
-        weights = torch.stack([F.normalize(F.normalize(model.encode_text(tokenizer(
-            [t.format(c) for t in templates])), dim=-1).mean(0), dim=0) for c in classes])
+        weights = build_classifier(model, tokenizer, classes, templates)
         pred = (F.normalize(model.encode_image(xs), dim=-1) @ weights.t()).argmax(1)
         out[name] = round(100 * pred.eq(ys).float().mean().item(), 1)
     return out
