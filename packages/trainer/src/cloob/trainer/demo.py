@@ -3,8 +3,9 @@
 The demo (coloured shapes with varied captions, built by `cloob.dataprep`) is made once and cached
 under `$CLOOB_CACHE/demo-<samples>` (default `~/.cache/cloob`); its held-out zero-shot tasks, whose
 (shape, colour) pairs never occur in training, are evaluated after every epoch. The settings below
-were chosen so that both methods clearly beat chance within about five minutes on two CPU cores;
-every flag the user passes still wins over them.
+were chosen so that both methods beat chance within about five minutes on two CPU cores (CLIP on
+every run; CLOOB on average, its start is seed-dependent: README, Quick start); every flag the user
+passes still wins over them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ DEMO_SAMPLES = 20000
 # all images, embed to nearly one vector: the Hopfield retrievals of an untrained model are random
 # mixtures, and collapsing removes their spread faster than aligning does) and stays at chance
 # for hundreds of steps. The reference implementation's own defaults, τ⁻¹ = β = 14.3, with batches
-# of 64 (less averaging in each retrieval) leave that plateau within ~100 steps on every seed we
-# tried. CLIP learns with either. micro-vit (width 128) is the step budget that fits ~5 minutes.
+# of 64 (less averaging in each retrieval) leave that plateau within 300 steps on most seeds (5 of
+# 7 tried; bench/NOTES.md has the study of the rest). CLIP learns with either. micro-vit (width 128) is the step budget that fits ~5 minutes.
 DEMO_SETTINGS: dict[tuple[str, str], object] = {
     ("model", "model"): "micro-vit",
     ("model", "init_inv_tau"): 14.3,
