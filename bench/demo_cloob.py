@@ -46,10 +46,11 @@ def load_task(task_dir: Path, preprocess) -> tuple[torch.Tensor, torch.Tensor, l
     names = [n for n in (task_dir / "classnames.txt").read_text().splitlines() if n]
     templates = [t for t in (task_dir / "templates.txt").read_text().splitlines() if t]
     xs, ys = [], []
-    for cls in sorted(p.name for p in (task_dir / "images").iterdir()):
+    # classnames.txt is in sorted-folder order (folders spell spaces as "_")
+    for label, cls in enumerate(sorted(p.name for p in (task_dir / "images").iterdir())):
         for f in sorted((task_dir / "images" / cls).iterdir()):
             xs.append(preprocess(Image.open(f).convert("RGB")))
-            ys.append(names.index(cls))
+            ys.append(label)
     return torch.stack(xs), torch.tensor(ys), names, templates
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cloob.dataprep.sources.demo import build_demo
-from cloob.dataprep.synthetic import COLOURS, SHAPES, held_out_pairs
+from cloob.dataprep.synthetic import BACKGROUNDS, COLOURS, SHAPES, held_out_pairs
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +42,30 @@ def test_training_data_never_shows_held_out_pairs(demo):
 
 
 def test_benchmark_tasks(demo):
-    assert set(demo.tasks) == {"shapes", "colours"}
-    for task, classes in (("shapes", sorted(SHAPES)), ("colours", sorted(COLOURS))):
+    assert set(demo.tasks) == {"shapes", "colours", "backgrounds"}
+    for task, classes in (("shapes", sorted(SHAPES)), ("colours", sorted(COLOURS)),
+                          ("backgrounds", sorted(BACKGROUNDS))):
         t = demo.tasks[task]
         assert t.classnames_file.read_text().splitlines() == classes
-        assert sorted(p.name for p in t.images_dir.iterdir()) == classes
+        folders = [c.replace(" ", "_") for c in classes]  # "pale blue" → pale_blue/
+        assert sorted(p.name for p in t.images_dir.iterdir()) == folders
         templates = t.templates_file.read_text().splitlines()
         assert len(templates) >= 4 and all("{}" in line for line in templates)
-        for cls in classes:
-            files = sorted((t.images_dir / cls).glob("*.png"))
+        for folder in folders:
+            files = sorted((t.images_dir / folder).glob("*.png"))
             assert len(files) == 4
             assert Image.open(files[0]).size == (32, 32)
+
+
+def test_background_task_shows_its_class(demo):
+    # The corner is background: plain, or the texture's 0.75 shade of it (stripes start at x = 0).
+    t = demo.tasks["backgrounds"]
+    for name, rgb in BACKGROUNDS.items():
+        for f in sorted((t.images_dir / name.replace(" ", "_")).glob("*.png")):
+            corner = Image.open(f).convert("RGB").getpixel((0, 0))
+            assert any(all(abs(c - k * b) <= 12 for c, b in zip(corner, rgb, strict=True))
+                       for k in (1, 0.75)), (
+                name, corner)
 
 
 def test_verify_and_stats_run_on_the_demo(demo, dataprep):

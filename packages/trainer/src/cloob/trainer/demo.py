@@ -25,7 +25,7 @@ DEMO_SAMPLES = 20000
 # mixtures, and collapsing removes their spread faster than aligning does) and stays at chance
 # for hundreds of steps. The reference implementation's own defaults, τ⁻¹ = β = 14.3, with batches
 # of 64 (less averaging in each retrieval) leave that plateau within ~300 steps on most seeds: 3×
-# chance on colours in 5 of the 8 runs we made (bench/NOTES.md, both studies). CLIP learns with
+# chance on colours in 7 of the 11 runs we made (bench/NOTES.md, both studies). CLIP learns with
 # either. micro-vit (width 128) is the step budget that fits ~5 minutes.
 DEMO_SETTINGS: dict[tuple[str, str], object] = {
     ("model", "model"): "micro-vit",

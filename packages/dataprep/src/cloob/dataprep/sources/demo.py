@@ -21,7 +21,7 @@ import random
 import shutil
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 from cloob.dataprep.layout import Layout
 from cloob.dataprep.synthetic import (
+    BACKGROUNDS,
     COLOURS,
     SHAPES,
     describe,
@@ -42,13 +43,15 @@ from cloob.dataprep.synthetic import (
 )
 
 SAMPLES_PER_SHARD = 1000  # 20 shards for 20k samples: enough for several ranks × workers
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a third task, backgrounds
 TEMPLATES = {
     "shapes": ("a photo of a {} shape.", "a {} object.", "a drawing of a {}.",
                "a picture of a {}.", "an image showing a {}.", "a {} on a background."),
     "colours": ("a photo of a {} shape.", "a {} object.", "something coloured {}.",
                 "a picture of a {} thing.", "an image showing something {}.",
                 "a drawing of a {} shape."),
+    "backgrounds": ("a {} background.", "a shape on a {} background.", "something over {}.",
+                    "a picture with a {} background.", "an image on a plain {} background."),
 }
 
 
@@ -164,20 +167,28 @@ def _write_shard(shards: Path, shard: int, rows: range, rng: random.Random,
 
 
 def _write_task(root: Path, task: str, seed: int, image_size: int, per_class: int) -> None:
-    """ImageFolder of held-out (shape, colour) pairs only; class = shape or colour."""
+    """ImageFolder of held-out (shape, colour) pairs only; class = shape, colour or background.
+    Folder names have `_` for spaces ("pale_blue"); classnames.txt has the words, in folder order."""
     rng = random.Random(f"benchmark-{task}-{seed}")
     pairs = sorted(held_out_pairs())
-    classes = sorted(SHAPES) if task == "shapes" else sorted(COLOURS)
+    classes = sorted({"shapes": SHAPES, "colours": COLOURS, "backgrounds": BACKGROUNDS}[task],
+                     key=_folder)
     for cls in classes:
-        options = [p for p in pairs if (p[0] if task == "shapes" else p[1]) == cls]
-        folder = root / "images" / cls
+        options = {"shapes": [p for p in pairs if p[0] == cls],
+                   "colours": [p for p in pairs if p[1] == cls]}.get(task, pairs)
+        folder = root / "images" / _folder(cls)
         folder.mkdir(parents=True)
         for n in range(per_class):
-            shape, colour = options[n % len(options)]
-            scene = scene_with(rng, shape, colour)
+            scene = scene_with(rng, *options[n % len(options)])
+            if task == "backgrounds":
+                scene = replace(scene, background=cls)
             render(scene, rng, image_size).save(folder / f"{n}.png", format="PNG")
     (root / "classnames.txt").write_text("".join(f"{c}\n" for c in classes))
     (root / "templates.txt").write_text("".join(f"{t}\n" for t in TEMPLATES[task]))
+
+
+def _folder(name: str) -> str:
+    return name.replace(" ", "_")
 
 
 def _finish(layout: Layout, options: dict, started: datetime) -> None:
