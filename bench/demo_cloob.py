@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cloob.benchmarks.datasets import folder_task
 from cloob.benchmarks.zeroshot import build_classifier
 from cloob.dataprep.sources.demo import build_demo
 from cloob.trainer import losses, models
@@ -43,15 +44,11 @@ def load_shards(root: Path, preprocess, tokenizer) -> tuple[torch.Tensor, torch.
 
 
 def load_task(task_dir: Path, preprocess) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-    names = [n for n in (task_dir / "classnames.txt").read_text().splitlines() if n]
-    templates = [t for t in (task_dir / "templates.txt").read_text().splitlines() if t]
-    xs, ys = [], []
-    # classnames.txt is in sorted-folder order (folders spell spaces as "_")
-    for label, cls in enumerate(sorted(p.name for p in (task_dir / "images").iterdir())):
-        for f in sorted((task_dir / "images" / cls).iterdir()):
-            xs.append(preprocess(Image.open(f).convert("RGB")))
-            ys.append(label)
-    return torch.stack(xs), torch.tensor(ys), names, templates
+    """The demo task exactly as the trainer's evaluation sees it (same labels and templates)."""
+    task = folder_task(task_dir)
+    xs = [preprocess(Image.open(path).convert("RGB")) for path, _ in task.samples]
+    ys = [label for _, label in task.samples]
+    return torch.stack(xs), torch.tensor(ys), task.classnames, task.templates
 
 
 @torch.no_grad()

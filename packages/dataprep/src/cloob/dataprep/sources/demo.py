@@ -171,11 +171,12 @@ def _write_task(root: Path, task: str, seed: int, image_size: int, per_class: in
     Folder names have `_` for spaces ("pale_blue"); classnames.txt has the words, in folder order."""
     rng = random.Random(f"benchmark-{task}-{seed}")
     pairs = sorted(held_out_pairs())
+    attribute = {"shapes": 0, "colours": 1}.get(task)  # position in a (shape, colour) pair
     classes = sorted({"shapes": SHAPES, "colours": COLOURS, "backgrounds": BACKGROUNDS}[task],
                      key=_folder)
     for cls in classes:
-        options = {"shapes": [p for p in pairs if p[0] == cls],
-                   "colours": [p for p in pairs if p[1] == cls]}.get(task, pairs)
+        # shapes/colours: the held-out pairs of this class; backgrounds: all of them
+        options = pairs if attribute is None else [p for p in pairs if p[attribute] == cls]
         folder = root / "images" / _folder(cls)
         folder.mkdir(parents=True)
         for n in range(per_class):
