@@ -80,7 +80,7 @@ def test_tiny_configs_and_open_clip_local_dir(tmp_path):
     they build the same architecture; tiny-rn (ModifiedResNet) trains a step."""
     import open_clip
 
-    for name in ("micro-vit", "tiny-vit", "tiny-rn"):
+    for name in ("micro-vit", "micro-rn", "tiny-vit", "tiny-rn"):
         out = models.export_open_clip_dir(name, tmp_path / name)
         ours = models.create(name, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu"))
         theirs = open_clip.create_model(f"local-dir:{out}")

@@ -45,7 +45,7 @@ def run(
     workers: int = _opt(_D.workers, "--workers", panel=DATA, help="Data loader workers per process."),
     shuffle_buffer: int = _opt(_D.shuffle_buffer, "--shuffle-buffer", panel=DATA, help="webdataset: sample shuffle buffer per worker."),
     # model
-    model: str = _opt(_M.model, "--model", panel=MODEL, help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), micro-vit | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an open_clip config .json."),
+    model: str = _opt(_M.model, "--model", panel=MODEL, help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), micro-vit | micro-rn | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an open_clip config .json."),
     method: str = _opt(_M.method, "--method", panel=MODEL, help="cloob | clip | infoloob (InfoLOOB without Hopfield) | hopfield_infonce (Hopfield + InfoNCE)."),
     init_inv_tau: float = _opt(_M.init_inv_tau, "--init-inv-tau", panel=MODEL, help="Initial inverse temperature τ⁻¹."),
     learnable_inv_tau: bool = _opt(_M.learnable_inv_tau, "--learnable-inv-tau", panel=MODEL, help="Learn τ⁻¹ (clamped to [1, 100] after each step)."),
