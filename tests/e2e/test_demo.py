@@ -1,12 +1,13 @@
 """The README's first command on a reduced budget: with no data given, `trainer run` builds the demo
 dataset itself, trains the tiny model and reports zero-shot accuracy on held-out scenes.
 
-Both methods go through the same default path. CLIP is asserted well above chance on the held-out
-colours. For CLOOB the test asserts what a reduced budget does show: its loss falls clearly below
-the value of any collapsed solution (all features equal: 2·ln(N−1)/τ⁻¹), i.e.
-the encoders separate the batch. Its zero-shot accuracy is not asserted: CLOOB leaves its early
-plateau after a seed-dependent number of steps (bench/NOTES.md, "CLOOB on the demo"), so a
-threshold there would test the seed, not the code."""
+Both methods go through the same default path and must transfer to the held-out scenes at ≥ 3×
+chance. CLIP (one short epoch) is asserted on the colours. CLOOB gets one epoch of 12,000 samples
+(187 steps, like the default run's single epoch but shorter), after which it has learned the shape
+colour *or* the background colour depending on the seed (bench/NOTES.md, "Third study": seeds
+1234 / 1 / 2 / 3 → colours 99.5 / 24.2 / 76.2 / 95.5%, seed 1's backgrounds 82.3%), so the test
+asserts the better of those two tasks, and that its loss ends below the value of any collapsed
+solution (all features equal: 2·ln(N−1)/τ⁻¹)."""
 
 from __future__ import annotations
 
@@ -23,39 +24,45 @@ BIN = Path(sys.executable).parent
 BATCH = 64
 
 
-def _run_demo(tmp_path: Path, method: str, epochs: int) -> tuple[subprocess.CompletedProcess, Path]:
+def _run_demo(tmp_path: Path, method: str, samples: int) -> tuple[subprocess.CompletedProcess, Path]:
     env = {**os.environ, "CLOOB_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     proc = subprocess.run(
-        [str(BIN / "trainer"), "run", "--method", method, "--demo-samples", "2000",
-         "--epochs", str(epochs), "--batch-size", str(BATCH), "--logs", str(tmp_path / "runs"),
+        [str(BIN / "trainer"), "run", "--method", method, "--demo-samples", str(samples), "--batch-size", str(BATCH), "--logs", str(tmp_path / "runs"),
          "--name", "demo", "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, tmp_path / "runs" / "demo"
 
 
-def _check_default_path(tmp_path: Path, proc: subprocess.CompletedProcess, run: Path) -> list[dict]:
-    assert (tmp_path / "cache" / "demo-2000" / "sizes.json").is_file()
+def _check_default_path(tmp_path: Path, proc: subprocess.CompletedProcess, run: Path,
+                        samples: int) -> list[dict]:
+    assert (tmp_path / "cache" / f"demo-{samples}" / "sizes.json").is_file()
     assert (run / "checkpoints" / "latest.pt").is_file() and (run / "curves.png").is_file()
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["model"] == "micro-vit" and config["data"]["batch_size"] == BATCH
+    assert config["model"]["model"] == "micro-rn" and config["data"]["batch_size"] == BATCH
     assert config["model"]["init_inv_tau"] == 14.3 and config["model"]["init_scale_hopfield"] == 14.3
     assert "zero-shot" in proc.stdout and "colours" in proc.stdout and str(run) in proc.stdout
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _final(rows: list[dict], task: str) -> float:
+    return [r[f"zeroshot/{task}/acc1"] for r in rows if f"zeroshot/{task}/acc1" in r][-1]
+
+
 @pytest.mark.parametrize("method", ["clip", "cloob"])
 def test_default_command_learns(tmp_path: Path, method: str):
-    # 2,000 samples = 31 steps an epoch: one epoch for CLIP, six for CLOOB (186 steps).
-    proc, run = _run_demo(tmp_path, method, epochs=1 if method == "clip" else 6)
-    rows = _check_default_path(tmp_path, proc, run)
+    # One epoch each (the default): 2,000 samples = 31 steps for CLIP, 12,000 = 187 for CLOOB.
+    samples = 2000 if method == "clip" else 12000
+    proc, run = _run_demo(tmp_path, method, samples)
+    rows = _check_default_path(tmp_path, proc, run, samples)
+    colours, backgrounds = _final(rows, "colours"), _final(rows, "backgrounds")
     if method == "clip":
-        colours = [r["zeroshot/colours/acc1"] for r in rows if "zeroshot/colours/acc1" in r][-1]
         assert colours >= 3 / 8, f"colour zero-shot {colours:.3f} is not well above chance (0.125)"
-    else:
-        losses = [r["loss"] for r in rows if "loss" in r]
-        collapsed = 2 * math.log(BATCH - 1) / 14.3
-        assert losses[0] > 0.99 * collapsed  # starts at or above the collapsed value …
-        end = sum(losses[-3:]) / 3  # each a mean over the last 10 steps: the last ~30 steps
-        assert end < 0.95 * collapsed, (  # … and ends clearly below it
-            f"CLOOB loss {end:.3f} did not fall below the collapsed value {collapsed:.3f}")
+        return
+    best = max(colours / (1 / 8), backgrounds / (1 / 6))
+    assert best >= 3, (f"CLOOB zero-shot colours {colours:.3f} / backgrounds {backgrounds:.3f}: "
+                       "neither is 3× chance (1/8, 1/6)")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    collapsed = 2 * math.log(BATCH - 1) / 14.3
+    end = sum(losses[-3:]) / 3  # each a mean over 10 steps: the last ~30 steps
+    assert end < 0.9 * collapsed, f"CLOOB loss {end:.3f} ends near the collapsed value {collapsed:.3f}"
