@@ -27,8 +27,8 @@ BATCH = 64
 def _run_demo(tmp_path: Path, method: str, samples: int) -> tuple[subprocess.CompletedProcess, Path]:
     env = {**os.environ, "CLOOB_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     proc = subprocess.run(
-        [str(BIN / "trainer"), "run", "--method", method, "--demo-samples", str(samples), "--batch-size", str(BATCH), "--logs", str(tmp_path / "runs"),
-         "--name", "demo", "--no-progress"],
+        [str(BIN / "trainer"), "run", "--method", method, "--demo-samples", str(samples),
+         "--batch-size", str(BATCH), "--logs", str(tmp_path / "runs"), "--name", "demo", "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, tmp_path / "runs" / "demo"

@@ -42,7 +42,7 @@ def resolve_model_name(name: str) -> str:
         return path.stem
     resolved = ALIASES.get(name, name)
     if resolved not in open_clip.list_models():
-        choices = ", ".join([*ALIASES, "micro-vit", "micro-rn", "tiny-vit", "tiny-rn"])
+        choices = ", ".join([*ALIASES, *sorted(p.stem for p in CONFIG_DIR.glob("*.json"))])
         raise UsageError(f"unknown model {name!r}: use one of {choices}, another open_clip model "
                          "name, or a path to an open_clip config .json")
     return resolved
