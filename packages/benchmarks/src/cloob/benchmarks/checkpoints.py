@@ -18,6 +18,7 @@ import torch
 
 from cloob.common.cli import UsageError
 from cloob.common.files import sha256_file
+from cloob.common.precision import resolve
 from cloob.common.torchload import safe_load
 
 TRAINER_FORMAT = "cloob-toolkit/1"
@@ -40,28 +41,34 @@ class LoadedModel:
         return Path(self.path).stem if self.path else self.name
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
+                    precision: str = "fp32") -> LoadedModel:
+    """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring.
+
+    `precision` builds the weights as `cloob.common.precision` defines (fp16/pure_bf16 cast them)."""
     path = Path(path)
     ckpt = _read(path)
     sd, cfg, name, fmt, meta = _interpret(ckpt, path)
-    model = _build(cfg, name)
+    prec = resolve(precision, device)
+    model = _build(cfg, name, prec.open_clip)
     ignored = _load_weights(model, sd, path, name)
     if ignored:
         meta["ignored_keys"] = ignored
-    loaded = _finish(model, name, fmt, device)
+    loaded = _finish(prec.cast_model(model), name, fmt, device)
     loaded.method, loaded.path, loaded.sha256, loaded.info = (
         meta.pop("method", None), str(path), sha256_file(path), meta)
     return loaded
 
 
-def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu") -> LoadedModel:
+def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu", *,
+                   precision: str = "fp32") -> LoadedModel:
     """`--model NAME --pretrained TAG_OR_PATH`: any open_clip model, weights by tag or file."""
     import open_clip
 
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, weights_only=True)
+            model_name, pretrained=pretrained, device=device, weights_only=True,
+            precision=resolve(precision, device).open_clip)
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {_first_line(err)}") from None
     is_file = pretrained is not None and Path(pretrained).is_file()
@@ -176,14 +183,15 @@ def _count(sd: dict, prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
-def _build(cfg: dict, name: str) -> torch.nn.Module:
+def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
+    """An fp32 model; for low-precision weights (open_clip's `precision`) with its fp32 norms."""
     import open_clip
 
     cfg = dict(cfg)
     custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
     cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
     try:
-        return cls(**cfg)
+        return cls(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
     except (TypeError, ValueError, KeyError, AssertionError) as err:
         raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {_first_line(err)}") from None
 

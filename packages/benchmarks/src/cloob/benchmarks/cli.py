@@ -95,7 +95,7 @@ def zeroshot(
     compare_paper: str = typer.Option(None, "--compare-paper", help="Add the paper's numbers: "
                                       "cc-rn50, cc-rn50-e128, yfcc-rn50, yfcc-rn101, yfcc-rn50x4."),
     save_predictions: bool = typer.Option(False, "--save-predictions", help="Per-image top-5 parquet files."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
     device: str = typer.Option("cpu", "--device"),
@@ -105,19 +105,18 @@ def zeroshot(
     from cloob.benchmarks import paper, report
     from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.runner import RunConfig, run, tasks_for
-    from cloob.benchmarks.zeroshot import PRECISIONS
+    from cloob.common.precision import resolve
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    precision = resolve(precision, device).name
     if compare_paper:
         paper.published(compare_paper)  # fail before any work
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
                       warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
-    models = [load_checkpoint(p) for p in ckpt or []]
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
     if model:
-        models.append(load_open_clip(model, pretrained))
+        models.append(load_open_clip(model, pretrained, precision=precision))
     cfg = RunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
     records = run(models, tasks, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)

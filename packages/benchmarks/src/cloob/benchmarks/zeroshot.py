@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 
 from cloob.benchmarks.datasets import ImageList, Task, resolve_task
 from cloob.common.cli import UsageError
+from cloob.common.precision import resolve
 
-PRECISIONS = ("fp32", "amp_bf16")
 TEXT_BATCH = 512  # texts per text-tower forward: all templates of many classes at once
 TOPK = 5
 
@@ -38,14 +38,6 @@ class Predictions:
         return len(self.labels)
 
 
-def autocast(device: str | torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
 @torch.no_grad()
 def build_classifier(model, tokenizer, classnames: list[str], templates: list[str], *,
                      device: str | torch.device = "cpu", precision: str = "fp32",
@@ -53,7 +45,7 @@ def build_classifier(model, tokenizer, classnames: list[str], templates: list[st
     """(n_classes, dim) unit vectors: mean of the normalised template embeddings, renormalised."""
     texts = [t.format(c) for c in classnames for t in templates]
     chunks = []
-    with autocast(device, precision):
+    with resolve(precision, device).autocast(device):
         for start in range(0, len(texts), text_batch):
             tokens = tokenizer(texts[start:start + text_batch]).to(device)
             chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
@@ -67,12 +59,13 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
     """Top-k classes and cosine scores for every image the loader yields."""
     k = min(TOPK, classifier.shape[0])
     classifier = classifier.to(device)
+    prec = resolve(precision, device)
     labels, index, score = [], [], []
     started = time.perf_counter()
     with _bar(progress, label, len(loader.dataset)) as advance:
         for images, targets, _ in loader:
-            with autocast(device, precision):
-                features = model.encode_image(images.to(device))
+            with prec.autocast(device):
+                features = model.encode_image(prec.cast_input(images.to(device)))
             logits = F.normalize(features.float(), dim=-1) @ classifier.T
             top = logits.topk(k, dim=1)
             labels.append(targets.numpy())

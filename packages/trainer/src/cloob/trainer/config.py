@@ -1,7 +1,8 @@
 """Typed run configuration: the one place for defaults. The CLI only fills these dataclasses.
 
 `None` means "resolved later": lr/beta2/eps take the reference's per-architecture defaults
-(ResNet: 5e-4, 0.999, 1e-8; ViT: 5e-4, 0.98, 1e-6); precision `auto` is amp on CUDA, fp32 on CPU.
+(ResNet: 5e-4, 0.999, 1e-8; ViT: 5e-4, 0.98, 1e-6); precision `auto` is amp on CUDA, fp32 on CPU
+(the precisions themselves are defined once, in `cloob.common.precision`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloob.common.precision import CHOICES
+
 DATASET_TYPES = ("auto", "webdataset", "csv", "synthetic")
+PRECISIONS = CHOICES  # what --precision accepts
 SCHEDULERS = ("cosine", "cosine-restarts", "const")
-PRECISIONS = ("auto", "fp32", "amp", "amp_bf16")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ModelConfig:
     learnable_scale_hopfield: bool = False
     grad_checkpointing: bool = False
     torchcompile: bool = False
+    local_loss: bool = False  # each rank computes its rows of the objective (OpenCLIP's name)
 
 
 @dataclass
@@ -57,6 +61,7 @@ class OptimConfig:
     grad_clip_norm: float | None = None
     epochs: int = 32
     max_steps: int | None = None
+    accum_freq: int = 1  # micro-batches per optimizer step (one contrastive batch of accum_freq × b)
 
 
 @dataclass

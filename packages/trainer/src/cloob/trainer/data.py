@@ -346,9 +346,12 @@ class IndexedBatches(Dataset):
 
 
 def _epoch_batches(n: int, *, batch_size: int, world_size: int, rank: int, seed: int, epoch: int,
-                   steps: int, start: int, training: bool) -> list[list[tuple[int, int]]]:
-    """Global batch s is perm[s·B : (s+1)·B] (B = batch·world) and rank r takes its r-th slice, so
-    N ranks see exactly the batches one process with batch N·b would see."""
+                   steps: int, start: int, training: bool,
+                   accum_freq: int = 1) -> list[list[tuple[int, int]]]:
+    """Global micro-batch s is perm[s·B : (s+1)·B] (B = batch·world) and rank r takes its r-th
+    slice, so N ranks see exactly the batches one process with batch N·b would see; likewise
+    `accum_freq` K consecutive micro-batches hold the samples of one batch of K·B, and a sample's
+    augmentation is seeded by its optimizer step s // K, so both runs see the same images."""
     if training:
         g = torch.Generator().manual_seed(derive_seed(seed, epoch, "perm") % (2**63))
         order = torch.randperm(n, generator=g).tolist()
@@ -361,7 +364,7 @@ def _epoch_batches(n: int, *, batch_size: int, world_size: int, rank: int, seed:
     for s in range(start, steps):
         chunk = order[s * global_batch + rank * batch_size: s * global_batch + (rank + 1) * batch_size]
         if chunk:
-            out.append([(i, derive_seed(seed, epoch, "aug", i, s)) for i in chunk])
+            out.append([(i, derive_seed(seed, epoch, "aug", i, s // accum_freq)) for i in chunk])
     return out
 
 
@@ -370,18 +373,27 @@ def _epoch_batches(n: int, *, batch_size: int, world_size: int, rank: int, seed:
 
 @dataclass
 class TrainData:
-    """What the loop needs: a fresh loader per epoch and the number of steps in an epoch."""
+    """What the loop needs: a fresh loader per epoch and the length of an epoch.
+
+    The loader yields micro-batches of `batch_size` per rank; an optimizer step takes `accum_freq`
+    of them, and `Position.batch` counts micro-batches."""
 
     source: Source
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimizer steps
     n_workers: int  # logical workers (>= 1) of a webdataset stream
     make_loader: Callable[[Position], DataLoader]
+    accum_freq: int = 1
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.steps_per_epoch * self.accum_freq
 
 
 def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callable,
-                     image_size: int, seed: int, rank: int, world_size: int) -> TrainData:
+                     image_size: int, seed: int, rank: int, world_size: int,
+                     accum_freq: int = 1) -> TrainData:
     source = resolve_source(cfg.train_data, cfg.dataset_type)
-    global_batch = cfg.batch_size * world_size
+    global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
     workers = cfg.workers
     if source.kind == "webdataset":
         n = cfg.train_num_samples or source.known_samples
@@ -409,7 +421,7 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
     steps = n // global_batch
     if steps < 1:
         raise UsageError(f"{n} samples are fewer than one global batch ({global_batch}); "
-                         "lower --batch-size")
+                         "lower --batch-size" + (" or --accum-freq" if accum_freq > 1 else ""))
     n_logical = max(1, workers)
 
     def make_loader(pos: Position) -> DataLoader:
@@ -422,11 +434,11 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
             return DataLoader(stream, batch_size=None, num_workers=workers,
                               persistent_workers=False, prefetch_factor=2 if workers else None)
         batches = _epoch_batches(len(dataset), batch_size=cfg.batch_size, world_size=world_size,
-                                 rank=rank, seed=seed, epoch=pos.epoch, steps=steps,
-                                 start=pos.batch, training=True)
+                                 rank=rank, seed=seed, epoch=pos.epoch, steps=steps * accum_freq,
+                                 start=pos.batch, training=True, accum_freq=accum_freq)
         return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers)
 
-    return TrainData(source, steps, n_logical, make_loader)
+    return TrainData(source, steps, n_logical, make_loader, accum_freq)
 
 
 def build_val_loader(cfg: DataConfig, *, batch_size: int, transform: Callable,

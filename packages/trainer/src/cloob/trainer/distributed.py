@@ -67,7 +67,9 @@ class _GatherWithGrad(torch.autograd.Function):
 
     Every rank computes the loss on the full gathered batch, so the gradient of the *sum* of those
     N identical losses w.r.t. my features is N·∂L/∂mine; DDP then averages parameter gradients
-    over the N ranks, which gives exactly ∂L/∂θ of one process on the concatenated batch."""
+    over the N ranks, which gives exactly ∂L/∂θ of one process on the concatenated batch. Under
+    --local-loss rank r computes N·L_r (its rows, averaged over its own rows) with Σ_r L_r = L:
+    the same sum, so the same gradient."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -84,11 +86,26 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
 
 
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows in rank order, differentiable (identity on one process)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks, in place (unchanged on one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return tensor
+
+
 def gather_features(image_features: torch.Tensor,
                     text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate all ranks' features in rank order, keeping the gradient path to every rank."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return image_features, text_features
-    both = _GatherWithGrad.apply(torch.cat([image_features, text_features], dim=1))
+    both = gather_with_grad(torch.cat([image_features, text_features], dim=1))
     d = image_features.shape[1]
     return both[:, :d], both[:, d:]

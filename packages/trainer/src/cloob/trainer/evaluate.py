@@ -3,7 +3,6 @@ through the benchmarks package (one implementation for training-time and standal
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from cloob.common.cli import UsageError
+from cloob.common.precision import Precision
 from cloob.trainer.config import EvalConfig
 
 
@@ -86,12 +86,13 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor)
 
 @torch.no_grad()
 def validate(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, *, device: torch.device,
-             autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
+             precision: Precision) -> dict[str, float]:
     model.eval()
     images, texts, losses, weights = [], [], [], []
     for batch in loader:
-        with autocast():
-            img, txt, inv_tau = model(batch["image"].to(device), batch["text"].to(device))
+        with precision.autocast(device):
+            img, txt, inv_tau = model(precision.cast_input(batch["image"].to(device)),
+                                      batch["text"].to(device))
         img, txt = img.float(), txt.float()
         if img.shape[0] > 1:
             losses.append(loss_fn(img, txt, inv_tau.float()).item())

@@ -16,12 +16,17 @@ def hopfield_retrieval(state: torch.Tensor, memory: torch.Tensor,
 
 
 def cloob_retrievals(image_features: torch.Tensor, text_features: torch.Tensor,
-                     beta: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
+                     beta: float | torch.Tensor, rows: slice | None = None) -> tuple[torch.Tensor, ...]:
     """(U_xx, U_xy, U_yy, U_yx): image memory queried by images/texts, text memory by texts/images.
 
     Same as four `hopfield_retrieval` calls, but y xᵀ is the transpose of x yᵀ: three similarity
-    matmuls instead of four."""
+    matmuls instead of four. With `rows` only those samples query (the memories stay the whole
+    batch): the retrievals of this rank's rows under --local-loss, O(rows · N · d)."""
     x, y = image_features, text_features
+    if rows is not None:
+        xs, ys = x[rows], y[rows]
+        return (_retrieve(xs @ x.t(), x, beta), _retrieve(ys @ x.t(), x, beta),
+                _retrieve(ys @ y.t(), y, beta), _retrieve(xs @ y.t(), y, beta))
     xy = x @ y.t()
     return (_retrieve(x @ x.t(), x, beta), _retrieve(xy.t(), x, beta),
             _retrieve(y @ y.t(), y, beta), _retrieve(xy, y, beta))

@@ -1,6 +1,9 @@
 """The training loop, readable top to bottom: `train(cfg) -> RunResult`.
 
 One process per device (torchrun sets RANK/WORLD_SIZE); rank 0 alone logs, evaluates and writes.
+The steps, in the order they run: `validate_config` → `setup` → `restore` (on --resume) → `wrap`
+(DDP, torch.compile) → `fit`, which repeats `optimizer_step` (K micro-batches with
+`compute_gradients`), `log_window`, `save_checkpoint` and `run_evals`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
+from cloob.common.precision import Precision
+from cloob.common.precision import resolve as resolve_precision
 from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models
 from cloob.trainer.config import (
     DATASET_TYPES,
@@ -84,20 +89,6 @@ def make_optimizer(groups: list[dict[str, Any]], lr: float, betas: tuple[float, 
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "amp" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    if precision == "fp32":
-        return contextlib.nullcontext
-    # fp16 autocast on CPU is slow and unscaled; `amp` means bf16 there.
-    dtype = torch.float16 if precision == "amp" and device.type == "cuda" else torch.bfloat16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -134,6 +125,8 @@ def validate_config(cfg: TrainConfig) -> dict[str, Any] | None:
         raise UsageError("--workers and --warmup must be >= 0, --restart-cycles >= 1")
     if cfg.optim.max_steps is not None and cfg.optim.max_steps <= 0:
         raise UsageError(f"--max-steps must be positive, got {cfg.optim.max_steps}")
+    if cfg.optim.accum_freq < 1:
+        raise UsageError(f"--accum-freq must be >= 1, got {cfg.optim.accum_freq}")
     resolved = models.resolve_model_name(cfg.model.model)
     data.resolve_source(cfg.data.train_data, cfg.data.dataset_type)
     if cfg.data.val_data and cfg.data.val_data != "synthetic":
@@ -217,7 +210,38 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
         logger.addHandler(logfile)
 
 
-# ----------------------------------------------------------------------------- train
+# ----------------------------------------------------------------------------- set up
+
+
+@dataclass
+class Trainer:
+    """What the steps of one run share: built by `setup`, advanced by `optimizer_step`."""
+
+    cfg: TrainConfig
+    info: distributed.DistInfo
+    precision: Precision
+    bundle: models.ModelBundle
+    model: nn.Module  # what the forward runs through: DDP and/or torch.compile around raw_model
+    raw_model: nn.Module
+    loss_fn: losses.ContrastiveLoss
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    train_data: data.TrainData
+    schedule: dict[str, Any]
+    total_steps: int
+    run_dir: Path
+    step: int = 0
+    lr: float = 0.0
+    position: data.Position = field(default_factory=data.Position)
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    @property
+    def samples_per_step(self) -> int:
+        """The contrastive batch: micro-batch × ranks × accumulation."""
+        return self.cfg.data.batch_size * self.info.world_size * self.cfg.optim.accum_freq
 
 
 def train(cfg: TrainConfig) -> RunResult:
@@ -226,228 +250,345 @@ def train(cfg: TrainConfig) -> RunResult:
     resume_ckpt = validate_config(cfg)  # bad input fails here, before any work
     info = distributed.init(cfg.run.device, cfg.run.dist_url, cfg.run.dist_backend)
     try:
-        return _train(cfg, info, resume_ckpt)
+        t = setup(cfg, info)
+        if resume_ckpt is not None:
+            restore(t, resume_ckpt)
+            del resume_ckpt  # free the memory
+        wrap(t)
+        return fit(t)
     finally:
         distributed.shutdown()
 
 
-def _train(cfg: TrainConfig, info: distributed.DistInfo,
-           resume_ckpt: dict[str, Any] | None) -> RunResult:
-    device = info.device
+def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
+    """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
     cfg.run.name = cfg.run.name or default_name(cfg)
     if info.enabled:  # every rank must agree on the run folder
         names = [cfg.run.name]
         dist.broadcast_object_list(names, src=0)
         cfg.run.name = names[0]
     run_dir = Path(cfg.run.logs) / cfg.run.name
-    ckpt_dir = run_dir / "checkpoints"
     if info.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir if info.is_main else None, info.is_main)
     seed_everything(cfg.run.seed)
-    precision = resolve_precision(cfg.run.precision, device)
-    autocast = autocast_factory(precision, device)
+    precision = resolve_precision(cfg.run.precision, info.device)
 
-    # --- model, objective, optimizer
     bundle = models.create(cfg.model.model, init_inv_tau=cfg.model.init_inv_tau,
-                           learnable_inv_tau=cfg.model.learnable_inv_tau, device=device,
-                           grad_checkpointing=cfg.model.grad_checkpointing)
+                           learnable_inv_tau=cfg.model.learnable_inv_tau, device=info.device,
+                           grad_checkpointing=cfg.model.grad_checkpointing,
+                           precision=precision.open_clip)
     model = bundle.model
-    if device.type == "cuda" and not models.is_vit(bundle.cfg):
+    if _channels_last(info.device, bundle):
         model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
     loss_fn = losses.create_loss(cfg.model.method, cfg.model.init_scale_hopfield,
-                                 cfg.model.learnable_scale_hopfield).to(device)
+                                 cfg.model.learnable_scale_hopfield).to(info.device)
     cfg.optim = resolve_optim_defaults(cfg.optim, models.is_vit(bundle.cfg))
     optimizer = make_optimizer(param_groups(model, loss_fn, cfg.optim.wd), cfg.optim.lr,
                                (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.eps)
-    scaler = torch.amp.GradScaler("cuda") if precision == "amp" and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(info.device.type) if precision.grad_scaler else None
 
-    # --- data
-    image_size = bundle.cfg["vision_cfg"]["image_size"]
-    train_data = data.build_train_data(cfg.data, transform=bundle.preprocess_train,
-                                       tokenizer=bundle.tokenizer, image_size=image_size,
-                                       seed=cfg.run.seed, rank=info.rank, world_size=info.world_size)
+    train_data = data.build_train_data(
+        cfg.data, transform=bundle.preprocess_train, tokenizer=bundle.tokenizer,
+        image_size=bundle.cfg["vision_cfg"]["image_size"], seed=cfg.run.seed, rank=info.rank,
+        world_size=info.world_size, accum_freq=cfg.optim.accum_freq)
     total_steps = cfg.optim.epochs * train_data.steps_per_epoch
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
     schedule = dict(base_lr=cfg.optim.lr, warmup=cfg.optim.warmup, total=total_steps,
                     kind=cfg.optim.lr_scheduler, cycles=cfg.optim.restart_cycles)
-    global_batch = cfg.data.batch_size * info.world_size
+    if cfg.model.local_loss and not info.enabled:
+        log.info("--local-loss does nothing on one process: the objective is computed whole")
+    return Trainer(cfg, info, precision, bundle, model, model, loss_fn, optimizer, scaler,
+                   train_data, schedule, total_steps, run_dir)
 
-    # --- resume
-    step, position = 0, data.Position()
-    if resume_ckpt is not None:
-        model.load_state_dict(resume_ckpt["state_dict"])
-        loss_fn.load_state_dict(resume_ckpt["loss_state"])
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        if scaler is not None and resume_ckpt.get("scaler"):
-            scaler.load_state_dict(resume_ckpt["scaler"])
-        step = int(resume_ckpt["step"])
-        saved = resume_ckpt["data"]
-        ranks = saved["ranks"]
-        if len(ranks) == info.world_size and saved["global_batch"] == global_batch \
-                and saved["n_workers"] == train_data.n_workers:
-            position = data.Position.from_state(ranks[info.rank])
-        else:  # exact data order needs the same world size, batch and workers; stay close otherwise
-            log.warning("resuming with a different world size, batch size or worker count: the data "
-                        "order from here on differs from the original run")
-            position = data.Position(epoch=ranks[0]["epoch"], batch=ranks[0]["batch"])
-            if position.batch >= train_data.steps_per_epoch:
-                position = data.Position(epoch=position.epoch + 1)
-        checkpoint.set_rng_state(resume_ckpt["rng"])
-        log.info("resumed from step %d (epoch %d, batch %d)", step, position.epoch, position.batch)
-        resume_ckpt = None  # free the memory
 
-    raw_model = model
-    if info.enabled:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.model.torchcompile:
-        model = torch.compile(model)
+def restore(t: Trainer, ckpt: dict[str, Any]) -> None:
+    """Continue from a checkpoint: weights, β, optimizer, scaler, step, data position, RNGs."""
+    t.raw_model.load_state_dict(ckpt["state_dict"])
+    t.loss_fn.load_state_dict(ckpt["loss_state"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if t.scaler is not None and ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.step = int(ckpt["step"])
+    saved, d = ckpt["data"], t.cfg.data
+    ranks = saved["ranks"]
+    same = (len(ranks) == t.info.world_size and saved["global_batch"] == d.batch_size * t.info.world_size
+            and saved.get("accum_freq", 1) == t.cfg.optim.accum_freq
+            and saved["n_workers"] == t.train_data.n_workers)
+    if same:
+        t.position = data.Position.from_state(ranks[t.info.rank])
+    else:  # exact data order needs the same world size, batch, accumulation and workers
+        log.warning("resuming with a different world size, batch size, --accum-freq or worker "
+                    "count: the data order from here on differs from the original run")
+        k = t.cfg.optim.accum_freq
+        t.position = data.Position(epoch=ranks[0]["epoch"], batch=ranks[0]["batch"] // k * k)
+        if t.position.batch >= t.train_data.batches_per_epoch:
+            t.position = data.Position(epoch=t.position.epoch + 1)
+    checkpoint.set_rng_state(ckpt["rng"])
+    log.info("resumed from step %d (epoch %d, batch %d)", t.step, t.position.epoch,
+             t.position.batch)
 
-    logger = Logger(run_dir, cfg, info.is_main)
-    if info.is_main:
-        write_json(run_dir / "config.json", cfg.to_dict())
-        log.info("run folder %s: %s/%s, %d steps (%d per epoch), global batch %d, %s, %d rank(s)",
-                 run_dir, cfg.model.method, bundle.name, total_steps, train_data.steps_per_epoch,
-                 global_batch, precision, info.world_size)
+
+def wrap(t: Trainer) -> None:
+    """DDP and torch.compile around the model; config.json and the run's first log line."""
+    if t.info.enabled:
+        device_ids = [t.device.index] if t.device.type == "cuda" else None
+        t.model = DistributedDataParallel(t.model, device_ids=device_ids)
+    if t.cfg.model.torchcompile:
+        t.model = torch.compile(t.model)
+    if t.info.is_main:
+        write_json(t.run_dir / "config.json", t.cfg.to_dict())
+        log.info("run folder %s: %s/%s, %d steps (%d per epoch), %d samples per step (%d × %d "
+                 "rank(s) × %d accumulated), %s%s", t.run_dir, t.cfg.model.method, t.bundle.name,
+                 t.total_steps, t.train_data.steps_per_epoch, t.samples_per_step,
+                 t.cfg.data.batch_size, t.info.world_size, t.cfg.optim.accum_freq,
+                 t.precision.name, ", local loss" if t.cfg.model.local_loss and t.info.enabled else "")
+
+
+# ----------------------------------------------------------------------------- one optimizer step
+
+
+def optimizer_step(t: Trainer, micro_batches: list[dict[str, Any]]) -> torch.Tensor:
+    """One update from `accum_freq` micro-batches; returns this rank's loss (a device tensor)."""
+    t.lr = learning_rate(t.step, **t.schedule)
+    for group in t.optimizer.param_groups:
+        group["lr"] = t.lr
+    t.optimizer.zero_grad(set_to_none=True)
+    loss = compute_gradients(t, [_inputs(t, b) for b in micro_batches])
+    clip = t.cfg.optim.grad_clip_norm
+    if t.scaler is not None:
+        if clip:
+            t.scaler.unscale_(t.optimizer)
+            torch.nn.utils.clip_grad_norm_(t.raw_model.parameters(), clip)
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        if clip:
+            torch.nn.utils.clip_grad_norm_(t.raw_model.parameters(), clip)
+        t.optimizer.step()
+    models.clamp_logit_scale(t.raw_model)
+    t.step += 1
+    for batch in micro_batches:
+        t.position.advance(batch, t.train_data.n_workers)
+    return loss
+
+
+def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Backward of the objective on one contrastive batch made of K micro-batches per rank.
+
+    K = 1: forward, gather, objective, backward. K > 1 (OpenCLIP's scheme): the features of all
+    micro-batches without gradient first; then each micro-batch again with gradient, its features
+    put in place among the cached ones, and backward. The K passes sum to the gradient of the
+    objective on the whole batch (each carries the part through its own features), except for
+    τ⁻¹ and β, which enter every pass directly: their gradients are divided by K. DDP reduces
+    once, on the last pass. BatchNorm sees micro-batches, so BN models are not exactly equal."""
+    k = len(inputs)
+    cached: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if k > 1:
+        with torch.no_grad():
+            cached = [_features(t, images, texts)[:2] for images, texts in inputs]
+    for j, (images, texts) in enumerate(inputs):
+        sync = j == k - 1 or not t.info.enabled
+        with contextlib.nullcontext() if sync else t.model.no_sync():
+            image_features, text_features, inv_tau = _features(t, images, texts)
+            if cached:
+                image_features = torch.cat([*(c[0] for c in cached[:j]), image_features,
+                                            *(c[0] for c in cached[j + 1:])])
+                text_features = torch.cat([*(c[1] for c in cached[:j]), text_features,
+                                           *(c[1] for c in cached[j + 1:])])
+            loss = _objective(t, image_features, text_features, inv_tau)
+            (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
+    scalars = [p for p in (t.raw_model.logit_scale, t.loss_fn.logit_beta) if p.grad is not None]
+    for p in scalars:
+        p.grad /= k
+    if t.cfg.model.local_loss and t.loss_fn.logit_beta.grad is not None:
+        distributed.all_reduce_mean(t.loss_fn.logit_beta.grad)  # β is outside DDP
+    return loss.detach()
+
+
+def _inputs(t: Trainer, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = batch["image"].to(t.device, non_blocking=True)
+    if _channels_last(t.device, t.bundle):
+        images = images.to(memory_format=torch.channels_last)
+    return t.precision.cast_input(images), batch["text"].to(t.device, non_blocking=True)
+
+
+def _features(t: Trainer, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(image features, text features, τ⁻¹) in fp32: the objective always runs in fp32."""
+    with t.precision.autocast(t.device):
+        image_features, text_features, inv_tau = t.model(images, texts)
+    return image_features.float(), text_features.float(), inv_tau.float()
+
+
+def _objective(t: Trainer, image_features: torch.Tensor, text_features: torch.Tensor,
+               inv_tau: torch.Tensor) -> torch.Tensor:
+    """The loss on all ranks' features (gathered with gradient); with --local-loss, this rank's
+    rows of it."""
+    image_features, text_features = distributed.gather_features(image_features, text_features)
+    local = None
+    if t.cfg.model.local_loss and t.info.enabled:
+        n = image_features.shape[0] // t.info.world_size
+        local = losses.LocalRows(t.info.rank * n, (t.info.rank + 1) * n,
+                                 distributed.gather_with_grad)
+    return t.loss_fn(image_features, text_features, inv_tau, local)
+
+
+def _channels_last(device: torch.device, bundle: models.ModelBundle) -> bool:
+    return device.type == "cuda" and not models.is_vit(bundle.cfg)
+
+
+# ----------------------------------------------------------------------------- log, save, evaluate
+
+
+@dataclass
+class Window:
+    """The losses since the last log line (summed on the device: no host sync per step)."""
+
+    loss_sum: torch.Tensor
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+
+
+def log_window(t: Trainer, window: Window, logger: Logger, progress: _progress) -> Window:
+    """Log the window's mean loss (over ranks: with --local-loss each holds its rows' part) and
+    rates; the loop's only host syncs happen here. Returns a fresh window."""
+    totals = torch.stack([window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)])
+    if t.info.enabled:
+        dist.all_reduce(totals)
+    loss, skipped = totals.tolist()
+    elapsed = time.perf_counter() - window.started
+    values = {"loss": loss / t.info.world_size / window.steps, "lr": t.lr,
+              "inv_tau": float(t.raw_model.logit_scale.detach().float().exp()),
+              "beta": float(t.loss_fn.beta.detach()),
+              "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
+              "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
+              "skipped_samples": skipped}
+    logger.log(t.step, values)
+    progress.show(values)
+    return Window(torch.zeros((), device=t.device))
+
+
+def checkpoint_payload(t: Trainer, positions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything a reader (open_clip, benchmarks) or an exact resume needs; tensors and plain
+    containers only, so `torch.load(weights_only=True)` reads it."""
+    return {
+        "format": checkpoint.FORMAT, "name": t.cfg.run.name,
+        "state_dict": t.raw_model.state_dict(), "model_name": t.bundle.name,
+        "model_cfg": t.bundle.cfg, "method": t.cfg.model.method,
+        "inv_tau": float(t.raw_model.logit_scale.detach().float().exp()),
+        "hopfield_beta": float(t.loss_fn.beta.detach()), "epoch": t.position.epoch, "step": t.step,
+        "loss_state": t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
+        "optimizer": t.optimizer.state_dict(), "scheduler": {**t.schedule, "step": t.step},
+        "scaler": t.scaler.state_dict() if t.scaler is not None else {},
+        "precision": t.precision.name, "rng": checkpoint.rng_state(),
+        "data": {"ranks": positions, "global_batch": t.cfg.data.batch_size * t.info.world_size,
+                 "accum_freq": t.cfg.optim.accum_freq, "n_workers": t.train_data.n_workers},
+        "config": t.cfg.to_dict(),
+    }
+
+
+def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
+    """Write `filename` (and point latest.pt at it) on rank 0; every rank's data position goes in."""
+    positions = [t.position.state_dict()]
+    if t.info.enabled:  # every rank's data position, so each continues exactly
+        positions = [None] * t.info.world_size
+        dist.all_gather_object(positions, t.position.state_dict())
+    if not t.info.is_main:
+        return None
+    ckpt_dir = t.run_dir / "checkpoints"
+    ckpt = checkpoint_payload(t, positions)
+    if filename:
+        path = checkpoint.save(ckpt_dir / filename, ckpt)
+        checkpoint.link_latest(path, ckpt_dir / "latest.pt")
+    else:
+        path = checkpoint.save(ckpt_dir / "latest.pt", ckpt)
+    checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
+    return path
+
+
+def run_evals(t: Trainer, logger: Logger, val_loader: Any, final: bool) -> None:
+    """Validation and zero-shot on rank 0 when due (every N epochs, and at the end)."""
+    epoch_done, ev = t.position.epoch, t.cfg.eval
+    values: dict[str, float] = {}
+    if t.info.is_main:
+        if val_loader is not None and (final or (ev.val_frequency and epoch_done % ev.val_frequency == 0)):
+            values.update(evaluate.validate(t.raw_model, t.loss_fn, val_loader, device=t.device,
+                                            precision=t.precision))
+        if final or (ev.zeroshot_frequency and epoch_done % ev.zeroshot_frequency == 0):
+            values.update(evaluate.run_zeroshot(t.raw_model, t.bundle.preprocess_val,
+                                                t.bundle.tokenizer, ev, device=t.device,
+                                                precision=t.precision.name,
+                                                workers=t.cfg.data.workers))
+        if values:
+            logger.log(t.step, {"epoch": float(epoch_done), **values})
+            log.info("eval at step %d: %s", t.step,
+                     ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    distributed.barrier()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def fit(t: Trainer) -> RunResult:
+    """Optimizer steps until total_steps; a log line every N steps; checkpoints and evaluations
+    at epoch ends (and every N steps); a final checkpoint, table and curves."""
+    cfg, main = t.cfg, t.info.is_main
+    logger = Logger(t.run_dir, cfg, main)
     val_loader = None
-    if cfg.data.val_data and info.is_main:
-        val_loader = data.build_val_loader(cfg.data, batch_size=cfg.eval.batch_size_eval,
-                                           transform=bundle.preprocess_val, tokenizer=bundle.tokenizer,
-                                           image_size=image_size, seed=cfg.run.seed)
-
-    def save_checkpoint(filename: str | None) -> Path | None:
-        positions = [position.state_dict()]
-        if info.enabled:  # every rank's data position, so each continues exactly
-            positions = [None] * info.world_size
-            dist.all_gather_object(positions, position.state_dict())
-        if not info.is_main:
-            return None
-        ckpt = {
-            "format": checkpoint.FORMAT, "name": cfg.run.name,
-            "state_dict": raw_model.state_dict(), "model_name": bundle.name, "model_cfg": bundle.cfg,
-            "method": cfg.model.method, "inv_tau": float(raw_model.logit_scale.detach().exp()),
-            "hopfield_beta": float(loss_fn.beta.detach()), "epoch": position.epoch, "step": step,
-            "loss_state": loss_fn.state_dict(),  # exact ln β (the float above is for readers)
-            "optimizer": optimizer.state_dict(), "scheduler": {**schedule, "step": step},
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "rng": checkpoint.rng_state(),
-            "data": {"ranks": positions, "global_batch": global_batch,
-                     "n_workers": train_data.n_workers},
-            "config": cfg.to_dict(),
-        }
-        if filename:
-            path = checkpoint.save(ckpt_dir / filename, ckpt)
-            checkpoint.link_latest(path, ckpt_dir / "latest.pt")
-        else:
-            path = checkpoint.save(ckpt_dir / "latest.pt", ckpt)
-        checkpoint.prune(ckpt_dir, cfg.run.keep_last)
-        return path
-
-    def run_evals(final: bool) -> None:
-        epoch_done = position.epoch  # epochs completed
-        values: dict[str, float] = {}
-        if info.is_main:
-            if val_loader is not None and (
-                    final or (cfg.eval.val_frequency and epoch_done % cfg.eval.val_frequency == 0)):
-                values.update(evaluate.validate(raw_model, loss_fn, val_loader, device=device,
-                                                autocast=autocast))
-            if final or (cfg.eval.zeroshot_frequency and epoch_done % cfg.eval.zeroshot_frequency == 0):
-                raw_model.eval()
-                values.update(evaluate.run_zeroshot(raw_model, bundle.preprocess_val, bundle.tokenizer,
-                                                    cfg.eval, device=device, precision=precision,
-                                                    workers=cfg.data.workers))
-                raw_model.train()
-            if values:
-                logger.log(step, {"epoch": float(epoch_done), **values})
-                log.info("eval at step %d: %s", step,
-                         ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
-        distributed.barrier()
-
-    # --- the loop
-    progress = _progress(info.is_main and cfg.run.progress, total_steps, step)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    window_steps, window_start = 0, time.perf_counter()
-    last_ckpt: Path | None = None
-    saved_at = -1
-    while step < total_steps:
-        loader = train_data.make_loader(position)
-        for batch in loader:
-            lr = learning_rate(step, **schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = batch["image"].to(device, non_blocking=True)
-            texts = batch["text"].to(device, non_blocking=True)
-            if device.type == "cuda" and not models.is_vit(bundle.cfg):
-                images = images.to(memory_format=torch.channels_last)
-
-            with autocast():
-                image_features, text_features, inv_tau = model(images, texts)
-            # The objective runs in fp32 on the features of all ranks (gathered with gradient).
-            image_features, text_features = distributed.gather_features(image_features.float(),
-                                                                        text_features.float())
-            loss = loss_fn(image_features, text_features, inv_tau.float())
-
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.optim.grad_clip_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if cfg.optim.grad_clip_norm:
-                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip_norm)
-                optimizer.step()
-            models.clamp_logit_scale(raw_model)
-
-            step += 1
-            position.advance(batch, train_data.n_workers)
-            loss_sum += loss.detach()
-            window_steps += 1
+    if cfg.data.val_data and main:
+        val_loader = data.build_val_loader(
+            cfg.data, batch_size=cfg.eval.batch_size_eval, transform=t.bundle.preprocess_val,
+            tokenizer=t.bundle.tokenizer, image_size=t.bundle.cfg["vision_cfg"]["image_size"],
+            seed=cfg.run.seed)
+    progress = _progress(main and cfg.run.progress, t.total_steps, t.step)
+    window = Window(torch.zeros((), device=t.device))
+    last_ckpt, saved_at = None, -1
+    t.model.train()
+    while t.step < t.total_steps:
+        loader = t.train_data.make_loader(t.position)
+        steps = _micro_batch_groups(loader, cfg.optim.accum_freq)
+        for micro_batches in steps:
+            window.add(optimizer_step(t, micro_batches))
             progress.advance()
-
-            if step % cfg.run.log_every_n_steps == 0 or step == total_steps:
-                # The only host syncs of the loop happen here, every log_every_n_steps.
-                skipped = torch.tensor(float(position.skipped))
-                if info.enabled:
-                    dist.all_reduce(skipped)
-                elapsed = time.perf_counter() - window_start
-                values = {"loss": loss_sum.item() / window_steps, "lr": lr,
-                          "inv_tau": float(raw_model.logit_scale.detach().exp()), "beta": float(loss_fn.beta.detach()),
-                          "samples_per_s": window_steps * global_batch / max(elapsed, 1e-9),
-                          "epoch": position.epoch + position.batch / train_data.steps_per_epoch,
-                          "skipped_samples": float(skipped)}
-                logger.log(step, values)
-                progress.show(values)
-                loss_sum.zero_()
-                window_steps, window_start = 0, time.perf_counter()
-
-            epoch_end = position.batch == train_data.steps_per_epoch
+            if t.step % cfg.run.log_every_n_steps == 0 or t.step == t.total_steps:
+                window = log_window(t, window, logger, progress)
+            epoch_end = t.position.batch == t.train_data.batches_per_epoch
             if epoch_end:
-                position = data.Position(epoch=position.epoch + 1, skipped=position.skipped)
-            if cfg.run.save_every_n_steps and step % cfg.run.save_every_n_steps == 0:
-                last_ckpt, saved_at = save_checkpoint(f"step_{step}.pt"), step
-            if epoch_end or step >= total_steps:
+                t.position = data.Position(epoch=t.position.epoch + 1, skipped=t.position.skipped)
+            if cfg.run.save_every_n_steps and t.step % cfg.run.save_every_n_steps == 0:
+                last_ckpt, saved_at = save_checkpoint(t, f"step_{t.step}.pt"), t.step
+            if epoch_end or t.step >= t.total_steps:
                 break
-        del loader  # stops the epoch's workers
-        if position.batch == 0 and position.epoch > 0:  # an epoch just ended
-            final = step >= total_steps
-            if cfg.run.save_frequency and (position.epoch % cfg.run.save_frequency == 0 or final):
-                last_ckpt, saved_at = save_checkpoint(f"epoch_{position.epoch}.pt"), step
-            run_evals(final)
-        elif step >= total_steps:  # --max-steps ended the run mid-epoch
-            run_evals(final=True)
+        del steps, loader  # stops the epoch's workers
+        final = t.step >= t.total_steps
+        if t.position.batch == 0 and t.position.epoch > 0:  # an epoch just ended
+            if cfg.run.save_frequency and (t.position.epoch % cfg.run.save_frequency == 0 or final):
+                last_ckpt, saved_at = save_checkpoint(t, f"epoch_{t.position.epoch}.pt"), t.step
+            run_evals(t, logger, val_loader, final)
+        elif final:  # --max-steps ended the run mid-epoch
+            run_evals(t, logger, val_loader, final=True)
     progress.stop()
-    if saved_at != step:
-        last_ckpt = save_checkpoint(f"step_{step}.pt")
+    if saved_at != t.step:
+        last_ckpt = save_checkpoint(t, f"step_{t.step}.pt")
     logger.close()
-    if info.is_main:
-        _finish(run_dir, logger.last)
-    return RunResult(run_dir, last_ckpt if info.is_main else None, dict(logger.last))
+    if main:
+        _finish(t.run_dir, logger.last)
+    return RunResult(t.run_dir, last_ckpt if main else None, dict(logger.last))
+
+
+def _micro_batch_groups(loader: Any, k: int) -> Iterator[list[dict[str, Any]]]:
+    """The loader's micro-batches, k at a time (one optimizer step each)."""
+    group: list[dict[str, Any]] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
 
 
 # ----------------------------------------------------------------------------- end of run

@@ -8,6 +8,8 @@ The four methods: `clip` (InfoNCE), `cloob` (Hopfield + InfoLOOB), and the paper
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -18,8 +20,20 @@ from cloob.trainer.hopfield import cloob_retrievals
 METHODS = ("cloob", "clip", "infoloob", "hopfield_infonce")
 
 
-def _targets(n: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(n, device=device)
+@dataclass(frozen=True)
+class LocalRows:
+    """--local-loss: this rank's rows [start, stop) of the gathered batch, and the all-gather (with
+    gradient, rank order) that makes per-row retrievals global. Each rank then computes only its
+    rows of every N×N matrix, normalised by its own row count: the mean over ranks is the
+    objective, and the gradients summed by the gathers and averaged by DDP are its gradient."""
+
+    start: int
+    stop: int
+    gather: Callable[[torch.Tensor], torch.Tensor]
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.stop)
 
 
 def infonce(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) -> torch.Tensor:
@@ -27,53 +41,86 @@ def infonce(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) -> 
     return _infonce_logits(inv_tau * (a @ b.t()))
 
 
-def _infonce_logits(logits: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, _targets(logits.shape[0], logits.device))
+def _infonce_logits(logits: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Row i's positive is column offset + i (offset: where these rows start in the batch)."""
+    n = logits.shape[0]
+    return F.cross_entropy(logits, torch.arange(offset, offset + n, device=logits.device))
 
 
 def infoloob(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) -> torch.Tensor:
     """L_LOOB(a, b) = τ · mean_i [−k_ii + log Σ_{j≠i} exp k_ij],  k = τ⁻¹ a bᵀ.
 
-    The positive is excluded exactly (diagonal set to −inf before logsumexp) rather than with the
-    reference's −1000 offset, which leaks exp(−1000 + k_ii)≈0 only for moderate τ⁻¹. The factor τ
-    keeps gradient magnitudes independent of the temperature, as in the reference."""
+    The positive is excluded exactly (set to −inf before logsumexp); the reference zeroes the
+    diagonal and subtracts 1000 there, which is the same to float precision. The factor τ keeps
+    gradient magnitudes independent of the temperature, as in the reference."""
     return _infoloob_logits(inv_tau * (a @ b.t()), inv_tau)
 
 
-def _infoloob_logits(logits: torch.Tensor, inv_tau: float | torch.Tensor) -> torch.Tensor:
-    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-    positives = logits.diagonal()
-    negatives = torch.logsumexp(logits.masked_fill(eye, -math.inf), dim=1)
+def _infoloob_logits(logits: torch.Tensor, inv_tau: float | torch.Tensor,
+                     offset: int = 0) -> torch.Tensor:
+    n = logits.shape[0]
+    i = torch.arange(n, device=logits.device)
+    positives = logits[i, i + offset]
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    mask[i, i + offset] = True
+    negatives = torch.logsumexp(logits.masked_fill(mask, -math.inf), dim=1)
     return (negatives - positives).mean() / inv_tau
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-              inv_tau: float | torch.Tensor) -> torch.Tensor:
+              inv_tau: float | torch.Tensor, local: LocalRows | None = None) -> torch.Tensor:
     """½ [CE(τ⁻¹ X Yᵀ, I) + CE(τ⁻¹ Y Xᵀ, I)]; Y Xᵀ is the transpose of X Yᵀ (one matmul, not two)."""
-    logits = (inv_tau * image_features) @ text_features.t()  # scale N×d, not N×N
+    x, y = image_features, text_features
+    if local is not None:
+        r = local.rows
+        return 0.5 * (_infonce_logits((inv_tau * x[r]) @ y.t(), local.start)
+                      + _infonce_logits((inv_tau * y[r]) @ x.t(), local.start))
+    logits = (inv_tau * x) @ y.t()  # scale N×d, not N×N
     return 0.5 * (_infonce_logits(logits) + _infonce_logits(logits.t()))
 
 
 def infoloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                  inv_tau: float | torch.Tensor) -> torch.Tensor:
+                  inv_tau: float | torch.Tensor, local: LocalRows | None = None) -> torch.Tensor:
     """L_LOOB(x, y) + L_LOOB(y, x): InfoLOOB without the Hopfield retrieval (one matmul)."""
-    logits = (inv_tau * image_features) @ text_features.t()  # scale N×d, not N×N
+    x, y = image_features, text_features
+    if local is not None:
+        r = local.rows
+        return (_infoloob_logits((inv_tau * x[r]) @ y.t(), inv_tau, local.start)
+                + _infoloob_logits((inv_tau * y[r]) @ x.t(), inv_tau, local.start))
+    logits = (inv_tau * x) @ y.t()  # scale N×d, not N×N
     return _infoloob_logits(logits, inv_tau) + _infoloob_logits(logits.t(), inv_tau)
 
 
+def _retrieved_pairs(image_features: torch.Tensor, text_features: torch.Tensor,
+                     hopfield_beta: float | torch.Tensor, local: LocalRows | None):
+    """((U_xx, U_xy), (U_yy, U_yx)) as (anchors, candidates): with `local`, this rank's anchors
+    against every rank's candidates (gathered with gradient)."""
+    if local is None:
+        u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta)
+        return (u_xx, u_xy), (u_yy, u_yx), 0
+    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta,
+                                              local.rows)
+    return (u_xx, local.gather(u_xy)), (u_yy, local.gather(u_yx)), local.start
+
+
 def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-               inv_tau: float | torch.Tensor, hopfield_beta: float | torch.Tensor) -> torch.Tensor:
+               inv_tau: float | torch.Tensor, hopfield_beta: float | torch.Tensor,
+               local: LocalRows | None = None) -> torch.Tensor:
     """L_LOOB(U_xx, U_xy) + L_LOOB(U_yy, U_yx)."""
-    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta)
-    return infoloob(u_xx, u_xy, inv_tau) + infoloob(u_yy, u_yx, inv_tau)
+    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features,
+                                                       hopfield_beta, local)
+    return (_infoloob_logits((inv_tau * u_xx) @ u_xy.t(), inv_tau, off)
+            + _infoloob_logits((inv_tau * u_yy) @ u_yx.t(), inv_tau, off))
 
 
 def hopfield_infonce_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                          inv_tau: float | torch.Tensor,
-                          hopfield_beta: float | torch.Tensor) -> torch.Tensor:
+                          inv_tau: float | torch.Tensor, hopfield_beta: float | torch.Tensor,
+                          local: LocalRows | None = None) -> torch.Tensor:
     """CE(τ⁻¹ U_xx U_xyᵀ, I) + CE(τ⁻¹ U_yy U_yxᵀ, I): CLOOB's retrievals with InfoNCE instead."""
-    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta)
-    return infonce(u_xx, u_xy, inv_tau) + infonce(u_yy, u_yx, inv_tau)
+    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features,
+                                                       hopfield_beta, local)
+    return (_infonce_logits((inv_tau * u_xx) @ u_xy.t(), off)
+            + _infonce_logits((inv_tau * u_yy) @ u_yx.t(), off))
 
 
 class ContrastiveLoss(nn.Module):
@@ -94,32 +141,33 @@ class ContrastiveLoss(nn.Module):
         return self.logit_beta.exp()
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
-                inv_tau: torch.Tensor) -> torch.Tensor:
+                inv_tau: torch.Tensor, local: LocalRows | None = None) -> torch.Tensor:
+        """The objective on the gathered batch; with `local`, this rank's rows of it."""
         raise NotImplementedError
 
 
 class ClipLoss(ContrastiveLoss):
-    def forward(self, image_features, text_features, inv_tau):
-        return clip_loss(image_features, text_features, inv_tau)
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return clip_loss(image_features, text_features, inv_tau, local)
 
 
 class InfoLOOBLoss(ContrastiveLoss):
-    def forward(self, image_features, text_features, inv_tau):
-        return infoloob_loss(image_features, text_features, inv_tau)
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return infoloob_loss(image_features, text_features, inv_tau, local)
 
 
 class CloobLoss(ContrastiveLoss):
     uses_hopfield = True
 
-    def forward(self, image_features, text_features, inv_tau):
-        return cloob_loss(image_features, text_features, inv_tau, self.beta)
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return cloob_loss(image_features, text_features, inv_tau, self.beta, local)
 
 
 class HopfieldInfoNCELoss(ContrastiveLoss):
     uses_hopfield = True
 
-    def forward(self, image_features, text_features, inv_tau):
-        return hopfield_infonce_loss(image_features, text_features, inv_tau, self.beta)
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return hopfield_infonce_loss(image_features, text_features, inv_tau, self.beta, local)
 
 
 _LOSSES: dict[str, type[ContrastiveLoss]] = {

@@ -71,14 +71,16 @@ class ModelBundle:
 
 
 def create(name: str, *, init_inv_tau: float, learnable_inv_tau: bool, device: torch.device,
-           grad_checkpointing: bool = False) -> ModelBundle:
+           grad_checkpointing: bool = False, precision: str = "fp32") -> ModelBundle:
+    """`precision` is open_clip's name for the weights (`Precision.open_clip`): fp32, fp16
+    (OpenAI-style half weights, fp32 norms) or pure_bf16."""
     resolved = resolve_model_name(name)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights" for every from-scratch model
     try:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            resolved, device=device, init_logit_scale=math.log(init_inv_tau))
+            resolved, device=device, init_logit_scale=math.log(init_inv_tau), precision=precision)
     finally:
         root.setLevel(level)
     model.logit_scale.requires_grad_(learnable_inv_tau)
