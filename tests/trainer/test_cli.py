@@ -44,6 +44,7 @@ def micro_run(tmp_path_factory):
     (["--batch-size", "many", "--dataset-type", "synthetic"], "--batch-size"),
     (["--batch-size", "0", "--dataset-type", "synthetic"], "--batch-size"),
     (["--precision", "fp8", "--dataset-type", "synthetic"], "--precision"),
+    (["--accum-freq", "0", "--dataset-type", "synthetic"], "--accum-freq must be >= 1"),
     (["--lr-scheduler", "linear", "--dataset-type", "synthetic"], "--lr-scheduler"),
     (["--dataset-type", "synthetic", "--zeroshot-task", "/nonexistent/task"], "not found"),
 ])

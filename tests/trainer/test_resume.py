@@ -23,14 +23,15 @@ K = 5  # checkpoint step (mid-epoch: an epoch is 64 / 8 = 8 steps); the run goes
 
 
 def config(shards: Path, logs: Path, name: str, workers: int, max_steps: int,
-           resume: str | None = None) -> TrainConfig:
+           resume: str | None = None, accum_freq: int = 1) -> TrainConfig:
     # A constant schedule after warmup keeps the lr independent of --max-steps, so the killed run
     # may be given a far horizon (it must still be running when we kill it).
     return TrainConfig(
         data=DataConfig(train_data=str(shards), batch_size=8, workers=workers, shuffle_buffer=16),
         model=ModelConfig(model=MICRO, method="cloob", learnable_inv_tau=True,
                           learnable_scale_hopfield=True),
-        optim=OptimConfig(lr=1e-3, warmup=3, lr_scheduler="const", epochs=100, max_steps=max_steps),
+        optim=OptimConfig(lr=1e-3, warmup=3, lr_scheduler="const", epochs=100, max_steps=max_steps,
+                          accum_freq=accum_freq),
         run=RunConfig(logs=str(logs), name=name, resume=resume, save_every_n_steps=K,
                       save_frequency=0, report_to="none", progress=False, log_every_n_steps=1),
     )
@@ -44,15 +45,16 @@ def cli_args(cfg: TrainConfig) -> list[str]:
             "--lr", str(o.lr), "--warmup", str(o.warmup), "--lr-scheduler", o.lr_scheduler,
             "--epochs", str(o.epochs), "--max-steps", str(o.max_steps), "--logs", r.logs,
             "--name", r.name, "--save-every-n-steps", str(K), "--save-frequency", "0",
-            "--report-to", "none", "--no-progress", "--log-every-n-steps", "1"]
+            "--report-to", "none", "--no-progress", "--log-every-n-steps", "1",
+            "--accum-freq", str(o.accum_freq)]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers):
-    reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K))
+@pytest.mark.parametrize("workers, accum_freq", [(0, 1), (2, 1), (0, 2)])
+def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq):
+    reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq))
     assert checkpoint.load(reference.checkpoint)["step"] == 2 * K
 
-    killed = config(shard_dir, tmp_path, "killed", workers, 1000)
+    killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq)
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
     proc = subprocess.Popen([sys.executable, "-m", "cloob.trainer.cli", "run", *cli_args(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -65,9 +67,12 @@ def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, worker
     proc.wait()
     saved = checkpoint.load(latest)
     assert K <= saved["step"] < 2 * K, saved["step"]
-    assert saved["data"]["ranks"][0]["batch"] == saved["step"]  # mid-epoch position recorded
+    per_epoch = 64 // (8 * accum_freq)  # optimizer steps; the position counts micro-batches
+    assert saved["data"]["ranks"][0]["batch"] == saved["step"] % per_epoch * accum_freq
+    assert saved["data"]["accum_freq"] == accum_freq
 
-    resumed = train(config(shard_dir, tmp_path, "killed", workers, 2 * K, resume="latest"))
+    resumed = train(config(shard_dir, tmp_path, "killed", workers, 2 * K, resume="latest",
+                           accum_freq=accum_freq))
     a = checkpoint.load(reference.checkpoint)
     b = checkpoint.load(resumed.checkpoint)
     assert b["step"] == 2 * K

@@ -124,3 +124,13 @@ def test_accumulation_with_local_loss_over_two_ranks(tmp_path):
     got = run_ranks(tmp_path, 2, local_loss=True, accum_freq=2, cases=cases)
     for case in cases:
         assert_same(got[case], reference(tmp_path, *case, 2 * 2 * B), case)
+
+
+def test_local_loss_on_one_process_says_it_does_nothing(tmp_path):
+    from cloob.trainer.loop import train
+
+    cfg = config(tmp_path, "cloob", True, local_loss=True)
+    cfg.optim.max_steps = 1
+    result = train(cfg)
+    log = (result.run_dir / "out.log").read_text()
+    assert log.count("--local-loss does nothing on one process") == 1
