@@ -423,15 +423,22 @@ def _features(t: Trainer, images: torch.Tensor, texts: torch.Tensor) -> tuple[to
 
 def _objective(t: Trainer, image_features: torch.Tensor, text_features: torch.Tensor,
                inv_tau: torch.Tensor) -> torch.Tensor:
-    """The loss on all ranks' features (gathered with gradient); with --local-loss, this rank's
-    rows of it."""
+    return objective(t.loss_fn, image_features, text_features, inv_tau,
+                     local_loss=t.cfg.model.local_loss)
+
+
+def objective(loss_fn: losses.ContrastiveLoss, image_features: torch.Tensor,
+              text_features: torch.Tensor, inv_tau: torch.Tensor, *,
+              local_loss: bool = False) -> torch.Tensor:
+    """The loss on all ranks' features (gathered with gradient); with `local_loss`, this rank's
+    rows of it (see `losses.LocalRows`)."""
     image_features, text_features = distributed.gather_features(image_features, text_features)
     local = None
-    if t.cfg.model.local_loss and t.info.enabled:
-        n = image_features.shape[0] // t.info.world_size
-        local = losses.LocalRows(t.info.rank * n, (t.info.rank + 1) * n,
-                                 distributed.gather_with_grad)
-    return t.loss_fn(image_features, text_features, inv_tau, local)
+    if local_loss and dist.is_initialized() and dist.get_world_size() > 1:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        n = image_features.shape[0] // world
+        local = losses.LocalRows(rank * n, (rank + 1) * n, distributed.gather_with_grad)
+    return loss_fn(image_features, text_features, inv_tau, local)
 
 
 def _channels_last(device: torch.device, bundle: models.ModelBundle) -> bool:
