@@ -1,40 +1,11 @@
 #!/usr/bin/env bash
-# GPU throughput check: RN50 at 224 px, batch 256 per GPU, amp_bf16, 50 steps each for
-# --method clip and --method cloob on synthetic data; prints samples/s of both and their ratio.
+# GPU acceptance: the README's first command, RN50 CLIP/CLOOB throughput (amp, amp_bf16,
+# --torchcompile, --local-loss on several GPUs), OpenCLIP's trainer on the same config, MFU.
+# Writes bench/results/gpu_check.json. See bench/gpu_check.py for what each step measures.
 #
-#   bash bench/gpu_check.sh                 # one GPU
-#   NPROC=8 bash bench/gpu_check.sh         # torchrun over 8 GPUs (batch 256 per GPU)
-#
-# samples/s is the mean of the logged windows after the first (start-up and cudnn autotuning
-# excluded). It includes data loading: keep WORKERS high enough that the GPU is the bottleneck.
+#   bash bench/gpu_check.sh              # one GPU, ≤ 8 minutes on an H100/H200
+#   bash bench/gpu_check.sh --dry-run    # the commands, without a GPU
+#   NPROC=8 BATCH=256 STEPS=30 WORKERS=12 bash bench/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NPROC=${NPROC:-1}
-WORKERS=${WORKERS:-12}
-STEPS=${STEPS:-50}
-BATCH=${BATCH:-256}
-OUT=${OUT:-$(mktemp -d /tmp/gpu_check.XXXX)}
-
-for method in clip cloob; do
-  uv run torchrun --standalone --nproc-per-node "$NPROC" -m -- cloob.trainer.cli run \
-    --model RN50 --method "$method" --dataset-type synthetic \
-    --train-num-samples $((BATCH * NPROC * (STEPS + 1))) --batch-size "$BATCH" \
-    --precision amp_bf16 --max-steps "$STEPS" --warmup 10 --workers "$WORKERS" \
-    --logs "$OUT" --name "$method" --save-frequency 0 --report-to none \
-    --log-every-n-steps 10 --no-progress
-done
-
-uv run python - "$OUT" <<'PY'
-import json, sys
-from pathlib import Path
-
-def rate(method):
-    rows = [json.loads(l) for l in (Path(sys.argv[1]) / method / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
-    return sum(rates) / len(rates)
-
-clip, cloob = rate("clip"), rate("cloob")
-print(f"clip  {clip:9.1f} samples/s")
-print(f"cloob {cloob:9.1f} samples/s")
-print(f"cloob/clip throughput ratio {cloob / clip:.3f}")
-PY
+exec uv run python bench/gpu_check.py "$@"

@@ -93,3 +93,22 @@ def test_tiny_configs_and_open_clip_local_dir(tmp_path):
         optim=OptimConfig(warmup=1, max_steps=1),
         run=RunConfig(logs=str(tmp_path), name="rn", report_to="none", progress=False)))
     assert math.isfinite(result.metrics["loss"])
+
+
+@pytest.mark.slow  # inductor compiles the model for the CPU: ~1-2 min
+@pytest.mark.parametrize("method", ["clip", "cloob"])
+def test_torchcompile_trains_and_its_checkpoint_loads_in_open_clip(tmp_path, method):
+    import open_clip
+
+    result = train(TrainConfig(
+        data=DataConfig(dataset_type="synthetic", train_num_samples=24, batch_size=8, workers=0),
+        model=ModelConfig(model="micro-vit", method=method, torchcompile=True),
+        optim=OptimConfig(warmup=1, max_steps=3, accum_freq=1),
+        run=RunConfig(logs=str(tmp_path), name="compiled", report_to="none", progress=False,
+                      log_every_n_steps=1)))
+    ckpt = checkpoint.load(result.checkpoint)
+    assert ckpt["step"] == 3 and math.isfinite(result.metrics["loss"])
+    assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])  # the raw model's keys
+    loaded = open_clip.create_model(ckpt["model_name"], pretrained=str(result.checkpoint))
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, ckpt["state_dict"][key]), key
