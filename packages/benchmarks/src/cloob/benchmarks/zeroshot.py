@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from cloob.benchmarks.datasets import ImageList, Task, resolve_task
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
+from cloob.common.text import encode_text
 
 TEXT_BATCH = 512  # texts per text-tower forward: all templates of many classes at once
 TOPK = 5
@@ -48,7 +49,8 @@ def build_classifier(model, tokenizer, classnames: list[str], templates: list[st
     with resolve(precision, device).autocast(device):
         for start in range(0, len(texts), text_batch):
             tokens = tokenizer(texts[start:start + text_batch]).to(device)
-            chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
+            # only up to the chunk's longest text, where that is exact (see cloob.common.text)
+            chunks.append(F.normalize(encode_text(model, tokens).float(), dim=-1))
     per_text = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
     return F.normalize(per_text.mean(dim=1), dim=-1)
 

@@ -31,6 +31,8 @@ from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 from cloob.common.precision import Precision
 from cloob.common.precision import resolve as resolve_precision
+from cloob.common.text import install as install_text_trim
+from cloob.common.text import trim_padding
 from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models
 from cloob.trainer.config import (
     DATASET_TYPES,
@@ -230,6 +232,7 @@ class Trainer:
     schedule: dict[str, Any]
     total_steps: int
     run_dir: Path
+    trim_text: bool = False  # run the text tower only up to each batch's longest caption
     step: int = 0
     lr: float = 0.0
     position: data.Position = field(default_factory=data.Position)
@@ -299,8 +302,11 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
                     kind=cfg.optim.lr_scheduler, cycles=cfg.optim.restart_cycles)
     if cfg.model.local_loss and not info.enabled:
         log.info("--local-loss does nothing on one process: the objective is computed whole")
+    # Exact (causal tower, end-of-text pooling); not under torch.compile, where every caption
+    # length would be a new graph.
+    trim_text = not cfg.model.torchcompile and install_text_trim(model)
     return Trainer(cfg, info, precision, bundle, model, model, loss_fn, optimizer, scaler,
-                   train_data, schedule, total_steps, run_dir)
+                   train_data, schedule, total_steps, run_dir, trim_text)
 
 
 def restore(t: Trainer, ckpt: dict[str, Any]) -> None:
@@ -411,7 +417,8 @@ def _inputs(t: Trainer, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tens
     images = batch["image"].to(t.device, non_blocking=True)
     if _channels_last(t.device, t.bundle):
         images = images.to(memory_format=torch.channels_last)
-    return t.precision.cast_input(images), batch["text"].to(t.device, non_blocking=True)
+    texts = trim_padding(batch["text"]) if t.trim_text else batch["text"]  # on the host: no sync
+    return t.precision.cast_input(images), texts.to(t.device, non_blocking=True)
 
 
 def _features(t: Trainer, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, ...]:
