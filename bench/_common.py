@@ -10,11 +10,15 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console()
@@ -105,3 +109,45 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
+
+
+class PeakBytes(TorchDispatchMode):
+    """Peak bytes of the tensors created under it that are still alive (views not counted).
+    Works on meta tensors too, so the memory of sizes this machine cannot hold can be traced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(a) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and id(t) not in inputs and t._base is None:
+                size = t.untyped_storage().nbytes()
+                self.live += size
+                weakref.finalize(t, self._free, size)
+        self.peak = max(self.peak, self.live)
+        return out
+
+    def _free(self, size: int) -> None:
+        self.live -= size
+
+
+@contextlib.contextmanager
+def fused_attention_on_meta():
+    """Meta tensors send `scaled_dot_product_attention` down its math path (an n×N matrix), which
+    real CPU/GPU runs never take: route it to the CPU flash kernel's op (which has meta shapes)
+    while tracing, so traced memory is what a real run allocates."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def flash(q, k, v, scale=None, **_):
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)[0]
+
+    F.scaled_dot_product_attention = flash
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original

@@ -18,43 +18,18 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import weakref
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _common import report, time_call
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from _common import PeakBytes, fused_attention_on_meta, report, time_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from cloob.trainer import losses
 from cloob.trainer.loop import objective
 
 D, INV_TAU, BETA = 512, 30.0, 8.0
-
-
-class PeakBytes(TorchDispatchMode):
-    """Peak bytes of the tensors created under it that are still alive (views not counted)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {id(a) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and id(t) not in inputs and t._base is None:
-                size = t.untyped_storage().nbytes()
-                self.live += size
-                weakref.finalize(t, self._free, size)
-        self.peak = max(self.peak, self.live)
-        return out
-
-    def _free(self, size: int) -> None:
-        self.live -= size
 
 
 def _features(n: int, device: str = "cpu", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +106,7 @@ def _one_rank(method: str, world: int, b: int, local: bool) -> tuple[float, int]
     loss_fn = losses.create_loss(method, BETA).to("meta")
     x, y = _features(b, "meta")
     gather = (lambda t: _StandInGather.apply(t, world)) if world > 1 else (lambda t: t)
-    with FlopCounterMode(display=False) as flops, PeakBytes() as mem:
+    with fused_attention_on_meta(), FlopCounterMode(display=False) as flops, PeakBytes() as mem:
         both = gather(torch.cat([x, y], dim=1))
         rows = losses.LocalRows(0, b, gather) if local and world > 1 else None
         loss = loss_fn(both[:, :D], both[:, D:], torch.tensor(INV_TAU, device="meta"), rows)

@@ -109,8 +109,8 @@ def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     """L_LOOB(U_xx, U_xy) + L_LOOB(U_yy, U_yx)."""
     (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features,
                                                        hopfield_beta, local)
-    return (_infoloob_logits((inv_tau * u_xx) @ u_xy.t(), inv_tau, off)
-            + _infoloob_logits((inv_tau * u_yy) @ u_yx.t(), inv_tau, off))
+    return (_contrast(u_xx, u_xy, inv_tau, off, leave_one_out=True) / inv_tau
+            + _contrast(u_yy, u_yx, inv_tau, off, leave_one_out=True) / inv_tau)
 
 
 def hopfield_infonce_loss(image_features: torch.Tensor, text_features: torch.Tensor,
@@ -119,8 +119,63 @@ def hopfield_infonce_loss(image_features: torch.Tensor, text_features: torch.Ten
     """CE(τ⁻¹ U_xx U_xyᵀ, I) + CE(τ⁻¹ U_yy U_yxᵀ, I): CLOOB's retrievals with InfoNCE instead."""
     (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features,
                                                        hopfield_beta, local)
-    return (_infonce_logits((inv_tau * u_xx) @ u_xy.t(), off)
-            + _infonce_logits((inv_tau * u_yy) @ u_yx.t(), off))
+    return (_contrast(u_xx, u_xy, inv_tau, off, leave_one_out=False)
+            + _contrast(u_yy, u_yx, inv_tau, off, leave_one_out=False))
+
+
+def _contrast(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor, offset: int, *,
+              leave_one_out: bool) -> torch.Tensor:
+    """mean_i [log Σ_j exp(τ⁻¹⟨a_i, b_j⟩) − τ⁻¹⟨a_i, b_{offset+i}⟩], the positive left out of the
+    sum for InfoLOOB. Up to CHUNK logits autograd keeps them (fastest); beyond, _RowLogSumExp
+    recomputes them in backward so that the n×N matrix is never held whole."""
+    scaled = inv_tau * a
+    positives = (scaled * b[offset:offset + a.shape[0]]).sum(dim=-1)
+    skip = offset if leave_one_out else None
+    if a.shape[0] * b.shape[0] > _RowLogSumExp.CHUNK:
+        lse = _RowLogSumExp.apply(scaled, b, skip)
+    else:
+        ((_, logits),) = _RowLogSumExp._chunks(scaled, b, skip, step=a.shape[0])
+        lse = torch.logsumexp(logits, dim=1)
+    return (lse - positives).mean()
+
+
+class _RowLogSumExp(torch.autograd.Function):
+    """logsumexp_j ⟨a_i, b_j⟩ for every row i (entry (i, skip + i) excluded when `skip` is set),
+    computed in row chunks of about CHUNK elements. Only the inputs and the (n,) result are kept
+    for backward, which recomputes each chunk: O(chunk · N) memory instead of O(n · N), for one
+    more matmul."""
+
+    CHUNK = 1 << 24  # logits per chunk (64 MiB in fp32): N ≤ 4096 is one chunk
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, skip: int | None) -> torch.Tensor:
+        out = torch.empty(a.shape[0], dtype=a.dtype, device=a.device)
+        for rows, logits in _RowLogSumExp._chunks(a, b, skip):
+            out[rows] = torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(a, b, out)
+        ctx.skip = skip
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b, lse = ctx.saved_tensors
+        grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
+        for rows, logits in _RowLogSumExp._chunks(a, b, ctx.skip):
+            weights = torch.exp(logits - lse[rows, None]) * grad[rows, None]  # softmax · upstream
+            grad_a[rows] = weights @ b
+            grad_b.addmm_(weights.t(), a[rows])
+        return grad_a, grad_b, None
+
+    @staticmethod
+    def _chunks(a: torch.Tensor, b: torch.Tensor, skip: int | None, step: int | None = None):
+        step = step or max(1, _RowLogSumExp.CHUNK // max(1, b.shape[0]))
+        for start in range(0, a.shape[0], step):
+            rows = slice(start, min(start + step, a.shape[0]))
+            logits = a[rows] @ b.t()
+            if skip is not None:
+                i = torch.arange(logits.shape[0], device=logits.device)
+                logits[i, i + start + skip] = -math.inf
+            yield rows, logits
 
 
 class ContrastiveLoss(nn.Module):
