@@ -128,3 +128,24 @@ def test_reference_command_parses(monkeypatch):
     c = seen["cfg"]
     assert (c.optim.restart_cycles, c.data.batch_size, c.model.init_scale_hopfield) == (10, 128, 8.0)
     assert c.optim.lr_scheduler == "cosine-restarts" and c.eval.batch_size_eval == 512
+
+
+def test_help_shows_the_resolved_defaults(monkeypatch, capsys):
+    """rich markup must not eat '[default: …]' nor turn the tab default into a line break."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(sys, "argv", ["trainer", "run", "--help"])
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        assert not exit_.code
+    out = capsys.readouterr().out
+    for text in ("[default: 5e-4]", "[default: 0.999 ResNet, 0.98 ViT]",
+                 "[default: method-model-time]", "[default: nccl on GPU, gloo on CPU]",
+                 "[default: (\\t)]", "--accum-freq", "--local-loss", "pure_bf16"):
+        assert text in out, text
+
+
+def test_reference_model_spelling_is_accepted():
+    from cloob.trainer.models import resolve_model_name
+
+    assert resolve_model_name("ViT-B/32") == resolve_model_name("ViT-B-32") == "ViT-B-32-quickgelu"

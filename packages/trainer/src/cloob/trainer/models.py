@@ -30,7 +30,8 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def resolve_model_name(name: str) -> str:
-    """`RN50` → `RN50-quickgelu`; a path to an open_clip JSON config registers it (name = stem)."""
+    """`RN50` → `RN50-quickgelu`, `ViT-B/32` → `ViT-B-32-quickgelu`; a path to an open_clip JSON
+    config registers it (name = stem)."""
     if name.endswith(".json"):
         path = Path(name)
         if not path.is_file():
@@ -40,6 +41,7 @@ def resolve_model_name(name: str) -> str:
             raise UsageError(f"{name} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
         open_clip.add_model_config(path)
         return path.stem
+    name = name.replace("/", "-")  # the reference's and OpenAI's spelling: ViT-B/32
     resolved = ALIASES.get(name, name)
     if resolved not in open_clip.list_models():
         choices = ", ".join([*ALIASES, *sorted(p.stem for p in CONFIG_DIR.glob("*.json"))])
