@@ -51,7 +51,12 @@ def test_short_run_on_dataprep_shards(shard_dir, tmp_path):
     assert result.metrics["skipped_samples"] == 0
     for f in ("config.json", "curves.png", "checkpoints/latest.pt"):
         assert (result.run_dir / f).exists(), f
-    assert list((result.run_dir / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])  # grouped as OpenCLIP's, so runs of both sit side by side
+    assert {"train/loss", "train/lr", "train/samples_per_s", "val/loss"} <= tags, tags
     ckpt = torch.load(result.checkpoint, weights_only=True)  # plain types only
     assert ckpt["format"] == "cloob-toolkit/1" and ckpt["model_name"] == "micro"
     assert ckpt["method"] == "clip" and ckpt["step"] == 4 and ckpt["config"]["data"]["workers"] == 2

@@ -184,8 +184,8 @@ class Logger:
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
         if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+            for k, v in values.items():  # OpenCLIP's grouping: train/…, val/…, zeroshot/…
+                self.tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
         if self.wandb is not None:
             self.wandb.log(values, step=step)
 
