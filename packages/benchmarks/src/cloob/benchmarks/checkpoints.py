@@ -31,7 +31,7 @@ class LoadedModel:
     tokenizer: object
     name: str  # architecture name (open_clip config name, or the trainer's name for it)
     format: str  # "cloob-toolkit/1" | "cloob-reference" | "open_clip" | "open_clip-pretrained"
-    method: str | None = None  # "clip" | "cloob" when the checkpoint says so
+    method: str | None = None  # clip | cloob | infoloob | hopfield_infonce, when the checkpoint says so
     path: str | None = None
     sha256: str | None = None
     info: dict = field(default_factory=dict)  # epoch, step, inv_tau, ... when present
@@ -112,7 +112,7 @@ def reference_to_open_clip(sd: dict) -> dict:
     """CLOOB release keys → open_clip keys: un-nest the text tower, logit_inv_tau → logit_scale."""
     out = {}
     for key, value in sd.items():
-        if key == "logit_scale_hopfield":  # declared in the reference code, never used
+        if key == "logit_scale_hopfield":  # the trained Hopfield β: a training-time scalar only
             continue
         if key == "logit_inv_tau":
             key = "logit_scale"
