@@ -11,6 +11,7 @@ Formats (all loaded with `torch.load(weights_only=True)`):
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, device=device, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused a pickle that would run code
+        raise UsageError(f"{pretrained}: not a readable checkpoint: refusing to load objects other "
+                         f"than tensors and plain containers ({_first_line(err)})") from None
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {_first_line(err)}") from None
     is_file = pretrained is not None and Path(pretrained).is_file()
