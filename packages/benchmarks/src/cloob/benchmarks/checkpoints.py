@@ -58,6 +58,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
 
 def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu") -> LoadedModel:
     """`--model NAME --pretrained TAG_OR_PATH`: any open_clip model, weights by tag or file."""
+    if pretrained is not None and Path(pretrained).is_file():
+        _refuse_code(Path(pretrained))  # before seconds of importing open_clip and building
     import open_clip
 
     try:
@@ -73,6 +75,20 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
                        "open_clip-pretrained", path=pretrained if is_file else None,
                        sha256=sha256_file(pretrained) if is_file else None,
                        info={"pretrained": pretrained})
+
+
+def _refuse_code(path: Path) -> None:
+    """Refuse a torch.save file whose pickle names anything `weights_only` would not load."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        unsafe = get_unsafe_globals_in_checkpoint(path)
+    except (ValueError, RuntimeError, OSError):  # not torch's zip format: open_clip decides
+        return
+    if unsafe:
+        raise UsageError(f"{path}: not a readable checkpoint: refusing to load objects other than "
+                         f"tensors and plain containers, which could execute code "
+                         f"({', '.join(unsafe[:3])})")
 
 
 def _read(path: Path) -> dict:

@@ -243,7 +243,7 @@ def _write_retry_input(layout: Layout) -> int:
     layout.retries.mkdir(parents=True)
     target = layout.retries / "00000.parquet"
     with connect(layout) as con:
-        failed = con.execute(
+        failed = con.sql(
             f"""SELECT l.* FROM read_parquet('{layout.url_list}') l
                 WHERE l.source_id IN (SELECT source_id FROM samples WHERE status <> 'success')
                 ORDER BY l.source_id""").to_arrow_table()

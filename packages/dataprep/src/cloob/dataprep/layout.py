@@ -77,8 +77,9 @@ class Layout:
         return self.root / MARKER
 
     def made_by_dataprep(self) -> bool:
-        """True for a directory a fetch has started in (fetch.json: made before the marker)."""
-        return self.marker.is_file() or self.fetch_json.is_file()
+        """True for a directory a fetch has started in, or a finished `fetch demo` (fetch.json: a
+        fetch from before the marker existed)."""
+        return any(p.is_file() for p in (self.marker, self.fetch_json, self.root / "demo.json"))
 
 
 @contextlib.contextmanager
