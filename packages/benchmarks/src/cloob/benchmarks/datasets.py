@@ -102,7 +102,19 @@ def _norm(name: str) -> str:
 
 
 def label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[dict[str, int], str]:
-    """folder name → label, and the rule in words. Empty folders keep their label slot."""
+    """folder name → label, and the rule in words. Empty folders keep their label slot; two
+    folders that would share a label (`a b` and `a_b`, `1` and `01`) are refused."""
+    mapping, words = _label_map(rule, sorted(folders), classnames)
+    seen: dict[int, str] = {}
+    for folder, label in sorted(mapping.items()):
+        if label in seen:
+            raise UsageError(f"class folders {seen[label]!r} and {folder!r} both map to label "
+                             f"{label} ({words})")
+        seen[label] = folder
+    return mapping, words
+
+
+def _label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[dict[str, int], str]:
     n = len(classnames)
     if not folders:
         raise UsageError("no class folders found")
