@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cloob.common.cli import UsageError, package_version
-from cloob.common.files import atomic_path, write_json
+from cloob.common.files import write_json
 from cloob.dataprep.allowed_urls import REFUSED_MESSAGE, REFUSED_STATUS, fetchable_mask
 from cloob.dataprep.config import DownloadOptions, SourceSpec
 from cloob.dataprep.download import IncompleteError, run_img2dataset
@@ -196,13 +196,13 @@ def _write_parts(layout: Layout, part_rows: int, limit: int | None) -> tuple[int
     tmp.mkdir(parents=True)
     total = kept = in_part = part = 0
     writer = None
-    refused: list[pa.RecordBatch] = []
+    refused = _RefusedRows(layout.root / ".refused.parquet.tmp")
     for read in pq.ParquetFile(layout.url_list).iter_batches(batch_size=65536):
         if limit is not None:
             read = read.slice(0, limit - total)
         total += read.num_rows
         mask = fetchable_mask(read.column("url"))
-        refused.append(read.filter(pc.invert(mask)))
+        refused.add(read.filter(pc.invert(mask)))
         batch = read.filter(mask)
         kept += batch.num_rows
         while batch.num_rows:
@@ -218,24 +218,37 @@ def _write_parts(layout: Layout, part_rows: int, limit: int | None) -> tuple[int
             break
     if writer is not None:
         writer.close()
-    _write_refused(layout, refused)
+    refused.close_onto(layout.refused)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return total, kept
 
 
-def _write_refused(layout: Layout, batches: list[pa.RecordBatch]) -> None:
-    """refused.parquet: the rows no downloader may see, as failed samples for the manifest."""
-    batches = [b for b in batches if b.num_rows]
-    if not batches:
-        layout.refused.unlink(missing_ok=True)
-        return
-    table = pa.Table.from_batches(batches).select(["source_id", "url", "caption"])
-    table = table.append_column("status", pa.array([REFUSED_STATUS] * len(table), pa.string()))
-    table = table.append_column("error_message",
-                                pa.array([REFUSED_MESSAGE] * len(table), pa.string()))
-    with atomic_path(layout.refused) as tmp:
-        pq.write_table(table, tmp)
+class _RefusedRows:
+    """refused.parquet, streamed: the rows no downloader may see, as failed samples for the
+    manifest. Written under a temp name; `close_onto` renames it (or removes a stale one)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.writer = tmp, None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        n = batch.num_rows
+        table = pa.table({"source_id": batch.column("source_id"), "url": batch.column("url"),
+                          "caption": batch.column("caption"),
+                          "status": pa.array([REFUSED_STATUS] * n, pa.string()),
+                          "error_message": pa.array([REFUSED_MESSAGE] * n, pa.string())})
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+
+    def close_onto(self, target: Path) -> None:
+        if self.writer is None:
+            target.unlink(missing_ok=True)
+            return
+        self.writer.close()
+        self.tmp.replace(target)
 
 
 def _write_retry_input(layout: Layout) -> int:
