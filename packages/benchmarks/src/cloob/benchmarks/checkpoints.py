@@ -11,6 +11,7 @@ Formats (all loaded with `torch.load(weights_only=True)`):
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,12 +64,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
 def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu", *,
                    precision: str = "fp32") -> LoadedModel:
     """`--model NAME --pretrained TAG_OR_PATH`: any open_clip model, weights by tag or file."""
+    if pretrained is not None and Path(pretrained).is_file():
+        _refuse_code(Path(pretrained))  # before seconds of importing open_clip and building
     import open_clip
 
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, device=device, weights_only=True,
             precision=resolve(precision, device).open_clip)
+    except pickle.UnpicklingError as err:  # weights_only refused a pickle that would run code
+        raise UsageError(f"{pretrained}: not a readable checkpoint: refusing to load objects other "
+                         f"than tensors and plain containers ({_first_line(err)})") from None
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {_first_line(err)}") from None
     is_file = pretrained is not None and Path(pretrained).is_file()
@@ -76,6 +82,20 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
                        "open_clip-pretrained", path=pretrained if is_file else None,
                        sha256=sha256_file(pretrained) if is_file else None,
                        info={"pretrained": pretrained})
+
+
+def _refuse_code(path: Path) -> None:
+    """Refuse a torch.save file whose pickle names anything `weights_only` would not load."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        unsafe = get_unsafe_globals_in_checkpoint(path)
+    except (ValueError, RuntimeError, OSError):  # not torch's zip format: open_clip decides
+        return
+    if unsafe:
+        raise UsageError(f"{path}: not a readable checkpoint: refusing to load objects other than "
+                         f"tensors and plain containers, which could execute code "
+                         f"({', '.join(unsafe[:3])})")
 
 
 def _read(path: Path) -> dict:

@@ -128,12 +128,12 @@ def _show(records: list[dict], compare: str | None) -> None:
     from cloob.benchmarks import report
 
     table = Table(title="Zero-shot accuracy (%) — headline in bold")
-    for col in ("checkpoint", "dataset", "images", "top-1", "top-5", "mean-per-class"):
+    for col in ("checkpoint", "dataset", "images", "skipped", "top-1", "top-5", "mean-per-class"):
         table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
     for r in records:
         cells = [f"[bold]{100 * r['metrics'][m]:.2f}[/]" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
                  for m in report.METRICS]
-        table.add_row(r["label"], r["dataset"], str(r["n_images"]), *cells)
+        table.add_row(r["label"], r["dataset"], str(r["n_images"]), str(r.get("n_skipped", 0)), *cells)
     Console().print(table)
     if len({r["label"] for r in records}) > 1 or compare:
         side = report.side_by_side(records, compare)

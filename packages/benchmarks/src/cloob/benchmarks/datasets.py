@@ -8,12 +8,14 @@ some, and dropping them shifts every later label) and string-sorts integer folde
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from cloob.benchmarks import registry
@@ -24,6 +26,7 @@ SOURCE_FILE = "SOURCE.json"
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "templates.txt"
 _WNID = re.compile(r"n\d{8}")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +48,8 @@ class Task:
 
 
 class ImageList(Dataset):
-    """(image tensor, label, index) for a list of (path, label)."""
+    """(image tensor, label, index) for a list of (path, label); None for an image that does not
+    decode (corrupt, truncated, empty), which `collate_readable` drops and counts."""
 
     def __init__(self, samples: list[tuple[str, int]], transform) -> None:
         self.samples = samples
@@ -56,9 +60,24 @@ class ImageList(Dataset):
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            image = img.convert("RGB")
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes
+            log.warning("skipping unreadable image %s: %s", path, " ".join(str(err).split())[:200])
+            return None
         return self.transform(image), label, i
+
+
+def collate_readable(items: list) -> tuple:
+    """A batch of the readable items: (images, labels, indices, number skipped)."""
+    kept = [item for item in items if item is not None]
+    skipped = len(items) - len(kept)
+    if not kept:
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0), empty, empty, skipped
+    images, labels, indices = default_collate(kept)
+    return images, labels, indices, skipped
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -83,7 +102,19 @@ def _norm(name: str) -> str:
 
 
 def label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[dict[str, int], str]:
-    """folder name → label, and the rule in words. Empty folders keep their label slot."""
+    """folder name → label, and the rule in words. Empty folders keep their label slot; two
+    folders that would share a label (`a b` and `a_b`, `1` and `01`) are refused."""
+    mapping, words = _label_map(rule, sorted(folders), classnames)
+    seen: dict[int, str] = {}
+    for folder, label in sorted(mapping.items()):
+        if label in seen:
+            raise UsageError(f"class folders {seen[label]!r} and {folder!r} both map to label "
+                             f"{label} ({words})")
+        seen[label] = folder
+    return mapping, words
+
+
+def _label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[dict[str, int], str]:
     n = len(classnames)
     if not folders:
         raise UsageError("no class folders found")

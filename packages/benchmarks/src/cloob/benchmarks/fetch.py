@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,7 +231,15 @@ class _staging:  # noqa: N801 - a context manager that reads like a function
 
     def __init__(self, root: Path, name: str) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        # mkdir, not mkdtemp: the folder is renamed into place, and mkdtemp's 0700 would keep
+        # other users of a shared filesystem out of the dataset; mkdir honours the umask.
+        while True:
+            self.path = root / f".tmp-{name}-{secrets.token_hex(4)}"
+            try:
+                self.path.mkdir()
+                break
+            except FileExistsError:
+                continue
 
     def __enter__(self) -> Path:
         return self.path

@@ -27,7 +27,8 @@ def software_versions() -> dict[str, str]:
 
 def flat(records: list[dict]) -> pd.DataFrame:
     rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
-             "dataset": r["dataset"], "n_images": r["n_images"], "n_classes": r["n_classes"],
+             "dataset": r["dataset"], "n_images": r["n_images"],
+             "n_skipped": r.get("n_skipped", 0), "n_classes": r["n_classes"],
              **{m: r["metrics"][m] for m in METRICS}, "headline": r["headline"],
              "precision": r["precision"], "checkpoint_path": r.get("checkpoint") or "",
              "checkpoint_sha256": r.get("checkpoint_sha256") or ""} for r in records]
@@ -49,12 +50,13 @@ def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFram
 def markdown(records: list[dict], compare: str | None = None) -> str:
     lines = ["# Zero-shot results", "",
              "Percentages; the headline metric of each dataset is in **bold**.", "",
-             "| checkpoint | model | dataset | images | classes | top-1 | top-5 | mean-per-class | precision |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+             "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
         cells = [f"**{100 * r['metrics'][m]:.2f}**" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
                  for m in METRICS]
-        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | {r['n_classes']} | "
+        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | "
+                     f"{r.get('n_skipped', 0)} | {r['n_classes']} | "
                      + " | ".join(cells) + f" | {r['precision']} |")
     if len({r["label"] for r in records}) > 1 or compare:
         lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
@@ -106,9 +108,11 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
 
 
 def predictions_frame(task_root: Path, samples: list[tuple[str, int]], pred) -> pd.DataFrame:
-    """One row per image: path relative to the dataset root, label, top-5 indices and scores."""
+    """One row per evaluated image: path relative to the dataset root, label, top-5 indices and
+    scores (images that did not decode have no row)."""
+    kept = range(len(samples)) if pred.index is None else pred.index
     return pd.DataFrame({
-        "path": [Path(p).relative_to(task_root).as_posix() for p, _ in samples],
+        "path": [Path(samples[i][0]).relative_to(task_root).as_posix() for i in kept],
         "label": pred.labels.astype("int32"),
         "top5_index": list(pred.topk_index.astype("int32")),
         "top5_score": list(pred.topk_score.astype("float32")),

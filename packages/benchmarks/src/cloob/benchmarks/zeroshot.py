@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from cloob.benchmarks.datasets import ImageList, Task, resolve_task
+from cloob.benchmarks.datasets import ImageList, Task, collate_readable, resolve_task
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
 from cloob.common.text import encode_text
@@ -33,6 +33,8 @@ class Predictions:
     topk_index: np.ndarray  # (N, k) class indices, best first
     topk_score: np.ndarray  # (N, k) cosine similarities
     seconds: float  # wall time of the image pass
+    index: np.ndarray | None = None  # (N,) positions in the task's samples (unreadable ones left out)
+    skipped: int = 0  # images that did not decode
 
     @property
     def n(self) -> int:
@@ -62,10 +64,15 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
     k = min(TOPK, classifier.shape[0])
     classifier = classifier.to(device)
     prec = resolve(precision, device)
-    labels, index, score = [], [], []
+    labels, index, score, kept = [], [], [], []
+    skipped = 0
     started = time.perf_counter()
     with _bar(progress, label, len(loader.dataset)) as advance:
-        for images, targets, _ in loader:
+        for images, targets, positions, n_bad in loader:
+            skipped += n_bad
+            advance(len(targets) + n_bad)
+            if not len(targets):
+                continue
             with prec.autocast(device):
                 features = model.encode_image(prec.cast_input(images.to(device)))
             logits = F.normalize(features.float(), dim=-1) @ classifier.T
@@ -73,9 +80,11 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
             labels.append(targets.numpy())
             index.append(top.indices.cpu().numpy())
             score.append(top.values.cpu().numpy())
-            advance(len(targets))
+            kept.append(positions.numpy())
+    if not labels:
+        raise UsageError(f"{label or 'dataset'}: none of its {skipped} images could be read")
     return Predictions(np.concatenate(labels), np.concatenate(index), np.concatenate(score),
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, np.concatenate(kept), skipped)
 
 
 def metrics(pred: Predictions, n_classes: int) -> dict[str, float]:
@@ -89,7 +98,8 @@ def metrics(pred: Predictions, n_classes: int) -> dict[str, float]:
 def loader_for(task: Task, preprocess, batch_size: int = 64, workers: int = 0,
                device: str | torch.device = "cpu") -> DataLoader:
     return DataLoader(ImageList(task.samples, preprocess), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=torch.device(device).type == "cuda")
+                      num_workers=workers, pin_memory=torch.device(device).type == "cuda",
+                      collate_fn=collate_readable)
 
 
 @dataclass
@@ -99,7 +109,8 @@ class Evaluation:
     metrics: dict[str, float]
 
     def summary(self) -> dict:
-        return {**self.metrics, "n_images": self.predictions.n, "n_classes": self.task.n_classes,
+        return {**self.metrics, "n_images": self.predictions.n,
+                "n_skipped": self.predictions.skipped, "n_classes": self.task.n_classes,
                 "headline": self.task.headline, "label_rule": self.task.label_rule,
                 "n_templates": len(self.task.templates),
                 "images_per_s": self.predictions.n / max(self.predictions.seconds, 1e-9)}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's vendored click
 
 
 class UsageError(Exception):
@@ -61,7 +62,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def run_app(app: typer.Typer | Callable[[], object]) -> None:
     """Run a typer app, turning expected failures into one-line errors with exit code 2."""
     try:
-        app()
+        _invoke(app) if isinstance(app, typer.Typer) else app()
     except UsageError as err:
         raise SystemExit(_one_line(err)) from None
     except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as err:
@@ -69,6 +70,22 @@ def run_app(app: typer.Typer | Callable[[], object]) -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         raise SystemExit(130) from None
+
+
+def _invoke(app: typer.Typer) -> None:
+    # click's own usage errors (a non-integer, a value below `min=`, an unknown option) print a
+    # usage block and a boxed message; every CLI of the toolkit promises one `error:` line instead.
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(standalone_mode=False)
+    except NoArgsIsHelpError as err:  # a bare `dataprep`: the help, not an error
+        if err.format_message().strip():  # rich help is already printed when it is built
+            err.show()
+        raise SystemExit(2) from None
+    except ClickException as err:
+        raise UsageError(err.format_message()) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 def _one_line(err: BaseException) -> int:

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,9 +19,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     A kill at any moment leaves either the old file or the new one, never a partial write."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(target)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -50,6 +48,20 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _create_temp(target: Path) -> Path:
+    """A new empty file beside `target`, created with mode 0666 as open() does: the umask (and a
+    default ACL) then decide who may read it. mkstemp's 0600 would lock other users and nodes of a
+    shared filesystem out of every file renamed from it."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temp name beside {target}")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -72,7 +72,8 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
                          f"(e.g. `uv run --with {distributor} dataprep ...`)")
     for flag, value in (("--image-size", image_size), ("--processes", processes),
                         ("--threads", threads), ("--samples-per-shard", samples_per_shard),
-                        ("--timeout", timeout), ("--max-samples", max_samples or 1)):
+                        ("--timeout", timeout),
+                        ("--max-samples", 1 if max_samples is None else max_samples)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1")
     if retries < 0:
@@ -247,7 +248,9 @@ def query(root: Dir, sql: Annotated[str, typer.Argument(help="SQL over samples, 
 
 
 def _existing(root: Path) -> Path:
-    if not (root / "shards").is_dir():
+    from cloob.dataprep.layout import Layout
+
+    if not (root / "shards").is_dir() or not Layout(root).made_by_dataprep():
         raise UsageError(f"{root} is not a dataprep dataset directory (no shards/)")
     return root
 

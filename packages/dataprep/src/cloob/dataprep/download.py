@@ -45,8 +45,10 @@ def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     try:
         with open(log, "ab") as out:
-            proc = subprocess.run([sys.executable, "-m", "cloob.dataprep.download", str(args_file)],
-                                  stdout=out, env=env, check=False)
+            # -P: `python -m` would put the working directory first on sys.path, and a folder
+            # there named like a package (`ray/`, `torch/`) would shadow the installed one.
+            proc = subprocess.run([sys.executable, "-P", "-m", "cloob.dataprep.download",
+                                   str(args_file)], stdout=out, env=env, check=False)
     finally:
         args_file.unlink(missing_ok=True)
     if proc.returncode < 0 or proc.returncode == 130:

@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cloob.common.cli import UsageError
+from cloob.common.cli import UsageError, package_version
 from cloob.common.files import write_json
+from cloob.dataprep.allowed_urls import REFUSED_MESSAGE, REFUSED_STATUS, fetchable_mask
 from cloob.dataprep.config import DownloadOptions, SourceSpec
 from cloob.dataprep.download import IncompleteError, run_img2dataset
 from cloob.dataprep.layout import Layout, locked
@@ -28,7 +31,8 @@ from cloob.dataprep.shards import complete_shards, remove_incomplete, write_size
 PART_ROWS = 1_000_000
 # What a fetch writes into DIR; anything else there means DIR is not ours to write into.
 _OURS = {"shards", "urls.parquet", "urls.json", "input", "input.tmp", "retry", "sources",
-         "fetch.json", "runs.json", "manifest.duckdb", "sizes.json", "img2dataset.log", ".lock"}
+         "fetch.json", "runs.json", "manifest.duckdb", "sizes.json", "img2dataset.log", ".lock",
+         "refused.parquet", ".dataprep"}
 
 
 @dataclass
@@ -50,13 +54,16 @@ ListBuilder = Callable[[Path], str]
 def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadOptions, *,
           force: bool = False, command: str = "fetch", say: Callable[[str], None] = print) -> Counts:
     layout = Layout(root)
-    created = not root.exists()
+    before = _entries(root)
+    if before:
+        _check_ours(layout, before)  # before the lock file is created in someone else's directory
     started = datetime.now()
     downloading = False
     try:
-        if not created:
-            _check_ours(root)  # before the lock file is created in someone else's directory
         with locked(root):
+            if not layout.marker.exists():
+                write_json(layout.marker, {"made_by": "cloob-dataprep",
+                                           "version": package_version("cloob-dataprep")})
             identity = {"source": spec.name, "args": spec.args, **opts.identity()}
             if not force:
                 _refuse_other_options(layout, identity)
@@ -69,9 +76,9 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
             _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False)
             counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
                              started)
-    except UsageError:
-        if created and not downloading:  # bad input on a fresh directory: leave nothing behind
-            shutil.rmtree(root, ignore_errors=True)
+    except Exception:
+        if not downloading:  # bad input: leave DIR as it was found
+            _undo_start(root, before)
         raise
     return counts
 
@@ -93,7 +100,7 @@ def retry(root: Path, overrides: dict, *, say: Callable[[str], None] = print) ->
         build_manifest(layout)
         n = _write_retry_input(layout)
         if n == 0:
-            say("nothing to retry: every sample succeeded")
+            say("nothing to retry: every sample succeeded (or has a URL that is never fetched)")
         else:
             say(f"retrying {n} failed samples")
             _download(layout, opts, tuple(state.get("extra_columns", ())), None, extend=True,
@@ -102,12 +109,33 @@ def retry(root: Path, overrides: dict, *, say: Callable[[str], None] = print) ->
         return _finish(layout, "retry", {**asdict(opts)}, started)
 
 
-def _check_ours(root: Path) -> None:
-    strangers = [p.name for p in root.iterdir() if p.name not in _OURS
-                 and not p.name.startswith(".")]
+def _entries(root: Path) -> set[str] | None:
+    """The names in `root`, or None when it does not exist."""
+    return {p.name for p in root.iterdir()} if root.exists() else None
+
+
+def _check_ours(layout: Layout, names: set[str]) -> None:
+    """A non-empty DIR must be one dataprep made, holding nothing else: we never write, delete or
+    overwrite files in someone else's folder (a hand-made shards/ and sizes.json look like ours)."""
+    strangers = names if not layout.made_by_dataprep() else \
+        {n for n in names if n not in _OURS and not n.startswith(".")}
     if strangers:
-        raise UsageError(f"{root} holds files dataprep did not write ({', '.join(sorted(strangers)[:3])}"
-                         "): use a new or empty directory")
+        raise UsageError(f"{layout.root} holds files dataprep did not write "
+                         f"({', '.join(sorted(strangers)[:3])}): use a new or empty directory")
+
+
+def _undo_start(root: Path, before: set[str] | None) -> None:
+    """Remove what this run added to `root` (all of it if the run created it)."""
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for name in _entries(root) or set():
+        if name not in before:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _start_over(layout: Layout) -> None:
@@ -115,7 +143,7 @@ def _start_over(layout: Layout) -> None:
     for name in ("shards", "input", "input.tmp", "retry"):
         shutil.rmtree(layout.root / name, ignore_errors=True)
     for path in (layout.fetch_json, layout.runs_json, layout.manifest, layout.sizes_json,
-                 layout.log):
+                 layout.log, layout.refused):
         path.unlink(missing_ok=True)
 
 
@@ -151,31 +179,38 @@ def _ensure_inputs(layout: Layout, identity: dict, opts: DownloadOptions,
     if layout.fetch_json.exists() and layout.inputs.is_dir():
         return json.loads(layout.fetch_json.read_text())
     spp = opts.samples_per_shard
-    rows = _write_parts(layout.url_list, layout.inputs, spp * max(1, PART_ROWS // spp),
-                        opts.max_samples)
+    rows, fetchable = _write_parts(layout, spp * max(1, PART_ROWS // spp), opts.max_samples)
     state = {"identity": identity, "options": asdict(opts), "rows": rows,
-             "n_shards": math.ceil(rows / spp), "extra_columns": list(spec.extra_columns)}
+             "n_shards": math.ceil(fetchable / spp), "extra_columns": list(spec.extra_columns)}
     write_json(layout.fetch_json, state)
     return state
 
 
-def _write_parts(src: Path, out: Path, part_rows: int, limit: int | None) -> int:
-    """Copy the first `limit` rows of `src` into parts of exactly `part_rows` rows (the last may
-    be shorter), so img2dataset's shard boundaries are the same as for one big file."""
+def _write_parts(layout: Layout, part_rows: int, limit: int | None) -> tuple[int, int]:
+    """Copy the http(s) rows among the first `limit` rows of the url list into parts of exactly
+    `part_rows` rows (the last may be shorter), so img2dataset's shard boundaries are the same as
+    for one big file; the other rows go to refused.parquet. Returns (rows read, rows in parts)."""
+    out = layout.inputs
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    total = in_part = part = 0
+    total = kept = in_part = part = 0
     writer = None
-    for batch in pq.ParquetFile(src).iter_batches(batch_size=65536):
+    refused = _RefusedRows(layout.root / ".refused.parquet.tmp")
+    for read in pq.ParquetFile(layout.url_list).iter_batches(batch_size=65536):
         if limit is not None:
-            batch = batch.slice(0, limit - total)
+            read = read.slice(0, limit - total)
+        total += read.num_rows
+        mask = fetchable_mask(read.column("url"))
+        refused.add(read.filter(pc.invert(mask)))
+        batch = read.filter(mask)
+        kept += batch.num_rows
         while batch.num_rows:
             if writer is None:
                 writer = pq.ParquetWriter(tmp / f"{part:05d}.parquet", batch.schema)
             take = min(batch.num_rows, part_rows - in_part)
             writer.write_batch(batch.slice(0, take))
-            batch, in_part, total = batch.slice(take), in_part + take, total + take
+            batch, in_part = batch.slice(take), in_part + take
             if in_part == part_rows:
                 writer.close()
                 writer, in_part, part = None, 0, part + 1
@@ -183,9 +218,37 @@ def _write_parts(src: Path, out: Path, part_rows: int, limit: int | None) -> int
             break
     if writer is not None:
         writer.close()
+    refused.close_onto(layout.refused)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return total
+    return total, kept
+
+
+class _RefusedRows:
+    """refused.parquet, streamed: the rows no downloader may see, as failed samples for the
+    manifest. Written under a temp name; `close_onto` renames it (or removes a stale one)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.writer = tmp, None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        n = batch.num_rows
+        table = pa.table({"source_id": batch.column("source_id"), "url": batch.column("url"),
+                          "caption": batch.column("caption"),
+                          "status": pa.array([REFUSED_STATUS] * n, pa.string()),
+                          "error_message": pa.array([REFUSED_MESSAGE] * n, pa.string())})
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+
+    def close_onto(self, target: Path) -> None:
+        if self.writer is None:
+            target.unlink(missing_ok=True)
+            return
+        self.writer.close()
+        self.tmp.replace(target)
 
 
 def _write_retry_input(layout: Layout) -> int:
@@ -193,13 +256,15 @@ def _write_retry_input(layout: Layout) -> int:
     layout.retries.mkdir(parents=True)
     target = layout.retries / "00000.parquet"
     with connect(layout) as con:
-        n = con.execute("SELECT count(*) FROM samples WHERE status <> 'success'").fetchall()[0][0]
-        if n:
-            con.execute(
-                f"""COPY (SELECT l.* FROM read_parquet('{layout.url_list}') l
-                    WHERE l.source_id IN (SELECT source_id FROM samples WHERE status <> 'success')
-                    ORDER BY l.source_id) TO '{target}' (FORMAT parquet)""")
-    return n
+        failed = con.sql(
+            f"""SELECT l.* FROM read_parquet('{layout.url_list}') l
+                WHERE l.source_id IN (SELECT source_id FROM samples WHERE status <> 'success')
+                ORDER BY l.source_id""").to_arrow_table()
+    # Refused rows (and any non-http(s) row of a dataset made before they were refused) stay failed.
+    failed = failed.filter(fetchable_mask(failed.column("url")))
+    if failed.num_rows:
+        pq.write_table(failed, target)
+    return failed.num_rows
 
 
 def _download(layout: Layout, opts: DownloadOptions, extra_columns: tuple[str, ...],

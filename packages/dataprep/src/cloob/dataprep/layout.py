@@ -11,6 +11,8 @@ from pathlib import Path
 
 from cloob.common.cli import UsageError
 
+MARKER = ".dataprep"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -65,6 +67,19 @@ class Layout:
     @property
     def log(self) -> Path:
         return self.root / "img2dataset.log"
+
+    @property
+    def refused(self) -> Path:  # url-list rows that were never downloaded (not http/https)
+        return self.root / "refused.parquet"
+
+    @property
+    def marker(self) -> Path:  # written first into a directory dataprep takes over
+        return self.root / MARKER
+
+    def made_by_dataprep(self) -> bool:
+        """True for a directory a fetch has started in, or a finished `fetch demo` (fetch.json: a
+        fetch from before the marker existed)."""
+        return any(p.is_file() for p in (self.marker, self.fetch_json, self.root / "demo.json"))
 
 
 @contextlib.contextmanager

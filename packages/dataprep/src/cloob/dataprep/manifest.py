@@ -41,6 +41,9 @@ def build_manifest(layout: Layout) -> Path:
                     f"INSERT INTO attempts BY NAME SELECT {cols}, "
                     "regexp_extract(filename, '(\\d+)\\.parquet$', 1) || '.tar' AS shard "
                     "FROM read_parquet(?, filename = true, union_by_name = true)", [files])
+            if layout.refused.exists():  # rows never downloaded: failed, in no shard
+                con.execute("INSERT INTO attempts BY NAME SELECT source_id, url, caption, status, "
+                            "error_message FROM read_parquet(?)", [str(layout.refused)])
             con.execute("""CREATE TABLE samples AS
                 SELECT * EXCLUDE (rn) FROM (
                     SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY shard DESC) AS rn,

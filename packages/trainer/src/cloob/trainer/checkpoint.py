@@ -73,11 +73,51 @@ def link_latest(path: Path, latest: Path) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load with weights_only=True; a pickle that wants to run code is refused with one line."""
+    """Load with weights_only=True; a pickle that wants to run code is refused with one line, and
+    so is a file with the format marker but not the fields a resume reads."""
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{path} is not a {FORMAT} checkpoint")
+    problem = _missing_field(ckpt)
+    if problem:
+        raise UsageError(f"{path} is not a complete {FORMAT} checkpoint: {problem}")
     return ckpt
+
+
+# What a resume reads, and the type each must have (nested dicts are checked field by field).
+_FIELDS: dict[str, Any] = {
+    "model_name": str, "model_cfg": dict, "method": str, "step": int,
+    "state_dict": "tensors", "loss_state": "tensors",
+    "optimizer": {"state": dict, "param_groups": list},
+    "data": {"ranks": list, "global_batch": int, "n_workers": int},
+    "rng": {"torch": torch.Tensor, "numpy": dict, "python": dict},
+}
+_POSITION = ("epoch", "batch", "worker_pos", "next_worker", "skipped")
+
+
+def _missing_field(ckpt: dict[str, Any], spec: dict[str, Any] = _FIELDS, where: str = "") -> str | None:
+    for key, kind in spec.items():
+        name = f"{where}{key}"
+        if key not in ckpt:
+            return f"no {name!r}"
+        value = ckpt[key]
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                return f"{name!r} is a {type(value).__name__}, not a dict"
+            problem = _missing_field(value, kind, f"{name}.")
+        elif kind == "tensors":
+            ok = isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())
+            problem = None if ok else f"{name!r} is not a mapping of names to tensors"
+        else:
+            problem = None if isinstance(value, kind) else \
+                f"{name!r} is a {type(value).__name__}, not a {kind.__name__}"
+        if problem:
+            return problem
+    ranks = ckpt.get("data", {}).get("ranks") if not where else None
+    if ranks is not None and not all(isinstance(r, dict) and all(k in r for k in _POSITION)
+                                     for r in ranks):
+        return "'data.ranks' does not hold data positions"
+    return None
 
 
 def find_resume(spec: str, checkpoint_dir: Path) -> Path:

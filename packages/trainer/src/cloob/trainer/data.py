@@ -79,13 +79,25 @@ class Source:
         return None
 
 
+def read_sizes(path: Path) -> dict[str, int]:
+    """A sizes.json (shard name -> sample count); anything else is a UsageError."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(table, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in table.values()):
+        raise UsageError(f"{path} must map shard names to sample counts (integers >= 0)")
+    return table
+
+
 def _sizes_next_to(paths: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for folder in sorted({os.path.dirname(p) or "." for p in paths}):
         f = Path(folder) / "sizes.json"
         if f.is_file():
-            for name, n in json.loads(f.read_text()).items():
-                sizes[str(Path(folder) / name)] = int(n)
+            for name, n in read_sizes(f).items():
+                sizes[str(Path(folder) / name)] = n
     return {p: sizes[p] for p in paths if p in sizes}
 
 
@@ -96,7 +108,7 @@ def _dataprep_dir(d: Path) -> tuple[list[str], dict[str, int]]:
         if not tars:
             raise UsageError(f"{d} holds no sizes.json and no .tar shards")
         return tars, _sizes_next_to(tars)
-    table = json.loads(sizes_file.read_text())
+    table = read_sizes(sizes_file)
     shard_dir = d / "shards" if (d / "shards").is_dir() else d
     shards = [str(shard_dir / name) for name in sorted(table)]
     missing = [s for s in shards if not os.path.exists(s)]
@@ -136,7 +148,28 @@ def resolve_source(spec: str | None, dataset_type: str) -> Source:
         sizes.update(z)
     if not shards:
         raise UsageError(f"--train-data {spec!r} expands to an empty shard list")
+    _require_a_sample(shards)
     return Source("webdataset", shards, sizes)
+
+
+def _require_a_sample(shards: list[str]) -> None:
+    """Fail with one line, before any work, when no local shard holds a single usable sample:
+    the workers would otherwise stop with a traceback. A clean dataset costs one sample."""
+    local = [s for s in shards if "://" not in s and not s.startswith("pipe:")]
+    if len(local) < len(shards):
+        return  # remote shards are only opened by the workers
+
+    def ignore(exn: Exception) -> bool:
+        return True
+
+    for sample in wds.tarfile_to_samples(handler=ignore)({"url": s} for s in local):
+        try:
+            decode_sample(sample)
+            return
+        except Exception:  # noqa: BLE001 - corrupt bytes: try the next sample
+            continue
+    raise UsageError(f"no readable sample in {len(local)} shard(s) (e.g. {local[0]}): "
+                     "are they webdataset tars with images and .txt captions?")
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -189,8 +222,9 @@ class ShardStream(IterableDataset):
                  batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                  n_workers: int = 1, resampled: bool = False, shuffle_buffer: int = 1000,
                  start: Position | None = None, training: bool = True,
-                 max_samples: int | None = None) -> None:
+                 max_samples: int | None = None, sizes: dict[str, int] | None = None) -> None:
         self.shards, self.transform, self.tokenizer = shards, transform, tokenizer
+        self.sizes = sizes or {}  # shard -> expected samples: a shard that ends early is counted
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.n_workers = rank, world_size, n_workers
         self.resampled, self.shuffle_buffer, self.training = resampled, shuffle_buffer, training
@@ -206,45 +240,59 @@ class ShardStream(IterableDataset):
         random.Random(derive_seed(self.seed, self.epoch, "shards")).shuffle(order)
         return order[self.rank::self.world_size][w::self.n_workers]
 
-    def _urls(self, w: int) -> Iterator[dict[str, str]]:
+    def _samples(self, w: int, skips: _Skips) -> Iterator[dict[str, Any]]:
+        """Raw samples of worker `w`'s shards, pass after pass; ends after a pass without any.
+
+        Passes are counted here, where the tars are read: downstream, the shuffle buffer reads
+        ahead (100 samples before its first sample), so a worker whose shards hold fewer samples
+        than that used to look as if a whole pass had given nothing, and stopped."""
         if self.training and self.resampled:
             rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, w, "resample"))
             while True:
-                yield {"url": rng.choice(self.shards)}
+                yield from self._shard_samples(rng.choice(self.shards), skips)
         mine = self._worker_shards(w)
         for p in range(1_000_000 if self.training else 1):
-            if p and self._pos == self._pos_at_pass:
-                return  # a whole pass gave no sample: __iter__ reports it
-            self._pos_at_pass = self._pos
             if p:  # later passes over the same shards (the epoch is counted in steps) reshuffle them
                 random.Random(derive_seed(self.seed, self.epoch, self.rank, w, "pass", p)).shuffle(mine)
+            read = 0
             for url in mine:
-                yield {"url": url}
+                for sample in self._shard_samples(url, skips):
+                    read += 1
+                    yield sample
+            if not read:
+                return  # a whole pass gave no sample: __iter__ reports it
+
+    def _shard_samples(self, url: str, skips: _Skips) -> Iterator[dict[str, Any]]:
+        """One shard's samples; fewer than sizes.json promises (a tar cut on a 512-byte block
+        boundary reads as a clean end) are warned about and counted as skipped."""
+        errors_before, n = skips.count, 0
+        for sample in wds.tarfile_to_samples(handler=skips.handler)([{"url": url}]):
+            n += 1
+            yield sample
+        missing = self.sizes.get(url, 0) - n - (skips.count - errors_before)
+        if missing > 0:
+            skips.count += missing
+            if url not in skips.short_shards:
+                skips.short_shards.add(url)
+                log.warning("shard %s ended after %d of %d samples (truncated?): %d skipped",
+                            url, n, self.sizes[url], self.sizes[url] - n)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
         w = (physical + self.rotation) % self.n_workers
-        errors = 0
-
-        def handler(exn: Exception) -> bool:
-            nonlocal errors
-            errors += 1
-            log.warning("skipping unreadable shard data: %s", " ".join(str(exn).split())[:300])
-            return True
-
-        stream: Iterator[dict[str, Any]] = wds.tarfile_to_samples(handler=handler)(self._urls(w))
+        skips = _Skips()
+        handler = skips.handler
+        stream: Iterator[dict[str, Any]] = self._samples(w, skips)
         if self.training:
             rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, w, "samples"))
             stream = wds.filters._shuffle(stream, self.shuffle_buffer, min(self.shuffle_buffer, 100), rng)
         pos, reported = 0, 0
-        self._pos, self._pos_at_pass = 0, -1
         images: list[torch.Tensor] = []
         texts: list[str] = []
         last_yield_pos = 0
         for sample in stream:
             pos += 1
-            self._pos = pos
             if pos <= self.start_pos[w]:
                 continue  # already trained on before the resume: skip without decoding
             if self.max_samples is not None and pos > self.max_samples:
@@ -258,13 +306,13 @@ class ShardStream(IterableDataset):
                 handler(exn)
                 continue
             if len(images) == self.batch_size:
-                yield self._batch(images, texts, w, pos, errors - reported)
-                reported, images, texts, last_yield_pos = errors, [], [], pos
+                yield self._batch(images, texts, w, pos, skips.count - reported)
+                reported, images, texts, last_yield_pos = skips.count, [], [], pos
             if self.training and pos - last_yield_pos > 100 * self.batch_size + self.shuffle_buffer:
                 raise RuntimeError(f"worker {w} read {pos - last_yield_pos} samples without a usable "
                                    "one: are the shards corrupt?")
         if images and not self.training:
-            yield self._batch(images, texts, w, pos, errors - reported)
+            yield self._batch(images, texts, w, pos, skips.count - reported)
         elif self.training:
             raise RuntimeError(f"no readable samples in the shards of worker {w} (rank {self.rank})")
 
@@ -272,6 +320,19 @@ class ShardStream(IterableDataset):
                errors: int) -> dict[str, Any]:
         return {"image": torch.stack(images), "text": self.tokenizer(texts), "worker": w,
                 "pos": pos, "errors": errors}
+
+
+@dataclass
+class _Skips:
+    """Samples a worker could not use so far, and the short shards it has warned about."""
+
+    count: int = 0
+    short_shards: set[str] = field(default_factory=set)
+
+    def handler(self, exn: Exception) -> bool:
+        self.count += 1
+        log.warning("skipping unreadable shard data: %s", " ".join(str(exn).split())[:300])
+        return True
 
 
 # ----------------------------------------------------------------------------- map-style sources
@@ -396,6 +457,9 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
     global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
     workers = cfg.workers
     if source.kind == "webdataset":
+        # A shard that sizes.json says is empty (every download failed) would starve its worker.
+        source.shards = [s for s in source.shards if source.sizes.get(s) != 0]
+        source.sizes = {s: n for s, n in source.sizes.items() if n}
         n = cfg.train_num_samples or source.known_samples
         if n is None:
             raise UsageError("cannot tell how many samples the shards hold: pass --train-num-samples "
@@ -430,7 +494,7 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
                                  batch_size=cfg.batch_size, seed=seed, epoch=pos.epoch, rank=rank,
                                  world_size=world_size, n_workers=n_logical,
                                  resampled=cfg.dataset_resampled, shuffle_buffer=cfg.shuffle_buffer,
-                                 start=pos)
+                                 start=pos, sizes=source.sizes)
             return DataLoader(stream, batch_size=None, num_workers=workers,
                               persistent_workers=False, prefetch_factor=2 if workers else None)
         batches = _epoch_batches(len(dataset), batch_size=cfg.batch_size, world_size=world_size,
@@ -452,7 +516,7 @@ def build_val_loader(cfg: DataConfig, *, batch_size: int, transform: Callable,
     if source.kind == "webdataset":
         stream = ShardStream(source.shards, transform=transform, tokenizer=tokenizer,
                              batch_size=batch_size, seed=seed, epoch=0, training=False,
-                             n_workers=1, max_samples=cfg.val_num_samples)
+                             n_workers=1, max_samples=cfg.val_num_samples, sizes=source.sizes)
         return DataLoader(stream, batch_size=None, num_workers=0)
     base = CsvCaptions(source.csv_path, cfg.path_data, cfg.csv_separator, cfg.csv_img_key,
                        cfg.csv_caption_key)

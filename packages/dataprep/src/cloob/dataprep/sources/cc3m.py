@@ -26,7 +26,7 @@ def read_cc3m(tsv: Path) -> Iterator[pa.RecordBatch]:
             batch = reader.read_next_batch()
         except StopIteration:
             return
-        except (pa.ArrowException, UnicodeDecodeError) as err:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as err:  # OSError: bad .gz/.bz2
             raise _not_cc3m(tsv, err) from None
         if first and batch.num_rows:
             _check_first_row(tsv, batch)
@@ -48,7 +48,7 @@ def _open(tsv: Path) -> pacsv.CSVStreamingReader:
             convert_options=pacsv.ConvertOptions(
                 column_types={"caption": pa.string(), "url": pa.string()}),
         )
-    except (pa.ArrowException, UnicodeDecodeError) as err:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as err:  # OSError: bad .gz/.bz2
         raise _not_cc3m(tsv, err) from None
 
 

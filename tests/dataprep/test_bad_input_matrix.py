@@ -1,0 +1,84 @@
+"""`dataprep` bad input as a matrix: input → exit code, the one `error:` line, files left behind.
+
+A new bad input is one `BadInput(...)` line; `support.bad_input.check` asserts exit code 2, a
+single stderr line without traceback, and that the scratch folder is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from support.bad_input import BadInput, check
+from support.shards import write_shards
+
+DEAD_URL = "http://127.0.0.1:9/a.jpg"  # never fetched: every case fails before downloading
+
+
+def tsv(scratch: Path) -> Path:
+    path = scratch / "list.tsv"
+    path.write_text(f"a caption\t{DEAD_URL}\n")
+    return path
+
+
+def junk(scratch: Path, name: str) -> Path:
+    path = scratch / name
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+def folder(scratch: Path, name: str) -> Path:
+    (scratch / name).mkdir()
+    return scratch / name
+
+
+def handmade(scratch: Path) -> Path:
+    """A webdataset folder made by hand: shards/*.tar and sizes.json, but not by dataprep."""
+    return write_shards(scratch / "mine", 2, 3, size=16)
+
+
+def cc3m(*extra: object):
+    return lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", s / "out", *extra]
+
+
+CASES = [
+    BadInput("cc3m-random-bytes-named-gz",
+             lambda s: ["fetch", "cc3m", "--tsv", junk(s, "t.tsv.gz"), "--out", s / "out"],
+             "not a CC3M TSV"),
+    BadInput("cc3m-random-bytes-into-an-empty-dir",
+             lambda s: ["fetch", "cc3m", "--tsv", junk(s, "t.tsv.gz"), "--out", folder(s, "out")],
+             "not a CC3M TSV"),
+    BadInput("urls-random-bytes-named-gz",
+             lambda s: ["fetch", "urls", "--input", junk(s, "l.csv.gz"), "--out", s / "out"],
+             "cannot read as csv"),
+    BadInput("max-samples-0", cc3m("--max-samples", "0"), "--max-samples must be at least 1"),
+    BadInput("max-samples-not-a-number", cc3m("--max-samples", "x"),
+             "Invalid value for '--max-samples'"),
+    BadInput("unknown-option", cc3m("--colour", "red"), "No such option: --colour"),
+    BadInput("missing-option", lambda s: ["fetch", "cc3m", "--out", s / "out"],
+             "Missing option '--tsv'"),
+    BadInput("out-is-a-handmade-webdataset",
+             lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", handmade(s)], "did not write"),
+    BadInput("out-is-a-handmade-webdataset-with-force",
+             lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", handmade(s), "--force"],
+             "did not write"),
+    BadInput("stats-on-a-handmade-webdataset", lambda s: ["stats", handmade(s)],
+             "not a dataprep dataset directory"),
+    BadInput("verify-on-a-handmade-webdataset", lambda s: ["verify", handmade(s)],
+             "not a dataprep dataset directory"),
+    BadInput("query-on-a-handmade-webdataset", lambda s: ["query", handmade(s), "SELECT 1"],
+             "not a dataprep dataset directory"),
+    BadInput("retry-on-a-handmade-webdataset", lambda s: ["retry", handmade(s)],
+             "not a dataprep dataset directory"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case, dataprep, tmp_path):
+    def run(*args):
+        result = dataprep(*args)
+        return result.code, result.err
+
+    check(case, tmp_path, run)
