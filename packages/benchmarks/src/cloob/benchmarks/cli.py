@@ -124,10 +124,66 @@ def zeroshot(
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
 
 
-def _show(records: list[dict], compare: str | None) -> None:
+@app.command("linear-probe")
+def linear_probe(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
+                                       "(those whose train split is present)."),
+    root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
+    train_dir: Path = typer.Option(None, "--train-dir", help="A custom ImageFolder train split (with --test-dir)."),
+    test_dir: Path = typer.Option(None, "--test-dir", help="Its test split: the same class folders."),
+    name: str = typer.Option(None, "--name", help="Dataset name for --train-dir/--test-dir in the results."),
+    features: str = typer.Option("pre-projection", "--features", help="pre-projection (CLIP's linear probes) "
+                                 "or embedding (the joint-space output)."),
+    out: Path = typer.Option(Path("results/linear-probe"), "--out", help="Results folder."),
+    compare_paper: str = typer.Option(None, "--compare-paper", help="Add the paper's numbers: yfcc-rn50-linear."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.9,
+                                       help="Share of each class carved from train for λ selection "
+                                       "(datasets with their own validation split use it instead)."),
+    max_iter: int = typer.Option(1000, "--max-iter", min=1, help="L-BFGS iterations per fit."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation carve."),
+    feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default OUT/.features)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """CLIP's linear-probe protocol on frozen image features; writes results.json/.md/.csv."""
+    from cloob.benchmarks import paper, report
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.features import FEATURE_KINDS
+    from cloob.benchmarks.linear_probe import ProbeConfig
+    from cloob.benchmarks.probe_data import probes_for
+    from cloob.benchmarks.probe_runner import ProbeRunConfig, run
+    from cloob.benchmarks.zeroshot import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if features not in FEATURE_KINDS:
+        raise UsageError(f"unknown feature kind {features!r}; choose from {', '.join(FEATURE_KINDS)}")
+    if compare_paper:
+        paper.published(compare_paper)  # fail before any work
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    probes = probes_for(datasets, root, train_dir, test_dir, name)
+    models = [load_checkpoint(p) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained))
+    cfg = ProbeRunConfig(out, features, device, batch_size, workers, precision, progress, feature_cache,
+                         ProbeConfig(max_iter, val_fraction, seed))
+    records = run(models, probes, cfg, echo=console.print)
+    written = report.write_all(records, out, compare_paper)
+    _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accuracy (%) — headline in bold") -> None:
     from cloob.benchmarks import report
 
-    table = Table(title="Zero-shot accuracy (%) — headline in bold")
+    table = Table(title=title)
     for col in ("checkpoint", "dataset", "images", "top-1", "top-5", "mean-per-class"):
         table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
     for r in records:

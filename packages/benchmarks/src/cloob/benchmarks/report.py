@@ -13,6 +13,11 @@ from cloob.common.files import atomic_open, atomic_path, write_json
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall")
 METRIC_TITLES = {"acc1": "top-1", "acc5": "top-5", "mean_per_class_recall": "mean-per-class"}
+TITLES = {"zeroshot": "Zero-shot", "linear_probe": "Linear-probe"}  # record["task"] → words
+
+
+def _title(records: list[dict]) -> str:
+    return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
 
 
 def software_versions() -> dict[str, str]:
@@ -30,8 +35,15 @@ def flat(records: list[dict]) -> pd.DataFrame:
              "dataset": r["dataset"], "n_images": r["n_images"], "n_classes": r["n_classes"],
              **{m: r["metrics"][m] for m in METRICS}, "headline": r["headline"],
              "precision": r["precision"], "checkpoint_path": r.get("checkpoint") or "",
-             "checkpoint_sha256": r.get("checkpoint_sha256") or ""} for r in records]
+             "checkpoint_sha256": r.get("checkpoint_sha256") or "", **_probe_columns(r)} for r in records]
     return pd.DataFrame(rows)
+
+
+def _probe_columns(record: dict) -> dict:
+    if record.get("task") != "linear_probe":
+        return {}
+    return {"features": record["features"], "lambda": record["lambda"], "n_train": record["n_train"],
+            "n_val": record["n_val"]}
 
 
 def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFrame:
@@ -41,13 +53,13 @@ def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFram
         table.loc[r["dataset"], r["label"]] = 100 * r["metrics"][r["headline"]]
     if compare:
         for method, values in paper.published(compare).items():
-            table[f"paper {compare} {method.upper()}"] = [values.get(d) for d in table.index]
+            table[f"paper {compare} {method.upper()}"] = [values.get(d, float("nan")) for d in table.index]
     table.index.name = "dataset"
     return table
 
 
 def markdown(records: list[dict], compare: str | None = None) -> str:
-    lines = ["# Zero-shot results", "",
+    lines = [f"# {_title(records)} results", "",
              "Percentages; the headline metric of each dataset is in **bold**.", "",
              "| checkpoint | model | dataset | images | classes | top-1 | top-5 | mean-per-class | precision |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
@@ -58,6 +70,9 @@ def markdown(records: list[dict], compare: str | None = None) -> str:
                      + " | ".join(cells) + f" | {r['precision']} |")
     if len({r["label"] for r in records}) > 1 or compare:
         lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
+    protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
+    if protocols:
+        lines += ["", "## Protocol", "", *(f"- {p}" for p in protocols)]
     return "\n".join(lines) + "\n"
 
 
@@ -78,8 +93,8 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
     table = side_by_side(records, compare)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4.5))
     table.plot.bar(ax=ax, rot=30, width=0.8)
-    ax.set_ylabel("zero-shot accuracy (%)")
-    ax.set_title("Zero-shot headline metric per dataset")
+    ax.set_ylabel(f"{_title(records).lower()} accuracy (%)")
+    ax.set_title(f"{_title(records)} headline metric per dataset")
     ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(target) as tmp:
