@@ -21,16 +21,31 @@ ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one 
 @app.command("list")
 def list_datasets(root: Path = ROOT) -> None:
     """The eight datasets, whether each is present under --root, image and class counts."""
+    from cloob.benchmarks.probe_data import TRAIN_SOURCES, probe_folder
+
     table = Table(title=f"Zero-shot datasets under {root}")
-    for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline"):
+    for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline", "train split (probe)"):
         table.add_column(col, justify="right" if col in ("images", "classes") else "left")
     for spec in registry.DATASETS.values():
         source = root / spec.name / "SOURCE.json"
         info = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
         table.add_row(spec.name, spec.title, "[green]yes[/]" if info else "[dim]no[/]",
                       str(info.get("n_images", "")), str(info.get("n_classes", spec.n_classes)),
-                      info.get("label_rule", spec.label_rule), spec.headline)
+                      info.get("label_rule", spec.label_rule), spec.headline,
+                      _train_split_words(TRAIN_SOURCES[spec.name], probe_folder(root, TRAIN_SOURCES[spec.name].train_from
+                                                                                or spec.name)))
     Console().print(table)
+
+
+def _train_split_words(source, folder: Path) -> str:
+    if (folder / "SOURCE.json").is_file():
+        info = json.loads((folder / "SOURCE.json").read_text(encoding="utf-8"))
+        return f"[green]yes[/] ({info.get('kind')}, {info.get('n_images')} images)"
+    if source.kind == "download":
+        return "fetch --linear-probe"
+    if source.train_from:
+        return f"{source.train_from}'s"
+    return "[yellow]local folder needed[/] (--train-dir)"
 
 
 @app.command()
@@ -45,6 +60,11 @@ def fetch(
                                    "overrides the pinned ones (env CLOOB_BENCHMARKS_CHECKSUMS)."),
     force: bool = typer.Option(False, "--force", help="Download again even if present (still verified)."),
     keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep the archives in ROOT/.downloads."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Fetch the train splits for linear probing "
+                                      "(official train/val/test of Country211, Flowers102, GTSRB) into "
+                                      "ROOT/<name>-probe/ instead of the zero-shot test sets."),
+    train_dir: Path = typer.Option(None, "--train-dir", help="Link a local train folder (class sub-folders) for "
+                                   "linear probing of ONE dataset (ImageNet train/<wnid>/, Birdsnap, Cars, UCF101)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records sha256)."""
@@ -59,6 +79,9 @@ def fetch(
     cfg = FetchConfig(root, base_url, read_checksums(checksums), force, keep_archives, progress)
     specs = registry.select(names)
     explicit = bool(names) and names != ["all"]
+    if train_dir is not None or linear_probe:
+        _fetch_probe_splits(specs, cfg, train_dir, explicit)
+        return
     files = None
     for spec in specs:
         if spec.name == "imagenet":
@@ -79,6 +102,29 @@ def fetch(
                 files = fetch_metadata(cfg)
             result = fetch_dataset(spec, cfg, files)
         console.print(f"{spec.name}: {result.status}, {result.n_images} images → {result.path}")
+
+
+def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path | None, explicit: bool) -> None:
+    from cloob.benchmarks.fetch import fetch_metadata
+    from cloob.benchmarks.train_splits import OFFICIAL, fetch_probe_splits, link_train_folder
+
+    if train_dir is not None:
+        if len(specs) != 1 or not explicit:
+            raise UsageError("--train-dir links the train folder of one dataset: name exactly one")
+        result = link_train_folder(specs[0], train_dir, cfg)
+        console.print(f"{result.name}: {result.status}, {result.n_images} images → {result.path}")
+        return
+    files = None
+    for spec in specs:
+        if spec.name not in OFFICIAL and not explicit:
+            console.print(f"[yellow]{spec.name}: skipped[/] (no downloadable train split; link one with "
+                          f"benchmarks fetch {spec.name} --root {cfg.root} --train-dir PATH)")
+            continue
+        if spec.name in OFFICIAL and files is None and (cfg.force or not (cfg.root / f"{spec.name}-probe"
+                                                                          / "SOURCE.json").is_file()):
+            files = fetch_metadata(cfg)
+        result = fetch_probe_splits(spec, cfg, files)
+        console.print(f"{result.name}: {result.status}, {result.n_images} images → {result.path}")
 
 
 @app.command()
