@@ -89,7 +89,7 @@ def test_fetch_official_splits_then_probe(cli, probe_mirror, tmp_path, monkeypat
 
     code, listing, _ = cli("list", "--root", root)
     assert code == 0 and "yes (official train/val/test, 24 images)" in listing
-    assert "local folder needed (--train-dir)" in listing and "imagenet's" in listing
+    assert "local folder needed (--train-dir)" in listing and "from imagenet" in listing
 
     hits = probe_mirror.hits("country211.tgz")
     code, _, err = cli("fetch", "country211", "--linear-probe", "--root", root, "--no-progress")

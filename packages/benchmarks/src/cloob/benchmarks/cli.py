@@ -20,21 +20,27 @@ ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one 
 
 @app.command("list")
 def list_datasets(root: Path = ROOT) -> None:
-    """The eight datasets, whether each is present under --root, image and class counts."""
+    """The eight datasets, whether each is present under --root, image and class counts; then where
+    each one's linear-probe train split comes from (downloadable, or a local folder to link)."""
     from cloob.benchmarks.probe_data import TRAIN_SOURCES, probe_folder
 
     table = Table(title=f"Zero-shot datasets under {root}")
-    for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline", "train split (probe)"):
+    for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline"):
         table.add_column(col, justify="right" if col in ("images", "classes") else "left")
+    probe = Table(title="Linear-probe train splits")
+    for col in ("name", "train split", "source"):
+        probe.add_column(col)
     for spec in registry.DATASETS.values():
         source = root / spec.name / "SOURCE.json"
         info = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
         table.add_row(spec.name, spec.title, "[green]yes[/]" if info else "[dim]no[/]",
                       str(info.get("n_images", "")), str(info.get("n_classes", spec.n_classes)),
-                      info.get("label_rule", spec.label_rule), spec.headline,
-                      _train_split_words(TRAIN_SOURCES[spec.name], probe_folder(root, TRAIN_SOURCES[spec.name].train_from
-                                                                                or spec.name)))
+                      info.get("label_rule", spec.label_rule), spec.headline)
+        train = TRAIN_SOURCES[spec.name]
+        probe.add_row(spec.name, _train_split_words(train, probe_folder(root, train.train_from or spec.name)),
+                      train.note)
     Console().print(table)
+    Console().print(probe)
 
 
 def _train_split_words(source, folder: Path) -> str:
@@ -44,7 +50,7 @@ def _train_split_words(source, folder: Path) -> str:
     if source.kind == "download":
         return "fetch --linear-probe"
     if source.train_from:
-        return f"{source.train_from}'s"
+        return f"from {source.train_from}"
     return "[yellow]local folder needed[/] (--train-dir)"
 
 
