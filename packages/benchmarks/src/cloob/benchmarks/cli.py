@@ -232,6 +232,58 @@ def linear_probe(
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
 
 
+RETRIEVAL_COLUMNS = {"i2t_r1": "image→text R@1", "i2t_r5": "R@5", "i2t_r10": "R@10",
+                     "t2i_r1": "text→image R@1", "t2i_r5": "R@5", "t2i_r10": "R@10", "mean_recall": "mean"}
+
+
+@app.command()
+def retrieval(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
+                                    "shard files (repeatable); one caption per image."),
+    karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (dataset_coco.json, "
+                                  "dataset_flickr30k.json): several captions per image."),
+    images: Path = typer.Option(None, "--images", help="The image folder the Karpathy JSON's filenames are in."),
+    split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),
+    name: str = typer.Option(None, "--name", help="Dataset name in the results."),
+    out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
+    from cloob.benchmarks import report
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
+    from cloob.benchmarks.zeroshot import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    pairs = resolve_pairs(data, karpathy, images, split, name)
+    models = [load_checkpoint(p) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained))
+    records = run(models, pairs, RetrievalConfig(device, batch_size, workers, precision, progress), echo=console.print)
+    written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
+    _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+def _show_columns(records: list[dict], title: str, columns: dict[str, str], scale: float = 100.0) -> None:
+    table = Table(title=title)
+    for col in ("checkpoint", "dataset", *columns.values()):
+        table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
+    for r in records:
+        table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" for k in columns))
+    Console().print(table)
+
+
 def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accuracy (%) — headline in bold") -> None:
     from cloob.benchmarks import report
 

@@ -120,6 +120,29 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
     return written
 
 
+def write_records(records: list[dict], out: Path, title: str, columns: dict[str, str]) -> dict[str, Path]:
+    """results.json / .csv / .md for the tasks beyond zero-shot; `columns`: metric key → heading."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    write_json(written["json"], {"records": records})
+    rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
+             "dataset": r["dataset"], **{k: r["metrics"][k] for k in columns}, "precision": r["precision"],
+             "checkpoint_path": r.get("checkpoint") or "", "checkpoint_sha256": r.get("checkpoint_sha256") or ""}
+            for r in records]
+    with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
+        pd.DataFrame(rows).to_csv(f, index=False)
+    lines = [f"# {title}", "", "| checkpoint | model | dataset | " + " | ".join(columns.values()) + " |",
+             "|---|---|---|" + "---:|" * len(columns)]
+    for r in records:
+        cells = [f"{100 * r['metrics'][k]:.2f}" if r["metrics"][k] is not None else "" for k in columns]
+        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |")
+    protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
+    lines += ["", "Percentages. Protocol:", "", *(f"- {p}" for p in protocols)]
+    with atomic_open(written["md"], encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return written
+
+
 def predictions_frame(task_root: Path, samples: list[tuple[str, int]], pred) -> pd.DataFrame:
     """One row per image: path relative to the dataset root, label, top-5 indices and scores."""
     return pd.DataFrame({
