@@ -275,12 +275,56 @@ def retrieval(
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
 
 
+@app.command()
+def analyze(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
+                                    "shard files (repeatable)."),
+    karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (first caption of each image)."),
+    images: Path = typer.Option(None, "--images", help="The image folder the Karpathy JSON's filenames are in."),
+    split: str = typer.Option("test", "--split", help="Karpathy split to use."),
+    name: str = typer.Option(None, "--name", help="Dataset name in the results."),
+    max_images: int = typer.Option(2000, "--max-images", min=3, help="Seeded subsample (pairwise terms grow as N²)."),
+    projection: str = typer.Option("pca", "--projection", help="pca, or umap (needs umap-learn installed)."),
+    out: Path = typer.Option(Path("results/analyze"), "--out", help="Results folder."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
+    cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
+    from cloob.benchmarks import analyze as geometry
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.retrieval import resolve_pairs
+    from cloob.benchmarks.zeroshot import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    geometry.check_projection(projection)  # fail before any work
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    pairs = resolve_pairs(data, karpathy, images, split, name)
+    models = [load_checkpoint(p) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained))
+    cfg = geometry.AnalyzeConfig(out, max_images, 0, projection, device, batch_size, workers, precision, progress)
+    records = geometry.run(models, pairs, cfg, echo=console.print)
+    written = geometry.write(records, out)
+    _show_columns(records, "Embedding geometry", geometry.COLUMNS, scale=1.0)
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
 def _show_columns(records: list[dict], title: str, columns: dict[str, str], scale: float = 100.0) -> None:
     table = Table(title=title)
     for col in ("checkpoint", "dataset", *columns.values()):
         table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
     for r in records:
-        table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" for k in columns))
+        table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" if scale != 1.0
+                                                  else f"{r['metrics'][k]:.3f}" for k in columns))
     Console().print(table)
 
 

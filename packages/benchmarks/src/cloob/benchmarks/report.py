@@ -120,8 +120,10 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
     return written
 
 
-def write_records(records: list[dict], out: Path, title: str, columns: dict[str, str]) -> dict[str, Path]:
-    """results.json / .csv / .md for the tasks beyond zero-shot; `columns`: metric key → heading."""
+def write_records(records: list[dict], out: Path, title: str, columns: dict[str, str],
+                  percent: bool = True) -> dict[str, Path]:
+    """results.json / .csv / .md for the tasks beyond zero-shot; `columns`: metric key → heading;
+    `percent`: fractions shown ×100 in the Markdown (the CSV keeps the raw values)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     write_json(written["json"], {"records": records})
@@ -134,10 +136,10 @@ def write_records(records: list[dict], out: Path, title: str, columns: dict[str,
     lines = [f"# {title}", "", "| checkpoint | model | dataset | " + " | ".join(columns.values()) + " |",
              "|---|---|---|" + "---:|" * len(columns)]
     for r in records:
-        cells = [f"{100 * r['metrics'][k]:.2f}" if r["metrics"][k] is not None else "" for k in columns]
+        cells = [f"{100 * r['metrics'][k]:.2f}" if percent else f"{r['metrics'][k]:.4g}" for k in columns]
         lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |")
     protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
-    lines += ["", "Percentages. Protocol:", "", *(f"- {p}" for p in protocols)]
+    lines += ["", ("Percentages. " if percent else "") + "Protocol:", "", *(f"- {p}" for p in protocols)]
     with atomic_open(written["md"], encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return written
