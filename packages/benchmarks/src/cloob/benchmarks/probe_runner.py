@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloob.benchmarks import report
@@ -32,10 +32,7 @@ class ProbeRunConfig:
     precision: str = "fp32"
     progress: bool = True
     cache_dir: Path | None = None  # None → OUT/.features
-    probe: ProbeConfig = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self.probe = self.probe or ProbeConfig()
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     @property
     def cache(self) -> FeatureCache:
