@@ -15,6 +15,7 @@ from cloob.common.cli import UsageError, make_app, run_app
 app = make_app("benchmarks", "Fetch the zero-shot datasets of the CLOOB paper and evaluate CLIP/CLOOB checkpoints.", "cloob-benchmarks")
 console = Console(stderr=True)
 
+PRECISION_HELP = "fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."
 ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset.")
 
 
@@ -197,7 +198,7 @@ def linear_probe(
     max_iter: int = typer.Option(1000, "--max-iter", min=1, help="L-BFGS iterations per fit."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation carve."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default OUT/.features)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
     device: str = typer.Option("cpu", "--device"),
@@ -210,10 +211,9 @@ def linear_probe(
     from cloob.benchmarks.linear_probe import ProbeConfig
     from cloob.benchmarks.probe_data import probes_for
     from cloob.benchmarks.probe_runner import ProbeRunConfig, run
-    from cloob.benchmarks.zeroshot import PRECISIONS
+    from cloob.common.precision import resolve
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    precision = resolve(precision, device).name
     if features not in FEATURE_KINDS:
         raise UsageError(f"unknown feature kind {features!r}; choose from {', '.join(FEATURE_KINDS)}")
     if compare_paper:
@@ -221,9 +221,9 @@ def linear_probe(
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     probes = probes_for(datasets, root, train_dir, test_dir, name)
-    models = [load_checkpoint(p) for p in ckpt or []]
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
     if model:
-        models.append(load_open_clip(model, pretrained))
+        models.append(load_open_clip(model, pretrained, precision=precision))
     cfg = ProbeRunConfig(out, features, device, batch_size, workers, precision, progress, feature_cache,
                          ProbeConfig(max_iter, val_fraction, seed))
     records = run(models, probes, cfg, echo=console.print)
@@ -249,7 +249,7 @@ def retrieval(
     split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),
     name: str = typer.Option(None, "--name", help="Dataset name in the results."),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
     device: str = typer.Option("cpu", "--device"),
@@ -259,16 +259,15 @@ def retrieval(
     from cloob.benchmarks import report
     from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
-    from cloob.benchmarks.zeroshot import PRECISIONS
+    from cloob.common.precision import resolve
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    precision = resolve(precision, device).name
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
-    models = [load_checkpoint(p) for p in ckpt or []]
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
     if model:
-        models.append(load_open_clip(model, pretrained))
+        models.append(load_open_clip(model, pretrained, precision=precision))
     records = run(models, pairs, RetrievalConfig(device, batch_size, workers, precision, progress), echo=console.print)
     written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
     _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
@@ -289,7 +288,7 @@ def analyze(
     max_images: int = typer.Option(2000, "--max-images", min=3, help="Seeded subsample (pairwise terms grow as N²)."),
     projection: str = typer.Option("pca", "--projection", help="pca, or umap (needs umap-learn installed)."),
     out: Path = typer.Option(Path("results/analyze"), "--out", help="Results folder."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) or amp_bf16."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
     device: str = typer.Option("cpu", "--device"),
@@ -300,17 +299,16 @@ def analyze(
     from cloob.benchmarks import analyze as geometry
     from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.retrieval import resolve_pairs
-    from cloob.benchmarks.zeroshot import PRECISIONS
+    from cloob.common.precision import resolve
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    precision = resolve(precision, device).name
     geometry.check_projection(projection)  # fail before any work
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
-    models = [load_checkpoint(p) for p in ckpt or []]
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
     if model:
-        models.append(load_open_clip(model, pretrained))
+        models.append(load_open_clip(model, pretrained, precision=precision))
     cfg = geometry.AnalyzeConfig(out, max_images, 0, projection, device, batch_size, workers, precision, progress)
     records = geometry.run(models, pairs, cfg, echo=console.print)
     written = geometry.write(records, out)

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
-from cloob.benchmarks.zeroshot import autocast
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
+from cloob.common.precision import resolve
 
 FEATURE_KINDS = ("pre-projection", "embedding")
 
@@ -72,12 +72,13 @@ def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int
     """Run `encode_image` over a dataset yielding (image, label, index); float32 numpy out."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch.device(device).type == "cuda")
+    prec = resolve(precision, device)  # the one precision definition zero-shot and training use
     chunks, labels = [], []
     started = time.perf_counter()
     with progress_bar(progress, label, len(dataset)) as advance:
         for images, targets, _ in loader:
-            with autocast(device, precision):
-                out = model.encode_image(images.to(device))
+            with prec.autocast(device):
+                out = model.encode_image(prec.cast_input(images.to(device)))
             out = out.float()
             chunks.append((F.normalize(out, dim=-1) if normalize else out).cpu().numpy())
             labels.append(np.asarray(targets, dtype=np.int64))
@@ -91,11 +92,12 @@ def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int
 def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, device: str = "cpu",
                  precision: str = "fp32", progress: bool = False, label: str = "captions") -> np.ndarray:
     """L2-normalised `encode_text` embeddings, float32 (N, D)."""
+    prec = resolve(precision, device)
     chunks = []
     with progress_bar(progress, label, len(texts)) as advance:
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
-            with autocast(device, precision):
+            with prec.autocast(device):
                 out = model.encode_text(tokenizer(batch).to(device))
             chunks.append(F.normalize(out.float(), dim=-1).cpu().numpy())
             advance(len(batch))
