@@ -151,6 +151,7 @@ def test_local_train_folders(cli, probe_mirror, tmp_path):
     assert code == 0 and "3 images" in err, err
     imagenet = registry_probe(registry.get("imagenet"), root)
     assert imagenet.train.label_rule == "sorted wnid folders" and len(imagenet.test.samples) == 1
+    assert imagenet.train.name == "imagenet:train"  # ImageNet V2 probes share these cached features
     assert {Path(p).parent.name: lab for p, lab in imagenet.train.samples} == {wnids[0]: 0, wnids[5]: 5}
     code, _, err = cli("linear-probe", "--ckpt", tmp_path / "none.pt", "--datasets", "imagenetv2", "--root", root)
     assert code == 2 and "ImageNet V2 is not prepared" in err  # train split found; the test split is missing

@@ -87,8 +87,9 @@ def registry_probe(spec: registry.DatasetSpec, root: Path) -> ProbeData:
     rule = registry.get(source.train_from or spec.name).label_rule
 
     def split(key: str) -> Task:
-        return build_task(f"{spec.name}:{key}", folder / info["splits"][key], classnames, [DEFAULT_TEMPLATE],
-                          rule, spec.headline)
+        # named after the dataset that owns the split: ImageNet V2's probe reuses ImageNet's cached features
+        return build_task(f"{source.train_from or spec.name}:{key}", folder / info["splits"][key], classnames,
+                          [DEFAULT_TEMPLATE], rule, spec.headline)
 
     train = split("train")
     val = split("val") if "val" in info["splits"] else None
