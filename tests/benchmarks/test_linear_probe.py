@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -154,8 +155,10 @@ def test_cli_folder_pair_writes_results_and_reuses_cached_features(cli, pair, ck
     assert 1e-6 <= record["lambda"] <= 1e6 and len(record["lambda_search"]) <= 15
     assert record["features_cached"] == {"train": False, "test": False}
     assert "# Linear-probe results" in (out / "results.md").read_text()
-    assert {"features", "lambda"} <= set(__import__("pandas").read_csv(out / "results.csv").columns)
-    assert (out / "side_by_side.csv").is_file() and len(list((out / ".features").glob("*.npz"))) == 2
+    assert {"features", "lambda"} <= set(pd.read_csv(out / "results.csv").columns)
+    side = pd.read_csv(out / "side_by_side.csv", index_col=0)
+    assert list(side.columns) == ["clip_run", "paper yfcc-rn50-linear CLIP", "paper yfcc-rn50-linear CLOOB"]
+    assert len(list((out / ".features").glob("*.npz"))) == 2
 
     code, _, err = cli(*args)  # the second probe reads the features from the cache
     again = json.loads((out / "results.json").read_text())["records"][0]
