@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
+from cloob.common.text import encode_text
 
 FEATURE_KINDS = ("pre-projection", "embedding")
 
@@ -98,7 +99,8 @@ def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, d
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
             with prec.autocast(device):
-                out = model.encode_text(tokenizer(batch).to(device))
+                # up to the batch's longest caption where that is exact, as zero-shot does
+                out = encode_text(model, tokenizer(batch).to(device))
             chunks.append(F.normalize(out.float(), dim=-1).cpu().numpy())
             advance(len(batch))
     return np.concatenate(chunks)
