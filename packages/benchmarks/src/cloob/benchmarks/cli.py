@@ -15,22 +15,44 @@ from cloob.common.cli import UsageError, make_app, run_app
 app = make_app("benchmarks", "Fetch the zero-shot datasets of the CLOOB paper and evaluate CLIP/CLOOB checkpoints.", "cloob-benchmarks")
 console = Console(stderr=True)
 
+PRECISION_HELP = "fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."
 ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset.")
 
 
 @app.command("list")
 def list_datasets(root: Path = ROOT) -> None:
-    """The eight datasets, whether each is present under --root, image and class counts."""
+    """The eight datasets, whether each is present under --root, image and class counts; then where
+    each one's linear-probe train split comes from (downloadable, or a local folder to link)."""
+    from cloob.benchmarks.probe_data import TRAIN_SOURCES, probe_folder
+
     table = Table(title=f"Zero-shot datasets under {root}")
     for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline"):
         table.add_column(col, justify="right" if col in ("images", "classes") else "left")
+    probe = Table(title="Linear-probe train splits")
+    for col in ("name", "train split", "source"):
+        probe.add_column(col)
     for spec in registry.DATASETS.values():
         source = root / spec.name / "SOURCE.json"
         info = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
         table.add_row(spec.name, spec.title, "[green]yes[/]" if info else "[dim]no[/]",
                       str(info.get("n_images", "")), str(info.get("n_classes", spec.n_classes)),
                       info.get("label_rule", spec.label_rule), spec.headline)
+        train = TRAIN_SOURCES[spec.name]
+        probe.add_row(spec.name, _train_split_words(train, probe_folder(root, train.train_from or spec.name)),
+                      train.note)
     Console().print(table)
+    Console().print(probe)
+
+
+def _train_split_words(source, folder: Path) -> str:
+    if (folder / "SOURCE.json").is_file():
+        info = json.loads((folder / "SOURCE.json").read_text(encoding="utf-8"))
+        return f"[green]yes[/] ({info.get('kind')}, {info.get('n_images')} images)"
+    if source.kind == "download":
+        return "fetch --linear-probe"
+    if source.train_from:
+        return f"from {source.train_from}"
+    return "[yellow]local folder needed[/] (--train-dir)"
 
 
 @app.command()
@@ -45,6 +67,11 @@ def fetch(
                                    "overrides the pinned ones (env CLOOB_BENCHMARKS_CHECKSUMS)."),
     force: bool = typer.Option(False, "--force", help="Download again even if present (still verified)."),
     keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep the archives in ROOT/.downloads."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Fetch the train splits for linear probing "
+                                      "(official train/val/test of Country211, Flowers102, GTSRB) into "
+                                      "ROOT/<name>-probe/ instead of the zero-shot test sets."),
+    train_dir: Path = typer.Option(None, "--train-dir", help="Link a local train folder (class sub-folders) for "
+                                   "linear probing of ONE dataset (ImageNet train/<wnid>/, Birdsnap, Cars, UCF101)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records sha256)."""
@@ -59,6 +86,9 @@ def fetch(
     cfg = FetchConfig(root, base_url, read_checksums(checksums), force, keep_archives, progress)
     specs = registry.select(names)
     explicit = bool(names) and names != ["all"]
+    if train_dir is not None or linear_probe:
+        _fetch_probe_splits(specs, cfg, train_dir, explicit)
+        return
     files = None
     for spec in specs:
         if spec.name == "imagenet":
@@ -79,6 +109,29 @@ def fetch(
                 files = fetch_metadata(cfg)
             result = fetch_dataset(spec, cfg, files)
         console.print(f"{spec.name}: {result.status}, {result.n_images} images → {result.path}")
+
+
+def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path | None, explicit: bool) -> None:
+    from cloob.benchmarks.fetch import fetch_metadata
+    from cloob.benchmarks.train_splits import OFFICIAL, fetch_probe_splits, link_train_folder
+
+    if train_dir is not None:
+        if len(specs) != 1 or not explicit:
+            raise UsageError("--train-dir links the train folder of one dataset: name exactly one")
+        result = link_train_folder(specs[0], train_dir, cfg)
+        console.print(f"{result.name}: {result.status}, {result.n_images} images → {result.path}")
+        return
+    files = None
+    for spec in specs:
+        if spec.name not in OFFICIAL and not explicit:
+            console.print(f"[yellow]{spec.name}: skipped[/] (no downloadable train split; link one with "
+                          f"benchmarks fetch {spec.name} --root {cfg.root} --train-dir PATH)")
+            continue
+        if spec.name in OFFICIAL and files is None and (cfg.force or not (cfg.root / f"{spec.name}-probe"
+                                                                          / "SOURCE.json").is_file()):
+            files = fetch_metadata(cfg)
+        result = fetch_probe_splits(spec, cfg, files)
+        console.print(f"{result.name}: {result.status}, {result.n_images} images → {result.path}")
 
 
 @app.command()
@@ -124,10 +177,159 @@ def zeroshot(
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
 
 
-def _show(records: list[dict], compare: str | None) -> None:
+@app.command("linear-probe")
+def linear_probe(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
+                                       "(those whose train split is present)."),
+    root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
+    train_dir: Path = typer.Option(None, "--train-dir", help="A custom ImageFolder train split (with --test-dir)."),
+    test_dir: Path = typer.Option(None, "--test-dir", help="Its test split: the same class folders."),
+    name: str = typer.Option(None, "--name", help="Dataset name for --train-dir/--test-dir in the results."),
+    features: str = typer.Option("pre-projection", "--features", help="pre-projection (CLIP's linear probes) "
+                                 "or embedding (the joint-space output)."),
+    out: Path = typer.Option(Path("results/linear-probe"), "--out", help="Results folder."),
+    compare_paper: str = typer.Option(None, "--compare-paper", help="Add the paper's numbers: yfcc-rn50-linear."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.9,
+                                       help="Share of each class carved from train for λ selection "
+                                       "(datasets with their own validation split use it instead)."),
+    max_iter: int = typer.Option(1000, "--max-iter", min=1, help="L-BFGS iterations per fit."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation carve."),
+    feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default OUT/.features)."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """CLIP's linear-probe protocol on frozen image features; writes results.json/.md/.csv."""
+    from cloob.benchmarks import paper, report
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.features import FEATURE_KINDS
+    from cloob.benchmarks.linear_probe import ProbeConfig
+    from cloob.benchmarks.probe_data import probes_for
+    from cloob.benchmarks.probe_runner import ProbeRunConfig, run
+    from cloob.common.precision import resolve
+
+    precision = resolve(precision, device).name
+    if features not in FEATURE_KINDS:
+        raise UsageError(f"unknown feature kind {features!r}; choose from {', '.join(FEATURE_KINDS)}")
+    if compare_paper:
+        paper.published(compare_paper)  # fail before any work
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    probes = probes_for(datasets, root, train_dir, test_dir, name)
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained, precision=precision))
+    cfg = ProbeRunConfig(out, features, device, batch_size, workers, precision, progress, feature_cache,
+                         ProbeConfig(max_iter, val_fraction, seed))
+    records = run(models, probes, cfg, echo=console.print)
+    written = report.write_all(records, out, compare_paper)
+    _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+RETRIEVAL_COLUMNS = {"i2t_r1": "image→text R@1", "i2t_r5": "R@5", "i2t_r10": "R@10",
+                     "t2i_r1": "text→image R@1", "t2i_r5": "R@5", "t2i_r10": "R@10", "mean_recall": "mean"}
+
+
+@app.command()
+def retrieval(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
+                                    "shard files (repeatable); one caption per image."),
+    karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (dataset_coco.json, "
+                                  "dataset_flickr30k.json): several captions per image."),
+    images: Path = typer.Option(None, "--images", help="The image folder the Karpathy JSON's filenames are in."),
+    split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),
+    name: str = typer.Option(None, "--name", help="Dataset name in the results."),
+    out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
+    from cloob.benchmarks import report
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
+    from cloob.common.precision import resolve
+
+    precision = resolve(precision, device).name
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    pairs = resolve_pairs(data, karpathy, images, split, name)
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained, precision=precision))
+    records = run(models, pairs, RetrievalConfig(device, batch_size, workers, precision, progress), echo=console.print)
+    written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
+    _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@app.command()
+def analyze(
+    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
+    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
+                                    "shard files (repeatable)."),
+    karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (first caption of each image)."),
+    images: Path = typer.Option(None, "--images", help="The image folder the Karpathy JSON's filenames are in."),
+    split: str = typer.Option("test", "--split", help="Karpathy split to use."),
+    name: str = typer.Option(None, "--name", help="Dataset name in the results."),
+    max_images: int = typer.Option(2000, "--max-images", min=3, help="Seeded subsample (pairwise terms grow as N²)."),
+    projection: str = typer.Option("pca", "--projection", help="pca, or umap (needs umap-learn installed)."),
+    out: Path = typer.Option(Path("results/analyze"), "--out", help="Results folder."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
+    cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
+    from cloob.benchmarks import analyze as geometry
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+    from cloob.benchmarks.retrieval import resolve_pairs
+    from cloob.common.precision import resolve
+
+    precision = resolve(precision, device).name
+    geometry.check_projection(projection)  # fail before any work
+    if not ckpt and not model:
+        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    pairs = resolve_pairs(data, karpathy, images, split, name)
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained, precision=precision))
+    cfg = geometry.AnalyzeConfig(out, max_images, 0, projection, device, batch_size, workers, precision, progress)
+    records = geometry.run(models, pairs, cfg, echo=console.print)
+    written = geometry.write(records, out)
+    _show_columns(records, "Embedding geometry", geometry.COLUMNS, scale=1.0)
+    console.print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+def _show_columns(records: list[dict], title: str, columns: dict[str, str], scale: float = 100.0) -> None:
+    table = Table(title=title)
+    for col in ("checkpoint", "dataset", *columns.values()):
+        table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
+    for r in records:
+        table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" if scale != 1.0
+                                                  else f"{r['metrics'][k]:.3f}" for k in columns))
+    Console().print(table)
+
+
+def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accuracy (%) — headline in bold") -> None:
     from cloob.benchmarks import report
 
-    table = Table(title="Zero-shot accuracy (%) — headline in bold")
+    table = Table(title=title)
     for col in ("checkpoint", "dataset", "images", "skipped", "top-1", "top-5", "mean-per-class"):
         table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
     for r in records:

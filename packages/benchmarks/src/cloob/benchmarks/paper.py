@@ -1,4 +1,4 @@
-"""Published zero-shot top-1 accuracies (%) of the CLOOB paper (Fürst et al., NeurIPS 2022)."""
+"""Published zero-shot and linear-probe top-1 accuracies (%) of the CLOOB paper (Fürst et al., NeurIPS 2022)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
                          (30.3, 8.5, 55.3, 11.6, 28.8, 5.5, 37.1, 35.6)),
     "yfcc-rn50x4": _table((20.8, 8.1, 50.1, 9.4, 31.0, 3.5, 37.7, 35.9),
                           (32.0, 9.3, 54.3, 11.8, 31.9, 6.1, 39.0, 37.3)),
+    # Linear probing (YFCC-15M RN50; the paper gives no CLIP number for ImageNet V2).
+    "yfcc-rn50-linear": {
+        "clip": dict(zip(_ORDER[:7], (47.4, 23.1, 94.4, 66.8, 69.2, 31.4, 62.0), strict=True)),
+        "cloob": dict(zip(_ORDER, (56.2, 20.6, 96.1, 78.9, 72.3, 37.7, 65.7, 58.7), strict=True)),
+    },
 }
 
 

@@ -13,6 +13,11 @@ from cloob.common.files import atomic_open, atomic_path, write_json
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall")
 METRIC_TITLES = {"acc1": "top-1", "acc5": "top-5", "mean_per_class_recall": "mean-per-class"}
+TITLES = {"zeroshot": "Zero-shot", "linear_probe": "Linear-probe"}  # record["task"] → words
+
+
+def _title(records: list[dict]) -> str:
+    return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
 
 
 def software_versions() -> dict[str, str]:
@@ -31,8 +36,15 @@ def flat(records: list[dict]) -> pd.DataFrame:
              "n_skipped": r.get("n_skipped", 0), "n_classes": r["n_classes"],
              **{m: r["metrics"][m] for m in METRICS}, "headline": r["headline"],
              "precision": r["precision"], "checkpoint_path": r.get("checkpoint") or "",
-             "checkpoint_sha256": r.get("checkpoint_sha256") or ""} for r in records]
+             "checkpoint_sha256": r.get("checkpoint_sha256") or "", **_probe_columns(r)} for r in records]
     return pd.DataFrame(rows)
+
+
+def _probe_columns(record: dict) -> dict:
+    if record.get("task") != "linear_probe":
+        return {}
+    return {"features": record["features"], "lambda": record["lambda"], "n_train": record["n_train"],
+            "n_val": record["n_val"]}
 
 
 def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFrame:
@@ -42,13 +54,13 @@ def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFram
         table.loc[r["dataset"], r["label"]] = 100 * r["metrics"][r["headline"]]
     if compare:
         for method, values in paper.published(compare).items():
-            table[f"paper {compare} {method.upper()}"] = [values.get(d) for d in table.index]
+            table[f"paper {compare} {method.upper()}"] = [values.get(d, float("nan")) for d in table.index]
     table.index.name = "dataset"
     return table
 
 
 def markdown(records: list[dict], compare: str | None = None) -> str:
-    lines = ["# Zero-shot results", "",
+    lines = [f"# {_title(records)} results", "",
              "Percentages; the headline metric of each dataset is in **bold**.", "",
              "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -60,6 +72,9 @@ def markdown(records: list[dict], compare: str | None = None) -> str:
                      + " | ".join(cells) + f" | {r['precision']} |")
     if len({r["label"] for r in records}) > 1 or compare:
         lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
+    protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
+    if protocols:
+        lines += ["", "## Protocol", "", *(f"- {p}" for p in protocols)]
     return "\n".join(lines) + "\n"
 
 
@@ -80,8 +95,8 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
     table = side_by_side(records, compare)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4.5))
     table.plot.bar(ax=ax, rot=30, width=0.8)
-    ax.set_ylabel("zero-shot accuracy (%)")
-    ax.set_title("Zero-shot headline metric per dataset")
+    ax.set_ylabel(f"{_title(records).lower()} accuracy (%)")
+    ax.set_title(f"{_title(records)} headline metric per dataset")
     ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(target) as tmp:
@@ -104,6 +119,31 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
         with atomic_open(written["side_by_side"], encoding="utf-8", newline="") as f:
             side_by_side(records, compare).to_csv(f, float_format="%.2f")
         written["png"] = bar_chart(records, out / "results.png", compare)
+    return written
+
+
+def write_records(records: list[dict], out: Path, title: str, columns: dict[str, str],
+                  percent: bool = True) -> dict[str, Path]:
+    """results.json / .csv / .md for the tasks beyond zero-shot; `columns`: metric key → heading;
+    `percent`: fractions shown ×100 in the Markdown (the CSV keeps the raw values)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    write_json(written["json"], {"records": records})
+    rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
+             "dataset": r["dataset"], **{k: r["metrics"][k] for k in columns}, "precision": r["precision"],
+             "checkpoint_path": r.get("checkpoint") or "", "checkpoint_sha256": r.get("checkpoint_sha256") or ""}
+            for r in records]
+    with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
+        pd.DataFrame(rows).to_csv(f, index=False)
+    lines = [f"# {title}", "", "| checkpoint | model | dataset | " + " | ".join(columns.values()) + " |",
+             "|---|---|---|" + "---:|" * len(columns)]
+    for r in records:
+        cells = [f"{100 * r['metrics'][k]:.2f}" if percent else f"{r['metrics'][k]:.4g}" for k in columns]
+        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |")
+    protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
+    lines += ["", ("Percentages. " if percent else "") + "Protocol:", "", *(f"- {p}" for p in protocols)]
+    with atomic_open(written["md"], encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
     return written
 
 

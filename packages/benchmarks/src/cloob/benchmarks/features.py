@@ -1,0 +1,157 @@
+"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset, split).
+
+Image features come in two kinds:
+- `pre-projection`: what CLIP's linear probes used (paper, appendix A.3: "for CLIP-ViT models, we
+  used the features before the linear projection to the embedding space"). For a ViT that is the
+  pooled token before `visual.proj`; a ModifiedResNet has no separate projection (its attention
+  pool ends the tower), so there it is the attention-pool output, the same as the embedding.
+- `embedding`: `encode_image`'s output in the joint image–text space (not normalised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+from cloob.common.cli import UsageError
+from cloob.common.files import atomic_path
+from cloob.common.precision import resolve
+from cloob.common.text import encode_text
+
+FEATURE_KINDS = ("pre-projection", "embedding")
+
+
+@dataclass
+class Features:
+    x: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int64 (for captions: the index of the image they describe)
+    seconds: float = 0.0  # wall time of the forward passes (0 when read from the cache)
+    cached: bool = False
+
+
+@contextlib.contextmanager
+def image_feature_mode(model, kind: str) -> Iterator[str]:
+    """Make `model.encode_image` return features of `kind`; yields the kind in words.
+
+    A ViT's projection is swapped out for the duration (and always put back): open_clip computes the
+    pooled token and its projection in one forward, with no hook point in between."""
+    if kind not in FEATURE_KINDS:
+        raise UsageError(f"unknown feature kind {kind!r}; choose from {', '.join(FEATURE_KINDS)}")
+    visual = model.visual
+    tower = type(visual).__name__
+    if kind == "embedding":
+        yield f"embedding: encode_image output ({tower}), not normalised"
+        return
+    if tower == "ModifiedResNet":
+        yield "pre-projection: attention-pool output (a ModifiedResNet has no separate projection; = embedding)"
+        return
+    proj = getattr(visual, "proj", None)
+    if not isinstance(proj, torch.Tensor):
+        raise UsageError(f"pre-projection features are defined for open_clip ViT and ModifiedResNet image "
+                         f"towers, not {tower}; use --features embedding")
+    visual.proj = None
+    try:
+        yield f"pre-projection: {tower} pooled token before visual.proj ({proj.shape[0]}-d, not normalised)"
+    finally:
+        visual.proj = proj
+
+
+@torch.no_grad()
+def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int = 0, device: str = "cpu",
+                  precision: str = "fp32", progress: bool = False, label: str = "images",
+                  normalize: bool = False) -> Features:
+    """Run `encode_image` over a dataset yielding (image, label, index); float32 numpy out."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=torch.device(device).type == "cuda")
+    prec = resolve(precision, device)  # the one precision definition zero-shot and training use
+    chunks, labels = [], []
+    started = time.perf_counter()
+    with progress_bar(progress, label, len(dataset)) as advance:
+        for images, targets, _ in loader:
+            with prec.autocast(device):
+                out = model.encode_image(prec.cast_input(images.to(device)))
+            out = out.float()
+            chunks.append((F.normalize(out, dim=-1) if normalize else out).cpu().numpy())
+            labels.append(np.asarray(targets, dtype=np.int64))
+            advance(len(targets))
+    if not chunks:
+        raise UsageError(f"{label}: no images")
+    return Features(np.concatenate(chunks), np.concatenate(labels), time.perf_counter() - started)
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, device: str = "cpu",
+                 precision: str = "fp32", progress: bool = False, label: str = "captions") -> np.ndarray:
+    """L2-normalised `encode_text` embeddings, float32 (N, D)."""
+    prec = resolve(precision, device)
+    chunks = []
+    with progress_bar(progress, label, len(texts)) as advance:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            with prec.autocast(device):
+                # up to the batch's longest caption where that is exact, as zero-shot does
+                out = encode_text(model, tokenizer(batch).to(device))
+            chunks.append(F.normalize(out.float(), dim=-1).cpu().numpy())
+            advance(len(batch))
+    return np.concatenate(chunks)
+
+
+def samples_fingerprint(samples: list[tuple[str, int]]) -> str:
+    """Changes when the files or labels of a split change, so a stale cache entry is never used."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class FeatureCache:
+    """`.npz` files named by (checkpoint sha256, dataset, split, feature kind, precision, samples)."""
+
+    folder: Path | None  # None: caching off
+
+    def path(self, sha256: str | None, dataset: str, split: str, kind: str, precision: str,
+             samples: list[tuple[str, int]]) -> Path | None:
+        if self.folder is None or not sha256:
+            return None  # weights without a file hash (open_clip tags) are not cached
+        return self.folder / (f"{sha256[:16]}-{_slug(dataset)}-{split}-{kind}-{precision}-"
+                              f"{samples_fingerprint(samples)[:12]}.npz")
+
+    def load(self, path: Path | None) -> Features | None:
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return Features(data["x"], data["labels"], 0.0, cached=True)
+        except Exception:  # a damaged entry is recomputed, never trusted
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, path: Path | None, features: Features) -> None:
+        if path is None:
+            return
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, x=features.x, labels=features.labels)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, label: str, total: int):
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), transient=True, disable=not enabled)
+    task_id = progress.add_task(label, total=total)
+    with progress:
+        yield lambda n: progress.advance(task_id, n)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
