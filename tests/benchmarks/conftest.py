@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from support.benchmark_data import (
     standin_clip_prompts,
     standin_cloob_metadata,
 )
+from support.cli import run_main
 
 
 @dataclass
@@ -50,15 +50,7 @@ def cli(capsys):
     from cloob.benchmarks.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
-        argv = sys.argv
-        sys.argv = ["benchmarks", *map(str, args)]
-        code = 0
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        finally:
-            sys.argv = argv
+        code = run_main(main, "benchmarks", *args)
         out, err = capsys.readouterr()
         return code, out, err
 

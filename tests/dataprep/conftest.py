@@ -7,13 +7,13 @@ the server and images come from tests/support (the same ones the function-scoped
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from support.cli import run_main
 from support.images import GeneratedImage, make_images
 from support.server import LoopbackServer
 
@@ -48,15 +48,7 @@ def call_cli(*args: object) -> int:
     """Run the CLI in-process and return its exit code."""
     from cloob.dataprep.cli import main
 
-    argv = sys.argv
-    sys.argv = ["dataprep", *map(str, args)]
-    try:
-        main()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = argv
-    return 0
+    return run_main(main, "dataprep", *args)
 
 
 @pytest.fixture(scope="session")
