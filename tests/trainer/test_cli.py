@@ -149,3 +149,12 @@ def test_reference_model_spelling_is_accepted():
     from cloob.trainer.models import resolve_model_name
 
     assert resolve_model_name("ViT-B/32") == resolve_model_name("ViT-B-32") == "ViT-B-32-quickgelu"
+
+
+def test_bare_command_shows_help_without_an_error_line(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["trainer"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    captured = capsys.readouterr()
+    assert exc.value.code == 2 and "error:" not in captured.err
+    assert "run" in captured.out + captured.err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from typer.exceptions import TyperException
 
 from cloob.common.cli import UsageError, make_app, run_app
 from cloob.trainer.config import (
@@ -123,22 +122,8 @@ def run(
     train(cfg)
 
 
-def _invoke() -> None:
-    # click prints usage errors (non-numeric flags, unknown options) over several lines; we want
-    # the toolkit's one line on stderr and exit code 2.
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(standalone_mode=False)
-    except TyperException as err:  # click's UsageError/BadParameter (vendored by typer)
-        if not hasattr(err, "format_message"):
-            raise
-        raise UsageError(err.format_message()) from None
-    if isinstance(code, int) and code:
-        raise SystemExit(code)
-
-
 def main() -> None:
-    run_app(_invoke)
+    run_app(app)  # click's usage errors become the toolkit's one `error:` line, exit 2
 
 
 if __name__ == "__main__":  # `torchrun -m cloob.trainer.cli run ...`
