@@ -156,7 +156,6 @@ def zeroshot(
 ) -> None:
     """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
     from cloob.benchmarks import paper, report
-    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.runner import RunConfig, run, tasks_for
     from cloob.common.precision import resolve
 
@@ -167,9 +166,7 @@ def zeroshot(
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
                       warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
-    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
-    if model:
-        models.append(load_open_clip(model, pretrained, precision=precision))
+    models = _load_models(ckpt, model, pretrained, precision)
     cfg = RunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
     records = run(models, tasks, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
@@ -206,7 +203,6 @@ def linear_probe(
 ) -> None:
     """CLIP's linear-probe protocol on frozen image features; writes results.json/.md/.csv."""
     from cloob.benchmarks import paper, report
-    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.features import FEATURE_KINDS
     from cloob.benchmarks.linear_probe import ProbeConfig
     from cloob.benchmarks.probe_data import probes_for
@@ -221,9 +217,7 @@ def linear_probe(
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     probes = probes_for(datasets, root, train_dir, test_dir, name)
-    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
-    if model:
-        models.append(load_open_clip(model, pretrained, precision=precision))
+    models = _load_models(ckpt, model, pretrained, precision)
     cfg = ProbeRunConfig(out, features, device, batch_size, workers, precision, progress, feature_cache,
                          ProbeConfig(max_iter, val_fraction, seed))
     records = run(models, probes, cfg, echo=console.print)
@@ -257,7 +251,6 @@ def retrieval(
 ) -> None:
     """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
     from cloob.benchmarks import report
-    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
     from cloob.common.precision import resolve
 
@@ -265,9 +258,7 @@ def retrieval(
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
-    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
-    if model:
-        models.append(load_open_clip(model, pretrained, precision=precision))
+    models = _load_models(ckpt, model, pretrained, precision)
     records = run(models, pairs, RetrievalConfig(device, batch_size, workers, precision, progress), echo=console.print)
     written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
     _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
@@ -297,7 +288,6 @@ def analyze(
     """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
     from cloob.benchmarks import analyze as geometry
-    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
     from cloob.benchmarks.retrieval import resolve_pairs
     from cloob.common.precision import resolve
 
@@ -306,9 +296,7 @@ def analyze(
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
-    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
-    if model:
-        models.append(load_open_clip(model, pretrained, precision=precision))
+    models = _load_models(ckpt, model, pretrained, precision)
     cfg = geometry.AnalyzeConfig(out, max_images, 0, projection, device, batch_size, workers, precision, progress)
     records = geometry.run(models, pairs, cfg, echo=console.print)
     written = geometry.write(records, out)
@@ -324,6 +312,17 @@ def _show_columns(records: list[dict], title: str, columns: dict[str, str], scal
         table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" if scale != 1.0
                                                   else f"{r['metrics'][k]:.3f}" for k in columns))
     Console().print(table)
+
+
+def _load_models(ckpt: list[Path] | None, model: str | None, pretrained: str | None,
+                 precision: str) -> list:
+    """--ckpt files, then --model/--pretrained, with the weights in `precision`."""
+    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+
+    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
+    if model:
+        models.append(load_open_clip(model, pretrained, precision=precision))
+    return models
 
 
 def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accuracy (%) — headline in bold") -> None:
