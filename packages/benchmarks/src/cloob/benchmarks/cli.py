@@ -18,6 +18,16 @@ console = Console(stderr=True)
 PRECISION_HELP = "fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."
 ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset.")
 
+# Options every evaluation command shares (typer only reads them when it builds the commands).
+CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable.")
+MODEL = typer.Option(None, "--model", help="An open_clip model name (with --pretrained).")
+PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file.")
+PRECISION = typer.Option("fp32", "--precision", help=PRECISION_HELP)
+BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Images (or texts) per forward pass.")
+WORKERS = typer.Option(2, "--workers", min=0, help="Data-loader worker processes.")
+DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
 
 @app.command("list")
 def list_datasets(root: Path = ROOT) -> None:
@@ -136,9 +146,9 @@ def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path 
 
 @app.command()
 def zeroshot(
-    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
-    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    ckpt: list[Path] = CKPT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all'."),
     root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
     dataset_dir: Path = typer.Option(None, "--dataset-dir", help="A custom ImageFolder (or task dir)."),
@@ -149,10 +159,10 @@ def zeroshot(
                                       "cc-rn50, cc-rn50-e128, yfcc-rn50, yfcc-rn101, yfcc-rn50x4."),
     save_predictions: bool = typer.Option(False, "--save-predictions", help="Per-image top-5 parquet files."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    progress: bool = PROGRESS,
 ) -> None:
     """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
     from cloob.benchmarks import paper, report
@@ -176,9 +186,9 @@ def zeroshot(
 
 @app.command("linear-probe")
 def linear_probe(
-    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
-    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    ckpt: list[Path] = CKPT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
                                        "(those whose train split is present)."),
     root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
@@ -195,11 +205,11 @@ def linear_probe(
     max_iter: int = typer.Option(1000, "--max-iter", min=1, help="L-BFGS iterations per fit."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation carve."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default OUT/.features)."),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    precision: str = PRECISION,
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    progress: bool = PROGRESS,
 ) -> None:
     """CLIP's linear-probe protocol on frozen image features; writes results.json/.md/.csv."""
     from cloob.benchmarks import paper, report
@@ -232,9 +242,9 @@ RETRIEVAL_COLUMNS = {"i2t_r1": "image→text R@1", "i2t_r5": "R@5", "i2t_r10": "
 
 @app.command()
 def retrieval(
-    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
-    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    ckpt: list[Path] = CKPT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
                                     "shard files (repeatable); one caption per image."),
     karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (dataset_coco.json, "
@@ -243,11 +253,11 @@ def retrieval(
     split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),
     name: str = typer.Option(None, "--name", help="Dataset name in the results."),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    precision: str = PRECISION,
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    progress: bool = PROGRESS,
 ) -> None:
     """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
     from cloob.benchmarks import report
@@ -267,9 +277,9 @@ def retrieval(
 
 @app.command()
 def analyze(
-    ckpt: list[Path] = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable."),
-    model: str = typer.Option(None, "--model", help="An open_clip model name (with --pretrained)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file."),
+    ckpt: list[Path] = CKPT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
                                     "shard files (repeatable)."),
     karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (first caption of each image)."),
@@ -279,11 +289,11 @@ def analyze(
     max_images: int = typer.Option(2000, "--max-images", min=3, help="Seeded subsample (pairwise terms grow as N²)."),
     projection: str = typer.Option("pca", "--projection", help="pca, or umap (needs umap-learn installed)."),
     out: Path = typer.Option(Path("results/analyze"), "--out", help="Results folder."),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    precision: str = PRECISION,
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    progress: bool = PROGRESS,
 ) -> None:
     """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
