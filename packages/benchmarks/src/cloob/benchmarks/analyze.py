@@ -139,7 +139,7 @@ class AnalyzeConfig:
 def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """One record per checkpoint: metrics, spectra and the 2-D projection of its embeddings."""
     from cloob.benchmarks import report
-    from cloob.benchmarks.retrieval import Pairs, embed
+    from cloob.benchmarks.retrieval import Pairs, embed_loaded
     from cloob.benchmarks.runner import labels_for
 
     check_projection(cfg.projection)
@@ -150,10 +150,7 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
     versions = report.software_versions()
     records = []
     for loaded, label in zip(models, labels_for(models), strict=True):
-        loaded.model.to(cfg.device)
-        emb = embed(loaded.model, loaded.preprocess, loaded.tokenizer, paired, batch_size=cfg.batch_size,
-                    workers=cfg.workers, device=cfg.device, precision=cfg.precision, progress=cfg.progress)
-        loaded.model.to("cpu")
+        emb = embed_loaded(loaded, paired, cfg)
         metrics, spectra = geometry(emb.images, emb.texts)
         records.append({
             "task": "analyze", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,

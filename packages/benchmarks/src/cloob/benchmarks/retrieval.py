@@ -222,6 +222,18 @@ class RetrievalConfig:
     progress: bool = True
 
 
+def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
+    """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
+    with device, batch_size, workers, precision and progress (retrieval's, analyze's)."""
+    loaded.model.to(cfg.device)
+    try:
+        return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,
+                     batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
+                     precision=cfg.precision, progress=cfg.progress)
+    finally:
+        loaded.model.to("cpu")
+
+
 def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval metrics)."""
     from cloob.benchmarks import report
@@ -230,10 +242,7 @@ def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], 
     versions = report.software_versions()
     records = []
     for loaded, label in zip(models, labels_for(models), strict=True):
-        loaded.model.to(cfg.device)
-        emb = embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs, batch_size=cfg.batch_size,
-                    workers=cfg.workers, device=cfg.device, precision=cfg.precision, progress=cfg.progress)
-        loaded.model.to("cpu")
+        emb = embed_loaded(loaded, pairs, cfg)
         m = recalls(emb.images, emb.texts, pairs.caption_image)
         records.append({
             "task": "retrieval", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
