@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
+from cloob.common.last_block import install_image_shortcut
 from cloob.common.precision import Precision
 from cloob.common.precision import resolve as resolve_precision
 from cloob.common.text import install as install_text_trim
@@ -302,8 +303,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
                     kind=cfg.optim.lr_scheduler, cycles=cfg.optim.restart_cycles)
     if cfg.model.local_loss and not info.enabled:
         log.info("--local-loss does nothing on one process: the objective is computed whole")
-    # Exact (causal tower, end-of-text pooling); not under torch.compile, where every caption
-    # length would be a new graph.
+    # Both exact (see cloob.common.text and cloob.common.last_block). The text trim not under
+    # torch.compile, where every caption length would be a new graph.
+    install_image_shortcut(model)
     trim_text = not cfg.model.torchcompile and install_text_trim(model)
     return Trainer(cfg, info, precision, bundle, model, model, loss_fn, optimizer, scaler,
                    train_data, schedule, total_steps, run_dir, trim_text)
