@@ -8,15 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from support.benchmark_data import class_tree, tiny_cfg, tiny_model, write_tree
+from cloob.common import checkpoint as ckpt_format
+from support.benchmark_data import class_tree, write_tiny_checkpoint, write_tree
 
 
 def save_trainer_ckpt(path, seed: int, method: str):
-    model = tiny_model(seed)
-    torch.save({"format": "cloob-toolkit/1", "state_dict": model.state_dict(), "model_name": "tiny-vit",
-                "model_cfg": tiny_cfg(), "method": method, "inv_tau": 30.0, "hopfield_beta": 8.0,
-                "epoch": 1, "step": 10, "optimizer": {}, "config": {}, "name": path.stem}, path)
-    return path
+    return write_tiny_checkpoint(path, seed, method, inv_tau=30.0, hopfield_beta=8.0, epoch=1,
+                                 step=10, optimizer={}, config={}, name=path.stem)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def test_unreadable_and_mismatched_checkpoints_exit_2(cli, tmp_path, ckpts):
     assert code == 2 and "not a readable checkpoint" in err
     ckpt = torch.load(ckpts[0], weights_only=True)
     ckpt["model_cfg"]["text_cfg"]["layers"] = 3
-    torch.save(ckpt, tmp_path / "wrong.pt")
+    ckpt_format.write(tmp_path / "wrong.pt", ckpt)
     code, _, err = cli("zeroshot", "--ckpt", tmp_path / "wrong.pt", "--dataset-dir", task, "--out", tmp_path / "o")
     assert code == 2 and "do not fit" in err and len(err.strip().splitlines()) == 1
 

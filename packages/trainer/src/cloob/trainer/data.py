@@ -33,6 +33,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from cloob.common.checkpoint import DataPosition
 from cloob.common.cli import UsageError
 from cloob.trainer.config import DataConfig
 
@@ -205,12 +206,12 @@ class Position:
             self.worker_pos[w] = int(batch["pos"])
             self.next_worker = (w + 1) % n_workers
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> DataPosition:
         return {"epoch": self.epoch, "batch": self.batch, "worker_pos": list(self.worker_pos),
                 "next_worker": self.next_worker, "skipped": self.skipped}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> Position:
+    def from_state(cls, d: DataPosition) -> Position:
         return cls(int(d["epoch"]), int(d["batch"]), [int(x) for x in d["worker_pos"]],
                    int(d["next_worker"]), int(d["skipped"]))
 
