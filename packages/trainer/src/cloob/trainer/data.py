@@ -370,16 +370,23 @@ class SyntheticScenes:
 
     def __init__(self, n: int, image_size: int, seed: int) -> None:
         self.n, self.image_size, self.seed = n, image_size, seed
+        _scenes()  # here, in the main process: a missing extra is one line before any work
 
     def __len__(self) -> int:
         return self.n
 
     def load(self, i: int) -> tuple[Image.Image, str]:
-        from cloob.dataprep.synthetic import describe, random_scene, render
-
+        scenes = _scenes()
         rng = random.Random(derive_seed(self.seed, "synthetic", i))
-        scene = random_scene(rng)
-        return render(scene, rng, self.image_size), describe(scene, rng)
+        scene = scenes.random_scene(rng)
+        return scenes.render(scene, rng, self.image_size), scenes.describe(scene, rng)
+
+
+def _scenes() -> Any:
+    """cloob.dataprep.synthetic (the optional extra `cloob-trainer[demo]`)."""
+    from cloob.trainer.demo import dataprep_module
+
+    return dataprep_module("synthetic", "--dataset-type synthetic")
 
 
 class IndexedBatches(Dataset):
