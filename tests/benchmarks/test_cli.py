@@ -77,11 +77,36 @@ def test_zeroshot_demo_task_dir(cli, tmp_path, ckpts):
     (["--datasets", "gtsrb"], "benchmarks fetch gtsrb --root"),
     (["--precision", "fp8"], "unknown precision"),
     (["--compare-paper", "laion"], "unknown paper setting"),
+    (["--device", "gpu"], "unknown device 'gpu'"),
 ])
 def test_bad_input_is_one_line_exit_2(cli, tmp_path, ckpts, args, message):
     code, _, err = cli("zeroshot", "--ckpt", ckpts[0], "--root", tmp_path, "--out", tmp_path / "o", *args)
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_zeroshot_without_root_uses_fetch_default(cli, tmp_path, ckpts, monkeypatch):
+    # the commands it suggests must work as printed: the same default root as `benchmarks fetch`
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("zeroshot", "--ckpt", ckpts[0], "--out", tmp_path / "o")
+    assert code == 2 and "--root None" not in err, err
+    assert "benchmarks fetch gtsrb --root data/benchmarks" in err
+    assert err.strip().splitlines()[-1] == ("error: no datasets to evaluate under data/benchmarks; "
+                                            "run: benchmarks fetch all --root data/benchmarks")
+
+
+def test_every_command_defaults_to_auto_device_and_one_root():
+    import typer.main
+
+    from cloob.benchmarks.cli import app
+
+    commands = typer.main.get_command(app).commands
+    defaults = {(name, p.name): p.default for name, cmd in commands.items() for p in cmd.params}
+    evaluators = {name for name, _ in defaults if (name, "device") in defaults}
+    assert evaluators == {"zeroshot", "linear-probe", "retrieval", "analyze"}
+    assert all(defaults[(name, "device")] == "auto" for name in evaluators)
+    roots = {defaults[key] for key in defaults if key[1] == "root"}
+    assert roots == {defaults[("fetch", "root")]}, roots
 
 
 def test_unreadable_and_mismatched_checkpoints_exit_2(cli, tmp_path, ckpts):
