@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pandas as pd
 import pytest
 import torch
+from clip_benchmark.cli import main_build
 
 from cloob.common import checkpoint as ckpt_format
 from support.benchmark_data import class_tree, write_tiny_checkpoint, write_tree
@@ -70,6 +72,11 @@ def test_zeroshot_demo_task_dir(cli, tmp_path, ckpts):
         assert code == 0, err
         record = json.loads((tmp_path / "o" / "results.json").read_text())["records"][0]
         assert record["n_images"] == 4 and record["templates"] == ["a drawing of a {}."]
+    # and clip_benchmark's `build` aggregates the export (it fails on results.json: KeyError 'metrics')
+    csv = tmp_path / "benchmark.csv"
+    main_build(argparse.Namespace(files=[str(tmp_path / "o" / "clip_benchmark")], output=str(csv)))
+    row = pd.read_csv(csv).iloc[0]
+    assert row.task == "zeroshot_classification" and row.acc1 == record["metrics"]["acc1"]
 
 
 @pytest.mark.parametrize("args, message", [
