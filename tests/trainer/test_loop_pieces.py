@@ -113,3 +113,24 @@ def test_torchcompile_trains_and_its_checkpoint_loads_in_open_clip(tmp_path, met
     loaded = open_clip.create_model(ckpt["model_name"], pretrained=str(result.checkpoint))
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"][key]), key
+
+
+def test_register_configs_lets_plain_open_clip_load_our_checkpoint(tmp_path):
+    """The README's open_clip example, in a fresh interpreter (no trainer import registering the
+    names on the side): the weights that load are the checkpoint's, not a random init."""
+    import subprocess
+    import sys
+
+    bundle = models.create("micro-vit", init_inv_tau=30, learnable_inv_tau=False,
+                           device=torch.device("cpu"))
+    path = ckpt_format.write(tmp_path / "latest.pt", {
+        "state_dict": bundle.model.state_dict(), "model_name": bundle.name, "model_cfg": bundle.cfg})
+    expected = float(sum(p.double().sum() for p in bundle.model.state_dict().values()))
+    code = (
+        "import open_clip, torch\n"
+        "from cloob.trainer.models import register_configs\n"
+        "assert 'micro-vit' in register_configs()\n"
+        f"model, _, _ = open_clip.create_model_and_transforms('micro-vit', pretrained={str(path)!r})\n"
+        "print(float(sum(p.double().sum() for p in model.state_dict().values())))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert abs(float(out.stdout.split()[-1]) - expected) < 1e-6 * max(1.0, abs(expected))
