@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cloob.common import checkpoint as ckpt_format
-from cloob.common.cli import UsageError
+from cloob.common.cli import UsageError, first_line
 from cloob.common.files import sha256_file
 from cloob.common.precision import resolve
 from cloob.common.torchload import safe_load
@@ -74,9 +74,9 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
             precision=resolve(precision, device).open_clip)
     except pickle.UnpicklingError as err:  # weights_only refused a pickle that would run code
         raise UsageError(f"{pretrained}: not a readable checkpoint: refusing to load objects other "
-                         f"than tensors and plain containers ({_first_line(err)})") from None
+                         f"than tensors and plain containers ({first_line(err)})") from None
     except (RuntimeError, ValueError, FileNotFoundError) as err:
-        raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {_first_line(err)}") from None
+        raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {first_line(err)}") from None
     is_file = pretrained is not None and Path(pretrained).is_file()
     return LoadedModel(model.eval(), preprocess, open_clip.get_tokenizer(model_name), model_name,
                        "open_clip-pretrained", path=pretrained if is_file else None,
@@ -207,7 +207,7 @@ def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
     try:
         return cls(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
     except (TypeError, ValueError, KeyError, AssertionError) as err:
-        raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {_first_line(err)}") from None
+        raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {first_line(err)}") from None
 
 
 def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> list[str]:
@@ -242,8 +242,3 @@ def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.dev
     tokenizer = open_clip.SimpleTokenizer(context_length=tokenize_cfg.get("context_length", 77))
     return LoadedModel(model.to(device).eval(), image_transform_v2(PreprocessCfg(**pp), is_train=False),
                        tokenizer, name, fmt)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__

@@ -167,7 +167,7 @@ def zeroshot(
 ) -> None:
     """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
     from cloob.benchmarks import paper, report
-    from cloob.benchmarks.runner import RunConfig, run, tasks_for
+    from cloob.benchmarks.runner import ZeroshotRunConfig, run, tasks_for
     from cloob.common.precision import resolve, resolve_device
 
     device = resolve_device(device)
@@ -179,7 +179,7 @@ def zeroshot(
     tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
                       warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = RunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
+    cfg = ZeroshotRunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
     records = run(models, tasks, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper)

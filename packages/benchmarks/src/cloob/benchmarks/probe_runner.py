@@ -15,11 +15,11 @@ from cloob.benchmarks.features import (
     Features,
     encode_images,
     image_feature_mode,
-    progress_bar,
 )
 from cloob.benchmarks.linear_probe import GRID, PROTOCOL, ProbeConfig, probe
 from cloob.benchmarks.probe_data import ProbeData
 from cloob.benchmarks.runner import labels_for
+from cloob.common.progress import progress_bar
 
 
 @dataclass
@@ -68,10 +68,8 @@ def run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConfi
             record = probe_record(loaded, label, data, splits, feature_words, cfg, versions)
             record["seconds"] = round(time.perf_counter() - started, 3)
             records.append(record)
-            m = record["metrics"]
-            echo(f"{label} · {data.name}: top-1 {100 * m['acc1']:.2f}  top-5 {100 * m['acc5']:.2f}  "
-                 f"mean-per-class {100 * m['mean_per_class_recall']:.2f}  (λ = {record['lambda']:.3g}, "
-                 f"{record['n_train']} train / {record['n_val']} val / {record['n_images']} test images)")
+            echo(report.accuracy_line(record, f"λ = {record['lambda']:.3g}, {record['n_train']} train / "
+                                              f"{record['n_val']} val / {record['n_images']} test images"))
         loaded.model.to("cpu")
     return records
 

@@ -21,6 +21,14 @@ def _title(records: list[dict]) -> str:
     return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
 
 
+def accuracy_line(record: dict, details: str) -> str:
+    """The one progress line per (checkpoint, dataset) of zero-shot and linear-probe runs."""
+    m = record["metrics"]
+    return (f"{record['label']} · {record['dataset']}: top-1 {100 * m['acc1']:.2f}  "
+            f"top-5 {100 * m['acc5']:.2f}  mean-per-class {100 * m['mean_per_class_recall']:.2f}  "
+            f"({details})")
+
+
 def software_versions() -> dict[str, str]:
     import open_clip
     import torch

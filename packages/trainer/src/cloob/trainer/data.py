@@ -15,7 +15,6 @@ An epoch is `num_samples // (batch_size * world_size)` steps.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
@@ -35,10 +34,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from cloob.common.checkpoint import DataPosition
 from cloob.common.cli import UsageError
+from cloob.common.shard_layout import IMAGE_EXTS, SIZES, shard_files, shard_folder
 from cloob.trainer.config import DataConfig
 
 log = logging.getLogger("cloob.trainer")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -95,7 +94,7 @@ def read_sizes(path: Path) -> dict[str, int]:
 def _sizes_next_to(paths: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for folder in sorted({os.path.dirname(p) or "." for p in paths}):
-        f = Path(folder) / "sizes.json"
+        f = Path(folder) / SIZES
         if f.is_file():
             for name, n in read_sizes(f).items():
                 sizes[str(Path(folder) / name)] = n
@@ -103,14 +102,14 @@ def _sizes_next_to(paths: list[str]) -> dict[str, int]:
 
 
 def _dataprep_dir(d: Path) -> tuple[list[str], dict[str, int]]:
-    sizes_file = d / "sizes.json"
+    sizes_file = d / SIZES
     if not sizes_file.is_file():
-        tars = sorted(glob.glob(str(d / "shards" / "*.tar"))) or sorted(glob.glob(str(d / "*.tar")))
+        tars = [str(p) for p in shard_files(d)]
         if not tars:
             raise UsageError(f"{d} holds no sizes.json and no .tar shards")
         return tars, _sizes_next_to(tars)
     table = read_sizes(sizes_file)
-    shard_dir = d / "shards" if (d / "shards").is_dir() else d
+    shard_dir = shard_folder(d)
     shards = [str(shard_dir / name) for name in sorted(table)]
     missing = [s for s in shards if not os.path.exists(s)]
     if missing:
@@ -167,7 +166,7 @@ def _require_a_sample(shards: list[str]) -> None:
         try:
             decode_sample(sample)
             return
-        except Exception:  # noqa: BLE001 - corrupt bytes: try the next sample
+        except Exception:  # corrupt bytes: try the next sample
             continue
     raise UsageError(f"no readable sample in {len(local)} shard(s) (e.g. {local[0]}): "
                      "are they webdataset tars with images and .txt captions?")

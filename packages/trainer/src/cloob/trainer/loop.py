@@ -33,6 +33,7 @@ from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 from cloob.common.precision import Precision
 from cloob.common.precision import resolve as resolve_precision
+from cloob.common.progress import ProgressBar
 from cloob.common.text import install as install_text_trim
 from cloob.common.text import trim_padding
 from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models
@@ -470,7 +471,7 @@ class Window:
         self.steps += 1
 
 
-def log_window(t: Trainer, window: Window, logger: Logger, progress: _progress) -> Window:
+def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar) -> Window:
     """Log the window's mean loss (over ranks: with --local-loss each holds its rows' part) and
     rates; the loop's only host syncs happen here. Returns a fresh window."""
     totals = torch.stack([window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)])
@@ -485,7 +486,7 @@ def log_window(t: Trainer, window: Window, logger: Logger, progress: _progress) 
               "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
               "skipped_samples": skipped}
     logger.log(t.step, values)
-    progress.show(values)
+    show_stats(progress, values)
     return Window(torch.zeros((), device=t.device))
 
 
@@ -610,39 +611,14 @@ def _micro_batch_groups(loader: Any, k: int) -> Iterator[list[dict[str, Any]]]:
 # ----------------------------------------------------------------------------- end of run
 
 
-class _progress:  # noqa: N801 - used like a function
-    """A rich progress bar on rank 0 showing loss, lr, τ⁻¹, β, samples/s; silent elsewhere."""
+def _progress(enabled: bool, total: int, done: int) -> ProgressBar:
+    """The training bar on rank 0 (silent elsewhere); `show_stats` fills its stats column."""
+    return ProgressBar(enabled, "train", total, done=done, stats=True, transient=False).start()
 
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"))
-        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
-        self.bar.start()
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def show(self, v: dict[str, float]) -> None:
-        if self.bar is not None:
-            stats = (f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
-                     f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s")
-            self.bar.update(self.task, stats=stats)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def show_stats(bar: ProgressBar, v: dict[str, float]) -> None:
+    bar.show(f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
+             f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s")
 
 
 def plot_curves(run_dir: Path) -> Path:
