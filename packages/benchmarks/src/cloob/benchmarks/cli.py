@@ -179,7 +179,8 @@ def zeroshot(
     tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
                       warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = ZeroshotRunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
+    cfg = ZeroshotRunConfig(out, save_predictions, compare_paper, **_options(device, batch_size, workers,
+                                                                              precision, progress))
     records = run(models, tasks, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper)
@@ -231,8 +232,8 @@ def linear_probe(
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     probes = probes_for(datasets, root, train_dir, test_dir, name)
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = ProbeRunConfig(out, features, device, batch_size, workers, precision, progress, feature_cache,
-                         ProbeConfig(max_iter, val_fraction, seed))
+    cfg = ProbeRunConfig(out, features, feature_cache, ProbeConfig(max_iter, val_fraction, seed),
+                         **_options(device, batch_size, workers, precision, progress))
     records = run(models, probes, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
@@ -273,7 +274,8 @@ def retrieval(
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
     models = _load_models(ckpt, model, pretrained, precision)
-    records = run(models, pairs, RetrievalConfig(device, batch_size, workers, precision, progress), echo=console.print)
+    cfg = RetrievalConfig(**_options(device, batch_size, workers, precision, progress))
+    records = run(models, pairs, cfg, echo=console.print)
     written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
     _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -312,7 +314,8 @@ def analyze(
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = geometry.AnalyzeConfig(out, max_images, 0, projection, device, batch_size, workers, precision, progress)
+    cfg = geometry.AnalyzeConfig(out, max_images, 0, projection,
+                                 **_options(device, batch_size, workers, precision, progress))
     records = geometry.run(models, pairs, cfg, echo=console.print)
     written = geometry.write(records, out)
     _show_columns(records, "Embedding geometry", geometry.COLUMNS, scale=1.0)
@@ -327,6 +330,12 @@ def _show_columns(records: list[dict], title: str, columns: dict[str, str], scal
         table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" if scale != 1.0
                                                   else f"{r['metrics'][k]:.3f}" for k in columns))
     Console().print(table)
+
+
+def _options(device: str, batch_size: int, workers: int, precision: str, progress: bool) -> dict:
+    """The EvalOptions every evaluation command passes on (device and precision resolved)."""
+    return {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision,
+            "progress": progress}
 
 
 def _load_models(ckpt: list[Path] | None, model: str | None, pretrained: str | None,

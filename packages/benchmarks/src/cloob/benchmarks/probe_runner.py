@@ -17,20 +17,16 @@ from cloob.benchmarks.features import (
     image_feature_mode,
 )
 from cloob.benchmarks.linear_probe import GRID, PROTOCOL, ProbeConfig, probe
+from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.probe_data import ProbeData
 from cloob.benchmarks.runner import labels_for
 from cloob.common.progress import progress_bar
 
 
 @dataclass
-class ProbeRunConfig:
+class ProbeRunConfig(EvalOptions):
     out: Path
     features: str = "pre-projection"
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
-    progress: bool = True
     cache_dir: Path | None = None  # None → OUT/.features
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cloob.benchmarks.options import EvalOptions
 from cloob.common import shard_layout
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import IMAGE_EXTS
@@ -215,17 +216,13 @@ def retrieval_eval(model, preprocess, tokenizer, pairs: Pairs, **kwargs) -> dict
 
 
 @dataclass
-class RetrievalConfig:
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
-    progress: bool = True
+class RetrievalConfig(EvalOptions):
+    """Retrieval needs nothing beyond the shared evaluation options."""
 
 
 def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
     """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
-    with device, batch_size, workers, precision and progress (retrieval's, analyze's)."""
+    with the EvalOptions fields (retrieval's, analyze's)."""
     loaded.model.to(cfg.device)
     try:
         return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,

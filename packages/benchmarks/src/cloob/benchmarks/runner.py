@@ -13,23 +13,19 @@ import torch
 from cloob.benchmarks import registry, report
 from cloob.benchmarks.checkpoints import LoadedModel
 from cloob.benchmarks.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.zeroshot import build_classifier, evaluate_task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ZeroshotRunConfig:
+class ZeroshotRunConfig(EvalOptions):
     """One `benchmarks zeroshot` run: where results go and how the models are evaluated."""
 
     out: Path
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
     save_predictions: bool = False
     compare_paper: str | None = None
-    progress: bool = True
     cache: bool = True  # classifiers on disk under OUT/.classifiers, per (checkpoint, dataset, texts)
     notes: dict = field(default_factory=dict)
 
