@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloob.common.cli import UsageError
+from cloob.common.shard_layout import SHARDS, SIZES
 
 MARKER = ".dataprep"
 
@@ -22,7 +23,7 @@ class Layout:
 
     @property
     def shards(self) -> Path:
-        return self.root / "shards"
+        return self.root / SHARDS
 
     @property
     def url_list(self) -> Path:  # the source's url/caption list, reused on re-runs
@@ -58,11 +59,11 @@ class Layout:
 
     @property
     def sizes_json(self) -> Path:
-        return self.root / "sizes.json"
+        return self.root / SIZES
 
     @property
     def shard_sizes_json(self) -> Path:  # OpenCLIP looks for sizes.json next to the shards
-        return self.shards / "sizes.json"
+        return self.shards / SIZES
 
     @property
     def log(self) -> Path:

@@ -17,10 +17,10 @@ from pathlib import Path
 from PIL import Image
 
 from cloob.common.files import write_json
+from cloob.common.shard_layout import IMAGE_EXTS, SIZES
 from cloob.dataprep.layout import Layout
 
 _SHARD = re.compile(r"^(\d+)(?:\.tar|\.parquet|_stats\.json)$")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 def read_stats(path: Path) -> dict | None:
@@ -61,7 +61,7 @@ def remove_incomplete(shards: Path) -> list[str]:
                 (shards / f"{name}{suffix}").unlink(missing_ok=True)
             removed.append(name)
     # img2dataset globs `*.json` in its output folder as shard stats: sizes.json would crash it.
-    (shards / "sizes.json").unlink(missing_ok=True)
+    (shards / SIZES).unlink(missing_ok=True)
     shutil.rmtree(shards / "_tmp", ignore_errors=True)
     return removed
 
@@ -123,6 +123,6 @@ def _check_sample(parts: dict[str, bytes]) -> str | None:
     try:
         with Image.open(io.BytesIO(parts[images[0]])) as img:
             img.load()
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes
+    except Exception as err:  # PIL raises many types for bad bytes
         return f"image does not decode: {err}"
     return None

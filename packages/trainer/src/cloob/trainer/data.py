@@ -15,7 +15,6 @@ An epoch is `num_samples // (batch_size * world_size)` steps.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
@@ -33,11 +32,12 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from cloob.common.checkpoint import DataPosition
 from cloob.common.cli import UsageError
+from cloob.common.shard_layout import IMAGE_EXTS, SIZES, shard_files, shard_folder
 from cloob.trainer.config import DataConfig
 
 log = logging.getLogger("cloob.trainer")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -94,7 +94,7 @@ def read_sizes(path: Path) -> dict[str, int]:
 def _sizes_next_to(paths: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for folder in sorted({os.path.dirname(p) or "." for p in paths}):
-        f = Path(folder) / "sizes.json"
+        f = Path(folder) / SIZES
         if f.is_file():
             for name, n in read_sizes(f).items():
                 sizes[str(Path(folder) / name)] = n
@@ -102,14 +102,14 @@ def _sizes_next_to(paths: list[str]) -> dict[str, int]:
 
 
 def _dataprep_dir(d: Path) -> tuple[list[str], dict[str, int]]:
-    sizes_file = d / "sizes.json"
+    sizes_file = d / SIZES
     if not sizes_file.is_file():
-        tars = sorted(glob.glob(str(d / "shards" / "*.tar"))) or sorted(glob.glob(str(d / "*.tar")))
+        tars = [str(p) for p in shard_files(d)]
         if not tars:
             raise UsageError(f"{d} holds no sizes.json and no .tar shards")
         return tars, _sizes_next_to(tars)
     table = read_sizes(sizes_file)
-    shard_dir = d / "shards" if (d / "shards").is_dir() else d
+    shard_dir = shard_folder(d)
     shards = [str(shard_dir / name) for name in sorted(table)]
     missing = [s for s in shards if not os.path.exists(s)]
     if missing:
@@ -166,7 +166,7 @@ def _require_a_sample(shards: list[str]) -> None:
         try:
             decode_sample(sample)
             return
-        except Exception:  # noqa: BLE001 - corrupt bytes: try the next sample
+        except Exception:  # corrupt bytes: try the next sample
             continue
     raise UsageError(f"no readable sample in {len(local)} shard(s) (e.g. {local[0]}): "
                      "are they webdataset tars with images and .txt captions?")
@@ -205,12 +205,12 @@ class Position:
             self.worker_pos[w] = int(batch["pos"])
             self.next_worker = (w + 1) % n_workers
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> DataPosition:
         return {"epoch": self.epoch, "batch": self.batch, "worker_pos": list(self.worker_pos),
                 "next_worker": self.next_worker, "skipped": self.skipped}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> Position:
+    def from_state(cls, d: DataPosition) -> Position:
         return cls(int(d["epoch"]), int(d["batch"]), [int(x) for x in d["worker_pos"]],
                    int(d["next_worker"]), int(d["skipped"]))
 
@@ -369,16 +369,23 @@ class SyntheticScenes:
 
     def __init__(self, n: int, image_size: int, seed: int) -> None:
         self.n, self.image_size, self.seed = n, image_size, seed
+        _scenes()  # here, in the main process: a missing extra is one line before any work
 
     def __len__(self) -> int:
         return self.n
 
     def load(self, i: int) -> tuple[Image.Image, str]:
-        from cloob.dataprep.synthetic import describe, random_scene, render
-
+        scenes = _scenes()
         rng = random.Random(derive_seed(self.seed, "synthetic", i))
-        scene = random_scene(rng)
-        return render(scene, rng, self.image_size), describe(scene, rng)
+        scene = scenes.random_scene(rng)
+        return scenes.render(scene, rng, self.image_size), scenes.describe(scene, rng)
+
+
+def _scenes() -> Any:
+    """cloob.dataprep.synthetic (the optional extra `cloob-trainer[demo]`)."""
+    from cloob.trainer.demo import dataprep_module
+
+    return dataprep_module("synthetic", "--dataset-type synthetic")
 
 
 class IndexedBatches(Dataset):
