@@ -107,26 +107,36 @@ def start_engine(distributor: str, processes: int) -> tuple[str, str]:
 
 
 def _start_spark(processes: int) -> tuple[str, str]:
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     master = os.environ.get(SPARK_MASTER_ENV) or f"local[{processes}]"
-    # The console progress bar would only fill the log with carriage returns.
-    builder = SparkSession.builder.master(master).appName("dataprep") \
-        .config("spark.ui.showConsoleProgress", "false")
+    # Start the JVM first: only then does SparkConf() hold what the user configured
+    # (spark-defaults.conf, PYSPARK_SUBMIT_ARGS), which decides the executors' Python.
+    SparkContext._ensure_initialized()
+    conf = SparkConf()
+    # Executors run the driver's SparkContext.pythonExec, read from PYSPARK_PYTHON (default:
+    # `python3` on each worker's PATH, which lacks img2dataset). spark.pyspark.python only reaches
+    # drivers started by spark-submit, so it is applied here too.
+    chosen = os.environ.get("PYSPARK_PYTHON") or conf.get("spark.pyspark.python", None)
+    if chosen is None:
+        # Our own interpreter has our daemon module, which spares each worker torch's import.
+        conf.setIfMissing("spark.python.daemon.module", "cloob.dataprep.spark_daemon")
+    os.environ["PYSPARK_PYTHON"] = chosen or sys.executable
+    # Executors get the Spark worker's environment, not ours: albumentations (imported by
+    # img2dataset) would ask the internet for updates. The console progress bar would only fill
+    # the log with carriage returns.
+    conf.setIfMissing("spark.executorEnv.NO_ALBUMENTATIONS_UPDATE", "1")
+    conf.set("spark.ui.showConsoleProgress", "false")  # pyspark-shell's default is true
     if master.startswith("local"):
         # Local mode has no remote executors: keep the driver (and its block manager) on loopback
         # instead of the machine's external interface.
-        builder = builder.config("spark.driver.host", "127.0.0.1") \
-            .config("spark.driver.bindAddress", "127.0.0.1")
-    spark = builder.getOrCreate()
-    sc = spark.sparkContext
-    # The executors' Python comes from the driver (SparkContext.pythonExec, read from
-    # PYSPARK_PYTHON, default `python3` on each worker's PATH, which lacks img2dataset).
-    # spark.pyspark.python (spark-defaults.conf, PYSPARK_SUBMIT_ARGS) only reaches drivers started
-    # by spark-submit, so it is applied here too.
-    chosen = os.environ.get("PYSPARK_PYTHON") or sc.getConf().get("spark.pyspark.python", None)
-    sc.pythonExec = chosen or sys.executable
-    return f"pyspark: master {master}", sc.pythonExec
+        conf.setIfMissing("spark.driver.host", "127.0.0.1")
+        conf.setIfMissing("spark.driver.bindAddress", "127.0.0.1")
+    # conf first: it holds spark-submit's spark.master (local[*]), which ours replaces.
+    spark = SparkSession.builder.config(conf=conf).master(master).appName("dataprep") \
+        .getOrCreate()
+    return f"pyspark: master {master}", spark.sparkContext.pythonExec
 
 
 def _start_ray(processes: int) -> tuple[str, str]:
