@@ -158,13 +158,18 @@ def _start_ray(processes: int) -> tuple[str, str]:
 
 def _ray_runtime_env() -> dict | None:
     """DATAPREP_RAY_RUNTIME_ENV as given, none under a user's RAY_RUNTIME_ENV_HOOK or in a
-    `ray job submit` driver (their runtime env applies), else workers run our interpreter."""
+    `ray job submit` driver (their runtime env applies), else workers run our interpreter.
+    Workers get the raylet's environment, not ours: albumentations (imported by img2dataset)
+    would ask the internet for updates."""
     given = os.environ.get(RAY_RUNTIME_ENV)
     if given:
-        return json.loads(given)
-    if "RAY_RUNTIME_ENV_HOOK" in os.environ or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        env = json.loads(given)
+    elif "RAY_RUNTIME_ENV_HOOK" in os.environ or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
         return None
-    return {"py_executable": sys.executable}
+    else:
+        env = {"py_executable": sys.executable}
+    env.setdefault("env_vars", {}).setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    return env
 
 
 def _ray_cluster_address() -> str | None:
