@@ -73,20 +73,36 @@ def fingerprint(out: Path) -> dict:
 # --- process bookkeeping ---------------------------------------------------------------------
 
 def tagged(tag: str) -> list[int]:
-    """Pids of live processes whose environment carries DATAPREP_TEST_TAG=tag."""
+    """Pids of live processes that are ours: DATAPREP_TEST_TAG=tag in their environment, or, for
+    those that rename themselves (Ray's setproctitle overwrites /proc/PID/environ), an open file
+    or working directory under a folder recorded in DATAPREP_TEST_DIRS_<tag>."""
     needle = f"DATAPREP_TEST_TAG={tag}".encode()
+    roots = tuple(os.environ.get(f"DATAPREP_TEST_DIRS_{tag}", "").split(os.pathsep)) if \
+        os.environ.get(f"DATAPREP_TEST_DIRS_{tag}") else ()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    pids.append(int(entry.name))
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if needle in (entry / "environ").read_bytes().split(b"\0") or \
+                    (roots and _uses(entry, roots)):
+                pids.append(int(entry.name))
         except OSError:
             continue
     return pids
+
+
+def _uses(proc: Path, roots: tuple[str, ...]) -> bool:
+    links = [proc / "cwd", *(proc / "fd").iterdir()]
+    for link in links:
+        try:
+            if os.readlink(link).startswith(roots):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def kill_tagged(tag: str, timeout: float = 15.0) -> None:
@@ -136,6 +152,11 @@ def engine_env(monkeypatch, tmp: Path) -> None:
     for var in ("DATAPREP_SPARK_MASTER", "PYSPARK_PYTHON", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray swaps 127.0.0.1 (--node-ip-address, RAY_ADDRESS) for the external address otherwise.
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Token auth as Ray recommends, the token in the environment: nothing lands in ~/.ray.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", uuid.uuid4().hex + uuid.uuid4().hex)
 
 
 def fetch(cli, url_csv: Path, out: Path, distributor: str) -> int:
@@ -236,10 +257,11 @@ def test_spark_executors_without_img2dataset_fail_in_one_line(url_csv, python_wi
 # --- Ray -------------------------------------------------------------------------------------
 
 @pytest.fixture
-def ray_tmp(monkeypatch) -> Iterator[Path]:
+def ray_tmp(tag, monkeypatch) -> Iterator[Path]:
     """Ray's temp dir for this test (short: Ray puts unix sockets in it)."""
     path = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     monkeypatch.setenv("RAY_TMPDIR", str(path))
+    monkeypatch.setenv(f"DATAPREP_TEST_DIRS_{os.environ['DATAPREP_TEST_TAG']}", str(path))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -34,8 +34,8 @@ def preflight(distributor: str) -> None:
     if distributor == "multiprocessing":
         return
     if importlib.util.find_spec(distributor) is None:
-        raise UsageError(f"--distributor {distributor} needs {distributor}: install "
-                         f"cloob-dataprep[{EXTRAS[distributor]}]")
+        raise UsageError(f"--distributor {distributor} needs {distributor} installed: "
+                         f"pip install 'cloob-dataprep[{EXTRAS[distributor]}]'")
     if distributor == "pyspark":
         _check_java()
         master = os.environ.get(SPARK_MASTER_ENV)
@@ -140,15 +140,18 @@ def _start_spark(processes: int) -> tuple[str, str]:
 
 
 def _start_ray(processes: int) -> tuple[str, str]:
-    import ray
-
     runtime_env = _ray_runtime_env()
     address = _ray_cluster_address()
     if address is None:
+        # Ray replaces 127.0.0.1 by the machine's external address (so that other nodes could
+        # join) unless told this is no cluster; read when ray is imported, so set before.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if address is None:
         # No cluster: a local instance for this run only, on loopback (nothing else joins it).
         ray.init(address="local", num_cpus=processes, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", runtime_env=runtime_env,
-                 log_to_driver=True)
+                 _node_ip_address="127.0.0.1", runtime_env=runtime_env)
         where = "a local instance on 127.0.0.1"
     else:
         ray.init(address=address, runtime_env=runtime_env)
@@ -174,14 +177,21 @@ def _ray_runtime_env() -> dict | None:
 
 def _ray_cluster_address() -> str | None:
     """RAY_ADDRESS, else the cluster a `ray start` on this machine recorded if it still answers,
-    else None (start a local one)."""
+    else None (start a local one). Read without importing ray (see `_start_ray`), from where
+    Ray records it: RAY_TMPDIR, TMPDIR or /tmp, then ray/ray_current_cluster."""
     explicit = os.environ.get("RAY_ADDRESS")
     if explicit:
         return explicit
-    from ray._private.services import find_bootstrap_address
-
-    recorded = find_bootstrap_address(None)
-    hostport = _ray_hostport(recorded) if recorded else None
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    try:
+        with open(os.path.join(tmp, "ray", "ray_current_cluster")) as f:
+            recorded = f.read().strip()
+    except OSError:
+        return None
+    try:
+        hostport = _ray_hostport(recorded)
+    except UsageError:
+        return None
     if hostport is None:
         return None
     try:
@@ -220,8 +230,10 @@ def explain(distributor: str, err: BaseException, workers_python: str | None) ->
                 f"{fix} at an interpreter with cloob-dataprep installed on every node")
     if m := _WRONG_PYTHON.search(text):
         return f"{engine} {workers}: {m.group(0).strip()}"
-    if isinstance(err, ConnectionError):
-        return f"{engine}: cannot connect: {_first_line(str(err))}"
+    if isinstance(err, ConnectionError):  # Ray's reason (e.g. a token it wants) is the cause
+        why = f" ({type(err.__cause__).__name__}: {_first_line(str(err.__cause__))[:240]})" \
+            if err.__cause__ else ""
+        return f"{engine}: cannot connect: {_first_line(str(err))}{why}"
     # Java and Ray wrap the Python error; the innermost Python exception line names the cause.
     found = [m for m in _PY_ERROR.finditer(text) if not m.group(1).startswith(("Py4J", "Spark"))]
     cause = f"{found[-1].group(1)}: {found[-1].group(2)}" if found else _first_line(text)
