@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 
 from cloob.common.cli import UsageError, fail, make_app, run_app
 from cloob.dataprep.config import DISTRIBUTORS, RESIZE_MODES, DownloadOptions
+from cloob.dataprep.engines import preflight
 
 app = make_app("dataprep", "Turn caption datasets (CC3M, YFCC-15M, any url list) into webdataset shards with a DuckDB manifest.", "cloob-dataprep")
 fetch_app = typer.Typer(help="Build a dataset directory: url list → shards + manifest.",
@@ -67,9 +67,6 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
         raise UsageError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}")
     if distributor not in DISTRIBUTORS:
         raise UsageError(f"--distributor must be one of {', '.join(DISTRIBUTORS)}")
-    if distributor != "multiprocessing" and importlib.util.find_spec(distributor) is None:
-        raise UsageError(f"--distributor {distributor} needs {distributor} installed "
-                         f"(e.g. `uv run --with {distributor} dataprep ...`)")
     for flag, value in (("--image-size", image_size), ("--processes", processes),
                         ("--threads", threads), ("--samples-per-shard", samples_per_shard),
                         ("--timeout", timeout),
@@ -78,6 +75,7 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
             raise UsageError(f"{flag} must be at least 1")
     if retries < 0:
         raise UsageError("--retries must be at least 0")
+    preflight(distributor)  # after the cheap checks: it may try to connect for a few seconds
     return DownloadOptions(image_size=image_size, resize_mode=resize_mode, processes=processes,
                            threads=threads, samples_per_shard=samples_per_shard,
                            max_samples=max_samples, retries=retries, timeout=timeout,

@@ -5,10 +5,13 @@ img2dataset runs in a child Python process (`python -m cloob.dataprep.download A
   torch is never used for writing tars), img2dataset imports wandb (~2 s, unused here). This
   module, run as the main module, hides both before anything imports them; img2dataset's spawned
   workers re-import the main module first, so they skip them too;
-- its noisy stdout goes to `DIR/img2dataset.log` while tqdm's progress stays on stderr;
+- its noisy stdout goes to `DIR/img2dataset.log` while tqdm's progress stays on stderr; with Spark
+  or Ray, stderr goes there too (JVM and Ray logs, executor tracebacks);
 - its SIGINT handler exits with status 0 and would make a Ctrl-C look like success in-process;
-- distributors: `ray` needs `ray.init` before img2dataset is called, `pyspark` can be pointed at
-  a cluster with DATAPREP_SPARK_MASTER.
+- distributors: the Spark session or Ray connection is made here first (engines.py), so that
+  executors and Ray workers run this interpreter;
+- a failure writes one line naming its cause next to the args file and its traceback to the log;
+  the parent raises that line as EngineError.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 import types
 from pathlib import Path
 
@@ -26,10 +30,15 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))
 
 from cloob.dataprep.config import DownloadOptions  # noqa: E402
+from cloob.dataprep.engines import explain, start_engine, stop_engine  # noqa: E402
 
 
 class IncompleteError(Exception):
     """img2dataset stopped or some shards failed in it; re-running the command resumes them."""
+
+
+class EngineError(IncompleteError):
+    """img2dataset or its engine (Spark, Ray) raised; the message names the cause in one line."""
 
 
 def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
@@ -39,20 +48,34 @@ def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
     `extend=False` resumes (shards with a stats file are skipped); `extend=True` appends new shards
     after the last one (used by `retry`)."""
     shards.mkdir(parents=True, exist_ok=True)
-    args = _img2dataset_args(inputs, shards, opts, extra_columns, extend)
     args_file = shards.parent / ".img2dataset-args.json"
-    args_file.write_text(json.dumps(args))
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    error_file = shards.parent / ".img2dataset-error.txt"
+    error_file.unlink(missing_ok=True)
+    args_file.write_text(json.dumps({
+        "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),
+        "error_file": str(error_file)}))
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1",
+           # Ray's `uv run` detection would make workers run `uv run … python` in a copy of the
+           # working directory; engines.py gives them this interpreter instead.
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
+           # Ray reports usage statistics over the internet unless told not to.
+           "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
     try:
         with open(log, "ab") as out:
             # -P: `python -m` would put the working directory first on sys.path, and a folder
             # there named like a package (`ray/`, `torch/`) would shadow the installed one.
+            # Spark's JVM and Ray's processes write pages of logs to stderr: into the log too.
             proc = subprocess.run([sys.executable, "-P", "-m", "cloob.dataprep.download",
-                                   str(args_file)], stdout=out, env=env, check=False)
+                                   str(args_file)], stdout=out, env=env, check=False,
+                                  stderr=None if opts.distributor == "multiprocessing" else out)
+        cause = error_file.read_text().strip() if error_file.exists() else None
     finally:
         args_file.unlink(missing_ok=True)
+        error_file.unlink(missing_ok=True)
     if proc.returncode < 0 or proc.returncode == 130:
         raise KeyboardInterrupt
+    if cause:
+        raise EngineError(f"{cause} (traceback in {log})")
     if proc.returncode != 0:
         raise IncompleteError(f"img2dataset failed (exit {proc.returncode}, see {log}); "
                               "re-run the same command to resume")
@@ -85,22 +108,24 @@ def _img2dataset_args(inputs: Path, shards: Path, opts: DownloadOptions,
 
 
 def _main(args_file: str) -> int:
-    args = json.loads(Path(args_file).read_text())
-    if args["distributor"] == "ray":
-        import ray
-
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
-    elif args["distributor"] == "pyspark" and os.environ.get("DATAPREP_SPARK_MASTER"):
-        from pyspark.sql import SparkSession
-
-        SparkSession.builder.master(os.environ["DATAPREP_SPARK_MASTER"]).appName(
-            "dataprep").getOrCreate()
-    from img2dataset import download
-
+    spec = json.loads(Path(args_file).read_text())
+    args, distributor = spec["img2dataset"], spec["img2dataset"]["distributor"]
+    workers_python = None
     try:
+        where, workers_python = start_engine(distributor, args["processes_count"])
+        print(f"dataprep: {where}; workers run {workers_python}", flush=True)
+        from img2dataset import download
+
         download(**args)
     except SystemExit:  # img2dataset's SIGINT handler
         return 130
+    except Exception as err:  # noqa: BLE001 - any failure becomes one line plus the log
+        traceback.print_exc(file=sys.stdout)  # stdout is the log
+        sys.stdout.flush()
+        Path(spec["error_file"]).write_text(explain(distributor, err, workers_python))
+        return 3
+    finally:
+        stop_engine(distributor)
     return 0
 
 

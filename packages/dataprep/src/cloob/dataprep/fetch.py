@@ -23,6 +23,7 @@ from cloob.common.files import write_json
 from cloob.dataprep.allowed_urls import REFUSED_MESSAGE, REFUSED_STATUS, fetchable_mask
 from cloob.dataprep.config import DownloadOptions, SourceSpec
 from cloob.dataprep.download import IncompleteError, run_img2dataset
+from cloob.dataprep.engines import preflight
 from cloob.dataprep.layout import Layout, locked
 from cloob.dataprep.manifest import build_manifest, connect, record_run
 from cloob.dataprep.shards import complete_shards, remove_incomplete, write_sizes
@@ -73,7 +74,8 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
                 _start_over(layout)
             state = _ensure_inputs(layout, identity, opts, spec)
             downloading = True
-            _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False)
+            _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False,
+                      say=say)
             counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
                              started)
     except Exception:
@@ -92,6 +94,7 @@ def retry(root: Path, overrides: dict, *, say: Callable[[str], None] = print) ->
     with locked(root):
         state = json.loads(layout.fetch_json.read_text())
         opts = DownloadOptions(**{**state["options"], **overrides})
+        preflight(opts.distributor)
         remove_incomplete(layout.shards)
         missing = set(range(state["n_shards"])) - {int(n) for n in complete_shards(layout.shards)}
         if missing:
@@ -104,7 +107,7 @@ def retry(root: Path, overrides: dict, *, say: Callable[[str], None] = print) ->
         else:
             say(f"retrying {n} failed samples")
             _download(layout, opts, tuple(state.get("extra_columns", ())), None, extend=True,
-                      inputs=layout.retries)
+                      inputs=layout.retries, say=say)
         shutil.rmtree(layout.retries, ignore_errors=True)
         return _finish(layout, "retry", {**asdict(opts)}, started)
 
@@ -268,12 +271,15 @@ def _write_retry_input(layout: Layout) -> int:
 
 
 def _download(layout: Layout, opts: DownloadOptions, extra_columns: tuple[str, ...],
-              expected: range | None, *, extend: bool, inputs: Path | None = None) -> None:
+              expected: range | None, *, extend: bool, inputs: Path | None = None,
+              say: Callable[[str], None] = print) -> None:
     remove_incomplete(layout.shards)
     done = {int(n) for n in complete_shards(layout.shards)}
     if expected is not None and set(expected) <= done:
         return
     before = set(done)
+    if opts.distributor != "multiprocessing":
+        say(f"downloading with {opts.distributor}; its output goes to {layout.log}")
     run_img2dataset(inputs or layout.inputs, layout.shards, opts, extra_columns=extra_columns,
                     log=layout.log, extend=extend)
     done = {int(n) for n in complete_shards(layout.shards)}

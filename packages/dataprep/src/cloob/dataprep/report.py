@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -61,9 +62,11 @@ def print_query(root: Path, sql: str, limit: int) -> None:
 
 
 def verify_dir(root: Path) -> bool:
-    """Check every shard; print a table of bad ones. True when all are good."""
+    """Check every shard; print a table of bad ones. True when all are good and the fetch
+    finished (every shard fetch.json expects is complete)."""
     layout = Layout(root)
     done = complete_shards(layout.shards)
+    unfinished = _unfinished(layout, done)
     bad: list[tuple[str, str]] = []
     checked = 0
     with connect(layout) as con:
@@ -82,6 +85,8 @@ def verify_dir(root: Path) -> bool:
                 check.problems.append(f"{check.samples} samples, stats say "
                                       f"{done[name]['successes']}")
             bad.extend((tar.name, p) for p in check.problems[:5])
+    if unfinished:
+        console.print(f"[red]incomplete[/red]: {unfinished}")
     if bad:
         table = Table(title="bad shards")
         table.add_column("shard")
@@ -92,8 +97,25 @@ def verify_dir(root: Path) -> bool:
         n = len({s for s, _ in bad})
         console.print(f"[red]{n} bad shard(s)[/red] of {len(shard_names(layout.shards))}")
         return False
+    if unfinished:
+        return False
     console.print(f"[green]ok[/green]: {len(done)} shards, {checked:,} samples verified")
     return True
+
+
+def _unfinished(layout: Layout, done: dict[str, dict]) -> str | None:
+    """What is missing when the fetch did not finish: fetch.json fixes the shard count when the
+    download starts, a shard is finished once its stats file is written (runs.json gets the run
+    only after all of them are)."""
+    try:
+        expected = int(json.loads(layout.fetch_json.read_text())["n_shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a `fetch demo` directory, or one from before fetch.json
+    finished = len(set(range(expected)) & {int(name) for name in done})
+    if finished == expected:
+        return None
+    return (f"{finished} of {expected} shards finished; the fetch did not complete "
+            "(re-run the same fetch command to finish it)")
 
 
 def _print_result(result: duckdb.DuckDBPyConnection, title: str | None, limit: int) -> None:
