@@ -4,8 +4,8 @@
 Captions are the demo's (`cloob.dataprep.synthetic`, 10–20 tokens). Timed (forward+backward, one
 thread): RN50's text tower (77-token context, 12 layers), tiny-vit's text tower (32-token context,
 4 layers), the ViT image towers of tiny-vit (64 px) and ViT-B/32 (224 px), and a whole tiny-vit
-training forward+backward. Each row: plain open_clip, then each shortcut added in turn
-("full block" = trimmed, but the last block still run at every token). Rounds alternate the order.
+training forward+backward. Each row: plain open_clip, then each shortcut added in turn ("+ text
+trim" = trimmed, the last block still run at every token). The variants take turns in 3 rounds.
 Run: `OMP_NUM_THREADS=1 uv run python bench/tower_shortcuts.py`.
 """
 
@@ -51,8 +51,21 @@ def _whole_last_block() -> Iterator[None]:
         last_block.last_block_at = shortcut
 
 
-def _timed(step: Callable[[], None], rounds: int = 2, repeat: int = 3) -> float:
-    return statistics.median(time_call(step, warmup=1, repeat=repeat) for _ in range(rounds))
+def _interleaved(steps: list[Callable[[], None]], rounds: int = 3, repeat: int = 2) -> list[float]:
+    """Median seconds per step of each variant; the variants take turns within every round and
+    the order rotates, so a machine whose load changes affects them alike."""
+    times: list[list[float]] = [[] for _ in steps]
+    for r in range(rounds):
+        for i in [(r + j) % len(steps) for j in range(len(steps))]:
+            times[i].append(time_call(steps[i], warmup=1, repeat=repeat))
+    return [statistics.median(t) for t in times]
+
+
+def _trim_only(step: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        with _whole_last_block():
+            step()
+    return run
 
 
 def _backward(fn: Callable[[], torch.Tensor], model: torch.nn.Module) -> Callable[[], None]:
@@ -67,25 +80,25 @@ def text_rows(captions: list[str]) -> list[list]:
     for name in ("RN50-quickgelu", "tiny-vit"):
         model = open_clip.create_model(name)
         tokens = open_clip.get_tokenizer(name)(captions)
-        full = _timed(_backward(lambda m=model, t=tokens: m.encode_text(t), model))
-        with _whole_last_block():
-            trimmed = _timed(_backward(lambda m=model, t=tokens: encode_text(m, t), model))
-        ours = _timed(_backward(lambda m=model, t=tokens: encode_text(m, t), model))
+        plain = _backward(lambda m=model, t=tokens: m.encode_text(t), model)
+        ours = _backward(lambda m=model, t=tokens: encode_text(m, t), model)
+        full, trimmed, both = _interleaved([plain, _trim_only(ours), ours])
         rows.append([f"{name} text tower, batch {len(captions)}",
-                     f"{tokens.shape[1]} → {trim_padding(tokens).shape[1]}", full, trimmed, ours])
+                     f"{tokens.shape[1]} → {trim_padding(tokens).shape[1]}", full, trimmed, both])
     return rows
 
 
 def image_rows() -> list[list]:
     rows = []
     for name, batch in (("tiny-vit", 64), ("ViT-B-32-quickgelu", 16)):
-        model = open_clip.create_model(name)
-        size = model.visual.image_size
+        plain = open_clip.create_model(name)
+        size = plain.visual.image_size
         images = torch.randn(batch, 3, *(size if isinstance(size, tuple) else (size, size)))
-        full = _timed(_backward(lambda m=model, x=images: m.encode_image(x), model), repeat=2)
-        last_block.install_image_shortcut(model)
-        ours = _timed(_backward(lambda m=model, x=images: m.encode_image(x), model), repeat=2)
-        rows.append([f"{name} image tower, batch {batch}", "–", full, full, ours])
+        ours = copy.deepcopy(plain)
+        last_block.install_image_shortcut(ours)
+        full, both = _interleaved([_backward(lambda m=m, x=images: m.encode_image(x), m)
+                                   for m in (plain, ours)])
+        rows.append([f"{name} image tower, batch {batch}", "–", full, full, both])
     return rows
 
 
@@ -105,12 +118,11 @@ def training_row(captions: list[str]) -> list:
     install(trimmed)
     ours = copy.deepcopy(trimmed)
     last_block.install_image_shortcut(ours)
-    full_ms = _timed(step(plain, tokens), repeat=5)
-    with _whole_last_block():
-        trimmed_ms = _timed(step(trimmed, trim_padding(tokens)), repeat=5)
-    ours_ms = _timed(step(ours, trim_padding(tokens)), repeat=5)
-    return ["tiny-vit training step, batch 32",
-            f"{tokens.shape[1]} → {trim_padding(tokens).shape[1]}", full_ms, trimmed_ms, ours_ms]
+    short = trim_padding(tokens)
+    full, trim, both = _interleaved([step(plain, tokens), _trim_only(step(trimmed, short)),
+                                     step(ours, short)], repeat=4)
+    return ["tiny-vit training step, batch 32", f"{tokens.shape[1]} → {short.shape[1]}",
+            full, trim, both]
 
 
 def main() -> None:
