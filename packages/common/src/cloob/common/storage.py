@@ -227,6 +227,13 @@ def local_copy(source: Path | RemotePath) -> Iterator[Path]:
         yield path
 
 
+def attach_to_duckdb(con: Any, url: Path | RemotePath) -> None:
+    """Let DuckDB's read_parquet open `url`'s store through our fsspec client (its own S3
+    support is an extension it would download at run time)."""
+    if isinstance(url, RemotePath):
+        con.register_filesystem(url._fs)
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 def check_access(url: str | RemotePath) -> None:

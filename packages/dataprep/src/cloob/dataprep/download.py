@@ -25,14 +25,19 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
     # img2dataset imports wandb unconditionally (~2 s per process); we never enable it.
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))
 
+from typing import TYPE_CHECKING  # noqa: E402
+
 from cloob.dataprep.config import DownloadOptions  # noqa: E402
+
+if TYPE_CHECKING:
+    from cloob.common.storage import RemotePath
 
 
 class IncompleteError(Exception):
     """img2dataset stopped or some shards failed in it; re-running the command resumes them."""
 
 
-def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
+def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptions, *,
                     extra_columns: tuple[str, ...], log: Path, extend: bool = False) -> None:
     """Download every row of the parquet parts under `inputs` into webdataset shards in `shards`.
 
@@ -40,7 +45,7 @@ def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
     after the last one (used by `retry`)."""
     shards.mkdir(parents=True, exist_ok=True)
     args = _img2dataset_args(inputs, shards, opts, extra_columns, extend)
-    args_file = shards.parent / ".img2dataset-args.json"
+    args_file = log.parent / ".img2dataset-args.json"  # beside the log: `shards` may be remote
     args_file.write_text(json.dumps(args))
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     try:
