@@ -6,11 +6,6 @@ to the bucket at the end; stats/query/verify/retry read it back; a kill mid-uplo
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
