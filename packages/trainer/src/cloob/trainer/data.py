@@ -30,9 +30,9 @@ from typing import Any
 import braceexpand
 import torch
 import webdataset as wds
-from webdataset.gopen import gopen_schemes
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from webdataset.gopen import gopen_schemes
 
 from cloob.common import storage
 from cloob.common.cli import UsageError
