@@ -19,7 +19,7 @@ PRECISION_HELP = "fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."
 ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset.")
 
 # Options every evaluation command shares (typer only reads them when it builds the commands).
-CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable.")
+CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip), a path or s3://bucket/key; repeatable.")
 MODEL = typer.Option(None, "--model", help="An open_clip model name (with --pretrained).")
 PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file.")
 PRECISION = typer.Option("fp32", "--precision", help=PRECISION_HELP)
@@ -146,7 +146,7 @@ def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path 
 
 @app.command()
 def zeroshot(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all'."),
@@ -186,7 +186,7 @@ def zeroshot(
 
 @app.command("linear-probe")
 def linear_probe(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
@@ -242,7 +242,7 @@ RETRIEVAL_COLUMNS = {"i2t_r1": "image→text R@1", "i2t_r5": "R@5", "i2t_r10": "
 
 @app.command()
 def retrieval(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
@@ -277,7 +277,7 @@ def retrieval(
 
 @app.command()
 def analyze(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
@@ -324,7 +324,7 @@ def _show_columns(records: list[dict], title: str, columns: dict[str, str], scal
     Console().print(table)
 
 
-def _load_models(ckpt: list[Path] | None, model: str | None, pretrained: str | None,
+def _load_models(ckpt: list[str] | None, model: str | None, pretrained: str | None,
                  precision: str) -> list:
     """--ckpt files, then --model/--pretrained, with the weights in `precision`."""
     from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
