@@ -35,7 +35,7 @@ def test_remote_path_reads_lists_and_writes_whole_objects(s3: S3Server, tmp_path
     (root / "c.txt").unlink(missing_ok=True)
     assert not (root / "c.txt").exists()
     storage.rmtree(root)
-    assert s3.keys() == []
+    assert s3.list_keys() == []
 
 
 def test_storage_options_reach_child_processes(s3: S3Server, monkeypatch) -> None:

@@ -45,7 +45,7 @@ def test_fetch_to_bucket_then_read_it_back(s3: S3Server, url_csv: Path, dataprep
     url, work = s3.url("ds"), tmp_path / "work"
     r = dataprep("fetch", "urls", "--input", url_csv, "--out", url, "--work", work, *OPTS)
     assert r.code == 0, r.err
-    keys = s3.keys("ds/")
+    keys = s3.list_keys("ds/")
     shards = [f"ds/shards/0000{i}{s}" for i in range(3) for s in (".parquet", ".tar", "_stats.json")]
     assert keys == sorted([*(f"ds/{n}" for n in RECORDS), *shards, "ds/shards/sizes.json",
                            "ds/sizes.json"])
@@ -69,7 +69,7 @@ def test_fetch_to_bucket_then_read_it_back(s3: S3Server, url_csv: Path, dataprep
     assert [r["command"] for r in runs] == ["fetch", "retry"]
     # The credentials never show in what was printed or written, locally or in the bucket.
     written = [p.read_bytes() for p in [*work.rglob("*"), *other.rglob("*")] if p.is_file()]
-    written += [s3.read(k) for k in s3.keys("ds/") if not k.endswith(".tar")]
+    written += [s3.read(k) for k in s3.list_keys("ds/") if not k.endswith(".tar")]
     assert not any(s3.secret in text for text in outputs)
     assert not any(s3.secret.encode() in data for data in written)
 
@@ -86,7 +86,7 @@ def test_kill_mid_upload_then_rerun_completes_exactly(s3: S3Server, served, url_
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     try:
-        while "ds/shards/00000_stats.json" not in s3.keys("ds/"):
+        while "ds/shards/00000_stats.json" not in s3.list_keys("ds/"):
             assert proc.poll() is None, "fetch finished before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -94,7 +94,7 @@ def test_kill_mid_upload_then_rerun_completes_exactly(s3: S3Server, served, url_
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI, img2dataset and its workers
         proc.wait()
     served.server.clear_faults()
-    keys = s3.keys("ds/")
+    keys = s3.list_keys("ds/")
     assert "ds/shards/00001_stats.json" not in keys and "ds/fetch.json" not in keys
     first = s3.client().head_object(Bucket=s3.bucket, Key="ds/shards/00000.tar")["ETag"]
 
@@ -138,12 +138,12 @@ def test_unusable_bucket_is_one_error_line(s3: S3Server, monkeypatch, dataprep, 
     url, work = _env(s3, monkeypatch, case), tmp_path / "work"
     args = {"fetch": ["fetch", "urls", "--input", url_csv, "--out", url, *OPTS],
             "stats": ["stats", url], "retry": ["retry", url]}[command]
-    before = s3.keys()
+    before = s3.list_keys()
     r = dataprep(*args, "--work", work)
     lines = r.err.strip().splitlines()
     assert r.code == 2, r.err
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.err
     assert s3.secret not in r.out + r.err
-    assert s3.keys() == before  # nothing written to the bucket
+    assert s3.list_keys() == before  # nothing written to the bucket
     assert not any(p.is_file() and p.name != ".lock" for p in work.rglob("*")) \
         if work.exists() else True

@@ -40,7 +40,7 @@ def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, c
              "--no-progress", "--warmup", "1"]
     assert _cli("trainer", "trainer", *train, "--max-steps", "2") == 0
     marker = json.loads(s3.read("runs/r/checkpoints/latest.json"))
-    assert marker["step"] == 2 and f"runs/r/checkpoints/{marker['checkpoint']}" in s3.keys()
+    assert marker["step"] == 2 and f"runs/r/checkpoints/{marker['checkpoint']}" in s3.list_keys()
 
     shutil.rmtree(tmp_path / "logs" / "r" / "checkpoints")  # a new machine: only the bucket
     assert _cli("trainer", "trainer", *train, "--max-steps", "4", "--resume", "latest") == 0
@@ -54,6 +54,6 @@ def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, c
 
     printed = "".join(capfd.readouterr())
     written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
-    written += [s3.read(k) for k in s3.keys() if k.endswith((".json", ".log", ".jsonl"))]
+    written += [s3.read(k) for k in s3.list_keys() if k.endswith((".json", ".log", ".jsonl"))]
     assert s3.secret not in printed
     assert not any(s3.secret.encode() in data for data in written)

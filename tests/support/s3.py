@@ -76,7 +76,7 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key_id,
                             aws_secret_access_key=self.secret, region_name="us-east-1")
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         """Every object key under `prefix`, sorted."""
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                           Prefix=prefix)
