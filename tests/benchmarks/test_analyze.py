@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from cloob.benchmarks.analyze import (
     alignment,
@@ -18,7 +17,7 @@ from cloob.benchmarks.analyze import (
     spectrum,
     uniformity,
 )
-from support.benchmark_data import tiny_cfg, tiny_model
+from support.benchmark_data import write_tiny_checkpoint
 from support.shards import write_shards
 
 
@@ -67,9 +66,7 @@ def ckpts(tmp_path_factory):
     out = []
     for seed, method in ((1, "clip"), (2, "cloob")):
         path = folder / f"{method}.pt"
-        torch.save({"format": "cloob-toolkit/1", "state_dict": tiny_model(seed).state_dict(), "method": method,
-                    "model_name": "tiny-vit", "model_cfg": tiny_cfg()}, path)
-        out.append(path)
+        out.append(write_tiny_checkpoint(path, seed, method))
     return out
 
 

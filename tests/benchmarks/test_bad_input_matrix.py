@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from support.bad_input import BadInput, check
-from support.benchmark_data import class_tree, png_bytes, tiny_cfg, tiny_model, write_tree
+from support.benchmark_data import class_tree, png_bytes, write_tiny_checkpoint, write_tree
 
 
 class Evil:
@@ -28,9 +28,7 @@ def evil_weights(scratch: Path) -> Path:
 
 def trainer_ckpt(scratch: Path) -> Path:
     path = scratch / "run.pt"
-    torch.save({"format": "cloob-toolkit/1", "state_dict": tiny_model(0).state_dict(),
-                "model_name": "tiny-vit", "model_cfg": tiny_cfg(), "method": "clip"}, path)
-    return path
+    return write_tiny_checkpoint(path, 0, "clip")
 
 
 def task(scratch: Path) -> Path:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cloob.benchmarks.checkpoints import load_checkpoint
+from cloob.common import checkpoint as ckpt_format
 from cloob.common.cli import UsageError
 from support.benchmark_data import tiny_cfg, tiny_model
 
@@ -28,9 +29,9 @@ def to_reference_layout(sd: dict) -> dict:
 
 
 def trainer_checkpoint(model, method: str = "cloob") -> dict:
-    return {"format": "cloob-toolkit/1", "state_dict": model.state_dict(), "model_name": "tiny-vit",
-            "model_cfg": tiny_cfg(), "method": method, "inv_tau": 30.0, "hopfield_beta": 8.0, "epoch": 3,
-            "step": 120, "optimizer": {}, "config": {"lr": 1e-3}, "name": "run"}
+    return {"state_dict": model.state_dict(), "model_name": "tiny-vit", "model_cfg": tiny_cfg(),
+            "method": method, "inv_tau": 30.0, "hopfield_beta": 8.0, "epoch": 3, "step": 120,
+            "optimizer": {}, "config": {"lr": 1e-3}, "name": "run"}
 
 
 def same_embeddings(a, b) -> None:
@@ -51,10 +52,10 @@ def original():
 def test_trainer_checkpoint(tmp_path, original):
     ckpt = trainer_checkpoint(original)
     ckpt["state_dict"] = {**ckpt["state_dict"], "log_hopfield_beta": torch.tensor(2.0)}  # eval ignores it
-    torch.save(ckpt, tmp_path / "epoch_3.pt")
+    ckpt_format.write(tmp_path / "epoch_3.pt", ckpt)
     loaded = load_checkpoint(tmp_path / "epoch_3.pt")
     assert loaded.info["ignored_keys"] == ["log_hopfield_beta"]
-    assert loaded.format == "cloob-toolkit/1" and loaded.method == "cloob" and loaded.name == "tiny-vit"
+    assert loaded.format == ckpt_format.FORMAT and loaded.method == "cloob" and loaded.name == "tiny-vit"
     assert loaded.info["epoch"] == 3 and len(loaded.sha256) == 64
     same_embeddings(loaded.model, original)
     assert loaded.preprocess.transforms[0].size == 32  # resize to the model's input size
@@ -90,7 +91,7 @@ def test_plain_open_clip_checkpoint_inferred_from_shapes(tmp_path):
 def test_wrong_shapes_and_garbage_are_one_line_errors(tmp_path, original):
     bad = trainer_checkpoint(original)
     bad["model_cfg"]["embed_dim"] = 48
-    torch.save(bad, tmp_path / "bad.pt")
+    ckpt_format.write(tmp_path / "bad.pt", bad)
     with pytest.raises(UsageError, match="do not fit"):
         load_checkpoint(tmp_path / "bad.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pandas as pd
 import pytest
 import torch
+from clip_benchmark.cli import main_build
 
-from support.benchmark_data import class_tree, tiny_cfg, tiny_model, write_tree
+from cloob.common import checkpoint as ckpt_format
+from support.benchmark_data import class_tree, write_tiny_checkpoint, write_tree
 
 
 def save_trainer_ckpt(path, seed: int, method: str):
-    model = tiny_model(seed)
-    torch.save({"format": "cloob-toolkit/1", "state_dict": model.state_dict(), "model_name": "tiny-vit",
-                "model_cfg": tiny_cfg(), "method": method, "inv_tau": 30.0, "hopfield_beta": 8.0,
-                "epoch": 1, "step": 10, "optimizer": {}, "config": {}, "name": path.stem}, path)
-    return path
+    return write_tiny_checkpoint(path, seed, method, inv_tau=30.0, hopfield_beta=8.0, epoch=1,
+                                 step=10, optimizer={}, config={}, name=path.stem)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,11 @@ def test_zeroshot_demo_task_dir(cli, tmp_path, ckpts):
         assert code == 0, err
         record = json.loads((tmp_path / "o" / "results.json").read_text())["records"][0]
         assert record["n_images"] == 4 and record["templates"] == ["a drawing of a {}."]
+    # and clip_benchmark's `build` aggregates the export (it fails on results.json: KeyError 'metrics')
+    csv = tmp_path / "benchmark.csv"
+    main_build(argparse.Namespace(files=[str(tmp_path / "o" / "clip_benchmark")], output=str(csv)))
+    row = pd.read_csv(csv).iloc[0]
+    assert row.task == "zeroshot_classification" and row.acc1 == record["metrics"]["acc1"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -79,11 +84,36 @@ def test_zeroshot_demo_task_dir(cli, tmp_path, ckpts):
     (["--datasets", "gtsrb"], "benchmarks fetch gtsrb --root"),
     (["--precision", "fp8"], "unknown precision"),
     (["--compare-paper", "laion"], "unknown paper setting"),
+    (["--device", "gpu"], "unknown device 'gpu'"),
 ])
 def test_bad_input_is_one_line_exit_2(cli, tmp_path, ckpts, args, message):
     code, _, err = cli("zeroshot", "--ckpt", ckpts[0], "--root", tmp_path, "--out", tmp_path / "o", *args)
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_zeroshot_without_root_uses_fetch_default(cli, tmp_path, ckpts, monkeypatch):
+    # the commands it suggests must work as printed: the same default root as `benchmarks fetch`
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("zeroshot", "--ckpt", ckpts[0], "--out", tmp_path / "o")
+    assert code == 2 and "--root None" not in err, err
+    assert "benchmarks fetch gtsrb --root data/benchmarks" in err
+    assert err.strip().splitlines()[-1] == ("error: no datasets to evaluate under data/benchmarks; "
+                                            "run: benchmarks fetch all --root data/benchmarks")
+
+
+def test_every_command_defaults_to_auto_device_and_one_root():
+    import typer.main
+
+    from cloob.benchmarks.cli import app
+
+    commands = typer.main.get_command(app).commands
+    defaults = {(name, p.name): p.default for name, cmd in commands.items() for p in cmd.params}
+    evaluators = {name for name, _ in defaults if (name, "device") in defaults}
+    assert evaluators == {"zeroshot", "linear-probe", "retrieval", "analyze"}
+    assert all(defaults[(name, "device")] == "auto" for name in evaluators)
+    roots = {defaults[key] for key in defaults if key[1] == "root"}
+    assert roots == {defaults[("fetch", "root")]}, roots
 
 
 def test_unreadable_and_mismatched_checkpoints_exit_2(cli, tmp_path, ckpts):
@@ -94,7 +124,7 @@ def test_unreadable_and_mismatched_checkpoints_exit_2(cli, tmp_path, ckpts):
     assert code == 2 and "not a readable checkpoint" in err
     ckpt = torch.load(ckpts[0], weights_only=True)
     ckpt["model_cfg"]["text_cfg"]["layers"] = 3
-    torch.save(ckpt, tmp_path / "wrong.pt")
+    ckpt_format.write(tmp_path / "wrong.pt", ckpt)
     code, _, err = cli("zeroshot", "--ckpt", tmp_path / "wrong.pt", "--dataset-dir", task, "--out", tmp_path / "o")
     assert code == 2 and "do not fit" in err and len(err.strip().splitlines()) == 1
 

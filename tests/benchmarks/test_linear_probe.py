@@ -13,7 +13,7 @@ from cloob.benchmarks.datasets import ImageList
 from cloob.benchmarks.features import encode_images, image_feature_mode
 from cloob.benchmarks.linear_probe import GRID, ProbeConfig, carve_validation, probe, search_lambda
 from cloob.benchmarks.probe_data import folder_probe
-from support.benchmark_data import tiny_cfg, tiny_model, tiny_preprocess, write_tree
+from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint, write_tree
 from support.probe_data import class_image, class_split
 
 CLASSES = [f"class_{c}" for c in range(6)]
@@ -130,9 +130,7 @@ def test_parity_with_clip_benchmark(tmp_path, monkeypatch):
 
 
 def _save_ckpt(path, seed=1, method="clip"):
-    torch.save({"format": "cloob-toolkit/1", "state_dict": tiny_model(seed).state_dict(), "model_name": "tiny-vit",
-                "model_cfg": tiny_cfg(), "method": method, "epoch": 1, "step": 10}, path)
-    return path
+    return write_tiny_checkpoint(path, seed, method, epoch=1, step=10)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cloob.benchmarks.retrieval import embed, from_karpathy, from_shards, recalls
-from support.benchmark_data import tiny_cfg, tiny_model, tiny_preprocess
+from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint
 from support.images import make_images
 from support.shards import write_shards
 
@@ -88,9 +88,7 @@ def test_parity_with_clip_benchmark(tmp_path):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "cloob_run.pt"
-    torch.save({"format": "cloob-toolkit/1", "state_dict": tiny_model(2).state_dict(), "model_name": "tiny-vit",
-                "model_cfg": tiny_cfg(), "method": "cloob"}, path)
-    return path
+    return write_tiny_checkpoint(path, 2, "cloob")
 
 
 def test_cli_shards_and_karpathy(cli, tmp_path, ckpt):

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from cloob.benchmarks import registry
 from cloob.benchmarks.fetch import ChecksumMismatch, FetchConfig, read_checksums
@@ -21,8 +20,7 @@ from support.benchmark_data import (
     sha256,
     standin_clip_prompts,
     standin_cloob_metadata,
-    tiny_cfg,
-    tiny_model,
+    write_tiny_checkpoint,
     write_tree,
 )
 from support.probe_data import country211_tgz, flowers_files, gtsrb_zips
@@ -96,8 +94,7 @@ def test_fetch_official_splits_then_probe(cli, probe_mirror, tmp_path, monkeypat
     assert code == 0 and "present" in err and probe_mirror.hits("country211.tgz") == hits
 
     ckpt = tmp_path / "m.pt"
-    torch.save({"format": "cloob-toolkit/1", "state_dict": tiny_model(3).state_dict(), "model_name": "tiny-vit",
-                "model_cfg": tiny_cfg()}, ckpt)
+    write_tiny_checkpoint(ckpt, 3, method=None)
     code, _, err = cli("linear-probe", "--ckpt", ckpt, "--datasets", "all", "--root", root, "--out", tmp_path / "o",
                        "--workers", "0", "--no-progress")
     assert code == 0, err

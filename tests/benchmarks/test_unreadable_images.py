@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import torch
 
-from support.benchmark_data import class_tree, png_bytes, tiny_cfg, tiny_model, write_tree
+from support.benchmark_data import class_tree, png_bytes, write_tiny_checkpoint, write_tree
 
 
 def test_unreadable_images_are_skipped_and_counted(cli, tmp_path):
     ckpt = tmp_path / "run.pt"
-    torch.save({"format": "cloob-toolkit/1", "state_dict": tiny_model(0).state_dict(),
-                "model_name": "tiny-vit", "model_cfg": tiny_cfg(), "method": "clip"}, ckpt)
+    write_tiny_checkpoint(ckpt, 0, "clip")
     task = write_tree(tmp_path / "task", {
         **class_tree({"a": 2, "b": 2}),
         "a/corrupt.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,

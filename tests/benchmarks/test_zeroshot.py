@@ -41,7 +41,7 @@ def test_hand_computed_metrics():
         [5, 0, 1, 2, 3],  # top-1 hit
     ])
     pred = Predictions(labels, top, np.zeros(top.shape), 1.0)
-    m = metrics(pred, n_classes=6)
+    m = metrics(pred)
     assert m["acc1"] == pytest.approx(3 / 6)
     assert m["acc5"] == pytest.approx(5 / 6)
     # recall per present class: c0 1/2, c1 1/2, c2 0/1, c5 1/1 → mean 0.5

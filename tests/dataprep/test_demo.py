@@ -34,6 +34,19 @@ def test_layout_sizes_and_manifest(demo):
         assert con.execute("SELECT sum(n_success) FROM shards WHERE complete").fetchall() == [(2300,)]
 
 
+def test_manifest_opens_with_the_oldest_allowed_duckdb(demo):
+    """pyproject allows duckdb>=1.1, and DuckDB 1.1 reads only storage version 64 ("Trying to read
+    a database file with version number 999, but we can only read version 64" for a file the locked
+    DuckDB 2.0 writes by default). Checked once by hand with duckdb 1.1.3 in a separate venv."""
+    import struct
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "packages/dataprep/pyproject.toml").read_text())
+    assert "duckdb>=1.1" in project["project"]["dependencies"]
+    header = demo.manifest.read_bytes()[:20]
+    assert header[8:12] == b"DUCK" and struct.unpack("<Q", header[12:20])[0] == 64
+
+
 def test_training_data_never_shows_held_out_pairs(demo):
     rows = pq.read_table(demo.shards_dir / "00000.parquet", columns=["shape", "colour"]).to_pylist()
     seen = {(r["shape"], r["colour"]) for r in rows}

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cloob.common import checkpoint as ckpt_format
+
 # Stand-in class lists for the mirror tests.
 FLOWERS = ["pink primrose", "sweet pea", "tiger lily", "moon orchid"]
 BIRDS = [f"Bird {i}" for i in range(12)]  # species-id order, like CLOOB's list
@@ -42,6 +44,16 @@ def tiny_model(seed: int = 0):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**tiny_cfg())
     return model.eval()
+
+
+def write_tiny_checkpoint(path: Path, seed: int = 0, method: str | None = "clip", **extra) -> Path:
+    """A cloob-toolkit/1 checkpoint of `tiny_model(seed)` through the format's own writer;
+    `extra` adds reader fields (epoch, step, inv_tau, ...) or overrides one."""
+    payload = ckpt_format.ModelCheckpoint(state_dict=tiny_model(seed).state_dict(),
+                                          model_name="tiny-vit", model_cfg=tiny_cfg())
+    if method is not None:
+        payload["method"] = method
+    return ckpt_format.write(path, {**payload, **extra})
 
 
 def tiny_preprocess(size: int = 32):

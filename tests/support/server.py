@@ -41,13 +41,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output clean
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
         pass
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:  # http.server naming
         self._answer(head=True)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(head=False)
 
     def _fault_for(self, path: str) -> Fault | None:

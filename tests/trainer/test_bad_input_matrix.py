@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloob.trainer import checkpoint, cli
+from cloob.common import checkpoint as ckpt_format
+from cloob.trainer import cli
 from support.bad_input import BadInput, check
 from support.shards import write_shards
 
@@ -32,8 +33,7 @@ def shard_dir(scratch: Path, sizes: str | None = None, garbage: bool = False) ->
 
 def ckpt(scratch: Path, **fields) -> Path:
     path = scratch / "resume.pt"
-    torch.save({"format": checkpoint.FORMAT, **fields}, path)
-    return path
+    return ckpt_format.write(path, fields)
 
 
 def good_fields() -> dict:

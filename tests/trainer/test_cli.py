@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from cloob.trainer import checkpoint, cli
+from cloob.common import checkpoint as ckpt_format
+from cloob.trainer import cli
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cloob.trainer.loop import train
 
@@ -74,7 +75,7 @@ def test_checkpoint_that_would_run_code_is_refused(monkeypatch, capsys, micro_ru
             return (os.system, ("echo pwned > /dev/null",))
 
     path = tmp_path / "evil.pt"
-    torch.save({"format": checkpoint.FORMAT, "payload": Evil()}, path)
+    ckpt_format.write(path, {"payload": Evil()})
     code, err = run_cli(monkeypatch, capsys, "--model", MICRO, "--dataset-type", "synthetic",
                         "--resume", str(path), "--logs", str(tmp_path))
     assert code == 2 and "refusing to load" in err and err.count("\n") == 1
@@ -91,7 +92,7 @@ def test_atomic_save_keeps_old_latest_on_failure(micro_run, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(latest, {"format": checkpoint.FORMAT})
+        ckpt_format.write(latest, {})
     assert latest.read_bytes() == before
     assert not [p for p in latest.parent.iterdir() if p.name.endswith(".tmp")]
 

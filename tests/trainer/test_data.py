@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import typing
 from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
-from cloob.trainer import checkpoint, data, models
+from cloob.common import checkpoint as ckpt_format
+from cloob.trainer import data, models
 from cloob.trainer.config import (
     DataConfig,
     EvalConfig,
@@ -58,7 +60,10 @@ def test_short_run_on_dataprep_shards(shard_dir, tmp_path):
     tags = set(events.Tags()["scalars"])  # grouped as OpenCLIP's, so runs of both sit side by side
     assert {"train/loss", "train/lr", "train/samples_per_s", "val/loss"} <= tags, tags
     ckpt = torch.load(result.checkpoint, weights_only=True)  # plain types only
-    assert ckpt["format"] == "cloob-toolkit/1" and ckpt["model_name"] == "micro"
+    assert ckpt["format"] == ckpt_format.FORMAT and ckpt["model_name"] == "micro"
+    # the format's description is what the trainer writes: every key, and nothing undescribed
+    assert set(ckpt) == set(typing.get_type_hints(ckpt_format.TrainerCheckpoint))
+    ckpt_format.read(result.checkpoint)  # and each value has the described kind
     assert ckpt["method"] == "clip" and ckpt["step"] == 4 and ckpt["config"]["data"]["workers"] == 2
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
     assert abs(ckpt["state_dict"]["logit_scale"].exp().item() - ckpt["inv_tau"]) < 1e-4
@@ -108,7 +113,7 @@ def test_fewer_shards_than_workers_falls_back(tmp_path, caplog):
 def test_resampled_with_num_samples(shard_dir, tmp_path):
     result = train(cfg(tmp_path, "res", train_data=f"{shard_dir}/shards/{{00000..00003}}.tar",
                        dataset_resampled=True, train_num_samples=40, workers=2))
-    assert checkpoint.load(result.checkpoint)["step"] == 4
+    assert ckpt_format.read(result.checkpoint)["step"] == 4
 
 
 def test_csv_reference_format(tmp_path):

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from cloob.common import checkpoint as ckpt_format
 from cloob.trainer import checkpoint, losses, models
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cloob.trainer.loop import learning_rate, param_groups, train
@@ -66,7 +67,7 @@ def test_features_run_bf16_gradclip_checkpointing_restarts(tmp_path):
         run=RunConfig(logs=str(tmp_path), name="feat", precision="amp_bf16", report_to="none",
                       progress=False, save_every_n_steps=2, keep_last=2, log_every_n_steps=3),
     ))
-    ckpt = checkpoint.load(result.checkpoint)
+    ckpt = ckpt_format.read(result.checkpoint)
     assert ckpt["step"] == 12 and ckpt["epoch"] == 2
     assert ckpt["inv_tau"] <= 100.0 + 1e-3  # clamped after each step
     assert ckpt["hopfield_beta"] != 8.0  # β learned
@@ -106,9 +107,30 @@ def test_torchcompile_trains_and_its_checkpoint_loads_in_open_clip(tmp_path, met
         optim=OptimConfig(warmup=1, max_steps=3, accum_freq=1),
         run=RunConfig(logs=str(tmp_path), name="compiled", report_to="none", progress=False,
                       log_every_n_steps=1)))
-    ckpt = checkpoint.load(result.checkpoint)
+    ckpt = ckpt_format.read(result.checkpoint)
     assert ckpt["step"] == 3 and math.isfinite(result.metrics["loss"])
     assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])  # the raw model's keys
     loaded = open_clip.create_model(ckpt["model_name"], pretrained=str(result.checkpoint))
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"][key]), key
+
+
+def test_register_configs_lets_plain_open_clip_load_our_checkpoint(tmp_path):
+    """The README's open_clip example, in a fresh interpreter (no trainer import registering the
+    names on the side): the weights that load are the checkpoint's, not a random init."""
+    import subprocess
+    import sys
+
+    bundle = models.create("micro-vit", init_inv_tau=30, learnable_inv_tau=False,
+                           device=torch.device("cpu"))
+    path = ckpt_format.write(tmp_path / "latest.pt", {
+        "state_dict": bundle.model.state_dict(), "model_name": bundle.name, "model_cfg": bundle.cfg})
+    expected = float(sum(p.double().sum() for p in bundle.model.state_dict().values()))
+    code = (
+        "import open_clip, torch\n"
+        "from cloob.trainer.models import register_configs\n"
+        "assert 'micro-vit' in register_configs()\n"
+        f"model, _, _ = open_clip.create_model_and_transforms('micro-vit', pretrained={str(path)!r})\n"
+        "print(float(sum(p.double().sum() for p in model.state_dict().values())))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert abs(float(out.stdout.split()[-1]) - expected) < 1e-6 * max(1.0, abs(expected))

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cloob.benchmarks.cli import main as benchmarks_main
+from cloob.common import checkpoint as ckpt_format
 from cloob.common.precision import CHOICES, PRECISIONS, resolve
-from cloob.trainer import checkpoint
 from cloob.trainer.cli import main as trainer_main
 from support.cli import run_main
 from support.images import make_images
@@ -49,7 +49,7 @@ def test_train_resume_and_evaluate_in_every_precision(precision, tmp_path, task,
     resolved = resolve(precision, "cpu")
     assert _train(tmp_path, task, precision, 2) == 0, capsys.readouterr().err
     assert _train(tmp_path, task, precision, 3, "--resume", "latest") == 0, capsys.readouterr().err
-    ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "latest.pt")
+    ckpt = ckpt_format.read(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert ckpt["step"] == 3 and ckpt["precision"] == resolved.name
     assert bool(ckpt["scaler"]) == resolved.grad_scaler  # amp keeps its loss scale across a resume
     dtypes = {v.dtype for v in ckpt["state_dict"].values() if v.is_floating_point()}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloob.trainer import checkpoint
+from cloob.common import checkpoint as ckpt_format
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cloob.trainer.loop import train
 
@@ -52,7 +52,7 @@ def cli_args(cfg: TrainConfig) -> list[str]:
 @pytest.mark.parametrize("workers, accum_freq", [(0, 1), (2, 1), (0, 2)])
 def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq):
     reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq))
-    assert checkpoint.load(reference.checkpoint)["step"] == 2 * K
+    assert ckpt_format.read(reference.checkpoint)["step"] == 2 * K
 
     killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq)
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
@@ -65,7 +65,7 @@ def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, worker
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = checkpoint.load(latest)
+    saved = ckpt_format.read(latest)
     assert K <= saved["step"] < 2 * K, saved["step"]
     per_epoch = 64 // (8 * accum_freq)  # optimizer steps; the position counts micro-batches
     assert saved["data"]["ranks"][0]["batch"] == saved["step"] % per_epoch * accum_freq
@@ -73,8 +73,8 @@ def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, worker
 
     resumed = train(config(shard_dir, tmp_path, "killed", workers, 2 * K, resume="latest",
                            accum_freq=accum_freq))
-    a = checkpoint.load(reference.checkpoint)
-    b = checkpoint.load(resumed.checkpoint)
+    a = ckpt_format.read(reference.checkpoint)
+    b = ckpt_format.read(resumed.checkpoint)
     assert b["step"] == 2 * K
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

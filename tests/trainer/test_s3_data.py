@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cloob.trainer import checkpoint
+from cloob.common import checkpoint as ckpt_format
 from cloob.trainer.data import resolve_source
 from cloob.trainer.loop import train
 from support.s3 import S3Server
@@ -30,6 +30,12 @@ def test_bucket_sources_resolve_like_local_ones(s3: S3Server, shard_dir: Path) -
     assert folder.sizes == {s: 16 for s in folder.shards}  # sizes.json read from the bucket
     braces = resolve_source(f"{url}/shards/{{00000..00001}}.tar", "auto")
     assert braces.shards == folder.shards[:2] and braces.sizes == {s: 16 for s in braces.shards}
+    # a plain folder of tars (no sizes.json): found by the shared layout's listing of the bucket
+    for tar in sorted((shard_dir / "shards").glob("*.tar")):
+        s3.client().put_object(Bucket=s3.bucket, Key=f"plain/{tar.name}", Body=tar.read_bytes())
+    plain = resolve_source(s3.url("plain"), "auto")
+    assert plain.shards == [f"{s3.url('plain')}/0000{i}.tar" for i in range(4)]
+    assert plain.sizes == {} and plain.known_samples is None
 
 
 def test_train_from_bucket_matches_local_and_resumes_exactly(s3: S3Server, shard_dir: Path,
@@ -39,7 +45,7 @@ def test_train_from_bucket_matches_local_and_resumes_exactly(s3: S3Server, shard
     # K steps from the bucket, then a resume from the checkpoint to 2K: same weights as locally.
     train(config(url, tmp_path, "remote", 2, K))  # type: ignore[arg-type]
     resumed = train(config(url, tmp_path, "remote", 2, 2 * K, resume="latest"))  # type: ignore[arg-type]
-    a, b = checkpoint.load(local.checkpoint), checkpoint.load(resumed.checkpoint)
+    a, b = ckpt_format.read(local.checkpoint), ckpt_format.read(resumed.checkpoint)
     assert b["step"] == 2 * K
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

@@ -86,15 +86,20 @@ def reference(tmp_path, method: str, learnable: bool, n: int) -> dict[str, torch
 
 
 def assert_same(got: dict, expected: dict, case) -> None:
-    """≤1e-5 relative over the whole gradient (and the loss); ≤1e-4 for each tensor alone, where
-    float32 summation order shows in the smallest gradients (a LayerNorm bias: ~1e-5)."""
+    """≤3e-5 relative over the whole gradient (and the loss), ≤3e-4 for each tensor alone: float32
+    rounding. Each micro-batch trims its captions to its own longest one and runs the last blocks
+    at its pooled tokens only (exact in real arithmetic), so features of the same sample differ by
+    a few ulps between a batch of 8 and one of 16 (≤7e-7 on unit vectors); through the contrastive
+    gradient that shows most in the smallest gradients (a LayerNorm bias ~1e-5, the learnable
+    τ⁻¹'s scalar, a sum with cancellation, 1.0e-4). The mutations this test is for (a missing
+    all-reduce, a missing 1/K) give 5e-2 and more."""
     assert set(got) == set(expected), case
     flat = torch.cat([expected[n].flatten() for n in sorted(expected)])
     diff = torch.cat([(got[n] - expected[n]).flatten() for n in sorted(expected)])
-    assert diff.norm() / flat.norm() <= 1e-5, (case, float(diff.norm() / flat.norm()))
+    assert diff.norm() / flat.norm() <= 3e-5, (case, float(diff.norm() / flat.norm()))
     for name, value in expected.items():
         err = (got[name] - value).norm() / value.norm().clamp_min(1e-12)
-        assert err <= 1e-4, (case, name, float(err))
+        assert err <= 3e-4, (case, name, float(err))
 
 
 @pytest.mark.parametrize("world", [2, pytest.param(4, marks=pytest.mark.slow)])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloob.benchmarks.options import EvalOptions
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path, write_json
 
@@ -124,16 +125,11 @@ def project(x: np.ndarray, y: np.ndarray, method: str = "pca") -> np.ndarray:
 
 
 @dataclass
-class AnalyzeConfig:
+class AnalyzeConfig(EvalOptions):
     out: Path
     max_images: int | None = 2000  # pairwise terms grow as N²
     seed: int = 0
     projection: str = "pca"
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
-    progress: bool = True
 
 
 def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print) -> list[dict]:

@@ -1,7 +1,8 @@
 """Any supported checkpoint → open_clip model + eval preprocess + tokenizer, architecture included.
 
 Formats (all loaded with `torch.load(weights_only=True)`):
-- this toolkit's trainer: `{"format": "cloob-toolkit/1", "state_dict", "model_cfg", "model_name", ...}`;
+- this toolkit's trainer: `cloob.common.checkpoint` (format "cloob-toolkit/1": `state_dict`,
+  `model_cfg`, `model_name`, `method`, ...);
 - the CLOOB reference release: `module.` prefix, text tower nested under `transformer.`,
   `logit_inv_tau` for `logit_scale`, `model_config_file` naming the architecture;
 - plain open_clip checkpoints (`{"state_dict": ...}` or a bare state dict): the architecture is read
@@ -17,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-from cloob.common.cli import UsageError
+from cloob.common import checkpoint as ckpt_format
+from cloob.common.cli import UsageError, first_line
 from cloob.common.files import sha256_file
 from cloob.common.precision import resolve
 from cloob.common.torchload import safe_load
-
-TRAINER_FORMAT = "cloob-toolkit/1"
 
 
 @dataclass
@@ -57,7 +57,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
         loaded.path = str(path)
         return loaded
     path = Path(path)
-    ckpt = _read(path)
+    ckpt = safe_load(path)
     sd, cfg, name, fmt, meta = _interpret(ckpt, path)
     prec = resolve(precision, device)
     model = _build(cfg, name, prec.open_clip)
@@ -83,9 +83,9 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
             precision=resolve(precision, device).open_clip)
     except pickle.UnpicklingError as err:  # weights_only refused a pickle that would run code
         raise UsageError(f"{pretrained}: not a readable checkpoint: refusing to load objects other "
-                         f"than tensors and plain containers ({_first_line(err)})") from None
+                         f"than tensors and plain containers ({first_line(err)})") from None
     except (RuntimeError, ValueError, FileNotFoundError) as err:
-        raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {_first_line(err)}") from None
+        raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {first_line(err)}") from None
     is_file = pretrained is not None and Path(pretrained).is_file()
     return LoadedModel(model.eval(), preprocess, open_clip.get_tokenizer(model_name), model_name,
                        "open_clip-pretrained", path=pretrained if is_file else None,
@@ -107,20 +107,14 @@ def _refuse_code(path: Path) -> None:
                          f"({', '.join(unsafe[:3])})")
 
 
-def _read(path: Path) -> dict:
-    return safe_load(path)
-
-
 def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
     """→ (open_clip state dict, model config, architecture name, format, metadata)."""
     meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "method")
             if k in ckpt and isinstance(ckpt[k], int | float | str)}
-    if ckpt.get("format") == TRAINER_FORMAT:
-        if not isinstance(ckpt.get("model_cfg"), dict):
-            raise UsageError(f"{path}: trainer checkpoint without model_cfg")
+    if ckpt_format.is_toolkit(ckpt):
+        ckpt_format.check(ckpt, path, ckpt_format.ModelCheckpoint)
         sd = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-        return sd, dict(ckpt["model_cfg"]), str(ckpt.get("model_name", "custom")), \
-            TRAINER_FORMAT, meta
+        return sd, dict(ckpt["model_cfg"]), ckpt["model_name"], ckpt_format.FORMAT, meta
     sd = ckpt.get("state_dict", ckpt)
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UsageError(f"{path}: no state_dict of tensors found")
@@ -222,7 +216,7 @@ def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
     try:
         return cls(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
     except (TypeError, ValueError, KeyError, AssertionError) as err:
-        raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {_first_line(err)}") from None
+        raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {first_line(err)}") from None
 
 
 def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> list[str]:
@@ -257,8 +251,3 @@ def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.dev
     tokenizer = open_clip.SimpleTokenizer(context_length=tokenize_cfg.get("context_length", 77))
     return LoadedModel(model.to(device).eval(), image_transform_v2(PreprocessCfg(**pp), is_train=False),
                        tokenizer, name, fmt)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__

@@ -16,7 +16,8 @@ app = make_app("benchmarks", "Fetch the zero-shot datasets of the CLOOB paper an
 console = Console(stderr=True)
 
 PRECISION_HELP = "fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."
-ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset.")
+ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one sub-folder per dataset "
+                    "(where `benchmarks fetch` puts them).")
 
 # Options every evaluation command shares (typer only reads them when it builds the commands).
 CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip), a path or s3://bucket/key; repeatable.")
@@ -25,7 +26,7 @@ PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag o
 PRECISION = typer.Option("fp32", "--precision", help=PRECISION_HELP)
 BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Images (or texts) per forward pass.")
 WORKERS = typer.Option(2, "--workers", min=0, help="Data-loader worker processes.")
-DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
+DEVICE = typer.Option("auto", "--device", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 
 
@@ -150,7 +151,7 @@ def zeroshot(
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all'."),
-    root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
+    root: Path = ROOT,
     dataset_dir: Path = typer.Option(None, "--dataset-dir", help="A custom ImageFolder (or task dir)."),
     classnames: Path = typer.Option(None, "--classnames", help="Class names for --dataset-dir, one per line."),
     templates: Path = typer.Option(None, "--templates", help="Templates with {} for --dataset-dir, one per line."),
@@ -158,7 +159,7 @@ def zeroshot(
     compare_paper: str = typer.Option(None, "--compare-paper", help="Add the paper's numbers: "
                                       "cc-rn50, cc-rn50-e128, yfcc-rn50, yfcc-rn101, yfcc-rn50x4."),
     save_predictions: bool = typer.Option(False, "--save-predictions", help="Per-image top-5 parquet files."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (reference) | amp | amp_bf16 | pure_bf16 | fp16 | auto."),
+    precision: str = PRECISION,
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
@@ -166,9 +167,10 @@ def zeroshot(
 ) -> None:
     """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
     from cloob.benchmarks import paper, report
-    from cloob.benchmarks.runner import RunConfig, run, tasks_for
-    from cloob.common.precision import resolve
+    from cloob.benchmarks.runner import ZeroshotRunConfig, run, tasks_for
+    from cloob.common.precision import resolve, resolve_device
 
+    device = resolve_device(device)
     precision = resolve(precision, device).name
     if compare_paper:
         paper.published(compare_paper)  # fail before any work
@@ -177,7 +179,8 @@ def zeroshot(
     tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
                       warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = RunConfig(out, device, batch_size, workers, precision, save_predictions, compare_paper, progress)
+    cfg = ZeroshotRunConfig(out, save_predictions, compare_paper, **_options(device, batch_size, workers,
+                                                                              precision, progress))
     records = run(models, tasks, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper)
@@ -191,7 +194,7 @@ def linear_probe(
     pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
                                        "(those whose train split is present)."),
-    root: Path = typer.Option(None, "--root", help="Where `benchmarks fetch` put the datasets."),
+    root: Path = ROOT,
     train_dir: Path = typer.Option(None, "--train-dir", help="A custom ImageFolder train split (with --test-dir)."),
     test_dir: Path = typer.Option(None, "--test-dir", help="Its test split: the same class folders."),
     name: str = typer.Option(None, "--name", help="Dataset name for --train-dir/--test-dir in the results."),
@@ -217,8 +220,9 @@ def linear_probe(
     from cloob.benchmarks.linear_probe import ProbeConfig
     from cloob.benchmarks.probe_data import probes_for
     from cloob.benchmarks.probe_runner import ProbeRunConfig, run
-    from cloob.common.precision import resolve
+    from cloob.common.precision import resolve, resolve_device
 
+    device = resolve_device(device)
     precision = resolve(precision, device).name
     if features not in FEATURE_KINDS:
         raise UsageError(f"unknown feature kind {features!r}; choose from {', '.join(FEATURE_KINDS)}")
@@ -228,8 +232,8 @@ def linear_probe(
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     probes = probes_for(datasets, root, train_dir, test_dir, name)
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = ProbeRunConfig(out, features, device, batch_size, workers, precision, progress, feature_cache,
-                         ProbeConfig(max_iter, val_fraction, seed))
+    cfg = ProbeRunConfig(out, features, feature_cache, ProbeConfig(max_iter, val_fraction, seed),
+                         **_options(device, batch_size, workers, precision, progress))
     records = run(models, probes, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
@@ -262,14 +266,16 @@ def retrieval(
     """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
     from cloob.benchmarks import report
     from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
-    from cloob.common.precision import resolve
+    from cloob.common.precision import resolve, resolve_device
 
+    device = resolve_device(device)
     precision = resolve(precision, device).name
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
     models = _load_models(ckpt, model, pretrained, precision)
-    records = run(models, pairs, RetrievalConfig(device, batch_size, workers, precision, progress), echo=console.print)
+    cfg = RetrievalConfig(**_options(device, batch_size, workers, precision, progress))
+    records = run(models, pairs, cfg, echo=console.print)
     written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
     _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -299,15 +305,17 @@ def analyze(
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
     from cloob.benchmarks import analyze as geometry
     from cloob.benchmarks.retrieval import resolve_pairs
-    from cloob.common.precision import resolve
+    from cloob.common.precision import resolve, resolve_device
 
+    device = resolve_device(device)
     precision = resolve(precision, device).name
     geometry.check_projection(projection)  # fail before any work
     if not ckpt and not model:
         raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
     pairs = resolve_pairs(data, karpathy, images, split, name)
     models = _load_models(ckpt, model, pretrained, precision)
-    cfg = geometry.AnalyzeConfig(out, max_images, 0, projection, device, batch_size, workers, precision, progress)
+    cfg = geometry.AnalyzeConfig(out, max_images, 0, projection,
+                                 **_options(device, batch_size, workers, precision, progress))
     records = geometry.run(models, pairs, cfg, echo=console.print)
     written = geometry.write(records, out)
     _show_columns(records, "Embedding geometry", geometry.COLUMNS, scale=1.0)
@@ -322,6 +330,12 @@ def _show_columns(records: list[dict], title: str, columns: dict[str, str], scal
         table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" if scale != 1.0
                                                   else f"{r['metrics'][k]:.3f}" for k in columns))
     Console().print(table)
+
+
+def _options(device: str, batch_size: int, workers: int, precision: str, progress: bool) -> dict:
+    """The EvalOptions every evaluation command passes on (device and precision resolved)."""
+    return {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision,
+            "progress": progress}
 
 
 def _load_models(ckpt: list[str] | None, model: str | None, pretrained: str | None,

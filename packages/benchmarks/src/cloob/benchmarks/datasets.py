@@ -63,7 +63,7 @@ class ImageList(Dataset):
         try:
             with Image.open(path) as img:
                 image = img.convert("RGB")
-        except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes
+        except Exception as err:  # PIL raises many types for bad bytes
             log.warning("skipping unreadable image %s: %s", path, " ".join(str(err).split())[:200])
             return None
         return self.transform(image), label, i

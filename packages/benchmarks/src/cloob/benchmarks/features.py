@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
+from cloob.common.progress import progress_bar
 from cloob.common.text import encode_text
 
 FEATURE_KINDS = ("pre-projection", "embedding")
@@ -142,15 +142,6 @@ class FeatureCache:
             return
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, x=features.x, labels=features.labels)
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, label: str, total: int):
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), transient=True, disable=not enabled)
-    task_id = progress.add_task(label, total=total)
-    with progress:
-        yield lambda n: progress.advance(task_id, n)
 
 
 def _slug(text: str) -> str:

@@ -226,7 +226,7 @@ def _metadata_record(files: dict[str, Path] | None, notes: dict) -> dict:
     return {**notes, "files": sources}
 
 
-class _staging:  # noqa: N801 - a context manager that reads like a function
+class _staging:  # a context manager that reads like a function
     """A temp folder beside the destination; removed unless it was renamed into place."""
 
     def __init__(self, root: Path, name: str) -> None:

@@ -15,22 +15,18 @@ from cloob.benchmarks.features import (
     Features,
     encode_images,
     image_feature_mode,
-    progress_bar,
 )
 from cloob.benchmarks.linear_probe import GRID, PROTOCOL, ProbeConfig, probe
+from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.probe_data import ProbeData
 from cloob.benchmarks.runner import labels_for
+from cloob.common.progress import progress_bar
 
 
 @dataclass
-class ProbeRunConfig:
+class ProbeRunConfig(EvalOptions):
     out: Path
     features: str = "pre-projection"
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
-    progress: bool = True
     cache_dir: Path | None = None  # None → OUT/.features
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
@@ -68,10 +64,8 @@ def run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConfi
             record = probe_record(loaded, label, data, splits, feature_words, cfg, versions)
             record["seconds"] = round(time.perf_counter() - started, 3)
             records.append(record)
-            m = record["metrics"]
-            echo(f"{label} · {data.name}: top-1 {100 * m['acc1']:.2f}  top-5 {100 * m['acc5']:.2f}  "
-                 f"mean-per-class {100 * m['mean_per_class_recall']:.2f}  (λ = {record['lambda']:.3g}, "
-                 f"{record['n_train']} train / {record['n_val']} val / {record['n_images']} test images)")
+            echo(report.accuracy_line(record, f"λ = {record['lambda']:.3g}, {record['n_train']} train / "
+                                              f"{record['n_val']} val / {record['n_images']} test images"))
         loaded.model.to("cpu")
     return records
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from cloob.benchmarks import paper
+from cloob.benchmarks.clip_benchmark_export import write_clip_benchmark
 from cloob.common.cli import package_version
 from cloob.common.files import atomic_open, atomic_path, write_json
 
@@ -18,6 +19,14 @@ TITLES = {"zeroshot": "Zero-shot", "linear_probe": "Linear-probe"}  # record["ta
 
 def _title(records: list[dict]) -> str:
     return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
+
+
+def accuracy_line(record: dict, details: str) -> str:
+    """The one progress line per (checkpoint, dataset) of zero-shot and linear-probe runs."""
+    m = record["metrics"]
+    return (f"{record['label']} · {record['dataset']}: top-1 {100 * m['acc1']:.2f}  "
+            f"top-5 {100 * m['acc5']:.2f}  mean-per-class {100 * m['mean_per_class_recall']:.2f}  "
+            f"({details})")
 
 
 def software_versions() -> dict[str, str]:
@@ -106,7 +115,8 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
 
 
 def write_all(records: list[dict], out: Path, compare: str | None = None) -> dict[str, Path]:
-    """results.json / .csv / .md, plus side_by_side.csv and a bar chart with several checkpoints."""
+    """results.json / .csv / .md and clip_benchmark/*.json, plus side_by_side.csv and a bar chart
+    with several checkpoints."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     write_json(written["json"], {"records": records, "compare_paper": compare})
@@ -114,6 +124,7 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
         flat(records).to_csv(f, index=False)
     with atomic_open(written["md"], encoding="utf-8") as f:
         f.write(markdown(records, compare))
+    _add_clip_benchmark(written, records, out)
     if len({r["label"] for r in records}) > 1 or compare:
         written["side_by_side"] = out / "side_by_side.csv"
         with atomic_open(written["side_by_side"], encoding="utf-8", newline="") as f:
@@ -124,7 +135,7 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
 
 def write_records(records: list[dict], out: Path, title: str, columns: dict[str, str],
                   percent: bool = True) -> dict[str, Path]:
-    """results.json / .csv / .md for the tasks beyond zero-shot; `columns`: metric key → heading;
+    """results.json / .csv / .md (and clip_benchmark/*.json) for the tasks beyond zero-shot; `columns`: metric key → heading;
     `percent`: fractions shown ×100 in the Markdown (the CSV keeps the raw values)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
@@ -144,7 +155,14 @@ def write_records(records: list[dict], out: Path, title: str, columns: dict[str,
     lines += ["", ("Percentages. " if percent else "") + "Protocol:", "", *(f"- {p}" for p in protocols)]
     with atomic_open(written["md"], encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
+    _add_clip_benchmark(written, records, out)
     return written
+
+
+def _add_clip_benchmark(written: dict[str, Path], records: list[dict], out: Path) -> None:
+    folder = write_clip_benchmark(records, out)
+    if folder is not None:
+        written["clip_benchmark"] = folder
 
 
 def predictions_frame(task_root: Path, samples: list[tuple[str, int]], pred) -> pd.DataFrame:

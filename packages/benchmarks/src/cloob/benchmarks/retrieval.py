@@ -22,10 +22,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cloob.benchmarks.options import EvalOptions
+from cloob.common import shard_layout
 from cloob.common.cli import UsageError
+from cloob.common.shard_layout import IMAGE_EXTS
 
 KS = (1, 5, 10)
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 PROTOCOL = ("image-text retrieval: L2-normalised image and caption embeddings, cosine similarity; "
             "image→text R@K = share of images with at least one of their captions among the K nearest "
             "captions, text→image R@K = share of captions whose image is among the K nearest images; "
@@ -84,7 +86,7 @@ def shard_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted((path / "shards").glob("*.tar")) or sorted(path.glob("*.tar"))
+            found = shard_layout.shard_files(path)
             if not found:
                 raise UsageError(f"{path}: no .tar shards (expected {path}/shards/*.tar or {path}/*.tar)")
             out.extend(found)
@@ -214,17 +216,13 @@ def retrieval_eval(model, preprocess, tokenizer, pairs: Pairs, **kwargs) -> dict
 
 
 @dataclass
-class RetrievalConfig:
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
-    progress: bool = True
+class RetrievalConfig(EvalOptions):
+    """Retrieval needs nothing beyond the shared evaluation options."""
 
 
 def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
     """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
-    with device, batch_size, workers, precision and progress (retrieval's, analyze's)."""
+    with the EvalOptions fields (retrieval's, analyze's)."""
     loaded.model.to(cfg.device)
     try:
         return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,

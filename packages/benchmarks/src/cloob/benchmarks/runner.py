@@ -13,21 +13,19 @@ import torch
 from cloob.benchmarks import registry, report
 from cloob.benchmarks.checkpoints import LoadedModel
 from cloob.benchmarks.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.zeroshot import build_classifier, evaluate_task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class RunConfig:
+class ZeroshotRunConfig(EvalOptions):
+    """One `benchmarks zeroshot` run: where results go and how the models are evaluated."""
+
     out: Path
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"
     save_predictions: bool = False
     compare_paper: str | None = None
-    progress: bool = True
     cache: bool = True  # classifiers on disk under OUT/.classifiers, per (checkpoint, dataset, texts)
     notes: dict = field(default_factory=dict)
 
@@ -72,7 +70,7 @@ def labels_for(models: list[LoadedModel]) -> list[str]:
     return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
 
 
-def run(models: list[LoadedModel], tasks: list[Task], cfg: RunConfig,
+def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
         echo: Callable[[str], None] = print) -> list[dict]:
     records = []
     versions = report.software_versions()
@@ -90,15 +88,13 @@ def run(models: list[LoadedModel], tasks: list[Task], cfg: RunConfig,
                                          target)
                 record["predictions"] = target.relative_to(cfg.out).as_posix()
             records.append(record)
-            m = record["metrics"]
-            echo(f"{label} · {task.name}: top-1 {100 * m['acc1']:.2f}  top-5 {100 * m['acc5']:.2f}  "
-                 f"mean-per-class {100 * m['mean_per_class_recall']:.2f}  "
-                 f"({record['n_images']} images, {record['images_per_s']:.1f}/s)")
+            echo(report.accuracy_line(record, f"{record['n_images']} images, "
+                                              f"{record['images_per_s']:.1f}/s"))
         loaded.model.to("cpu")
     return records
 
 
-def cached_classifier(loaded: LoadedModel, task: Task, cfg: RunConfig) -> torch.Tensor:
+def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig) -> torch.Tensor:
     """The text side depends only on (weights, class names, templates, precision): cache it."""
     def build() -> torch.Tensor:
         return build_classifier(loaded.model, loaded.tokenizer, task.classnames, task.templates,
@@ -121,7 +117,7 @@ def cached_classifier(loaded: LoadedModel, task: Task, cfg: RunConfig) -> torch.
     return classifier
 
 
-def make_record(loaded: LoadedModel, label: str, task: Task, result, cfg: RunConfig, versions: dict) -> dict:
+def make_record(loaded: LoadedModel, label: str, task: Task, result, cfg: ZeroshotRunConfig, versions: dict) -> dict:
     summary = result.summary()
     return {
         "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,

@@ -7,7 +7,6 @@ normalised again. Images are classified by the largest cosine similarity.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from cloob.benchmarks.datasets import ImageList, Task, collate_readable, resolve_task
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
+from cloob.common.progress import progress_bar
 from cloob.common.text import encode_text
 
 TEXT_BATCH = 512  # texts per text-tower forward: all templates of many classes at once
@@ -67,7 +66,7 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
     labels, index, score, kept = [], [], [], []
     skipped = 0
     started = time.perf_counter()
-    with _bar(progress, label, len(loader.dataset)) as advance:
+    with progress_bar(progress, label or "images", len(loader.dataset)) as advance:
         for images, targets, positions, n_bad in loader:
             skipped += n_bad
             advance(len(targets) + n_bad)
@@ -87,7 +86,7 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
                        time.perf_counter() - started, np.concatenate(kept), skipped)
 
 
-def metrics(pred: Predictions, n_classes: int) -> dict[str, float]:
+def metrics(pred: Predictions) -> dict[str, float]:
     """top-1, top-5 (top-k with k = min(5, classes)) and recall averaged over the classes present."""
     hit = pred.topk_index == pred.labels[:, None]
     recall = [hit[pred.labels == c, 0].mean() for c in np.unique(pred.labels)]
@@ -126,15 +125,15 @@ def evaluate_task(model, preprocess, tokenizer, task: Task, *, device: str | tor
         if classifier is None:
             classifier = build_classifier(model, tokenizer, task.classnames, task.templates,
                                           device=device, precision=precision)
-        _check_dims(model, classifier, task)
+        _check_dims(classifier, task)
         pred = classify(model, classifier, loader_for(task, preprocess, batch_size, workers, device),
                         device=device, precision=precision, progress=progress, label=task.name)
     finally:
         model.train(was_training)
-    return Evaluation(task, pred, metrics(pred, task.n_classes))
+    return Evaluation(task, pred, metrics(pred))
 
 
-def _check_dims(model, classifier: torch.Tensor, task: Task) -> None:
+def _check_dims(classifier: torch.Tensor, task: Task) -> None:
     if classifier.shape[0] != task.n_classes:
         raise UsageError(f"{task.name}: classifier has {classifier.shape[0]} classes, dataset {task.n_classes}")
     top = max(label for _, label in task.samples)
@@ -157,12 +156,3 @@ def zeroshot_eval(model, preprocess, tokenizer, dataset: str, path: str | Path, 
     result = evaluate_task(model, preprocess, tokenizer, task, device=device, batch_size=batch_size,
                            workers=workers, precision=precision)
     return {"dataset": task.name, **result.summary()}
-
-
-@contextlib.contextmanager
-def _bar(enabled: bool, label: str, total: int):
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), transient=True, disable=not enabled)
-    task_id = progress.add_task(label or "images", total=total)
-    with progress:
-        yield lambda n: progress.advance(task_id, n)

@@ -26,7 +26,7 @@ def package_version(dist: str) -> str:
         return "0.0.0"
 
 
-def make_app(name: str, help: str, dist: str) -> typer.Typer:  # noqa: A002 - typer's own word
+def make_app(name: str, help: str, dist: str) -> typer.Typer:  # typer's own word
     """A typer app with rich help, `-h`, `--version` and help when called without arguments."""
     app = typer.Typer(
         name=name,
@@ -57,6 +57,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr; `raise fail(...)` ends the command with `code`."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of a library's exception message (at most `limit` characters), for
+    quoting inside a toolkit error; the exception's type name when it has no message."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
 
 
 def run_app(app: typer.Typer | Callable[[], object]) -> None:

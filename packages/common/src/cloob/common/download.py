@@ -13,16 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
 from cloob.common.cli import UsageError
+from cloob.common.progress import progress_bar
 
 USER_AGENT = "cloob-toolkit/0.1 (+https://github.com/ml-jku/cloob)"
 
@@ -80,26 +72,12 @@ def _fetch_into(url: str, part: Path, timeout: float, progress: bool, chunk: int
             have = 0  # the server ignored Range: start over
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with open(part, "ab" if have else "wb") as out, _bar(url, total, have, progress) as bar:
+        label = url.rsplit("/", 1)[-1][:40]
+        with open(part, "ab" if have else "wb") as out, \
+                progress_bar(progress, label, total, done=have, unit="bytes") as bar:
             while block := resp.read(chunk):
                 out.write(block)
                 bar(len(block))
     size = part.stat().st_size
     if total is not None and size != total:
         raise _ShortRead(f"got {size} of {total} bytes")
-
-
-class _bar:  # noqa: N801 - used as a context manager, reads like a function
-    def __init__(self, url: str, total: int | None, done: int, enabled: bool) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), transient=True, disable=not enabled,
-        )
-        self._task = self._progress.add_task(url.rsplit("/", 1)[-1][:40], total=total, completed=done)
-
-    def __enter__(self):
-        self._progress.start()
-        return lambda n: self._progress.advance(self._task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()

@@ -11,7 +11,8 @@
 `fp16` is the reference's (OpenAI's `convert_weights`, open_clip's `fp16`): the model itself is
 half precision, no master copy, no loss scaling. `amp` means fp16 autocast on every device, so a
 CPU run exercises the same path as a GPU one (CPU autocast supports fp16). `auto` resolves to `amp`
-on CUDA and `fp32` elsewhere. torch/open_clip are imported lazily: `common` is also used by
+on CUDA and `fp32` elsewhere; the device `auto` (`resolve_device`) is CUDA where there is one.
+torch/open_clip are imported lazily: `common` is also used by
 `dataprep`, which must not need torch.
 """
 
@@ -71,6 +72,21 @@ _ALL = (
 )
 PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}
 CHOICES = (*PRECISIONS, "auto")  # what the CLIs accept
+
+
+def resolve_device(name: str) -> str:
+    """`auto` → `cuda` where a GPU is visible, else `cpu`; other names checked with torch."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is visible (use auto or cpu)")
+    return name
 
 
 def resolve(name: str, device: Any = "cpu") -> Precision:

@@ -12,6 +12,7 @@ torch/open_clip are imported lazily: `common` is also used by `dataprep`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -19,8 +20,11 @@ def trimmable(model: Any) -> bool:
     """True for open_clip CLIP models whose text features are exact under the trim."""
     import open_clip
 
+    from cloob.common.last_block import blocks_supported
+
     return (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", None) == "argmax"
-            and getattr(model, "attn_mask", None) is not None)
+            and getattr(model, "attn_mask", None) is not None
+            and blocks_supported(model.transformer))
 
 
 def trim_padding(tokens: Any) -> Any:
@@ -40,30 +44,32 @@ def install(model: Any) -> bool:
     """Make `model.encode_text` (and so `model(images, texts)`) accept tokens of any length up to
     the context length, so a data pipeline can trim them on the host (no device sync). An
     instance attribute: the state dict, and so the checkpoints, stay open_clip's."""
-    import types
-
     if not trimmable(model):
         return False
-    # a bound method (not a closure): deepcopy and pickle rebind it to the copy
-    model.encode_text = types.MethodType(_encode_trimmed, model)
+    # a partial of a module-level function (not a closure, not a bound method, which pickle looks
+    # up by name on the class): deepcopy and pickle rebind it to the copy
+    model.encode_text = functools.partial(_encode_trimmed, model)
     return True
 
 
 def _encode_trimmed(model: Any, tokens: Any, normalize: bool = False) -> Any:
     """open_clip's CLIP.encode_text with the positional embedding and causal mask cut to the
-    tokens' length (argmax pooling, as `trimmable` guarantees)."""
+    tokens' length, and the last block run at the end-of-text token only (argmax pooling, as
+    `trimmable` guarantees; see `cloob.common.last_block`)."""
     import torch
     import torch.nn.functional as F
+
+    from cloob.common.last_block import last_block_at, run_blocks
 
     n = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)
     x = x + model.positional_embedding[:n].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+    x = run_blocks(model.transformer, x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(last_block_at(model.transformer, x, tokens.argmax(dim=-1)))
     if isinstance(model.text_projection, torch.nn.Linear):
         x = model.text_projection(x)
     elif model.text_projection is not None:
         x = x @ model.text_projection
     return F.normalize(x, dim=-1) if normalize else x
+

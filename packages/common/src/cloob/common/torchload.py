@@ -10,7 +10,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from cloob.common.cli import UsageError
+from cloob.common.cli import UsageError, first_line
 
 
 def safe_load(path: str | Path) -> dict[str, Any]:
@@ -27,15 +27,10 @@ def safe_load(path: str | Path) -> dict[str, Any]:
         if "weights_only" in str(err) or "global" in str(err).lower():
             raise UsageError(f"{path}: not a readable checkpoint: refusing to load objects other than "
                              f"tensors and plain containers, which could execute code "
-                             f"({_first_line(err)})") from None
-        raise UsageError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
-    except Exception as err:  # noqa: BLE001 - torch's unpickler raises many types on garbage
-        raise UsageError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+                             f"({first_line(err)})") from None
+        raise UsageError(f"{path}: not a readable checkpoint ({first_line(err)})") from None
+    except Exception as err:  # torch's unpickler raises many types on garbage
+        raise UsageError(f"{path}: not a readable checkpoint ({first_line(err)})") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: not a checkpoint dict (got {type(obj).__name__})")
     return obj
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]

@@ -181,7 +181,7 @@ def fetch_yfcc15m(
 @fetch_app.command("urls")
 @_with_download_options
 def fetch_urls(
-    input: Annotated[Path, typer.Option("--input", help="parquet/csv/tsv/jsonl (optionally .gz) with a header.")],  # noqa: A002
+    input: Annotated[Path, typer.Option("--input", help="parquet/csv/tsv/jsonl (optionally .gz) with a header.")],
     out: Out,
     url_col: Annotated[str, typer.Option(help="Column holding the image URL.")] = "url",
     caption_col: Annotated[str, typer.Option(help="Column holding the caption.")] = "caption",

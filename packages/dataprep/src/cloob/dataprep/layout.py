@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cloob.common import storage
 from cloob.common.cli import UsageError
+from cloob.common.shard_layout import SHARDS, SIZES
 
 MARKER = ".dataprep"
 
@@ -43,7 +44,7 @@ class Layout:
 
     @property
     def shards(self) -> Path | storage.RemotePath:
-        return self.dataset / "shards"
+        return self.dataset / SHARDS
 
     @property
     def url_list(self) -> Path:  # the source's url/caption list, reused on re-runs
@@ -79,11 +80,11 @@ class Layout:
 
     @property
     def sizes_json(self) -> Path | storage.RemotePath:
-        return self.dataset / "sizes.json"
+        return self.dataset / SIZES
 
     @property
-    def shard_sizes_json(self) -> Path | storage.RemotePath:  # OpenCLIP looks for sizes.json next to the shards
-        return self.shards / "sizes.json"
+    def shard_sizes_json(self) -> Path | storage.RemotePath:  # OpenCLIP looks next to the shards
+        return self.shards / SIZES
 
     @property
     def log(self) -> Path:

@@ -2,6 +2,10 @@
 
 Tables: `attempts` (every row of every complete shard's parquet), `samples` (one row per input
 row: its latest attempt, so a retried sample shows its newest status), `shards`, `runs`.
+
+The file is written in DuckDB's v1.1 storage format, which every DuckDB the package allows
+(`duckdb>=1.1`) opens: newer DuckDBs write newer formats by default (2.0 writes version 999, and
+DuckDB 1.x refuses it: "Trying to read a database file with version number 999").
 """
 
 from __future__ import annotations
@@ -25,6 +29,19 @@ _ATTEMPTS_DDL = """CREATE TABLE attempts (key VARCHAR, shard VARCHAR, source_id 
     url VARCHAR, caption VARCHAR, status VARCHAR, error_message VARCHAR, width INTEGER,
     height INTEGER, original_width INTEGER, original_height INTEGER, sha256 VARCHAR)"""
 _VERSIONED = ("cloob-dataprep", "img2dataset", "webdataset", "duckdb", "pyarrow")
+STORAGE_VERSION = "v1.1.0"  # the oldest DuckDB in pyproject's range; see the module docstring
+
+
+def _create(path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is a new file at `path` in STORAGE_VERSION's format.
+    DuckDB 1.1 itself has no STORAGE_VERSION option; its files are already in that format."""
+    con = duckdb.connect()
+    major, minor = (int(x) for x in duckdb.__version__.split(".")[:2])
+    option = f" (STORAGE_VERSION '{STORAGE_VERSION}')" if (major, minor) >= (1, 2) else ""
+    quoted = str(path).replace("'", "''")
+    con.execute(f"ATTACH '{quoted}' AS manifest{option}")
+    con.execute("USE manifest")
+    return con
 
 
 def build_manifest(layout: Layout) -> Path:
@@ -32,7 +49,7 @@ def build_manifest(layout: Layout) -> Path:
     done = complete_shards(layout.shards)
     with atomic_path(layout.manifest) as tmp:
         tmp.unlink()  # DuckDB wants to create the file itself
-        con = duckdb.connect(str(tmp))
+        con = _create(tmp)
         try:
             storage.attach_to_duckdb(con, layout.shards)
             con.execute(_ATTEMPTS_DDL)

@@ -20,12 +20,12 @@ from pathlib import Path
 from PIL import Image
 
 from cloob.common import storage
+from cloob.common.shard_layout import IMAGE_EXTS, SIZES
 from cloob.dataprep.layout import Layout
 
 Location = Path | storage.RemotePath
 
 _SHARD = re.compile(r"^(\d+)(?:\.tar|\.parquet|_stats\.json)$")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 def read_stats(path: Location) -> dict | None:
@@ -73,8 +73,8 @@ def remove_incomplete(shards: Location) -> list[str]:
                     (shards / f"{name}{suffix}").unlink(missing_ok=True)
             removed.append(name)
     # img2dataset globs `*.json` in its output folder as shard stats: sizes.json would crash it.
-    if "sizes.json" in files:
-        (shards / "sizes.json").unlink(missing_ok=True)
+    if SIZES in files:
+        (shards / SIZES).unlink(missing_ok=True)
     if "_tmp" in files:
         storage.rmtree(shards / "_tmp")
     return removed
@@ -147,6 +147,6 @@ def _check_sample(parts: dict[str, bytes]) -> str | None:
     try:
         with Image.open(io.BytesIO(parts[images[0]])) as img:
             img.load()
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes
+    except Exception as err:  # PIL raises many types for bad bytes
         return f"image does not decode: {err}"
     return None

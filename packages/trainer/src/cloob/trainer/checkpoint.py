@@ -1,9 +1,7 @@
-"""Checkpoints: self-describing, atomic on disk, and loadable with `torch.load(weights_only=True)`.
+"""The trainer's side of checkpointing: RNG states in and out, latest.pt, pruning, --resume.
 
-Layout (format "cloob-toolkit/1"): `state_dict` in open_clip's key layout (no `module.` prefix,
-`logit_scale` = ln τ⁻¹) so `open_clip.create_model(name, pretrained=path)` loads it, plus the
-model config, the method, τ⁻¹, β and everything a resume needs (optimizer, scheduler, scaler,
-step, epoch, RNG states, data position, resolved config). Only plain containers and tensors go in.
+The file format itself (marker, payload, atomic writer, validating reader) lives in
+`cloob.common.checkpoint`, shared with benchmarks.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ import torch
 from cloob.common import storage
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
-from cloob.common.torchload import safe_load
 
-FORMAT = "cloob-toolkit/1"
 _NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 
 
@@ -52,14 +48,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
 
-def save(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Write atomically (temp file, fsync, rename): a kill leaves the old file or the new one."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-    return path
-
-
 def link_latest(path: Path, latest: Path) -> None:
     """Point `latest` at the file just written: a hard link renamed into place (atomic, no second
     copy of a large file); a plain atomic copy where the filesystem has no hard links."""
@@ -72,54 +60,6 @@ def link_latest(path: Path, latest: Path) -> None:
             shutil.copyfile(path, target)
         return
     os.replace(tmp, latest)
-
-
-def load(path: str | Path) -> dict[str, Any]:
-    """Load with weights_only=True; a pickle that wants to run code is refused with one line, and
-    so is a file with the format marker but not the fields a resume reads."""
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a {FORMAT} checkpoint")
-    problem = _missing_field(ckpt)
-    if problem:
-        raise UsageError(f"{path} is not a complete {FORMAT} checkpoint: {problem}")
-    return ckpt
-
-
-# What a resume reads, and the type each must have (nested dicts are checked field by field).
-_FIELDS: dict[str, Any] = {
-    "model_name": str, "model_cfg": dict, "method": str, "step": int,
-    "state_dict": "tensors", "loss_state": "tensors",
-    "optimizer": {"state": dict, "param_groups": list},
-    "data": {"ranks": list, "global_batch": int, "n_workers": int},
-    "rng": {"torch": torch.Tensor, "numpy": dict, "python": dict},
-}
-_POSITION = ("epoch", "batch", "worker_pos", "next_worker", "skipped")
-
-
-def _missing_field(ckpt: dict[str, Any], spec: dict[str, Any] = _FIELDS, where: str = "") -> str | None:
-    for key, kind in spec.items():
-        name = f"{where}{key}"
-        if key not in ckpt:
-            return f"no {name!r}"
-        value = ckpt[key]
-        if isinstance(kind, dict):
-            if not isinstance(value, dict):
-                return f"{name!r} is a {type(value).__name__}, not a dict"
-            problem = _missing_field(value, kind, f"{name}.")
-        elif kind == "tensors":
-            ok = isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())
-            problem = None if ok else f"{name!r} is not a mapping of names to tensors"
-        else:
-            problem = None if isinstance(value, kind) else \
-                f"{name!r} is a {type(value).__name__}, not a {kind.__name__}"
-        if problem:
-            return problem
-    ranks = ckpt.get("data", {}).get("ranks") if not where else None
-    if ranks is not None and not all(isinstance(r, dict) and all(k in r for k in _POSITION)
-                                     for r in ranks):
-        return "'data.ranks' does not hold data positions"
-    return None
 
 
 def find_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> Path:

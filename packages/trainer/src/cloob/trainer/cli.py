@@ -22,7 +22,7 @@ _D, _M, _O, _E, _R = DataConfig(), ModelConfig(), OptimConfig(), EvalConfig(), R
 DATA, MODEL, OPTIM, EVAL, RUN = "Data", "Model and objective", "Optimisation", "Evaluation", "Run"
 
 
-def _opt(default, *names: str, help: str, panel: str, **kw):  # noqa: A002 - click's word
+def _opt(default, *names: str, help: str, panel: str, **kw):  # click's word
     return typer.Option(default, *names, help=help, rich_help_panel=panel, **kw)
 
 

@@ -15,7 +15,6 @@ An epoch is `num_samples // (batch_size * world_size)` steps.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
@@ -35,11 +34,12 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from webdataset.gopen import gopen_schemes
 
 from cloob.common import storage
+from cloob.common.checkpoint import DataPosition
 from cloob.common.cli import UsageError
+from cloob.common.shard_layout import IMAGE_EXTS, SIZES, shard_files, shard_folder
 from cloob.trainer.config import DataConfig
 
 log = logging.getLogger("cloob.trainer")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 # webdataset opens s3:// shards through our fsspec client: streamed, never copied to disk, with
 # the credentials everything else uses (its `pipe:aws s3 cp` route would need the aws CLI, and
@@ -102,7 +102,7 @@ def read_sizes(path: Path | storage.RemotePath) -> dict[str, int]:
 def _sizes_next_to(paths: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for folder in sorted({os.path.dirname(p) or "." for p in paths}):
-        f = storage.location(folder) / "sizes.json"
+        f = storage.location(folder) / SIZES
         if f.is_file():
             for name, n in read_sizes(f).items():
                 sizes[_join(folder, name)] = n
@@ -111,12 +111,6 @@ def _sizes_next_to(paths: list[str]) -> dict[str, int]:
 
 def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if storage.is_remote(folder) else str(Path(folder) / name)
-
-
-def _tars_in(d: Path | storage.RemotePath) -> list[str]:
-    if isinstance(d, Path):
-        return sorted(glob.glob(str(d / "*.tar")))
-    return sorted(str(p) for p in d.iterdir() if p.name.endswith(".tar"))
 
 
 def _missing(shards: list[str]) -> list[str]:
@@ -146,14 +140,14 @@ def _is_dir(part: str) -> bool:
 
 
 def _dataprep_dir(d: Path | storage.RemotePath) -> tuple[list[str], dict[str, int]]:
-    sizes_file = d / "sizes.json"
+    sizes_file = d / SIZES
     if not sizes_file.is_file():
-        tars = _tars_in(d / "shards") or _tars_in(d)
+        tars = [str(p) for p in shard_files(d)]
         if not tars:
             raise UsageError(f"{d} holds no sizes.json and no .tar shards")
         return tars, _sizes_next_to(tars)
     table = read_sizes(sizes_file)
-    shard_dir = d / "shards" if (d / "shards").is_dir() else d
+    shard_dir = shard_folder(d)
     shards = [str(shard_dir / name) for name in sorted(table)]
     missing = _missing(shards)
     if missing:
@@ -210,7 +204,7 @@ def _require_a_sample(shards: list[str]) -> None:
         try:
             decode_sample(sample)
             return
-        except Exception:  # noqa: BLE001 - corrupt bytes: try the next sample
+        except Exception:  # corrupt bytes: try the next sample
             continue
     raise UsageError(f"no readable sample in {len(local)} shard(s) (e.g. {local[0]}): "
                      "are they webdataset tars with images and .txt captions?")
@@ -249,12 +243,12 @@ class Position:
             self.worker_pos[w] = int(batch["pos"])
             self.next_worker = (w + 1) % n_workers
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> DataPosition:
         return {"epoch": self.epoch, "batch": self.batch, "worker_pos": list(self.worker_pos),
                 "next_worker": self.next_worker, "skipped": self.skipped}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> Position:
+    def from_state(cls, d: DataPosition) -> Position:
         return cls(int(d["epoch"]), int(d["batch"]), [int(x) for x in d["worker_pos"]],
                    int(d["next_worker"]), int(d["skipped"]))
 
@@ -413,16 +407,23 @@ class SyntheticScenes:
 
     def __init__(self, n: int, image_size: int, seed: int) -> None:
         self.n, self.image_size, self.seed = n, image_size, seed
+        _scenes()  # here, in the main process: a missing extra is one line before any work
 
     def __len__(self) -> int:
         return self.n
 
     def load(self, i: int) -> tuple[Image.Image, str]:
-        from cloob.dataprep.synthetic import describe, random_scene, render
-
+        scenes = _scenes()
         rng = random.Random(derive_seed(self.seed, "synthetic", i))
-        scene = random_scene(rng)
-        return render(scene, rng, self.image_size), describe(scene, rng)
+        scene = scenes.random_scene(rng)
+        return scenes.render(scene, rng, self.image_size), scenes.describe(scene, rng)
+
+
+def _scenes() -> Any:
+    """cloob.dataprep.synthetic (the optional extra `cloob-trainer[demo]`)."""
+    from cloob.trainer.demo import dataprep_module
+
+    return dataprep_module("synthetic", "--dataset-type synthetic")
 
 
 class IndexedBatches(Dataset):

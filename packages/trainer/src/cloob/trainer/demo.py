@@ -11,9 +11,12 @@ wins over them.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
+from cloob.common.cli import UsageError
 from cloob.trainer.config import TrainConfig
 
 DEMO_SAMPLES = 20000
@@ -42,6 +45,19 @@ DEMO_SETTINGS: dict[tuple[str, str], object] = {
 }
 
 
+def dataprep_module(name: str, wanted_for: str) -> ModuleType:
+    """`cloob.dataprep.<name>`, imported only when used: dataprep is the optional extra
+    `cloob-trainer[demo]`, so a lean training node reports the missing extra in one line."""
+    try:
+        return importlib.import_module(f"cloob.dataprep.{name}")
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("cloob.dataprep"):
+            raise
+        raise UsageError(f"{wanted_for} needs cloob-dataprep, which this install lacks: install "
+                         f"'cloob-trainer[demo]' (the workspace's `uv sync` has it), or pass "
+                         f"--train-data") from None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CLOOB_CACHE") or Path.home() / ".cache" / "cloob")
 
@@ -54,8 +70,7 @@ def wants_demo(cfg: TrainConfig) -> bool:
 def demo_config(cfg: TrainConfig, explicit: set[str], samples: int = DEMO_SAMPLES) -> TrainConfig:
     """`cfg` pointed at the (built or cached) demo data, with demo settings where `explicit`
     (the option names the user typed, e.g. "batch_size") says nothing."""
-    from cloob.dataprep.sources.demo import build_demo
-
+    build_demo = dataprep_module("sources.demo", "the demo (trainer run without --train-data)").build_demo
     demo = build_demo(cache_dir() / f"demo-{samples}", samples=samples)
     sections = {name: dataclasses.replace(getattr(cfg, name)) for name in
                 ("data", "model", "optim", "eval", "run")}

@@ -27,11 +27,15 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from cloob.common import checkpoint as ckpt_format
 from cloob.common import storage
+from cloob.common.checkpoint import DataPosition, TrainerCheckpoint
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
+from cloob.common.last_block import install_image_shortcut
 from cloob.common.precision import Precision
 from cloob.common.precision import resolve as resolve_precision
+from cloob.common.progress import ProgressBar
 from cloob.common.text import install as install_text_trim
 from cloob.common.text import trim_padding
 from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models
@@ -109,7 +113,7 @@ def default_name(cfg: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
-def validate_config(cfg: TrainConfig) -> dict[str, Any] | None:
+def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     """Check everything a user can get wrong, before any work; returns a resume checkpoint if any."""
     method = cfg.model.method.replace("-", "_")
     if method not in losses.METHODS:
@@ -152,8 +156,8 @@ def validate_config(cfg: TrainConfig) -> dict[str, Any] | None:
     if cfg.run.resume == "latest" and not cfg.run.name:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
     remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
-    ckpt = checkpoint.load(checkpoint.find_resume(cfg.run.resume, run_dir / "checkpoints",
-                                                  remote))
+    ckpt = ckpt_format.read(checkpoint.find_resume(cfg.run.resume, run_dir / "checkpoints",
+                                                   remote))
     if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
         raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
                          f"this run asks for {resolved}")
@@ -311,14 +315,15 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
                     kind=cfg.optim.lr_scheduler, cycles=cfg.optim.restart_cycles)
     if cfg.model.local_loss and not info.enabled:
         log.info("--local-loss does nothing on one process: the objective is computed whole")
-    # Exact (causal tower, end-of-text pooling); not under torch.compile, where every caption
-    # length would be a new graph.
+    # Both exact (see cloob.common.text and cloob.common.last_block). The text trim not under
+    # torch.compile, where every caption length would be a new graph.
+    install_image_shortcut(model)
     trim_text = not cfg.model.torchcompile and install_text_trim(model)
     return Trainer(cfg, info, precision, bundle, model, model, loss_fn, optimizer, scaler,
                    train_data, schedule, total_steps, run_dir, trim_text)
 
 
-def restore(t: Trainer, ckpt: dict[str, Any]) -> None:
+def restore(t: Trainer, ckpt: TrainerCheckpoint) -> None:
     """Continue from a checkpoint: weights, β, optimizer, scaler, step, data position, RNGs."""
     t.raw_model.load_state_dict(ckpt["state_dict"])
     t.loss_fn.load_state_dict(ckpt["loss_state"])
@@ -477,7 +482,7 @@ class Window:
         self.steps += 1
 
 
-def log_window(t: Trainer, window: Window, logger: Logger, progress: _progress) -> Window:
+def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar) -> Window:
     """Log the window's mean loss (over ranks: with --local-loss each holds its rows' part) and
     rates; the loop's only host syncs happen here. Returns a fresh window."""
     totals = torch.stack([window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)])
@@ -492,27 +497,27 @@ def log_window(t: Trainer, window: Window, logger: Logger, progress: _progress) 
               "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
               "skipped_samples": skipped}
     logger.log(t.step, values)
-    progress.show(values)
+    show_stats(progress, values)
     return Window(torch.zeros((), device=t.device))
 
 
-def checkpoint_payload(t: Trainer, positions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything a reader (open_clip, benchmarks) or an exact resume needs; tensors and plain
-    containers only, so `torch.load(weights_only=True)` reads it."""
-    return {
-        "format": checkpoint.FORMAT, "name": t.cfg.run.name,
-        "state_dict": t.raw_model.state_dict(), "model_name": t.bundle.name,
-        "model_cfg": t.bundle.cfg, "method": t.cfg.model.method,
-        "inv_tau": float(t.raw_model.logit_scale.detach().float().exp()),
-        "hopfield_beta": float(t.loss_fn.beta.detach()), "epoch": t.position.epoch, "step": t.step,
-        "loss_state": t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
-        "optimizer": t.optimizer.state_dict(), "scheduler": {**t.schedule, "step": t.step},
-        "scaler": t.scaler.state_dict() if t.scaler is not None else {},
-        "precision": t.precision.name, "rng": checkpoint.rng_state(),
-        "data": {"ranks": positions, "global_batch": t.cfg.data.batch_size * t.info.world_size,
-                 "accum_freq": t.cfg.optim.accum_freq, "n_workers": t.train_data.n_workers},
-        "config": t.cfg.to_dict(),
-    }
+def checkpoint_payload(t: Trainer, positions: list[DataPosition]) -> TrainerCheckpoint:
+    """Everything a reader (open_clip, benchmarks) or an exact resume needs, as
+    `cloob.common.checkpoint` describes it: tensors and plain containers only."""
+    return TrainerCheckpoint(
+        format=ckpt_format.FORMAT, name=t.cfg.run.name,
+        state_dict=t.raw_model.state_dict(), model_name=t.bundle.name,
+        model_cfg=t.bundle.cfg, method=t.cfg.model.method,
+        inv_tau=float(t.raw_model.logit_scale.detach().float().exp()),
+        hopfield_beta=float(t.loss_fn.beta.detach()), epoch=t.position.epoch, step=t.step,
+        loss_state=t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
+        optimizer=t.optimizer.state_dict(), scheduler={**t.schedule, "step": t.step},
+        scaler=t.scaler.state_dict() if t.scaler is not None else {},
+        precision=t.precision.name, rng=checkpoint.rng_state(),
+        data={"ranks": positions, "global_batch": t.cfg.data.batch_size * t.info.world_size,
+              "accum_freq": t.cfg.optim.accum_freq, "n_workers": t.train_data.n_workers},
+        config=t.cfg.to_dict(),
+    )
 
 
 def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
@@ -526,10 +531,10 @@ def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
     ckpt_dir = t.run_dir / "checkpoints"
     ckpt = checkpoint_payload(t, positions)
     if filename:
-        path = checkpoint.save(ckpt_dir / filename, ckpt)
+        path = ckpt_format.write(ckpt_dir / filename, ckpt)
         checkpoint.link_latest(path, ckpt_dir / "latest.pt")
     else:
-        path = checkpoint.save(ckpt_dir / "latest.pt", ckpt)
+        path = ckpt_format.write(ckpt_dir / "latest.pt", ckpt)
     checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
     if t.cfg.run.remote_sync:
         checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step)
@@ -624,39 +629,14 @@ def _micro_batch_groups(loader: Any, k: int) -> Iterator[list[dict[str, Any]]]:
 # ----------------------------------------------------------------------------- end of run
 
 
-class _progress:  # noqa: N801 - used like a function
-    """A rich progress bar on rank 0 showing loss, lr, τ⁻¹, β, samples/s; silent elsewhere."""
+def _progress(enabled: bool, total: int, done: int) -> ProgressBar:
+    """The training bar on rank 0 (silent elsewhere); `show_stats` fills its stats column."""
+    return ProgressBar(enabled, "train", total, done=done, stats=True, transient=False).start()
 
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"))
-        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
-        self.bar.start()
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def show(self, v: dict[str, float]) -> None:
-        if self.bar is not None:
-            stats = (f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
-                     f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s")
-            self.bar.update(self.task, stats=stats)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def show_stats(bar: ProgressBar, v: dict[str, float]) -> None:
+    bar.show(f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
+             f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s")
 
 
 def plot_curves(run_dir: Path) -> Path:

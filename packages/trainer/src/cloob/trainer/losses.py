@@ -17,8 +17,6 @@ import torch.nn.functional as F
 
 from cloob.trainer.hopfield import cloob_retrievals
 
-METHODS = ("cloob", "clip", "infoloob", "hopfield_infonce")
-
 
 @dataclass(frozen=True)
 class LocalRows:
@@ -229,6 +227,7 @@ _LOSSES: dict[str, type[ContrastiveLoss]] = {
     "cloob": CloobLoss, "clip": ClipLoss, "infoloob": InfoLOOBLoss,
     "hopfield_infonce": HopfieldInfoNCELoss,
 }
+METHODS = tuple(_LOSSES)  # the --method choices
 
 
 def create_loss(method: str, hopfield_beta: float = 8.0,

@@ -22,7 +22,18 @@ from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(CONFIG_DIR)
+
+
+def register_configs() -> list[str]:
+    """Make the bundled configs (micro-rn, micro-vit, tiny-rn, tiny-vit) open_clip model names, so
+    `open_clip.create_model_and_transforms("tiny-vit", pretrained=checkpoint)` builds the
+    architecture and loads the weights. (open_clip's `local-dir:DIR` would ignore `pretrained=`
+    and, without weights in DIR, return a randomly initialised model with only a log warning.)"""
+    open_clip.add_model_config(CONFIG_DIR)
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+register_configs()  # the trainer resolves these names itself
 
 # The paper's architectures are OpenAI CLIP's, i.e. with QuickGELU.
 ALIASES = {name: f"{name}-quickgelu" for name in ("RN50", "RN101", "RN50x4", "ViT-B-32", "ViT-B-16")}
@@ -94,7 +105,10 @@ def create(name: str, *, init_inv_tau: float, learnable_inv_tau: bool, device: t
 
 def export_open_clip_dir(name: str, out_dir: str | Path) -> Path:
     """Write `out_dir/open_clip_config.json` for a model config, so OpenCLIP's own trainer can
-    build the same architecture with `--model local-dir:out_dir` (side-by-side benchmarks)."""
+    build the same architecture with `--model local-dir:out_dir` (side-by-side benchmarks).
+
+    For evaluating our checkpoints use `register_configs()` instead: open_clip ignores
+    `pretrained=` for `local-dir:` models, so weights given that way are silently not loaded."""
     resolved = resolve_model_name(name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

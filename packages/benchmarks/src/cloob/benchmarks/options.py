@@ -1,0 +1,15 @@
+"""What every evaluation (zero-shot, linear probe, retrieval, analysis) is run with: one dataclass
+that each command's config extends, so the shared knobs are defined once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(kw_only=True)  # keyword-only: each command's own fields stay positional before these
+class EvalOptions:
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int = 2
+    precision: str = "fp32"
+    progress: bool = True
