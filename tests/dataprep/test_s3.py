@@ -18,20 +18,36 @@ import pytest
 
 from support.s3 import S3Server
 
-N = 15
-OPTS = ["--samples-per-shard", "5", "--processes", "1", "--threads", "2", "--timeout", "5",
-        "--image-size", "32"]
+N = 15  # the kill test: 3 shards of 5, so rows 7 and 12 hold shards 1 and 2 open
+SMALL = 6  # the round trip: 3 shards of 2 (its time is img2dataset's start-up, not the samples)
+
+
+def _opts(per_shard: int) -> list[str]:
+    return ["--samples-per-shard", str(per_shard), "--processes", "1", "--threads", "2",
+            "--timeout", "5", "--image-size", "32"]
+
+
+OPTS, SMALL_OPTS = _opts(5), _opts(2)
 RECORDS = [".dataprep", "fetch.json", "img2dataset.log", "manifest.duckdb", "runs.json",
            "urls.json", "urls.parquet"]
 
 
-@pytest.fixture(scope="module")
-def url_csv(served, tmp_path_factory) -> Path:
+def _url_list(served, folder: Path, n: int) -> Path:
     lines = ["url,caption"] + [f'{served.server.url(img.relpath)},"{img.caption} {i}"'
-                               for i, img in enumerate(served.images[:N])]
-    csv = tmp_path_factory.mktemp("list") / "list.csv"
+                               for i, img in enumerate(served.images[:n])]
+    csv = folder / "list.csv"
     csv.write_text("\n".join(lines) + "\n")
     return csv
+
+
+@pytest.fixture(scope="module")
+def url_csv(served, tmp_path_factory) -> Path:
+    return _url_list(served, tmp_path_factory.mktemp("list"), N)
+
+
+@pytest.fixture(scope="module")
+def small_csv(served, tmp_path_factory) -> Path:
+    return _url_list(served, tmp_path_factory.mktemp("small"), SMALL)
 
 
 def _samples(manifest: Path) -> list[tuple]:
@@ -40,19 +56,19 @@ def _samples(manifest: Path) -> list[tuple]:
                            "ORDER BY source_id").fetchall()
 
 
-def test_fetch_to_bucket_then_read_it_back(s3: S3Server, url_csv: Path, dataprep,
+def test_fetch_to_bucket_then_read_it_back(s3: S3Server, small_csv: Path, dataprep,
                                            tmp_path: Path) -> None:
     url, work = s3.url("ds"), tmp_path / "work"
-    r = dataprep("fetch", "urls", "--input", url_csv, "--out", url, "--work", work, *OPTS)
+    r = dataprep("fetch", "urls", "--input", small_csv, "--out", url, "--work", work, *SMALL_OPTS)
     assert r.code == 0, r.err
     keys = s3.list_keys("ds/")
     shards = [f"ds/shards/0000{i}{s}" for i in range(3) for s in (".parquet", ".tar", "_stats.json")]
     assert keys == sorted([*(f"ds/{n}" for n in RECORDS), *shards, "ds/shards/sizes.json",
                            "ds/sizes.json"])
-    assert json.loads(s3.read("ds/sizes.json")) == {f"0000{i}.tar": 5 for i in range(3)}
+    assert json.loads(s3.read("ds/sizes.json")) == {f"0000{i}.tar": 2 for i in range(3)}
     assert not (work / "shards").exists()  # no local copy of the shards
     samples = _samples(work / "manifest.duckdb")
-    assert [s[0] for s in samples] == list(range(N)) and {s[3] for s in samples} == {"success"}
+    assert [s[0] for s in samples] == list(range(SMALL)) and {s[3] for s in samples} == {"success"}
 
     # Another machine: an empty working folder; everything comes from the bucket.
     other = tmp_path / "other"
@@ -62,7 +78,7 @@ def test_fetch_to_bucket_then_read_it_back(s3: S3Server, url_csv: Path, dataprep
         r = dataprep(*args, "--work", other)
         assert r.code == 0, (args, r.err)
         outputs.append(r.out + r.err)
-    assert "15 samples verified" in outputs[2] and "│ 15 │" in outputs[3]
+    assert f"{SMALL} samples verified" in outputs[2] and f"│ {SMALL} │" in outputs[3]
     assert "nothing to retry" in outputs[4]
     assert _samples(other / "manifest.duckdb") == samples
     runs = json.loads(s3.read("ds/runs.json"))
