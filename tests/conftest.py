@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: the loopback HTTP server and generated images."""
+"""Fixtures shared by every test package: the loopback HTTP and S3 servers, generated images."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from support.images import GeneratedImage, make_images
+from support.s3 import S3Server
 from support.server import LoopbackServer
 
 # albumentations (pulled in by img2dataset) checks online for updates at import time.
@@ -37,3 +38,32 @@ def image_factory(http_root: Path) -> Callable[..., list[GeneratedImage]]:
         return make_images(http_root, n, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server on 127.0.0.1 for the session (starting it costs ~1 s)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """The S3 server with a new empty bucket, and the AWS_* variables that reach it set for this test
+    (subprocesses inherit them). Credentials from the machine never leak in."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "FSSPEC_")):
+            monkeypatch.delenv(name)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    s3_server.new_bucket()
+    _forget_s3_clients()
+    yield s3_server
+    _forget_s3_clients()
+
+
+def _forget_s3_clients() -> None:
+    """s3fs caches filesystems (and their credentials) per process: each test starts fresh."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()

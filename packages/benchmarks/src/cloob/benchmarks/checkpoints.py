@@ -46,7 +46,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
                     precision: str = "fp32") -> LoadedModel:
     """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring.
 
-    `precision` builds the weights as `cloob.common.precision` defines (fp16/pure_bf16 cast them)."""
+    `precision` builds the weights as `cloob.common.precision` defines (fp16/pure_bf16 cast them).
+    An s3:// checkpoint is downloaded to a temp file first (torch.load needs to seek)."""
+    from cloob.common import storage
+
+    if storage.is_remote(path):
+        storage.check_access(str(path))
+        with storage.local_copy(storage.location(path)) as local:
+            loaded = load_checkpoint(local, device, precision=precision)
+        loaded.path = str(path)
+        return loaded
     path = Path(path)
     ckpt = safe_load(path)
     sd, cfg, name, fmt, meta = _interpret(ckpt, path)

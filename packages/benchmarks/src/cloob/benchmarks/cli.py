@@ -20,7 +20,7 @@ ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one 
                     "(where `benchmarks fetch` puts them).")
 
 # Options every evaluation command shares (typer only reads them when it builds the commands).
-CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip); repeatable.")
+CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip), a path or s3://bucket/key; repeatable.")
 MODEL = typer.Option(None, "--model", help="An open_clip model name (with --pretrained).")
 PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file.")
 PRECISION = typer.Option("fp32", "--precision", help=PRECISION_HELP)
@@ -147,7 +147,7 @@ def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path 
 
 @app.command()
 def zeroshot(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all'."),
@@ -189,7 +189,7 @@ def zeroshot(
 
 @app.command("linear-probe")
 def linear_probe(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
@@ -246,7 +246,7 @@ RETRIEVAL_COLUMNS = {"i2t_r1": "image→text R@1", "i2t_r5": "R@5", "i2t_r10": "
 
 @app.command()
 def retrieval(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
@@ -283,7 +283,7 @@ def retrieval(
 
 @app.command()
 def analyze(
-    ckpt: list[Path] = CKPT,
+    ckpt: list[str] = CKPT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
@@ -338,7 +338,7 @@ def _options(device: str, batch_size: int, workers: int, precision: str, progres
             "progress": progress}
 
 
-def _load_models(ckpt: list[Path] | None, model: str | None, pretrained: str | None,
+def _load_models(ckpt: list[str] | None, model: str | None, pretrained: str | None,
                  precision: str) -> list:
     """--ckpt files, then --model/--pretrained, with the weights in `precision`."""
     from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip

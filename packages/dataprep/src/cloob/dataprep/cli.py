@@ -19,7 +19,9 @@ fetch_app = typer.Typer(help="Build a dataset directory: url list → shards + m
                         no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")]
+Out = Annotated[str, typer.Option("--out", "-o", help="Dataset directory to write, or s3://bucket/prefix.")]
+Work = Annotated[Path | None, typer.Option(help="Local working folder of an s3:// dataset (url list, manifest, run records; copied to the bucket when a run ends). Default: ./dataprep-work/BUCKET--PREFIX.")]
+StorageOptions = Annotated[str | None, typer.Option(help="s3fs options as JSON, e.g. '{\"endpoint_url\": \"http://host:9000\"}' (default: the AWS_* variables).")]
 ImageSize = Annotated[int, typer.Option(help="Image side in pixels after resizing.")]
 ResizeMode = Annotated[str, typer.Option(help=f"img2dataset resize mode: {', '.join(RESIZE_MODES)}.")]
 Processes = Annotated[int, typer.Option(help="Download processes.")]
@@ -31,7 +33,7 @@ Timeout = Annotated[int, typer.Option(help="Seconds before an image download tim
 Distributor = Annotated[str, typer.Option(help=f"img2dataset distributor: {', '.join(DISTRIBUTORS)}.")]
 UserAgent = Annotated[str | None, typer.Option(help="Token added to the user agent (X-Robots-Tag matching).")]
 Force = Annotated[bool, typer.Option("--force", help="Start over in a directory made with other options.")]
-Dir = Annotated[Path, typer.Argument(help="Dataset directory written by `dataprep fetch`.")]
+Dir = Annotated[str, typer.Argument(help="Dataset directory written by `dataprep fetch`, or its s3://bucket/prefix.")]
 
 
 _COMMON = {  # the download flags every fetch command takes: name → (annotated type, default)
@@ -42,18 +44,37 @@ _COMMON = {  # the download flags every fetch command takes: name → (annotated
 }
 
 
+_STORAGE = {"work": (Work, None), "storage_options": (StorageOptions, None)}
+
+
+def _where(out: str, work: Path | None, storage_options: str | None) -> tuple[Path, str | None]:
+    """(local folder, dataset URL or None): a remote dataset keeps its records in `work`."""
+    from cloob.common import storage
+    from cloob.dataprep.layout import default_work
+
+    storage.configure(storage_options)
+    storage.location(out)  # refuses schemes we do not support
+    if storage.is_remote(out):
+        return (work or default_work(out)).expanduser().absolute(), out.rstrip("/")
+    if work is not None:
+        raise UsageError("--work is for a dataset in an object store (--out s3://...)")
+    return Path(out).expanduser(), None
+
+
 def _with_download_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a fetch command the common download flags; it receives them as one `opts`."""
     sig = inspect.signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "opts"]
+    own = [p for p in sig.parameters.values() if p.name not in ("opts", "data")]
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                annotation=annotation)
-             for name, (annotation, default) in _COMMON.items()]
+             for name, (annotation, default) in {**_COMMON, **_STORAGE}.items()]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
         common = {name: kwargs.pop(name) for name in _COMMON}
-        command(opts=_options(**common), **kwargs)
+        kwargs["out"], data = _where(kwargs["out"], kwargs.pop("work"),
+                                     kwargs.pop("storage_options"))
+        command(opts=_options(**common), data=data, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
@@ -82,15 +103,16 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
                            distributor=distributor, user_agent_token=user_agent_token)
 
 
-def _run_fetch(out: Path, spec, build_list, opts: DownloadOptions, force: bool) -> None:
+def _run_fetch(out: Path, spec, build_list, opts: DownloadOptions, force: bool,
+               data: str | None = None) -> None:
     from cloob.dataprep.fetch import IncompleteError, fetch
     from cloob.dataprep.report import print_counts
 
     try:
-        counts = fetch(out, spec, build_list, opts, force=force, say=_say)
+        counts = fetch(out, spec, build_list, opts, data=data, force=force, say=_say)
     except IncompleteError as err:
         raise fail(str(err), code=1) from None
-    print_counts(out, counts)
+    print_counts(data or out, counts)
 
 
 def _say(message: str) -> None:
@@ -102,7 +124,7 @@ def _say(message: str) -> None:
 def fetch_cc3m(
     tsv: Annotated[str, typer.Option(help="CC3M TSV as published (caption<TAB>url, no header): path or URL.")],
     out: Out,
-    force: Force = False, *, opts: DownloadOptions,
+    force: Force = False, *, opts: DownloadOptions, data: str | None = None,
 ) -> None:
     """Conceptual Captions 3M (train or val: one run per TSV)."""
     from cloob.dataprep.config import SourceSpec
@@ -115,7 +137,7 @@ def fetch_cc3m(
         n = build_cc3m_list(local_input(tsv, Layout(out).sources, "CC3M TSV"), target)
         return f"CC3M list: {n} rows"
 
-    _run_fetch(out, SourceSpec("cc3m", {"tsv": _identity(tsv)}), build, opts, force)
+    _run_fetch(out, SourceSpec("cc3m", {"tsv": _identity(tsv)}), build, opts, force, data)
 
 
 @fetch_app.command("yfcc15m")
@@ -125,7 +147,7 @@ def fetch_yfcc15m(
     out: Out,
     subset: Annotated[str | None, typer.Option(help="CLIP subset list (default: OpenAI's yfcc100m_subset_data.tsv.bz2); path or URL.")] = None,
     caption: Annotated[str, typer.Option(help="title, description or title+description.")] = "title+description",
-    force: Force = False, *, opts: DownloadOptions,
+    force: Force = False, *, opts: DownloadOptions, data: str | None = None,
 ) -> None:
     """CLIP's YFCC-15M: subset list joined with the YFCC100M metadata, photos only."""
     from cloob.dataprep.config import SourceSpec
@@ -151,7 +173,7 @@ def fetch_yfcc15m(
 
     spec = SourceSpec("yfcc15m", {"subset": _identity(subset), "metadata": _identity(metadata),
                                   "caption": caption}, extra_columns=EXTRA_COLUMNS)
-    _run_fetch(out, spec, build, opts, force)
+    _run_fetch(out, spec, build, opts, force, data)
 
 
 @fetch_app.command("urls")
@@ -161,7 +183,7 @@ def fetch_urls(
     out: Out,
     url_col: Annotated[str, typer.Option(help="Column holding the image URL.")] = "url",
     caption_col: Annotated[str, typer.Option(help="Column holding the caption.")] = "caption",
-    force: Force = False, *, opts: DownloadOptions,
+    force: Force = False, *, opts: DownloadOptions, data: str | None = None,
 ) -> None:
     """Any url + caption list."""
     from cloob.dataprep.config import SourceSpec
@@ -177,12 +199,12 @@ def fetch_urls(
 
     spec = SourceSpec("urls", {"input": _identity(str(input)), "url_col": url_col,
                                "caption_col": caption_col})
-    _run_fetch(out, spec, build, opts, force)
+    _run_fetch(out, spec, build, opts, force, data)
 
 
 @fetch_app.command("demo")
 def fetch_demo(
-    out: Out,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")],
     samples: Annotated[int, typer.Option(help="Training samples.")] = 20000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
@@ -199,19 +221,19 @@ def fetch_demo(
 
 
 @app.command()
-def stats(root: Dir) -> None:
+def stats(root: Dir, work: Work = None, storage_options: StorageOptions = None) -> None:
     """Counts, success rate, bytes, top errors and a per-shard table."""
     from cloob.dataprep.report import print_stats
 
-    print_stats(_existing(root))
+    print_stats(_existing(root, work, storage_options))
 
 
 @app.command()
-def verify(root: Dir) -> None:
+def verify(root: Dir, work: Work = None, storage_options: StorageOptions = None) -> None:
     """Open every tar and check it against the manifest; exit 1 if any shard is bad."""
     from cloob.dataprep.report import verify_dir
 
-    if not verify_dir(_existing(root)):
+    if not verify_dir(_existing(root, work, storage_options)):
         raise typer.Exit(1)
 
 
@@ -221,6 +243,7 @@ def retry(
     threads: Annotated[int | None, typer.Option(help="Threads per process.")] = None,
     retries: Annotated[int | None, typer.Option(help="HTTP retries per image.")] = None,
     timeout: Annotated[int | None, typer.Option(help="Download timeout in seconds.")] = None,
+    work: Work = None, storage_options: StorageOptions = None,
 ) -> None:
     """Download the failed samples again into new shards and update the manifest."""
     from cloob.dataprep.fetch import IncompleteError
@@ -229,8 +252,11 @@ def retry(
 
     overrides = {k: v for k, v in {"processes": processes, "threads": threads,
                                    "retries": retries, "timeout": timeout}.items() if v is not None}
+    local, data = _where(root, work, storage_options)
+    if data is None:
+        _existing(root, None, None)
     try:
-        counts = do_retry(_existing(root), overrides, say=_say)
+        counts = do_retry(local, overrides, data=data, say=_say)
     except IncompleteError as err:
         raise fail(str(err), code=1) from None
     print_counts(root, counts)
@@ -238,19 +264,28 @@ def retry(
 
 @app.command()
 def query(root: Dir, sql: Annotated[str, typer.Argument(help="SQL over samples, attempts, shards, runs.")],
-          limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50) -> None:
+          limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+          work: Work = None, storage_options: StorageOptions = None) -> None:
     """Run SQL against the manifest and print the result as a table."""
     from cloob.dataprep.report import print_query
 
-    print_query(_existing(root), sql, limit)
+    print_query(_existing(root, work, storage_options), sql, limit)
 
 
-def _existing(root: Path) -> Path:
-    from cloob.dataprep.layout import Layout
+def _existing(root: str, work: Path | None, storage_options: str | None):  # -> Layout
+    """The dataset at `root`; a remote one's records are first brought into its working folder."""
+    from cloob.common import storage
+    from cloob.dataprep.layout import Layout, locked, pull_records
 
-    if not (root / "shards").is_dir() or not Layout(root).made_by_dataprep():
+    local, data = _where(root, work, storage_options)
+    layout = Layout(local, data)
+    if data:
+        storage.check_access(data)
+        with locked(local):
+            pull_records(layout)
+    if not layout.shards.is_dir() or not layout.made_by_dataprep():
         raise UsageError(f"{root} is not a dataprep dataset directory (no shards/)")
-    return root
+    return layout
 
 
 def _identity(path_or_url: str) -> str:

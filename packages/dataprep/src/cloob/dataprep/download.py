@@ -29,8 +29,13 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
     # img2dataset imports wandb unconditionally (~2 s per process); we never enable it.
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))
 
+from typing import TYPE_CHECKING  # noqa: E402
+
 from cloob.dataprep.config import DownloadOptions  # noqa: E402
 from cloob.dataprep.engines import explain, start_engine, stop_engine  # noqa: E402
+
+if TYPE_CHECKING:
+    from cloob.common.storage import RemotePath
 
 
 class IncompleteError(Exception):
@@ -41,15 +46,15 @@ class EngineError(IncompleteError):
     """img2dataset or its engine (Spark, Ray) raised; the message names the cause in one line."""
 
 
-def run_img2dataset(inputs: Path, shards: Path, opts: DownloadOptions, *,
+def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptions, *,
                     extra_columns: tuple[str, ...], log: Path, extend: bool = False) -> None:
     """Download every row of the parquet parts under `inputs` into webdataset shards in `shards`.
 
     `extend=False` resumes (shards with a stats file are skipped); `extend=True` appends new shards
     after the last one (used by `retry`)."""
     shards.mkdir(parents=True, exist_ok=True)
-    args_file = shards.parent / ".img2dataset-args.json"
-    error_file = shards.parent / ".img2dataset-error.txt"
+    args_file = log.parent / ".img2dataset-args.json"  # beside the log: `shards` may be remote
+    error_file = log.parent / ".img2dataset-error.txt"
     error_file.unlink(missing_ok=True)
     args_file.write_text(json.dumps({
         "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),

@@ -1,7 +1,9 @@
 """A fetch, start to finish: source list → input parts → img2dataset → sizes.json → manifest.
 
 Every step is either skipped because its result is already on disk, or writes under a temp name:
-re-running the same command after a kill at any moment finishes the job.
+re-running the same command after a kill at any moment finishes the job. With a remote dataset
+(`data`, e.g. s3://bucket/prefix) the shards go to the bucket, the records stay in `root` (the
+working folder) and are copied to the bucket when the run ends (see `layout.push_records`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cloob.common import storage
 from cloob.common.cli import UsageError, package_version
 from cloob.common.files import write_json
 from cloob.dataprep.allowed_urls import REFUSED_MESSAGE, REFUSED_STATUS, fetchable_mask
 from cloob.dataprep.config import DownloadOptions, SourceSpec
 from cloob.dataprep.download import IncompleteError, run_img2dataset
 from cloob.dataprep.engines import preflight
-from cloob.dataprep.layout import Layout, locked
+from cloob.dataprep.layout import Layout, locked, pull_records, push_records
 from cloob.dataprep.manifest import build_manifest, connect, record_run
 from cloob.dataprep.shards import complete_shards, remove_incomplete, write_sizes
 
@@ -53,8 +56,12 @@ ListBuilder = Callable[[Path], str]
 
 
 def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadOptions, *,
-          force: bool = False, command: str = "fetch", say: Callable[[str], None] = print) -> Counts:
-    layout = Layout(root)
+          data: str | None = None, force: bool = False, command: str = "fetch",
+          say: Callable[[str], None] = print) -> Counts:
+    layout = Layout(root, data)
+    if data:
+        storage.check_access(data)
+        _check_ours_remote(layout)
     before = _entries(root)
     if before:
         _check_ours(layout, before)  # before the lock file is created in someone else's directory
@@ -62,6 +69,7 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     downloading = False
     try:
         with locked(root):
+            pull_records(layout)
             if not layout.marker.exists():
                 write_json(layout.marker, {"made_by": "cloob-dataprep",
                                            "version": package_version("cloob-dataprep")})
@@ -74,6 +82,8 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
                 _start_over(layout)
             state = _ensure_inputs(layout, identity, opts, spec)
             downloading = True
+            if layout.is_remote:  # claim the prefix before the first shard lands there
+                storage.put_file(layout.marker, layout.dataset / layout.marker.name)
             _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False,
                       say=say)
             counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
@@ -85,11 +95,16 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     return counts
 
 
-def retry(root: Path, overrides: dict, *, say: Callable[[str], None] = print) -> Counts:
+def retry(root: Path, overrides: dict, *, data: str | None = None,
+          say: Callable[[str], None] = print) -> Counts:
     """Download the failed samples again into new shards, then update sizes and manifest."""
-    layout = Layout(root)
+    layout = Layout(root, data)
+    if data:
+        storage.check_access(data)
+        with locked(root):
+            pull_records(layout)
     if not layout.fetch_json.exists():
-        raise UsageError(f"{root} is not a finished dataprep fetch (no fetch.json)")
+        raise UsageError(f"{layout.shown} is not a finished dataprep fetch (no fetch.json)")
     started = datetime.now()
     with locked(root):
         state = json.loads(layout.fetch_json.read_text())
@@ -127,6 +142,14 @@ def _check_ours(layout: Layout, names: set[str]) -> None:
                          f"({', '.join(sorted(strangers)[:3])}): use a new or empty directory")
 
 
+def _check_ours_remote(layout: Layout) -> None:
+    """The same rule for a bucket prefix: empty, or marked as ours by an earlier fetch."""
+    names = {p.name for p in layout.dataset.iterdir()}
+    if names and layout.marker.name not in names:
+        raise UsageError(f"{layout.data} holds objects dataprep did not write "
+                         f"({', '.join(sorted(names)[:3])}): use a new or empty prefix")
+
+
 def _undo_start(root: Path, before: set[str] | None) -> None:
     """Remove what this run added to `root` (all of it if the run created it)."""
     if before is None:
@@ -143,11 +166,16 @@ def _undo_start(root: Path, before: set[str] | None) -> None:
 
 def _start_over(layout: Layout) -> None:
     """--force: drop everything but the url list and downloaded sources (rebuilt only if stale)."""
-    for name in ("shards", "input", "input.tmp", "retry"):
+    for name in ("input", "input.tmp", "retry"):
         shutil.rmtree(layout.root / name, ignore_errors=True)
+    storage.rmtree(layout.shards)
     for path in (layout.fetch_json, layout.runs_json, layout.manifest, layout.sizes_json,
                  layout.log, layout.refused):
         path.unlink(missing_ok=True)
+    if layout.is_remote:  # or a killed --force run would find the old records there again
+        for path in (layout.fetch_json, layout.runs_json, layout.manifest, layout.log,
+                     layout.refused):
+            (layout.dataset / path.name).unlink(missing_ok=True)
 
 
 def _refuse_other_options(layout: Layout, identity: dict) -> None:
@@ -302,4 +330,5 @@ def _finish(layout: Layout, command: str, options: dict, started: datetime) -> C
     record_run(layout, command, options, started,
                {"rows": rows, "success": success, "failed": rows - success})
     build_manifest(layout)  # again, so `runs` includes this run
+    push_records(layout)
     return counts

@@ -1,4 +1,10 @@
-"""Where everything lives inside a dataset directory, and the lock that keeps two runs apart."""
+"""Where everything lives inside a dataset directory, and the lock that keeps two runs apart.
+
+A dataset may live in an object store (`--out s3://bucket/prefix`): then the shards and
+sizes.json are written there by img2dataset, while the records (url list, fetch.json, runs.json,
+manifest, log) are kept in a local working folder and copied to the bucket when a run ends
+(`push_records`), and back from it when a later run or command starts (`pull_records`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloob.common import storage
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import SHARDS, SIZES
 
@@ -19,11 +26,25 @@ MARKER = ".dataprep"
 class Layout:
     """The files of one dataset directory `DIR` (see the README's output layout)."""
 
-    root: Path
+    root: Path  # the local folder: the dataset itself, or the working folder of a remote one
+    data: str | None = None  # the dataset's URL when it lives in an object store
 
     @property
-    def shards(self) -> Path:
-        return self.root / SHARDS
+    def dataset(self) -> Path | storage.RemotePath:
+        """Where the shards and sizes.json live."""
+        return storage.location(self.data) if self.data else self.root
+
+    @property
+    def is_remote(self) -> bool:
+        return self.data is not None
+
+    @property
+    def shown(self) -> str:  # how the dataset is named in messages
+        return self.data or str(self.root)
+
+    @property
+    def shards(self) -> Path | storage.RemotePath:
+        return self.dataset / SHARDS
 
     @property
     def url_list(self) -> Path:  # the source's url/caption list, reused on re-runs
@@ -58,11 +79,11 @@ class Layout:
         return self.root / "manifest.duckdb"
 
     @property
-    def sizes_json(self) -> Path:
-        return self.root / SIZES
+    def sizes_json(self) -> Path | storage.RemotePath:
+        return self.dataset / SIZES
 
     @property
-    def shard_sizes_json(self) -> Path:  # OpenCLIP looks for sizes.json next to the shards
+    def shard_sizes_json(self) -> Path | storage.RemotePath:  # OpenCLIP looks next to the shards
         return self.shards / SIZES
 
     @property
@@ -81,6 +102,36 @@ class Layout:
         """True for a directory a fetch has started in, or a finished `fetch demo` (fetch.json: a
         fetch from before the marker existed)."""
         return any(p.is_file() for p in (self.marker, self.fetch_json, self.root / "demo.json"))
+
+    def records(self) -> list[Path]:
+        """The local files that are copied to a remote dataset, the commit (fetch.json) last."""
+        return [self.marker, self.url_list, self.url_list_meta, self.refused, self.log,
+                self.manifest, self.runs_json, self.fetch_json]
+
+
+def push_records(layout: Layout) -> None:
+    """Copy the records of a finished run next to the remote shards (each object whole)."""
+    if not layout.is_remote:
+        return
+    for path in layout.records():
+        if path.is_file():
+            storage.put_file(path, layout.dataset / path.name)
+
+
+def pull_records(layout: Layout) -> None:
+    """Bring the records of the last finished run from the bucket into the working folder (the
+    bucket is the truth: another machine may have run `retry` since)."""
+    if not layout.is_remote:
+        return
+    remote = {p.name for p in layout.dataset.iterdir()}
+    for path in layout.records():
+        if path.name in remote:
+            (layout.dataset / path.name).download(path)
+
+
+def default_work(data: str) -> Path:
+    """Where a remote dataset's working folder goes unless --work says: beside the command."""
+    return Path.cwd() / "dataprep-work" / data.split("://", 1)[1].strip("/").replace("/", "--")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from cloob.common import storage
 from cloob.common.cli import package_version
 from cloob.common.files import atomic_path, write_json
 from cloob.dataprep.layout import Layout
@@ -50,6 +51,7 @@ def build_manifest(layout: Layout) -> Path:
         tmp.unlink()  # DuckDB wants to create the file itself
         con = _create(tmp)
         try:
+            storage.attach_to_duckdb(con, layout.shards)
             con.execute(_ATTEMPTS_DDL)
             files = [str(layout.shards / f"{name}.parquet") for name in done]
             if files:
@@ -81,7 +83,8 @@ def ensure_manifest(layout: Layout) -> Path:
     if not layout.manifest.exists():
         return build_manifest(layout)
     built = layout.manifest.stat().st_mtime
-    newer = [p for p in [*layout.shards.glob("*"), layout.runs_json]
+    newer = [p for p in [*(layout.shards.iterdir() if layout.shards.is_dir() else ()),
+                         layout.runs_json]
              if p.exists() and p.stat().st_mtime > built]
     return build_manifest(layout) if newer else layout.manifest
 
@@ -133,7 +136,7 @@ def _shards_table(layout: Layout, done: dict[str, dict]) -> pa.Table:
     stats = [done.get(n) for n in names]
     return pa.table({
         "shard": pa.array([t.name for t in tars], pa.string()),
-        "path": pa.array([str(t.relative_to(layout.root)) for t in tars], pa.string()),
+        "path": pa.array([str(t.relative_to(layout.dataset)) for t in tars], pa.string()),
         "n_rows": pa.array([s["count"] if s else None for s in stats], pa.int64()),
         "n_success": pa.array([s["successes"] if s else None for s in stats], pa.int64()),
         "n_failed": pa.array([s["failed_to_download"] + s["failed_to_resize"] if s else None

@@ -18,7 +18,11 @@ from cloob.dataprep.shards import check_tar, complete_shards, shard_names
 console = Console()
 
 
-def print_counts(root: Path, counts) -> None:  # counts: fetch.Counts
+def _layout(root: Path | Layout) -> Layout:
+    return root if isinstance(root, Layout) else Layout(root)
+
+
+def print_counts(root: Path | str, counts) -> None:  # counts: fetch.Counts
     table = Table(title=f"dataprep: {root}", show_header=False)
     table.add_row("rows", f"{counts.rows:,}")
     table.add_row("success", f"{counts.success:,} ({counts.rate:.1%})")
@@ -27,14 +31,15 @@ def print_counts(root: Path, counts) -> None:  # counts: fetch.Counts
     console.print(table)
 
 
-def print_stats(root: Path) -> None:
-    with connect(Layout(root)) as con:
+def print_stats(root: Path | Layout) -> None:
+    layout = _layout(root)
+    with connect(layout) as con:
         rows, ok, n_bytes, n_shards = con.execute(
             "SELECT (SELECT count(*) FROM samples), "
             "(SELECT count(*) FROM samples WHERE status = 'success'), "
             "(SELECT coalesce(sum(bytes), 0) FROM shards), (SELECT count(*) FROM shards)"
         ).fetchall()[0]
-        summary = Table(title=f"{root}", show_header=False)
+        summary = Table(title=layout.shown, show_header=False)
         summary.add_row("samples", f"{rows:,}")
         summary.add_row("success", f"{ok:,} ({ok / rows:.1%})" if rows else "0")
         summary.add_row("failed", f"{rows - ok:,}")
@@ -50,8 +55,8 @@ def print_stats(root: Path) -> None:
             "FROM shards ORDER BY shard"), "shards", 10**9)
 
 
-def print_query(root: Path, sql: str, limit: int) -> None:
-    with connect(Layout(root)) as con:
+def print_query(root: Path | Layout, sql: str, limit: int) -> None:
+    with connect(_layout(root)) as con:
         try:
             result = con.execute(sql)
         except duckdb.Error as err:
@@ -61,10 +66,10 @@ def print_query(root: Path, sql: str, limit: int) -> None:
         _print_result(result, None, limit)
 
 
-def verify_dir(root: Path) -> bool:
+def verify_dir(root: Path | Layout) -> bool:
     """Check every shard; print a table of bad ones. True when all are good and the fetch
     finished (every shard fetch.json expects is complete)."""
-    layout = Layout(root)
+    layout = _layout(root)
     done = complete_shards(layout.shards)
     unfinished = _unfinished(layout, done)
     bad: list[tuple[str, str]] = []

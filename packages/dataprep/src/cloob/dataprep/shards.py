@@ -2,28 +2,33 @@
 
 A shard is complete when img2dataset has written its `NNNNN_stats.json` (it writes it last). A tar
 without a readable stats file was interrupted mid-write and must be redone from scratch.
+`shards` is a local folder or an object-store prefix (`cloob.common.storage`); one listing
+serves each question, as every look in a bucket is a request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
-import shutil
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from cloob.common.files import write_json
+from cloob.common import storage
 from cloob.common.shard_layout import IMAGE_EXTS, SIZES
 from cloob.dataprep.layout import Layout
+
+Location = Path | storage.RemotePath
 
 _SHARD = re.compile(r"^(\d+)(?:\.tar|\.parquet|_stats\.json)$")
 
 
-def read_stats(path: Path) -> dict | None:
+def read_stats(path: Location) -> dict | None:
     """The stats of a finished shard, or None when missing or cut short by a kill."""
     try:
         stats = json.loads(path.read_text())
@@ -32,37 +37,46 @@ def read_stats(path: Path) -> dict | None:
     return stats if isinstance(stats, dict) and "successes" in stats else None
 
 
-def shard_names(shards: Path) -> list[str]:
+def _files(shards: Location) -> set[str]:
+    """The names in the shards folder (one listing)."""
+    return {p.name for p in shards.iterdir()} if shards.is_dir() else set()
+
+
+def shard_names(shards: Location, files: set[str] | None = None) -> list[str]:
     """Zero-padded ids of every shard that has any file on disk, sorted."""
-    if not shards.is_dir():
-        return []
-    names = {m.group(1) for p in shards.iterdir() if (m := _SHARD.match(p.name))}
-    return sorted(names)
+    files = _files(shards) if files is None else files
+    return sorted({m.group(1) for name in files if (m := _SHARD.match(name))})
 
 
-def complete_shards(shards: Path) -> dict[str, dict]:
+def complete_shards(shards: Location) -> dict[str, dict]:
     """Shard id → stats, for shards whose tar, parquet and stats are all there."""
+    files = _files(shards)
     done = {}
-    for name in shard_names(shards):
+    for name in shard_names(shards, files):
+        if f"{name}.tar" not in files or f"{name}.parquet" not in files:
+            continue
         stats = read_stats(shards / f"{name}_stats.json")
-        if stats is not None and (shards / f"{name}.tar").exists() and \
-                (shards / f"{name}.parquet").exists():
+        if stats is not None:
             done[name] = stats
     return done
 
 
-def remove_incomplete(shards: Path) -> list[str]:
+def remove_incomplete(shards: Location) -> list[str]:
     """Delete the files of shards that a kill interrupted, so img2dataset redoes them whole."""
     done = complete_shards(shards)
+    files = _files(shards)
     removed = []
-    for name in shard_names(shards):
+    for name in shard_names(shards, files):
         if name not in done:
             for suffix in (".tar", ".parquet", "_stats.json"):
-                (shards / f"{name}{suffix}").unlink(missing_ok=True)
+                if f"{name}{suffix}" in files:
+                    (shards / f"{name}{suffix}").unlink(missing_ok=True)
             removed.append(name)
     # img2dataset globs `*.json` in its output folder as shard stats: sizes.json would crash it.
-    (shards / SIZES).unlink(missing_ok=True)
-    shutil.rmtree(shards / "_tmp", ignore_errors=True)
+    if SIZES in files:
+        (shards / SIZES).unlink(missing_ok=True)
+    if "_tmp" in files:
+        storage.rmtree(shards / "_tmp")
     return removed
 
 
@@ -70,8 +84,8 @@ def write_sizes(layout: Layout) -> dict[str, int]:
     """sizes.json (tar name → successful samples) in DIR and next to the shards."""
     sizes = {f"{name}.tar": int(stats["successes"])
              for name, stats in complete_shards(layout.shards).items()}
-    write_json(layout.sizes_json, sizes)
-    write_json(layout.shard_sizes_json, sizes)
+    storage.write_json(layout.sizes_json, sizes)
+    storage.write_json(layout.shard_sizes_json, sizes)
     return sizes
 
 
@@ -82,12 +96,22 @@ class ShardCheck:
     problems: list[str] = field(default_factory=list)
 
 
-def check_tar(tar: Path, expected_keys: set[str] | None) -> ShardCheck:
+@contextlib.contextmanager
+def _open_tar(tar: Location) -> Iterator[tarfile.TarFile]:
+    if isinstance(tar, Path):
+        with tarfile.open(tar, "r") as archive:
+            yield archive
+        return
+    with tar.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|") as archive:  # streamed
+        yield archive
+
+
+def check_tar(tar: Location, expected_keys: set[str] | None) -> ShardCheck:
     """Open every member: each sample needs an image that decodes, a caption and its json."""
     check = ShardCheck(tar.name)
     samples: dict[str, dict[str, bytes]] = {}
     try:
-        with tarfile.open(tar, "r") as archive:
+        with _open_tar(tar) as archive:
             for member in archive:
                 if not member.isfile():
                     continue

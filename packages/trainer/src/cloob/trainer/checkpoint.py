@@ -6,6 +6,7 @@ The file format itself (marker, payload, atomic writer, validating reader) lives
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cloob.common import storage
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 
@@ -60,13 +62,47 @@ def link_latest(path: Path, latest: Path) -> None:
     os.replace(tmp, latest)
 
 
-def find_resume(spec: str, checkpoint_dir: Path) -> Path:
+def find_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> Path:
+    """The checkpoint to resume from; `latest` falls back to the remote copy (--remote-sync) when
+    this machine has none (a new node, a lost disk), downloaded as the local latest.pt."""
     if spec == "latest":
         latest = checkpoint_dir / "latest.pt"
+        if not latest.is_file() and remote:
+            fetch_remote_latest(remote, latest)
         if not latest.is_file():
-            raise UsageError(f"--resume latest: no {latest} yet")
+            raise UsageError(f"--resume latest: no {latest} yet"
+                             + (f" (nor a committed one in {remote})" if remote else ""))
         return latest
+    if storage.is_remote(spec):
+        local = checkpoint_dir / f"resume-{Path(spec).name}"
+        storage.check_access(spec)
+        storage.location(spec).download(local)
+        return local
     return Path(spec)
+
+
+# --- --remote-sync: checkpoints in an object store ---------------------------------------------
+# Each checkpoint is one object, whole or absent (an upload completes or leaves nothing); then
+# latest.json, the commit marker, is rewritten to name it. A kill between the two leaves the
+# marker on the previous checkpoint, so a reader never follows it to a partial upload.
+COMMIT = "latest.json"
+
+
+def upload(path: Path, remote: str, step: int) -> None:
+    target = storage.location(remote)
+    storage.put_file(path, target / path.name)
+    storage.write_json(target / COMMIT, {"checkpoint": path.name, "step": step})
+
+
+def fetch_remote_latest(remote: str, latest: Path) -> bool:
+    """Download the committed checkpoint of `remote` to `latest`; False when none is committed."""
+    storage.check_access(remote)
+    marker = storage.location(remote) / COMMIT
+    if not marker.exists():
+        return False
+    name = json.loads(marker.read_text())["checkpoint"]
+    (storage.location(remote) / name).download(latest)
+    return True
 
 
 def prune(checkpoint_dir: Path, keep_last: int) -> None:

@@ -79,6 +79,7 @@ def run(
     resume: str = _opt(_R.resume, "--resume", panel=RUN, help="'latest' (this run's latest.pt) or a checkpoint path; continues at the exact step."),
     save_frequency: int = _opt(_R.save_frequency, "--save-frequency", panel=RUN, help="Checkpoint every N epochs (0: off)."),
     save_every_n_steps: int = _opt(_R.save_every_n_steps, "--save-every-n-steps", panel=RUN, help="Checkpoint every N steps (0: off)."),
+    remote_sync: str = _opt(_R.remote_sync, "--remote-sync", panel=RUN, help="s3://bucket/prefix: upload each checkpoint to PREFIX/NAME/checkpoints/ (then a latest.json commit marker); --resume latest falls back to it. Credentials: the AWS_* variables."),
     keep_last: int = _opt(_R.keep_last, "--keep-last", panel=RUN, help="Keep the K newest numbered checkpoints (0: all); latest.pt always."),
     log_every_n_steps: int = _opt(_R.log_every_n_steps, "--log-every-n-steps", panel=RUN, help="Log (and sync with the device) every N steps."),
     report_to: str = _opt(_R.report_to, "--report-to", panel=RUN, help="tensorboard | wandb | tensorboard,wandb | none (metrics.jsonl always)."),
@@ -108,7 +109,7 @@ def run(
                           grad_clip_norm, epochs, max_steps, accum_freq=accum_freq),
         eval=EvalConfig(imagenet_val, imagenet_v2, list(zeroshot_task), zeroshot_frequency,
                         batch_size_eval, val_frequency),
-        run=RunConfig(logs, name, resume, save_frequency, save_every_n_steps, keep_last,
+        run=RunConfig(logs, name, resume, save_frequency, save_every_n_steps, keep_last, remote_sync,
                       log_every_n_steps, report_to, precision, seed, device, dist_url, dist_backend,
                       progress),
     )

@@ -82,6 +82,7 @@ class RunConfig:
     save_frequency: int = 1  # epochs (0 = off)
     save_every_n_steps: int = 0  # 0 = off
     keep_last: int = 0  # numbered checkpoints kept (0 = all)
+    remote_sync: str | None = None  # s3://bucket/prefix: each checkpoint is also uploaded there
     log_every_n_steps: int = 10
     report_to: str = "tensorboard"  # tensorboard | wandb | tensorboard,wandb | none
     precision: str = "auto"

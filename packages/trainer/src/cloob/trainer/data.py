@@ -31,13 +31,21 @@ import torch
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from webdataset.gopen import gopen_schemes
 
+from cloob.common import storage
 from cloob.common.checkpoint import DataPosition
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import IMAGE_EXTS, SIZES, shard_files, shard_folder
 from cloob.trainer.config import DataConfig
 
 log = logging.getLogger("cloob.trainer")
+
+# webdataset opens s3:// shards through our fsspec client: streamed, never copied to disk, with
+# the credentials everything else uses (its `pipe:aws s3 cp` route would need the aws CLI, and
+# hides a failed download as a short shard). Registered on import, so in DataLoader workers too.
+for _scheme in storage.REMOTE_SCHEMES:
+    gopen_schemes.setdefault(_scheme, storage.open_stream)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -79,7 +87,7 @@ class Source:
         return None
 
 
-def read_sizes(path: Path) -> dict[str, int]:
+def read_sizes(path: Path | storage.RemotePath) -> dict[str, int]:
     """A sizes.json (shard name -> sample count); anything else is a UsageError."""
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
@@ -94,14 +102,44 @@ def read_sizes(path: Path) -> dict[str, int]:
 def _sizes_next_to(paths: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for folder in sorted({os.path.dirname(p) or "." for p in paths}):
-        f = Path(folder) / SIZES
+        f = storage.location(folder) / SIZES
         if f.is_file():
             for name, n in read_sizes(f).items():
-                sizes[str(Path(folder) / name)] = n
+                sizes[_join(folder, name)] = n
     return {p: sizes[p] for p in paths if p in sizes}
 
 
-def _dataprep_dir(d: Path) -> tuple[list[str], dict[str, int]]:
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if storage.is_remote(folder) else str(Path(folder) / name)
+
+
+def _missing(shards: list[str]) -> list[str]:
+    """The shards that do not exist (one listing per remote folder)."""
+    listed: dict[str, set[str]] = {}
+    missing = []
+    for s in shards:
+        if s.startswith("pipe:") or ("://" in s and not storage.is_remote(s)):
+            continue  # opened by webdataset itself
+        if not storage.is_remote(s):
+            if not os.path.exists(s):
+                missing.append(s)
+            continue
+        folder, name = s.rsplit("/", 1)
+        if folder not in listed:
+            listed[folder] = {p.name for p in storage.location(folder).iterdir()}
+        if name not in listed[folder]:
+            missing.append(s)
+    return missing
+
+
+def _is_dir(part: str) -> bool:
+    if storage.is_remote(part):
+        storage.check_access(part)  # a missing bucket or refused key: one line, before any work
+        return storage.location(part).is_dir()
+    return os.path.isdir(part)
+
+
+def _dataprep_dir(d: Path | storage.RemotePath) -> tuple[list[str], dict[str, int]]:
     sizes_file = d / SIZES
     if not sizes_file.is_file():
         tars = [str(p) for p in shard_files(d)]
@@ -111,7 +149,7 @@ def _dataprep_dir(d: Path) -> tuple[list[str], dict[str, int]]:
     table = read_sizes(sizes_file)
     shard_dir = shard_folder(d)
     shards = [str(shard_dir / name) for name in sorted(table)]
-    missing = [s for s in shards if not os.path.exists(s)]
+    missing = _missing(shards)
     if missing:
         raise UsageError(f"{sizes_file} lists {len(missing)} shard(s) that do not exist, e.g. {missing[0]}")
     return shards, {str(shard_dir / n): int(c) for n, c in table.items()}
@@ -135,11 +173,11 @@ def resolve_source(spec: str | None, dataset_type: str) -> Source:
     shards: list[str] = []
     sizes: dict[str, int] = {}
     for part in parts:
-        if os.path.isdir(part):
-            s, z = _dataprep_dir(Path(part))
+        if _is_dir(part):
+            s, z = _dataprep_dir(storage.location(part))
         else:
             s = list(braceexpand.braceexpand(part))
-            missing = [x for x in s if "://" not in x and not os.path.exists(x)]
+            missing = _missing(s)
             if missing:
                 raise UsageError(f"data path {missing[0]} not found"
                                  + (f" ({len(missing)} of {len(s)} shards missing)" if len(s) > 1 else ""))

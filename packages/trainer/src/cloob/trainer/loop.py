@@ -28,6 +28,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cloob.common import checkpoint as ckpt_format
+from cloob.common import storage
 from cloob.common.checkpoint import DataPosition, TrainerCheckpoint
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
@@ -42,6 +43,7 @@ from cloob.trainer.config import (
     DATASET_TYPES,
     PRECISIONS,
     SCHEDULERS,
+    RunConfig,
     TrainConfig,
     resolve_optim_defaults,
 )
@@ -143,12 +145,19 @@ def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
             import wandb  # noqa: F401
         except ImportError:
             raise UsageError("--report-to wandb needs wandb installed (pip install wandb)") from None
+    if cfg.run.remote_sync:
+        if not storage.is_remote(cfg.run.remote_sync):
+            raise UsageError(f"--remote-sync wants an object-store URL (s3://bucket/prefix), "
+                             f"got {cfg.run.remote_sync}")
+        storage.check_access(cfg.run.remote_sync)  # a bad bucket fails now, not at step N
     if not cfg.run.resume:
         return None
     run_dir = Path(cfg.run.logs) / (cfg.run.name or "")
     if cfg.run.resume == "latest" and not cfg.run.name:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
-    ckpt = ckpt_format.read(checkpoint.find_resume(cfg.run.resume, run_dir / "checkpoints"))
+    remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
+    ckpt = ckpt_format.read(checkpoint.find_resume(cfg.run.resume, run_dir / "checkpoints",
+                                                   remote))
     if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
         raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
                          f"this run asks for {resolved}")
@@ -527,7 +536,14 @@ def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
     else:
         path = ckpt_format.write(ckpt_dir / "latest.pt", ckpt)
     checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
+    if t.cfg.run.remote_sync:
+        checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step)
     return path
+
+
+def remote_checkpoints(run: RunConfig, name: str) -> str | None:
+    """Where --remote-sync keeps this run's checkpoints: PREFIX/NAME/checkpoints."""
+    return f"{run.remote_sync.rstrip('/')}/{name}/checkpoints" if run.remote_sync else None
 
 
 def run_evals(t: Trainer, logger: Logger, val_loader: Any, final: bool) -> None:

@@ -1,0 +1,314 @@
+"""Where data lives: local paths and `s3://…` URLs. The only module that knows about object stores.
+
+`location(url)` gives a `pathlib.Path` for a local path and a `RemotePath` (the same small subset
+of pathlib: `/`, `name`, `exists`, `is_dir`, `iterdir`, `read_text`, `open`, `unlink`, `stat`)
+for an object-store URL, so code that walks a dataset or a run folder works on both unchanged.
+
+Credentials and endpoints come the standard way: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_ENDPOINT_URL` (read by botocore itself), or `--storage-options JSON` (`configure`), which
+sets fsspec's per-protocol defaults in this process and, through `FSSPEC_S3`, in its children
+(img2dataset's workers, DataLoader workers). They are never printed or written anywhere.
+
+Atomic writes: an S3 object appears whole when its upload completes (a single PUT, or a
+multipart upload's final call) or not at all, so a put is atomic as it stands; what must not
+happen is fsspec's buffered file committing a partial object when an error closes it. So every
+write here is built in full first (bytes, or a finished local temp file), then put in one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from cloob.common.cli import UsageError
+from cloob.common.files import atomic_path
+from cloob.common.files import write_json as write_local_json
+
+REMOTE_SCHEMES = ("s3",)  # the object stores we test against; fsspec would take more
+_ENV = "FSSPEC_S3"  # fsspec reads per-protocol defaults from FSSPEC_<PROTOCOL> (JSON)
+
+
+def is_remote(url: str | os.PathLike[str]) -> bool:
+    return isinstance(url, RemotePath) or str(url).split("://", 1)[0] in REMOTE_SCHEMES \
+        and "://" in str(url)
+
+
+def location(url: str | os.PathLike[str]) -> Path | RemotePath:
+    """A local `Path`, or a `RemotePath` for `s3://bucket/key`."""
+    if isinstance(url, RemotePath):
+        return url
+    text = str(url)
+    if "://" in text and not is_remote(text):
+        raise UsageError(f"{text}: unsupported storage (local paths and "
+                         f"{', '.join(s + '://' for s in REMOTE_SCHEMES)} are)")
+    return RemotePath(text.rstrip("/")) if is_remote(text) else Path(text).expanduser()
+
+
+def configure(options_json: str | None) -> None:
+    """Apply `--storage-options JSON` (s3fs keyword arguments, e.g. `{"endpoint_url": ...}`)."""
+    if not options_json:
+        return
+    try:
+        options = json.loads(options_json)
+    except ValueError as err:
+        raise UsageError(f"--storage-options is not JSON: {err}") from None
+    if not isinstance(options, dict):
+        raise UsageError("--storage-options must be a JSON object")
+    import fsspec.config
+
+    fsspec.config.conf.setdefault("s3", {}).update(options)
+    os.environ[_ENV] = json.dumps(fsspec.config.conf["s3"])  # for child processes
+
+
+def _filesystem(protocol: str):
+    import fsspec
+
+    # Listings must not be cached: other processes (img2dataset's workers, another rank) add and
+    # remove objects while we look. One client per process is reused (fsspec's instance cache).
+    return fsspec.filesystem(protocol, use_listings_cache=False)
+
+
+@dataclass(frozen=True)
+class RemotePath:
+    """An object-store URL with the pathlib subset the toolkit uses."""
+
+    url: str
+
+    @property
+    def _fs(self):
+        return _filesystem(self.url.split("://", 1)[0])
+
+    @property
+    def _key(self) -> str:
+        return self.url.split("://", 1)[1]
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> RemotePath:
+        return RemotePath(self.url.rsplit("/", 1)[0])
+
+    @property
+    def bucket(self) -> str:
+        return self._key.split("/", 1)[0]
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(f"{self.url}/{name}")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __fspath__(self) -> str:  # lets img2dataset, DuckDB, webdataset take it as a string
+        return self.url
+
+    def relative_to(self, other: RemotePath) -> str:
+        return self.url[len(other.url):].lstrip("/")
+
+    def exists(self) -> bool:
+        with translated(self.url):
+            return self._fs.exists(self._key)
+
+    def is_file(self) -> bool:
+        with translated(self.url):
+            return self._fs.isfile(self._key)
+
+    def is_dir(self) -> bool:
+        with translated(self.url):
+            return self._fs.isdir(self._key)
+
+    def iterdir(self) -> Iterator[RemotePath]:
+        with translated(self.url):
+            try:
+                names = self._fs.ls(self._key, detail=False)
+            except FileNotFoundError:
+                names = []
+        return iter([RemotePath(f"{self.url}/{n.rstrip('/').rsplit('/', 1)[-1]}") for n in names])
+
+    def glob(self, pattern: str) -> Iterator[RemotePath]:
+        with translated(self.url):
+            found = self._fs.glob(f"{self._key}/{pattern}")
+        return iter([RemotePath(f"{self.url.split('://')[0]}://{k}") for k in found])
+
+    def stat(self) -> os.stat_result:
+        with translated(self.url):
+            info = self._fs.info(self._key)
+        modified = info.get("LastModified")
+        mtime = modified.timestamp() if modified is not None else 0.0
+        return os.stat_result((0o644, 0, 0, 1, 0, 0, int(info.get("size", 0)), mtime, mtime,
+                               mtime))
+
+    def open(self, mode: str = "rb", **kwargs: Any) -> IO:
+        if "r" not in mode:
+            raise ValueError("RemotePath.open is for reading; write with storage.put_* (atomic)")
+        with translated(self.url):
+            return self._fs.open(self._key, mode, **kwargs)
+
+    def read_bytes(self) -> bytes:
+        with translated(self.url):
+            return self._fs.cat_file(self._key)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        """One PUT: the object is whole or absent."""
+        with translated(self.url):
+            self._fs.pipe_file(self._key, data)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        with translated(self.url):
+            try:
+                self._fs.rm_file(self._key)
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Object stores have no directories: a prefix exists once a key under it does."""
+
+    def rmtree(self) -> None:
+        with translated(self.url), contextlib.suppress(FileNotFoundError):
+            self._fs.rm(self._key, recursive=True)
+
+    def upload(self, local: Path) -> None:
+        """Copy a finished local file here (the object appears when the upload completes)."""
+        with translated(self.url):
+            self._fs.put_file(str(local), self._key)
+
+    def download(self, local: Path) -> None:
+        """Copy this object to `local` (temp file + rename)."""
+        with translated(self.url), atomic_path(local) as tmp:
+            self._fs.get_file(self._key, str(tmp))
+
+
+def open_stream(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> IO:
+    """A forward-reading stream of `url` (webdataset's gopen signature): large read-ahead blocks,
+    so a shard streams in a few requests and never lands on disk."""
+    if mode != "rb":
+        raise ValueError(f"{url}: shards are only read here")
+    remote = location(url)
+    with translated(str(url)):
+        return remote._fs.open(remote._key, "rb", block_size=8 << 20, cache_type="readahead")
+
+
+# --- writes that are whole or absent, local or remote -----------------------------------------
+
+def write_json(target: Path | RemotePath, obj: Any) -> None:
+    if isinstance(target, RemotePath):
+        target.write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode())
+    else:
+        write_local_json(target, obj)
+
+
+def put_file(local: Path, target: Path | RemotePath) -> None:
+    """Copy a finished local file to `target` atomically (temp + rename, or one upload)."""
+    if isinstance(target, RemotePath):
+        target.upload(local)
+        return
+    with atomic_path(target) as tmp:
+        shutil.copyfile(local, tmp)
+
+
+def rmtree(target: Path | RemotePath) -> None:
+    if isinstance(target, RemotePath):
+        target.rmtree()
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_copy(source: Path | RemotePath) -> Iterator[Path]:
+    """A local file with `source`'s bytes (itself when local; a temp download otherwise)."""
+    if not isinstance(source, RemotePath):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="cloob-") as tmp:
+        path = Path(tmp) / source.name
+        source.download(path)
+        yield path
+
+
+def attach_to_duckdb(con: Any, url: Path | RemotePath) -> None:
+    """Let DuckDB's read_parquet open `url`'s store through our fsspec client (its own S3
+    support is an extension it would download at run time)."""
+    if isinstance(url, RemotePath):
+        con.register_filesystem(url._fs)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+def check_access(url: str | RemotePath) -> None:
+    """Fail early, in one line, when the bucket of `url` cannot be used: no such bucket, refused
+    credentials, an endpoint that does not answer. Local paths pass."""
+    target = location(url)
+    if not isinstance(target, RemotePath):
+        return
+    import fsspec
+
+    # A client of its own that gives up after one try: a dead endpoint answers in seconds, not
+    # after botocore's and s3fs's retries (a minute). The user's --storage-options still apply.
+    fs = fsspec.filesystem(target.url.split("://", 1)[0], skip_instance_cache=True,
+                           use_listings_cache=False,
+                           config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 5})
+    with translated(target.url):
+        fs.ls(target.bucket, detail=False)
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """Turn the object store's failures into UsageError lines that name the URL and the cause
+    (never the credentials: botocore's messages do not include the secret)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except FileNotFoundError as err:
+        if _is_missing_bucket(err):
+            raise UsageError(f"{url}: the bucket does not exist") from None
+        raise
+    except PermissionError as err:
+        raise UsageError(f"{url}: access denied ({_short(err)}); check AWS_ACCESS_KEY_ID / "
+                         "AWS_SECRET_ACCESS_KEY or --storage-options") from None
+    except Exception as err:
+        if _is_unreachable(err):
+            raise UsageError(f"{url}: the storage endpoint cannot be reached ({_short(err)}); "
+                             "check AWS_ENDPOINT_URL or --storage-options") from None
+        if _is_no_credentials(err):
+            raise UsageError(f"{url}: no credentials found (set AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY, or --storage-options)") from None
+        raise
+
+
+def _is_missing_bucket(err: BaseException) -> bool:
+    return "NoSuchBucket" in repr(err.__cause__) or "bucket does not exist" in str(err)
+
+
+def _is_unreachable(err: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(err)}
+    return bool(names & {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionError",
+                         "ClientConnectorError", "ServerDisconnectedError",
+                         "ConnectionRefusedError"})
+
+
+def _is_no_credentials(err: BaseException) -> bool:
+    return any(type(e).__name__ == "NoCredentialsError" for e in _chain(err))
+
+
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    seen = 0
+    while err is not None and seen < 10:
+        yield err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+
+
+def _short(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
