@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -28,6 +32,67 @@ BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Images (or texts) per
 WORKERS = typer.Option(2, "--workers", min=0, help="Data-loader worker processes.")
 DEVICE = typer.Option("auto", "--device", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+# (name, type, typer option): the models come first in --help, the run knobs last.
+_MODEL_OPTIONS = (("ckpt", list[str], CKPT), ("model", str, MODEL), ("pretrained", str, PRETRAINED))
+_RUN_OPTIONS = (("precision", str, PRECISION), ("batch_size", int, BATCH_SIZE),
+                ("workers", int, WORKERS), ("device", str, DEVICE), ("progress", bool, PROGRESS))
+
+
+@dataclass
+class Evaluation:
+    """What every evaluation command gets from the shared options: the models to load and the
+    run knobs (device and precision resolved), as keyword arguments for an EvalOptions config."""
+
+    ckpt: list[str]
+    model: str | None
+    pretrained: str | None
+    options: dict[str, Any]
+
+    def require_models(self) -> None:
+        if not self.ckpt and not self.model:
+            raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+
+    def load_models(self) -> list:
+        """--ckpt files, then --model/--pretrained, with the weights in the run's precision."""
+        from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+
+        self.require_models()
+        precision = self.options["precision"]
+        models = [load_checkpoint(p, precision=precision) for p in self.ckpt]
+        if self.model:
+            models.append(load_open_clip(self.model, self.pretrained, precision=precision))
+        return models
+
+
+def evaluation_command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `fn(ev: Evaluation, **own_options)` as a command whose options are the shared model
+    and run options around its own (typer builds commands from the signature, so the wrapper gets
+    one that lists them all)."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "ev"]
+
+        def command(**kwargs: Any) -> None:
+            from cloob.common.precision import resolve, resolve_device
+
+            models = {n: kwargs.pop(n) for n, _, _ in _MODEL_OPTIONS}
+            run = {n: kwargs.pop(n) for n, _, _ in _RUN_OPTIONS}
+            run["device"] = resolve_device(run["device"])
+            run["precision"] = resolve(run["precision"], run["device"]).name
+            fn(Evaluation(models["ckpt"] or [], models["model"], models["pretrained"], run), **kwargs)
+
+        shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t)
+                  for n, t, d in (*_MODEL_OPTIONS, *_RUN_OPTIONS)]
+        params = [*shared[:len(_MODEL_OPTIONS)],
+                  *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own),
+                  *shared[len(_MODEL_OPTIONS):]]
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {**fn.__annotations__, **{n: t for n, t, _ in (*_MODEL_OPTIONS, *_RUN_OPTIONS)}}
+        command.__annotations__.pop("ev", None)
+        command.__doc__, command.__name__ = fn.__doc__, fn.__name__
+        return app.command(name)(command)
+
+    return register
 
 
 @app.command("list")
@@ -145,11 +210,9 @@ def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path 
         console.print(f"{result.name}: {result.status}, {result.n_images} images → {result.path}")
 
 
-@app.command()
+@evaluation_command()
 def zeroshot(
-    ckpt: list[str] = CKPT,
-    model: str = MODEL,
-    pretrained: str = PRETRAINED,
+    ev: Evaluation,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all'."),
     root: Path = ROOT,
     dataset_dir: Path = typer.Option(None, "--dataset-dir", help="A custom ImageFolder (or task dir)."),
@@ -159,39 +222,26 @@ def zeroshot(
     compare_paper: str = typer.Option(None, "--compare-paper", help="Add the paper's numbers: "
                                       "cc-rn50, cc-rn50-e128, yfcc-rn50, yfcc-rn101, yfcc-rn50x4."),
     save_predictions: bool = typer.Option(False, "--save-predictions", help="Per-image top-5 parquet files."),
-    precision: str = PRECISION,
-    batch_size: int = BATCH_SIZE,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    progress: bool = PROGRESS,
 ) -> None:
     """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
     from cloob.benchmarks import paper, report
     from cloob.benchmarks.runner import ZeroshotRunConfig, run, tasks_for
-    from cloob.common.precision import resolve, resolve_device
-
-    device = resolve_device(device)
-    precision = resolve(precision, device).name
     if compare_paper:
         paper.published(compare_paper)  # fail before any work
-    if not ckpt and not model:
-        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    ev.require_models()
     tasks = tasks_for(datasets, root, dataset_dir, classnames, templates,
                       warn=lambda msg: console.print(f"[yellow]{msg}[/]"))
-    models = _load_models(ckpt, model, pretrained, precision)
-    cfg = ZeroshotRunConfig(out, save_predictions, compare_paper, **_options(device, batch_size, workers,
-                                                                              precision, progress))
+    models = ev.load_models()
+    cfg = ZeroshotRunConfig(out, save_predictions, compare_paper, **ev.options)
     records = run(models, tasks, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper)
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
 
 
-@app.command("linear-probe")
+@evaluation_command("linear-probe")
 def linear_probe(
-    ckpt: list[str] = CKPT,
-    model: str = MODEL,
-    pretrained: str = PRETRAINED,
+    ev: Evaluation,
     datasets: list[str] = typer.Option(None, "--datasets", help="Names (comma-separated or repeated) or 'all' "
                                        "(those whose train split is present)."),
     root: Path = ROOT,
@@ -208,11 +258,6 @@ def linear_probe(
     max_iter: int = typer.Option(1000, "--max-iter", min=1, help="L-BFGS iterations per fit."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation carve."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default OUT/.features)."),
-    precision: str = PRECISION,
-    batch_size: int = BATCH_SIZE,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    progress: bool = PROGRESS,
 ) -> None:
     """CLIP's linear-probe protocol on frozen image features; writes results.json/.md/.csv."""
     from cloob.benchmarks import paper, report
@@ -220,20 +265,15 @@ def linear_probe(
     from cloob.benchmarks.linear_probe import ProbeConfig
     from cloob.benchmarks.probe_data import probes_for
     from cloob.benchmarks.probe_runner import ProbeRunConfig, run
-    from cloob.common.precision import resolve, resolve_device
-
-    device = resolve_device(device)
-    precision = resolve(precision, device).name
     if features not in FEATURE_KINDS:
         raise UsageError(f"unknown feature kind {features!r}; choose from {', '.join(FEATURE_KINDS)}")
     if compare_paper:
         paper.published(compare_paper)  # fail before any work
-    if not ckpt and not model:
-        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    ev.require_models()
     probes = probes_for(datasets, root, train_dir, test_dir, name)
-    models = _load_models(ckpt, model, pretrained, precision)
+    models = ev.load_models()
     cfg = ProbeRunConfig(out, features, feature_cache, ProbeConfig(max_iter, val_fraction, seed),
-                         **_options(device, batch_size, workers, precision, progress))
+                         **ev.options)
     records = run(models, probes, cfg, echo=console.print)
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
@@ -244,11 +284,9 @@ RETRIEVAL_COLUMNS = {"i2t_r1": "image→text R@1", "i2t_r5": "R@5", "i2t_r10": "
                      "t2i_r1": "text→image R@1", "t2i_r5": "R@5", "t2i_r10": "R@10", "mean_recall": "mean"}
 
 
-@app.command()
+@evaluation_command()
 def retrieval(
-    ckpt: list[str] = CKPT,
-    model: str = MODEL,
-    pretrained: str = PRETRAINED,
+    ev: Evaluation,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
                                     "shard files (repeatable); one caption per image."),
     karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (dataset_coco.json, "
@@ -257,35 +295,23 @@ def retrieval(
     split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),
     name: str = typer.Option(None, "--name", help="Dataset name in the results."),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
-    precision: str = PRECISION,
-    batch_size: int = BATCH_SIZE,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    progress: bool = PROGRESS,
 ) -> None:
     """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
     from cloob.benchmarks import report
     from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
-    from cloob.common.precision import resolve, resolve_device
-
-    device = resolve_device(device)
-    precision = resolve(precision, device).name
-    if not ckpt and not model:
-        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    ev.require_models()
     pairs = resolve_pairs(data, karpathy, images, split, name)
-    models = _load_models(ckpt, model, pretrained, precision)
-    cfg = RetrievalConfig(**_options(device, batch_size, workers, precision, progress))
+    models = ev.load_models()
+    cfg = RetrievalConfig(**ev.options)
     records = run(models, pairs, cfg, echo=console.print)
     written = report.write_records(records, out, "Image–text retrieval (Recall@K, %)", RETRIEVAL_COLUMNS)
     _show_columns(records, "Retrieval recall (%)", RETRIEVAL_COLUMNS)
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
 
 
-@app.command()
+@evaluation_command()
 def analyze(
-    ckpt: list[str] = CKPT,
-    model: str = MODEL,
-    pretrained: str = PRETRAINED,
+    ev: Evaluation,
     data: list[Path] = typer.Option(None, "--data", help="A dataprep output folder, a folder of .tar shards, or "
                                     "shard files (repeatable)."),
     karpathy: Path = typer.Option(None, "--karpathy", help="Karpathy-split JSON (first caption of each image)."),
@@ -295,27 +321,17 @@ def analyze(
     max_images: int = typer.Option(2000, "--max-images", min=3, help="Seeded subsample (pairwise terms grow as N²)."),
     projection: str = typer.Option("pca", "--projection", help="pca, or umap (needs umap-learn installed)."),
     out: Path = typer.Option(Path("results/analyze"), "--out", help="Results folder."),
-    precision: str = PRECISION,
-    batch_size: int = BATCH_SIZE,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    progress: bool = PROGRESS,
 ) -> None:
     """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
     from cloob.benchmarks import analyze as geometry
     from cloob.benchmarks.retrieval import resolve_pairs
-    from cloob.common.precision import resolve, resolve_device
-
-    device = resolve_device(device)
-    precision = resolve(precision, device).name
     geometry.check_projection(projection)  # fail before any work
-    if not ckpt and not model:
-        raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
+    ev.require_models()
     pairs = resolve_pairs(data, karpathy, images, split, name)
-    models = _load_models(ckpt, model, pretrained, precision)
+    models = ev.load_models()
     cfg = geometry.AnalyzeConfig(out, max_images, 0, projection,
-                                 **_options(device, batch_size, workers, precision, progress))
+                                 **ev.options)
     records = geometry.run(models, pairs, cfg, echo=console.print)
     written = geometry.write(records, out)
     _show_columns(records, "Embedding geometry", geometry.COLUMNS, scale=1.0)
@@ -330,23 +346,6 @@ def _show_columns(records: list[dict], title: str, columns: dict[str, str], scal
         table.add_row(r["label"], r["dataset"], *(f"{scale * r['metrics'][k]:.2f}" if scale != 1.0
                                                   else f"{r['metrics'][k]:.3f}" for k in columns))
     Console().print(table)
-
-
-def _options(device: str, batch_size: int, workers: int, precision: str, progress: bool) -> dict:
-    """The EvalOptions every evaluation command passes on (device and precision resolved)."""
-    return {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision,
-            "progress": progress}
-
-
-def _load_models(ckpt: list[str] | None, model: str | None, pretrained: str | None,
-                 precision: str) -> list:
-    """--ckpt files, then --model/--pretrained, with the weights in `precision`."""
-    from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
-
-    models = [load_checkpoint(p, precision=precision) for p in ckpt or []]
-    if model:
-        models.append(load_open_clip(model, pretrained, precision=precision))
-    return models
 
 
 def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accuracy (%) — headline in bold") -> None:
