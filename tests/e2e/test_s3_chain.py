@@ -1,7 +1,7 @@
 """The whole chain with everything in one S3 bucket (moto on 127.0.0.1): `dataprep fetch urls
 --out s3://…` → `trainer run --train-data s3://… --remote-sync s3://…` → the local run folder is
 lost → `trainer run --resume latest` continues from the bucket → the checkpoint loads from s3://
-for zero-shot evaluation. The secret key shows nowhere in what was printed or written."""
+and `benchmarks zeroshot --ckpt s3://…` evaluates it. The secret key shows nowhere in what was printed or written."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support.benchmark_data import class_tree, write_tree
 from support.cli import run_main
 from support.images import make_images
 from support.s3 import S3Server
@@ -51,6 +52,12 @@ def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, c
     url = s3.url(f"runs/r/checkpoints/{json.loads(s3.read('runs/r/checkpoints/latest.json'))['checkpoint']}")
     loaded = load_checkpoint(url)
     assert loaded.info.get("step") == 4 and loaded.path == url and loaded.method == "cloob"
+    task = write_tree(tmp_path / "task", class_tree({"circle": 2, "square": 2}))
+    assert _cli("benchmarks", "benchmarks", "zeroshot", "--ckpt", url, "--dataset-dir", task,
+                "--out", tmp_path / "results", "--workers", "0", "--device", "cpu",
+                "--no-progress") == 0
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert url in json.dumps(results) and "acc1" in json.dumps(results)
 
     printed = "".join(capfd.readouterr())
     written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
