@@ -10,7 +10,8 @@ import torch
 from cloob.benchmarks.checkpoints import load_checkpoint
 from cloob.common import checkpoint as ckpt_format
 from cloob.common.cli import UsageError
-from support.benchmark_data import tiny_cfg, tiny_model
+from support.benchmark_data import class_tree, tiny_cfg, tiny_model, write_tree
+from support.s3 import BROKEN_STORES, break_store
 
 TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
@@ -125,3 +126,18 @@ def test_any_open_clip_model_with_pretrained_file(tmp_path, original):
     same_embeddings(loaded.model, original)
     with pytest.raises(UsageError, match="open_clip model"):
         load_open_clip("tiny-bench-test", "no-such-tag")
+
+
+@pytest.mark.parametrize(("case", "message"), [*BROKEN_STORES, ("missing-key", "other.pt: no such checkpoint")],
+                         ids=[c for c, _ in [*BROKEN_STORES, ("missing-key", "")]])
+def test_unusable_bucket_checkpoint_is_one_error_line(s3, monkeypatch, cli, tmp_path, case, message):
+    key = "runs/r/ckpt.pt"
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=b"never read")
+    url = s3.url("runs/r/other.pt") if case == "missing-key" else break_store(s3, monkeypatch, case, key)
+    task = write_tree(tmp_path / "task", class_tree({"a": 1, "b": 1}))
+    code, out, err = cli("zeroshot", "--ckpt", url, "--dataset-dir", str(task), "--out",
+                         str(tmp_path / "out"), "--workers", "0", "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert s3.secret not in out + err and not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from support.s3 import S3Server
+from support.s3 import BROKEN_STORES, S3Server, break_store
 
 N = 15  # the kill test: 3 shards of 5, so rows 7 and 12 hold shards 1 and 2 open
 SMALL = 6  # the round trip: 3 shards of 2 (its time is img2dataset's start-up, not the samples)
@@ -126,22 +126,13 @@ def test_kill_mid_upload_then_rerun_completes_exactly(s3: S3Server, served, url_
 
 def _env(s3: S3Server, monkeypatch, case: str) -> str:
     """Break one thing about the store; return the dataset URL to use."""
-    if case == "missing-bucket":
-        return "s3://no-such-bucket/ds"
-    if case == "wrong-secret":
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + s3.secret)
-    elif case == "unknown-key":
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000")
-    elif case == "unreachable-endpoint":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    elif case == "foreign-prefix":
+    if case == "foreign-prefix":
         s3.client().put_object(Bucket=s3.bucket, Key="ds/theirs.txt", Body=b"not ours")
-    return s3.url("ds")
+        return s3.url("ds")
+    return break_store(s3, monkeypatch, case, "ds")
 
 
-BROKEN = [("missing-bucket", "bucket does not exist"), ("wrong-secret", "access denied"),
-          ("unknown-key", "access denied"), ("unreachable-endpoint", "cannot be reached"),
-          ("foreign-prefix", "objects dataprep did not write")]
+BROKEN = [*BROKEN_STORES, ("foreign-prefix", "objects dataprep did not write")]
 
 
 @pytest.mark.parametrize(("case", "message"), BROKEN, ids=[c for c, _ in BROKEN])

@@ -9,8 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from support.benchmark_data import class_tree, write_tree
 from support.cli import run_main
 from support.images import make_images
@@ -25,7 +23,7 @@ def _cli(module: str, prog: str, *args: object) -> int:
     return run_main(main, prog, *args)
 
 
-@pytest.mark.slow  # an img2dataset run plus two short trainings: ~1 min on a loaded 2-core box
+# In the default suite: one img2dataset run, two 2-step trainings and a zero-shot run, ~25 s.
 def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, capfd) -> None:
     images = make_images(tmp_path / "www", 16, seed=3, subdir="img")
     with LoopbackServer(tmp_path / "www") as server:

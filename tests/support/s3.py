@@ -96,3 +96,19 @@ class S3Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# How a store can be unusable, and the words the one `error:` line must contain.
+BROKEN_STORES = [("missing-bucket", "bucket does not exist"), ("wrong-secret", "access denied"),
+                 ("unknown-key", "access denied"), ("unreachable-endpoint", "cannot be reached")]
+
+
+def break_store(s3: S3Server, monkeypatch, case: str, key: str) -> str:
+    """Break one thing about the store (a `BROKEN_STORES` case); the URL of `key` to use."""
+    if case == "missing-bucket":
+        return f"s3://no-such-bucket/{key}"
+    env = {"wrong-secret": ("AWS_SECRET_ACCESS_KEY", "not-" + s3.secret),
+           "unknown-key": ("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000"),
+           "unreachable-endpoint": ("AWS_ENDPOINT_URL", "http://127.0.0.1:9")}
+    monkeypatch.setenv(*env[case])
+    return s3.url(key)

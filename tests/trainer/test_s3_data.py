@@ -3,15 +3,19 @@ copy; the same batches, so the same weights, as from the local folder, and exact
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from cloob.common import checkpoint as ckpt_format
+from cloob.trainer import cli
 from cloob.trainer.data import resolve_source
 from cloob.trainer.loop import train
-from support.s3 import S3Server
+from support.s3 import BROKEN_STORES, S3Server, break_store
 
+from .conftest import MICRO
 from .test_resume import K, config
 
 
@@ -49,3 +53,26 @@ def test_train_from_bucket_matches_local_and_resumes_exactly(s3: S3Server, shard
     assert b["step"] == 2 * K
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+@pytest.mark.parametrize(("case", "message"), BROKEN_STORES, ids=[c for c, _ in BROKEN_STORES])
+@pytest.mark.parametrize("flag", ["--train-data", "--remote-sync"])
+def test_unusable_bucket_is_one_error_line(s3: S3Server, monkeypatch, capsys, tmp_path: Path,
+                                           shard_dir: Path, flag: str, case: str,
+                                           message: str) -> None:
+    url = break_store(s3, monkeypatch, case, "ds" if flag == "--train-data" else "runs")
+    before = s3.list_keys() if case != "unreachable-endpoint" else None
+    args = ["--train-data", url] if flag == "--train-data" else ["--train-data", shard_dir,
+                                                                 "--remote-sync", url]
+    monkeypatch.setattr(sys, "argv", ["trainer", "run", "--model", MICRO, "--batch-size", "4",
+                                      "--max-steps", "1", "--workers", "0", "--logs",
+                                      str(tmp_path / "logs"), *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: ") and message in err[0], err
+    assert s3.secret not in err[0]
+    assert not (tmp_path / "logs").exists()  # nothing started, nothing written
+    if before is not None:
+        assert s3.list_keys() == before

@@ -52,7 +52,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
 
     if storage.is_remote(path):
         storage.check_access(str(path))
-        with storage.local_copy(storage.location(path)) as local:
+        remote = storage.location(path)
+        if not remote.is_file():  # the local case's words (torchload.safe_load), not botocore's
+            raise FileNotFoundError(f"{path}: no such checkpoint")
+        with storage.local_copy(remote) as local:
             loaded = load_checkpoint(local, device, precision=precision)
         loaded.path = str(path)
         return loaded
