@@ -6,16 +6,12 @@ to the bucket at the end; stats/query/verify/retry read it back; a kill mid-uplo
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from support.cli import kill_dataprep_when
 from support.s3 import BROKEN_STORES, S3Server, break_store
 
 N = 15  # the kill test: 3 shards of 5, so rows 7 and 12 hold shards 1 and 2 open
@@ -96,19 +92,8 @@ def test_kill_mid_upload_then_rerun_completes_exactly(s3: S3Server, served, url_
     for row in (7, 12):  # shards 1 and 2 stay open ~1.5 s: the kill lands mid-shard
         served.server.fault(served.images[row].relpath, "delay", seconds=1.5)
     url, work = s3.url("ds"), tmp_path / "work"
-    cmd = [sys.executable, "-c", "from cloob.dataprep.cli import main; main()", "fetch", "urls",
-           "--input", str(url_csv), "--out", url, "--work", str(work), *OPTS]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    try:
-        while "ds/shards/00000_stats.json" not in s3.list_keys("ds/"):
-            assert proc.poll() is None, "fetch finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, img2dataset and its workers
-        proc.wait()
+    kill_dataprep_when(["fetch", "urls", "--input", url_csv, "--out", url, "--work", work, *OPTS],
+                       lambda: "ds/shards/00000_stats.json" in s3.list_keys("ds/"), timeout=180)
     served.server.clear_faults()
     keys = s3.list_keys("ds/")
     assert "ds/shards/00001_stats.json" not in keys and "ds/fetch.json" not in keys

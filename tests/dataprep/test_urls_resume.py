@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -16,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cloob.dataprep.sources.urls import build_urls_list
+from support.cli import kill_dataprep_when
 
 N = 20
 OPTS = ["--url-col", "image_url", "--caption-col", "text", "--samples-per-shard", "5",
@@ -59,22 +55,11 @@ def test_fetch_urls_csv(uninterrupted, url_csv):
 
 def test_kill_mid_fetch_then_resume_matches_uninterrupted(uninterrupted, url_csv, cli, tmp_path):
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-c", "from cloob.dataprep.cli import main; main()",
-           "fetch", "urls", "--input", str(url_csv), "--out", str(out), *OPTS]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
     shards = out / "shards"
-    deadline = time.monotonic() + 120
-    try:
-        # Kill once shard 0 is finished and shard 1's tar is being written.
-        while not ((shards / "00000_stats.json").exists() and (shards / "00001.tar").exists()):
-            assert proc.poll() is None, "fetch finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, img2dataset and its workers
-        proc.wait()
+    # Kill once shard 0 is finished and shard 1's tar is being written.
+    kill_dataprep_when(["fetch", "urls", "--input", url_csv, "--out", out, *OPTS],
+                       lambda: (shards / "00000_stats.json").exists()
+                       and (shards / "00001.tar").exists(), timeout=120)
     assert not (shards / "00001_stats.json").exists()  # shard 1 was cut mid-write
     assert not (out / "manifest.duckdb").exists()
     done_tar = shards / "00000.tar"
