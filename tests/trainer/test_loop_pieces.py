@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,18 +101,28 @@ def test_tiny_configs_and_open_clip_local_dir(tmp_path):
 @pytest.mark.slow  # inductor compiles the model for the CPU: ~1-2 min
 @pytest.mark.parametrize("method", ["clip", "cloob"])
 def test_torchcompile_trains_and_its_checkpoint_loads_in_open_clip(tmp_path, method):
+    """Through the CLI in a child process, as a user runs it: a compiled backward leaves autograd
+    threads behind that would break the fork-based multi-rank tests later in the same session."""
+    import json
+    import subprocess
+    import sys
+
     import open_clip
 
-    result = train(TrainConfig(
-        data=DataConfig(dataset_type="synthetic", train_num_samples=24, batch_size=8, workers=0),
-        model=ModelConfig(model="micro-vit", method=method, torchcompile=True),
-        optim=OptimConfig(warmup=1, max_steps=3, accum_freq=1),
-        run=RunConfig(logs=str(tmp_path), name="compiled", report_to="none", progress=False,
-                      log_every_n_steps=1)))
-    ckpt = ckpt_format.read(result.checkpoint)
-    assert ckpt["step"] == 3 and math.isfinite(result.metrics["loss"])
+    trainer = Path(sys.executable).with_name("trainer")
+    subprocess.run([str(trainer), "run", "--model", "micro-vit", "--method", method, "--torchcompile",
+                    "--dataset-type", "synthetic", "--train-num-samples", "24", "--batch-size", "8",
+                    "--workers", "0", "--warmup", "1", "--max-steps", "3", "--logs", str(tmp_path),
+                    "--name", "compiled", "--report-to", "none", "--no-progress",
+                    "--log-every-n-steps", "1"], check=True, capture_output=True, timeout=900,
+                   env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    run = tmp_path / "compiled"
+    ckpt = ckpt_format.read(run / "checkpoints" / "latest.pt")
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert ckpt["step"] == 3 and len(losses) == 3 and all(map(math.isfinite, losses))
     assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])  # the raw model's keys
-    loaded = open_clip.create_model(ckpt["model_name"], pretrained=str(result.checkpoint))
+    loaded = open_clip.create_model(ckpt["model_name"], pretrained=str(run / "checkpoints" / "latest.pt"))
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"][key]), key
 
