@@ -1,0 +1,267 @@
+"""Docs that cannot drift (issue 27).
+
+- Every `dataprep|trainer|benchmarks …` command in README.md and docs/*.md (fenced code blocks,
+  line continuations joined, and inline `uv run …` spans) parses against the real CLI: click's
+  own parser (`make_context`, resilient_parsing=False), so an unknown flag, a missing value or a
+  renamed sub-command fails here. Nothing is invoked: no callback runs, no file is read.
+- The module map in README.md names only paths that exist, and every module under packages/*/src.
+- Each section of docs/performance.md that holds a number names the bench script that made it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+TOOLS = {"dataprep": "cloob.dataprep.cli", "trainer": "cloob.trainer.cli",
+         "benchmarks": "cloob.benchmarks.cli"}
+ELLIPSES = {"...", "…"}  # "the rest of the command": required options may then be missing
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_INLINE = re.compile(r"`(uv run (?:dataprep|trainer|benchmarks)\b[^`]*)`")
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    where: str  # file:line, for the failure message
+    tool: str
+    args: tuple[str, ...]
+    elided: bool  # the doc left part of it out ("…")
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.tool} {' '.join(self.args)}"
+
+
+# ----------------------------------------------------------------------------- collecting
+
+
+def _code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, logical line) of the shell code blocks, continuations joined; plus inline
+    `uv run …` spans of the prose."""
+    out: list[tuple[int, str]] = []
+    in_block, lang, pending, start = False, "", "", 0
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fence = _FENCE.match(line.strip())
+        if fence:
+            in_block, lang = (not in_block, fence.group(1)) if not in_block else (False, "")
+            continue
+        if in_block and lang in ("", "bash", "sh", "shell", "console"):
+            start = start or n
+            if line.rstrip().endswith("\\"):
+                pending += line.rstrip()[:-1] + " "
+                continue
+            out.append((start, pending + line))
+            pending, start = "", 0
+        elif not in_block:
+            out.extend((n, m.group(1)) for m in _INLINE.finditer(line))
+    return out
+
+
+def _commands_in(line: str) -> list[list[str]]:
+    """Shell words of each simple command on the line (split at &&, ||, |, ;), comments dropped."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    words, commands = [], []
+    try:
+        for word in lexer:
+            if word and set(word) <= set(";&|"):
+                commands.append(words)
+                words = []
+            else:
+                words.append(word)
+    except ValueError:  # unbalanced quotes: prose, not a command
+        return []
+    return [*commands, words]
+
+
+def _tool_args(words: list[str]) -> tuple[str, list[str]] | None:
+    """('trainer', args) for `[ENV=…] [uv run] trainer args`, for
+    `… torchrun … -m -- cloob.trainer.cli args` and `python -m cloob.trainer.cli args`."""
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        words = words[1:]
+    if words[:2] == ["uv", "run"]:
+        words = words[2:]
+    if words and words[0] in TOOLS:
+        return words[0], words[1:]
+    for tool, module in TOOLS.items():
+        if module in words and words[0] in ("torchrun", "python", "python3"):
+            return tool, words[words.index(module) + 1:]
+    return None
+
+
+def collect(paths: list[Path]) -> list[DocCommand]:
+    found = []
+    for path in paths:
+        for n, line in _code_lines(path):
+            for words in _commands_in(line):
+                hit = _tool_args(words)
+                if hit:
+                    tool, args = hit
+                    kept = tuple(a for a in args if a not in ELLIPSES)
+                    found.append(DocCommand(f"{path.relative_to(ROOT)}:{n}", tool, kept,
+                                            len(kept) != len(args)))
+    return found
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _root_command(tool: str):
+    import importlib
+
+    import typer
+
+    return typer.main.get_command(importlib.import_module(TOOLS[tool]).app)
+
+
+def parse_error(cmd: DocCommand) -> str | None:
+    """Why click refuses the command line, or None. Walks the sub-commands the way click does
+    before invoking (Group.resolve_command, then the sub-command's make_context); no callback of
+    a command runs. `--help` ends the walk cleanly (typer.Exit(0))."""
+    from typer import Exit
+    from typer._click.exceptions import ClickException, MissingParameter  # typer's vendored click
+
+    group = _root_command(cmd.tool)
+    sink = io.StringIO()
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            ctx = group.make_context(cmd.tool, list(cmd.args), resilient_parsing=False)
+            args = ctx._protected_args + ctx.args
+            while hasattr(ctx.command, "resolve_command"):
+                if not args:
+                    return f"{cmd}: no sub-command"
+                name, sub, args = ctx.command.resolve_command(ctx, args)
+                ctx = sub.make_context(name, args, parent=ctx, resilient_parsing=False)
+                args = ctx._protected_args + ctx.args
+    except Exit as done:
+        return None if done.exit_code == 0 else f"{cmd}: exit {done.exit_code}"
+    except MissingParameter as err:
+        return None if cmd.elided else f"{cmd}: {err.format_message()}"
+    except ClickException as err:
+        return f"{cmd}: {err.format_message()}"
+    return None
+
+
+DOC_COMMANDS = collect(DOCS)
+
+
+def test_the_docs_hold_commands_for_every_tool():
+    tools = {c.tool for c in DOC_COMMANDS}
+    assert tools == set(TOOLS), f"no documented command for {set(TOOLS) - tools}"
+    assert len(DOC_COMMANDS) > 30
+
+
+@pytest.mark.parametrize("cmd", DOC_COMMANDS, ids=[c.where for c in DOC_COMMANDS])
+def test_documented_command_parses(cmd: DocCommand):
+    assert parse_error(cmd) is None, parse_error(cmd)
+
+
+@pytest.mark.parametrize("line, why", [
+    ("uv run trainer run --method cloob --no-such-flag 3", "No such option"),
+    ("uv run dataprep fetch cc3m --tsv a.tsv --out d --processes", "requires an argument"),
+    ("uv run benchmarks zeroshot-all --ckpt x", "No such command"),
+    ("uv run dataprep stats", "Missing argument"),
+    ("DATAPREP_SPARK_MASTER=spark://h:7077 uv run dataprep fetch cc3m --tsv a --out b --distributer ray",
+     "No such option"),
+    ("uv run torchrun --nproc-per-node 2 -m -- cloob.trainer.cli run --epochz 3", "No such option"),
+])
+def test_a_wrong_command_in_a_doc_fails(tmp_path, line, why):
+    """The check can fail: a doc with a flag that does not exist is reported, with its line."""
+    doc = tmp_path / "bad.md"
+    doc.write_text(f"# bad\n\n```bash\n{line}\n```\n", encoding="utf-8")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path  # relative_to for the location
+    try:
+        (cmd,) = collect([doc])
+    finally:
+        ROOT = saved
+    error = parse_error(cmd)
+    assert error is not None and why in error and error.startswith("bad.md:4:"), error
+
+
+def test_collect_joins_continuations_chains_and_inline_spans(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text(
+        "Run `uv run trainer run --help` first.\n\n"
+        "```bash\n"
+        "uv run trainer run --method clip --name clip && uv run benchmarks list   # comment\n"
+        "uv run dataprep fetch demo \\\n    --out d --samples 10\n"
+        "trainer run … --resume latest\n"
+        "```\n\n```python\nimport dataprep\n```\n", encoding="utf-8")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        got = [(c.where, c.tool, c.args, c.elided) for c in collect([doc])]
+    finally:
+        ROOT = saved
+    assert got == [
+        ("x.md:1", "trainer", ("run", "--help"), False),
+        ("x.md:4", "trainer", ("run", "--method", "clip", "--name", "clip"), False),
+        ("x.md:4", "benchmarks", ("list",), False),
+        ("x.md:5", "dataprep", ("fetch", "demo", "--out", "d", "--samples", "10"), False),
+        ("x.md:7", "trainer", ("run", "--resume", "latest"), True),
+    ]
+
+
+# ----------------------------------------------------------------------------- the module map
+
+
+def module_map(readme: Path = ROOT / "README.md") -> tuple[list[str], list[str]]:
+    """(folders, files) named in the README's map: the first code block after 'How it fits
+    together'. A line starting with a folder (`packages/…/`, `tests/`, `bench/`) names it and makes
+    it the base for the `*.py` / `*.json` words that follow, on that line and the next ones."""
+    text = readme.read_text(encoding="utf-8")
+    section = text.split("## How it fits together", 1)[1]
+    block = section.split("```", 2)[1]
+    folders, files, base = [], [], ""
+    for line in block.splitlines()[1:]:
+        words = line.split()
+        if words and words[0].endswith("/") and not line.startswith(" "):
+            base = words[0]
+            folders.append(base)
+            words = words[1:]
+        files += [base + w.strip("·,;()") for w in words
+                  if re.fullmatch(r"[\w/.-]+\.(py|json)[·,;)]*", w)]
+    return folders, files
+
+
+def test_module_map_paths_exist():
+    folders, files = module_map()
+    assert folders and files
+    missing = [p for p in folders + files if not (ROOT / p).exists()]
+    assert not missing, f"the README's map names paths that do not exist: {missing}"
+
+
+def test_module_map_lists_every_module():
+    _, files = module_map()
+    modules = {str(p.relative_to(ROOT)) for p in ROOT.glob("packages/*/src/**/*.py")
+               if p.name != "__init__.py"}
+    unlisted = sorted(modules - set(files))
+    assert not unlisted, f"modules missing from the README's map: {unlisted}"
+
+
+# ----------------------------------------------------------------------------- performance.md
+
+
+def test_every_performance_number_names_its_bench_script():
+    """Each `##` section of docs/performance.md with a number in it cites `bench/<script>.py`,
+    and every cited script exists."""
+    text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    assert sections
+    for section in sections:
+        title = section.splitlines()[0]
+        prose = re.sub(r"`[^`]*`", "", section.split("\n", 1)[1])  # numbers in prose and tables
+        scripts = re.findall(r"bench/[\w/]+\.(?:py|sh)", section)
+        if re.search(r"\d", prose):
+            assert scripts, f"performance.md '{title}': numbers without the bench script"
+        for script in scripts:
+            assert (ROOT / script).is_file(), f"performance.md '{title}': {script} does not exist"
