@@ -97,7 +97,8 @@ def _tool_args(words: list[str]) -> tuple[str, list[str]] | None:
     return None
 
 
-def collect(paths: list[Path]) -> list[DocCommand]:
+def collect(paths: list[Path], root: Path = ROOT) -> list[DocCommand]:
+    """The tool commands of the docs; `where` is relative to `root`."""
     found = []
     for path in paths:
         for n, line in _code_lines(path):
@@ -106,7 +107,7 @@ def collect(paths: list[Path]) -> list[DocCommand]:
                 if hit:
                     tool, args = hit
                     kept = tuple(a for a in args if a not in ELLIPSES)
-                    found.append(DocCommand(f"{path.relative_to(ROOT)}:{n}", tool, kept,
+                    found.append(DocCommand(f"{path.relative_to(root)}:{n}", tool, kept,
                                             len(kept) != len(args)))
     return found
 
@@ -169,20 +170,15 @@ def test_documented_command_parses(cmd: DocCommand):
     ("uv run dataprep fetch cc3m --tsv a.tsv --out d --processes", "requires an argument"),
     ("uv run benchmarks zeroshot-all --ckpt x", "No such command"),
     ("uv run dataprep stats", "Missing argument"),
-    ("DATAPREP_SPARK_MASTER=spark://h:7077 uv run dataprep fetch cc3m --tsv a --out b --distributer ray",
-     "No such option"),
+    ("DATAPREP_SPARK_MASTER=spark://h:7077 uv run dataprep fetch cc3m --tsv a --out b "
+     "--distributer ray", "No such option"),
     ("uv run torchrun --nproc-per-node 2 -m -- cloob.trainer.cli run --epochz 3", "No such option"),
 ])
 def test_a_wrong_command_in_a_doc_fails(tmp_path, line, why):
     """The check can fail: a doc with a flag that does not exist is reported, with its line."""
     doc = tmp_path / "bad.md"
     doc.write_text(f"# bad\n\n```bash\n{line}\n```\n", encoding="utf-8")
-    global ROOT
-    saved, ROOT = ROOT, tmp_path  # relative_to for the location
-    try:
-        (cmd,) = collect([doc])
-    finally:
-        ROOT = saved
+    (cmd,) = collect([doc], root=tmp_path)
     error = parse_error(cmd)
     assert error is not None and why in error and error.startswith("bad.md:4:"), error
 
@@ -196,12 +192,7 @@ def test_collect_joins_continuations_chains_and_inline_spans(tmp_path):
         "uv run dataprep fetch demo \\\n    --out d --samples 10\n"
         "trainer run … --resume latest\n"
         "```\n\n```python\nimport dataprep\n```\n", encoding="utf-8")
-    global ROOT
-    saved, ROOT = ROOT, tmp_path
-    try:
-        got = [(c.where, c.tool, c.args, c.elided) for c in collect([doc])]
-    finally:
-        ROOT = saved
+    got = [(c.where, c.tool, c.args, c.elided) for c in collect([doc], root=tmp_path)]
     assert got == [
         ("x.md:1", "trainer", ("run", "--help"), False),
         ("x.md:4", "trainer", ("run", "--method", "clip", "--name", "clip"), False),
@@ -233,35 +224,60 @@ def module_map(readme: Path = ROOT / "README.md") -> tuple[list[str], list[str]]
     return folders, files
 
 
-def test_module_map_paths_exist():
-    folders, files = module_map()
-    assert folders and files
-    missing = [p for p in folders + files if not (ROOT / p).exists()]
-    assert not missing, f"the README's map names paths that do not exist: {missing}"
-
-
-def test_module_map_lists_every_module():
-    _, files = module_map()
-    modules = {str(p.relative_to(ROOT)) for p in ROOT.glob("packages/*/src/**/*.py")
+def map_problems(readme: Path = ROOT / "README.md", root: Path = ROOT) -> list[str]:
+    """Paths the map names that do not exist, and modules under packages/*/src it leaves out."""
+    folders, files = module_map(readme)
+    problems = [f"no such path: {p}" for p in folders + files if not (root / p).exists()]
+    modules = {str(p.relative_to(root)) for p in root.glob("packages/*/src/**/*.py")
                if p.name != "__init__.py"}
-    unlisted = sorted(modules - set(files))
-    assert not unlisted, f"modules missing from the README's map: {unlisted}"
+    problems += [f"not on the map: {m}" for m in sorted(modules - set(files))]
+    return problems if files else ["no module map found"]
+
+
+def test_module_map_names_existing_paths_and_every_module():
+    assert map_problems() == []
+
+
+def test_module_map_check_can_fail(tmp_path):
+    pkg = tmp_path / "packages/x/src/cloob/x"
+    pkg.mkdir(parents=True)
+    for name in ("cli.py", "new.py", "__init__.py"):
+        (pkg / name).write_text("")
+    readme = tmp_path / "README.md"
+    readme.write_text("## How it fits together\n\n```\npackages/x/src/cloob/x/   the x\n"
+                      "  cli.py   commands        gone.py  removed\n```\n", encoding="utf-8")
+    assert map_problems(readme, tmp_path) == [
+        "no such path: packages/x/src/cloob/x/gone.py",
+        "not on the map: packages/x/src/cloob/x/new.py",
+    ]
 
 
 # ----------------------------------------------------------------------------- performance.md
 
 
-def test_every_performance_number_names_its_bench_script():
-    """Each `##` section of docs/performance.md with a number in it cites `bench/<script>.py`,
-    and every cited script exists."""
-    text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+def performance_problems(text: str, root: Path = ROOT) -> list[str]:
+    """Sections (`## …`) of performance.md with numbers but no `bench/<script>`, and cited
+    scripts that do not exist."""
+    problems = []
     sections = re.split(r"^## ", text, flags=re.M)[1:]
-    assert sections
     for section in sections:
         title = section.splitlines()[0]
-        prose = re.sub(r"`[^`]*`", "", section.split("\n", 1)[1])  # numbers in prose and tables
+        body = re.sub(r"`[^`]*`", "", section.split("\n", 1)[-1])  # numbers in prose and tables
         scripts = re.findall(r"bench/[\w/]+\.(?:py|sh)", section)
-        if re.search(r"\d", prose):
-            assert scripts, f"performance.md '{title}': numbers without the bench script"
-        for script in scripts:
-            assert (ROOT / script).is_file(), f"performance.md '{title}': {script} does not exist"
+        if re.search(r"\d", body) and not scripts:
+            problems.append(f"'{title}': numbers without the bench script that made them")
+        problems += [f"'{title}': {s} does not exist" for s in scripts if not (root / s).is_file()]
+    return problems if sections else ["no sections"]
+
+
+def test_every_performance_number_names_its_bench_script():
+    assert performance_problems((ROOT / "docs" / "performance.md").read_text(encoding="utf-8")) == []
+
+
+def test_performance_check_can_fail():
+    text = ("# Performance\n\n## Loader\n\n| a | b |\n|---|---|\n| ours | 1.27 |\n\n"
+            "## Loss\n\n`uv run python bench/no_such.py`: 3 ms\n")
+    assert performance_problems(text) == [
+        "'Loader': numbers without the bench script that made them",
+        "'Loss': bench/no_such.py does not exist",
+    ]

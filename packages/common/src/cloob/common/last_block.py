@@ -57,8 +57,8 @@ def _block_rows(block: Any, x: Any, index: Any) -> Any:
     import torch
 
     h = block.ln_1(x)
+    padding: Any = None
     if index is None:
-        rows, padding = slice(None), None
         query, residual = h[:, :1], x[:, :1]
     else:
         rows = torch.arange(x.shape[0], device=x.device)
@@ -85,7 +85,7 @@ def install_image_shortcut(model: Any) -> bool:
     the class token only. An instance attribute (a partial of a module-level function, so deepcopy
     and pickle rebind it to the copy); the state dict is unchanged."""
     visual = getattr(model, "visual", None)
-    if not image_shortcut_supported(visual):
+    if visual is None or not image_shortcut_supported(visual):
         return False
     visual.forward = functools.partial(_vit_forward, visual)
     return True

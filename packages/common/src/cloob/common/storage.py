@@ -110,7 +110,9 @@ class RemotePath:
     def __fspath__(self) -> str:  # lets img2dataset, DuckDB, webdataset take it as a string
         return self.url
 
-    def relative_to(self, other: RemotePath) -> str:
+    def relative_to(self, other: Path | RemotePath) -> str:
+        if not isinstance(other, RemotePath):
+            raise ValueError(f"{self.url} is not under the local path {other}")
         return self.url[len(other.url):].lstrip("/")
 
     def exists(self) -> bool:
@@ -196,6 +198,8 @@ def open_stream(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> IO
     if mode != "rb":
         raise ValueError(f"{url}: shards are only read here")
     remote = location(url)
+    if not isinstance(remote, RemotePath):  # registered for object-store schemes only
+        raise ValueError(f"{url}: not an object-store URL")
     with translated(str(url)):
         return remote._fs.open(remote._key, "rb", block_size=8 << 20, cache_type="readahead")
 

@@ -103,16 +103,16 @@ def _options(image_size: int, resize_mode: str, processes: int, threads: int,
                            distributor=distributor, user_agent_token=user_agent_token)
 
 
-def _run_fetch(out: Path, spec, build_list, opts: DownloadOptions, force: bool,
+def _run_fetch(out: str | Path, spec, build_list, opts: DownloadOptions, force: bool,
                data: str | None = None) -> None:
     from cloob.dataprep.fetch import IncompleteError, fetch
     from cloob.dataprep.report import print_counts
 
     try:
-        counts = fetch(out, spec, build_list, opts, data=data, force=force, say=_say)
+        counts = fetch(Path(out), spec, build_list, opts, data=data, force=force, say=_say)
     except IncompleteError as err:
         raise fail(str(err), code=1) from None
-    print_counts(data or out, counts)
+    print_counts(data or str(out), counts)
 
 
 def _say(message: str) -> None:
@@ -134,7 +134,7 @@ def fetch_cc3m(
 
 
     def build(target: Path) -> str:
-        n = build_cc3m_list(local_input(tsv, Layout(out).sources, "CC3M TSV"), target)
+        n = build_cc3m_list(local_input(tsv, Layout(Path(out)).sources, "CC3M TSV"), target)
         return f"CC3M list: {n} rows"
 
     _run_fetch(out, SourceSpec("cc3m", {"tsv": _identity(tsv)}), build, opts, force, data)
@@ -165,7 +165,7 @@ def fetch_yfcc15m(
     subset = subset or SUBSET_URL
 
     def build(target: Path) -> str:
-        sources = Layout(out).sources
+        sources = Layout(Path(out)).sources
         r = build_yfcc_list(local_input(subset, sources, "subset list"),
                             local_input(metadata, sources, "YFCC100M metadata"), target, caption)
         return (f"YFCC-15M list: {r.rows} photos ({r.subset_ids} subset ids, {r.missing} not in "

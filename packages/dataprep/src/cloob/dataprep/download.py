@@ -86,7 +86,7 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
                               "re-run the same command to resume")
 
 
-def _img2dataset_args(inputs: Path, shards: Path, opts: DownloadOptions,
+def _img2dataset_args(inputs: Path, shards: Path | RemotePath, opts: DownloadOptions,
                       extra_columns: tuple[str, ...], extend: bool) -> dict:
     return {
         "url_list": str(inputs),

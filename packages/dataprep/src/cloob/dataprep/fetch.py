@@ -260,7 +260,8 @@ class _RefusedRows:
     manifest. Written under a temp name; `close_onto` renames it (or removes a stale one)."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp, self.writer = tmp, None
+        self.tmp = tmp
+        self.writer: pq.ParquetWriter | None = None
 
     def add(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:

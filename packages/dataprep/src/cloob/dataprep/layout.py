@@ -121,12 +121,13 @@ def push_records(layout: Layout) -> None:
 def pull_records(layout: Layout) -> None:
     """Bring the records of the last finished run from the bucket into the working folder (the
     bucket is the truth: another machine may have run `retry` since)."""
-    if not layout.is_remote:
+    dataset = layout.dataset
+    if not isinstance(dataset, storage.RemotePath):
         return
-    remote = {p.name for p in layout.dataset.iterdir()}
+    remote = {p.name for p in dataset.iterdir()}
     for path in layout.records():
         if path.name in remote:
-            (layout.dataset / path.name).download(path)
+            (dataset / path.name).download(path)
 
 
 def default_work(data: str) -> Path:

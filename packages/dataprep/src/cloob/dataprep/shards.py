@@ -116,7 +116,10 @@ def check_tar(tar: Location, expected_keys: set[str] | None) -> ShardCheck:
                 if not member.isfile():
                     continue
                 key, _, ext = member.name.partition(".")
-                data = archive.extractfile(member).read()
+                content = archive.extractfile(member)
+                if content is None:  # not a regular file after all (checked above)
+                    continue
+                data = content.read()
                 samples.setdefault(key, {})[ext] = data
     except (tarfile.TarError, OSError, EOFError) as err:
         check.problems.append(f"unreadable tar: {err}")

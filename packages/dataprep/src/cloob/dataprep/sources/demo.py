@@ -120,14 +120,18 @@ def _dataset(out: Path, samples: int) -> DemoDataset:
                             out / "benchmark" / task / "templates.txt")
         for task in TEMPLATES
     }
-    return DemoDataset(out, layout.shards, layout.sizes_json, tasks, layout.manifest, samples)
+    shards, sizes = layout.shards, layout.sizes_json
+    assert isinstance(shards, Path) and isinstance(sizes, Path)  # Layout(out) is a local folder
+    return DemoDataset(out, shards, sizes, tasks, layout.manifest, samples)
 
 
 def _write_shards(layout: Layout, samples: int, seed: int, image_size: int) -> None:
-    layout.shards.mkdir(parents=True)
+    shards = layout.shards
+    assert isinstance(shards, Path)  # the demo is built locally, then renamed into place
+    shards.mkdir(parents=True)
     for shard in range(math.ceil(samples / SAMPLES_PER_SHARD)):
         first = shard * SAMPLES_PER_SHARD
-        _write_shard(layout.shards, shard, range(first, min(samples, first + SAMPLES_PER_SHARD)),
+        _write_shard(shards, shard, range(first, min(samples, first + SAMPLES_PER_SHARD)),
                      random.Random(f"demo-{seed}-{shard}"), image_size)
 
 

@@ -70,7 +70,10 @@ def build_yfcc_list(subset: Path, metadata: Path, target: Path, caption: str = "
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute(f"SET threads = {int(threads)}")
             con.execute(f"SET temp_directory = '{Path(work) / 'spill'}'")
-            con.create_function("clean_text", _clean_arrow, ["VARCHAR"], "VARCHAR", type="arrow")
+            # The string works with every duckdb >= 1.1; the enum moved module (functional → func)
+            # between 1.x and 2.x, and the 2.x stubs accept only the enum.
+            con.create_function("clean_text", _clean_arrow, ["VARCHAR"], "VARCHAR",
+                                type="arrow")  # type: ignore[call-overload]
             subset_ids = _load_subset(con, subset)
             _join_metadata(con, metadata)
             return _write_list(con, target, caption, subset_ids)
