@@ -327,3 +327,43 @@ def test_link_check_can_fail(tmp_path):
                    encoding="utf-8")
     assert link_problems([doc], tmp_path) == ["b.md → a.md#resume: no such heading",
                                               "b.md → c.md: no such file"]
+
+
+# ----------------------------------------------------------------------------- named code
+
+
+_REPO_PATH = re.compile(r"`((?:packages|tests|bench)/[\w/.-]+\.(?:py|sh|json))`")
+_MODULE = re.compile(r"`(cloob\.(?:common|dataprep|trainer|benchmarks)(?:\.\w+)+)")
+
+
+def named_code_problems(paths: list[Path], root: Path = ROOT) -> list[str]:
+    """Repository files (`tests/…/x.py`, `bench/x.py`, …) and modules (`cloob.pkg.module…`)
+    that the prose names in backticks but that do not exist. For a dotted name, its first three
+    parts must be a module or package; what follows may be an attribute."""
+    problems = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        for file in _REPO_PATH.findall(text):
+            if not (root / file).exists():
+                problems.append(f"{path.relative_to(root)}: no file {file}")
+        for dotted in _MODULE.findall(text):
+            _, pkg, name = dotted.split(".")[:3]
+            base = root / "packages" / pkg / "src" / "cloob" / pkg / name
+            if not (base.with_suffix(".py").is_file() or base.is_dir()):
+                problems.append(f"{path.relative_to(root)}: no module {'.'.join(['cloob', pkg, name])}")
+    return problems
+
+
+def test_named_files_and_modules_exist():
+    assert named_code_problems([*DOCS, ROOT / "CONTRIBUTING.md"]) == []
+
+
+def test_named_code_check_can_fail(tmp_path):
+    (tmp_path / "packages/common/src/cloob/common").mkdir(parents=True)
+    (tmp_path / "packages/common/src/cloob/common/files.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    doc = tmp_path / "d.md"
+    doc.write_text("`cloob.common.files.atomic_path`, `cloob.common.gone`, `tests/test_x.py`\n",
+                   encoding="utf-8")
+    assert named_code_problems([doc], tmp_path) == ["d.md: no file tests/test_x.py",
+                                                    "d.md: no module cloob.common.gone"]
