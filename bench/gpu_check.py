@@ -1,16 +1,16 @@
 """GPU acceptance in one go, sized to the lent machine: ≤ 6 minutes on one H200 with the defaults.
 
-Steps, each with its own timeout, in this order (a failing step is recorded and the next one runs;
+Steps, each with its own timeout, in this order of importance (a failing step is recorded and the next one runs;
 a step that would start past the budget is recorded as skipped):
 
 1. `card`: the device, its measured bf16 matmul rate (8192³) and the model's training FLOPs per
    sample (bench/gpu_measure.py);
 2. `readme`: the README's first command with its arguments unchanged (`trainer run --method cloob`:
    the demo data, auto precision, zero-shot table) — must exit 0 and print its table;
-3. RN50 at 224 px on synthetic data: ours CLIP and CLOOB, samples/s for `amp_bf16` and `amp`, and
+3. RN50 at 224 px on synthetic data: ours CLIP and CLOOB, samples/s for `amp_bf16`, then `amp`, and
    OpenCLIP's own trainer (`open_clip_train.main`) on the same model, batch, precision and data for
    the ratio ours / OpenCLIP; on several GPUs also `--local-loss`;
-4. `--torchcompile` (amp_bf16), CLOOB then CLIP (last: compiling is the slowest step).
+4. `--torchcompile` (amp_bf16): CLOOB after the amp_bf16 runs, CLIP last (compiling is slow).
 
 Per run: samples/s (the trainer's logged windows after the first; OpenCLIP's "Batch (t)" windows
 after the first), MFU = samples/s × training FLOPs per sample against the measured matmul rate and
@@ -28,7 +28,7 @@ table) and `gpu_check.log` (each step's output, tail) in `$OUT` when set, else `
     bash bench/gpu_check.sh --cpu               # the same steps, micro models, 3 steps, on the CPU
     bash bench/gpu_check.sh --dry-run           # the commands (every trainer command parsed)
 
-Settings (environment): NPROC=1 BATCH=256 STEPS=50 WORKERS=12 BUDGET_S=330; PEAK_TFLOPS to
+Settings (environment): NPROC=1 BATCH=256 STEPS=50 WORKERS=12 BUDGET_S=345; PEAK_TFLOPS to
 override the datasheet peak of an unlisted card.
 """
 
@@ -84,7 +84,7 @@ class Settings:
                        readme_extra=["--demo-samples", "400", "--max-steps", "3"])
         return cls(cpu=False, nproc=int(env.get("NPROC", "1")), batch=int(env.get("BATCH", "256")),
                    steps=int(env.get("STEPS", "50")), workers=int(env.get("WORKERS", "12")),
-                   budget_s=float(env.get("BUDGET_S", "330")), model="RN50",
+                   budget_s=float(env.get("BUDGET_S", "345")), model="RN50",
                    oc_model="RN50-quickgelu", log_every=10, matmul_n=8192, readme_extra=[])
 
 
@@ -109,7 +109,7 @@ def plan(s: Settings, logs: Path, python: str = sys.executable) -> list[Step]:
     steps = [Step("card", "card", [python, "-m", "gpu_measure", "--model", s.oc_model,
                                    "--matmul-n", str(s.matmul_n)], 60 * slow),
              Step("readme", "readme", [*probe, "cloob.trainer.cli", *README_ARGS, *s.readme_extra],
-                  150 * slow)]
+                  180 * slow)]
 
     def ours(method: str, precision: str, flags: list[str], timeout: float) -> Step:
         name = "-".join([method, precision, *(f.strip("-") for f in flags)])
@@ -130,14 +130,15 @@ def plan(s: Settings, logs: Path, python: str = sys.executable) -> list[Step]:
                "--gather-with-grad"]
         return Step(f"openclip-clip-{precision}", "openclip", cmd, 60 * slow, "clip", precision)
 
-    steps += [ours("clip", "amp_bf16", [], 60 * slow), openclip("amp_bf16"),
-              ours("cloob", "amp_bf16", [], 60 * slow)]
-    if s.nproc > 1:
-        steps += [ours(m, "amp_bf16", ["--local-loss"], 60 * slow) for m in ("clip", "cloob")]
-    steps += [ours("clip", "amp", [], 60 * slow), openclip("amp"), ours("cloob", "amp", [], 60 * slow)]
     # a cold inductor cache on 2 shared cores: 431 s measured for the first CPU compile
     compile_s = 900 if s.cpu else 120
-    steps += [ours(m, "amp_bf16", ["--torchcompile"], compile_s) for m in ("cloob", "clip")]
+    steps += [ours("clip", "amp_bf16", [], 60 * slow), openclip("amp_bf16"),
+              ours("cloob", "amp_bf16", [], 60 * slow),
+              ours("cloob", "amp_bf16", ["--torchcompile"], compile_s)]
+    if s.nproc > 1:
+        steps += [ours(m, "amp_bf16", ["--local-loss"], 60 * slow) for m in ("clip", "cloob")]
+    steps += [ours("clip", "amp", [], 60 * slow), openclip("amp"), ours("cloob", "amp", [], 60 * slow),
+              ours("clip", "amp_bf16", ["--torchcompile"], compile_s)]
     return steps
 
 
@@ -168,6 +169,7 @@ def execute(step: Step, timeout: float, log: Path, probe_dir: Path) -> tuple[str
     """Run one step in its own process group (torchrun's workers die with it on a timeout):
     (status, exit code, wall seconds); its output goes to `log`."""
     t0 = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen(step.cmd, cwd=ROOT, env=child_env(probe_dir), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -216,7 +218,7 @@ def probe_results(folder: Path) -> dict[str, object]:
     if not probes:
         return {}
     rank0 = min(probes, key=lambda p: p["rank"])
-    out: dict[str, object] = {"loader": rank0.get("loader"),
+    out: dict[str, object] = {"loader": rank0.get("loader"), "modules": rank0.get("modules"),
                               "max_rss_mib": max(p["max_rss_mib"] for p in probes)}
     peaks = [p["gpu_peak_allocated_mib"] for p in probes if "gpu_peak_allocated_mib" in p]
     if peaks:
@@ -286,12 +288,13 @@ def table_rows(records: list[dict]) -> list[list[object]]:
                      _f(rate / base if rate and base else None, ".2f"),
                      _pct(r.get("mfu_measured")), _pct(r.get("mfu_datasheet")),
                      _f((r.get("gpu_peak_allocated_mib") or 0) / 1024 or None, ".1f"),
+                     _f((r.get("max_rss_mib") or 0) / 1024 or None, ".1f"),
                      _pct(r.get("loader_share")), _f(r.get("wall_s"), ".0f")])
     return rows
 
 
 COLUMNS = ["run", "status", "samples/s", "× OpenCLIP", "MFU (matmul)", "MFU (datasheet)",
-           "peak GiB", "loader wait", "wall s"]
+           "GPU peak GiB", "RSS GiB", "loader wait", "wall s"]
 
 
 def _f(v: float | None, spec: str) -> str:
@@ -307,7 +310,7 @@ def markdown(payload: dict) -> str:
     lines = [f"# GPU check ({payload['mode']} mode)", "",
              f"{s['model']} on {s['nproc']} × {card.get('device', '?')}, batch {s['batch']}/device, "
              f"{s['steps']} steps, synthetic data; × OpenCLIP = / OpenCLIP's trainer at the same "
-             f"precision; matmul bf16 {_f(card.get('matmul_bf16_tflops'), '.0f')} TFLOP/s "
+             f"precision; matmul bf16 {_f(card.get('matmul_bf16_tflops'), '.4g')} TFLOP/s "
              f"measured, datasheet {_f(card.get('datasheet_bf16_tflops'), '.0f')}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(payload["steps"])]

@@ -4,7 +4,8 @@ how long the training loop waited on its data loader. Used by bench/gpu_check.py
     python3 -m torch.distributed.run ... -m gpu_probe cloob.trainer.cli run ...
 
 It only observes: it times each `next()` on a DataLoader iterator (ours and OpenCLIP's both use
-torch's) and reads torch's memory counters at exit into `$GPU_PROBE_DIR/probe-<rank>.json`.
+torch's) and, at exit, writes torch's memory counters and the top-level modules the run imported to
+`$GPU_PROBE_DIR/probe-<rank>.json`.
 Targeting `open_clip_train.main`, it first registers the toolkit's model configs (micro-rn, ...)
 with open_clip, so OpenCLIP's trainer can run the same micro model in the CPU mode.
 """
@@ -58,6 +59,10 @@ def _write(folder: Path) -> None:
         "rank": int(os.environ.get("RANK", "0")),
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loader": loader_share(calls, skip=min(10, len(calls) // 3)),
+        # what the run imported (top-level, not the standard library's): the proof that a step
+        # on synthetic data pulled no duckdb/s3fs/img2dataset
+        "modules": sorted({m.split(".")[0] for m in list(sys.modules)
+                           if not m.startswith("_") and m.split(".")[0] not in sys.stdlib_module_names}),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["gpu_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -105,3 +105,11 @@ def test_the_walk_catches_a_new_import(tmp_path):
 def test_the_image_lists_agree():
     assert set(IMAGE_PACKAGES) <= set(IMAGE)  # the simulated image holds only the image's packages
     assert not set(CARRIED) & set(IMAGE)  # nothing travels that the image already has
+
+
+def test_carried_wheels_are_pinned_to_the_lock():
+    from gpu_wheels import PLATFORM, locked_versions
+
+    versions = locked_versions()
+    assert set(versions) == set(CARRIED) and all(versions.values())
+    assert "--no-deps" in PLATFORM and "3.12" in PLATFORM  # each dependency is named in CARRIED
