@@ -284,7 +284,7 @@ def table_rows(records: list[dict]) -> list[list[object]]:
             continue
         rate = r.get("samples_per_s")
         base = oc.get(r["precision"])
-        rows.append([r["label"], r["status"], _f(rate, ".0f"),
+        rows.append([r["label"], r["status"], _f(rate, ".0f" if rate and rate >= 100 else ".3g"),
                      _f(rate / base if rate and base else None, ".2f"),
                      _pct(r.get("mfu_measured")), _pct(r.get("mfu_datasheet")),
                      _f((r.get("gpu_peak_allocated_mib") or 0) / 1024 or None, ".1f"),
