@@ -1,18 +1,35 @@
-"""GPU acceptance in one go (≤ 8 minutes on one H100/H200 with the defaults):
+"""GPU acceptance in one go, sized to the lent machine: ≤ 6 minutes on one H200 with the defaults.
 
-1. the README's first command, unchanged (`uv run trainer run --method cloob`: auto precision =
-   amp, zero-shot during training) — must exit 0 and print its zero-shot table;
-2. RN50 at 224 px, CLIP and CLOOB, samples/s for `amp` and `amp_bf16`, plus `--torchcompile`
-   (amp_bf16) and, on several GPUs, `--local-loss` (amp_bf16);
-3. OpenCLIP's own trainer (`open_clip_train.main`) on the same model, batch, precision and
-   synthetic data, for the ratio ours / OpenCLIP;
-4. MFU: samples/s × training FLOPs per sample (3 × the forward, counted by torch's
-   FlopCounterMode) ÷ the card's dense bf16/fp16 peak.
+Steps, each with its own timeout, in this order of importance (a failing step is recorded and the next one runs;
+a step that would start past the budget is recorded as skipped):
 
-Writes `bench/results/gpu_check.json` and prints a table. `--dry-run` prints the commands (and
-checks that every trainer command parses) without a GPU.
+1. `card`: the device, its measured bf16 matmul rate (8192³) and the model's training FLOPs per
+   sample (bench/gpu_measure.py);
+2. `readme`: the README's first command with its arguments unchanged (`trainer run --method cloob`:
+   the demo data, auto precision, zero-shot table) — must exit 0 and print its table;
+3. RN50 at 224 px on synthetic data: ours CLIP and CLOOB, samples/s for `amp_bf16`, then `amp`, and
+   OpenCLIP's own trainer (`open_clip_train.main`) on the same model, batch, precision and data for
+   the ratio ours / OpenCLIP; on several GPUs also `--local-loss`;
+4. `--torchcompile` (amp_bf16): CLOOB after the amp_bf16 runs, CLIP last (compiling is slow).
 
-    bash bench/gpu_check.sh [--dry-run]        # NPROC=8 BATCH=256 STEPS=30 WORKERS=12 to change
+Per run: samples/s (the trainer's logged windows after the first; OpenCLIP's "Batch (t)" windows
+after the first), MFU = samples/s × training FLOPs per sample against the measured matmul rate and
+against the datasheet's dense bf16 peak, peak GPU memory, and the share of step time the training
+loop waited on its data loader (bench/gpu_probe.py times every DataLoader `next()`, the same way
+for both trainers; OpenCLIP's own "Data (t)" share is kept beside it).
+
+Every step runs as `python -m ...` under the interpreter that runs this script (bench/gpu_probe.py
+wraps each one to read memory and loader waits). Results are rewritten as each step ends, so a
+killed run still returns what it measured: `gpu_check.json` (everything), `gpu_check.md` (the
+table) and `gpu_check.log` (each step's output, tail) in `$OUT` when set, else `bench/results/`.
+
+    bash bench/gpu_check.sh --device-image      # on the lent machine (docs/gpu.md)
+    bash bench/gpu_check.sh                     # here or on a GPU box with uv
+    bash bench/gpu_check.sh --cpu               # the same steps, micro models, 3 steps, on the CPU
+    bash bench/gpu_check.sh --dry-run           # the commands (every trainer command parsed)
+
+Settings (environment): NPROC=1 BATCH=256 STEPS=50 WORKERS=12 BUDGET_S=345; PEAK_TFLOPS to
+override the datasheet peak of an unlisted card.
 """
 
 from __future__ import annotations
@@ -20,184 +37,375 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README_COMMAND = ["uv", "run", "trainer", "run", "--method", "cloob"]
-# Dense (no sparsity) bf16/fp16 tensor-core peaks, TFLOP/s, by device-name substring.
+BENCH = ROOT / "bench"
+README_COMMAND = "uv run trainer run --method cloob"  # as the README writes it
+README_ARGS = ["run", "--method", "cloob"]
+# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, by device-name substring (datasheets).
 PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 125.0}
-_OC_RATE = re.compile(r"Batch \(t\): [\d.]+, ([\d.]+)/s")
+_OC_WINDOW = re.compile(r"Data \(t\): ([\d.]+) Batch \(t\): ([\d.]+),")
+_ERROR_TAIL = 40  # lines of a failed step's output kept in the JSON
 
 
 @dataclass
-class Run:
+class Settings:
+    cpu: bool
+    nproc: int
+    batch: int
+    steps: int
+    workers: int
+    budget_s: float
+    model: str  # ours (the trainer resolves RN50 to RN50-quickgelu)
+    oc_model: str  # OpenCLIP's name for the same architecture
+    log_every: int
+    matmul_n: int
+    readme_extra: list[str]  # appended to the README's arguments in the CPU mode only
+
+    @classmethod
+    def from_env(cls, cpu: bool) -> Settings:
+        env = os.environ
+        if cpu:  # tiny: the same steps and output, proven here without a GPU
+            return cls(cpu=True, nproc=int(env.get("NPROC", "1")), batch=int(env.get("BATCH", "4")),
+                       steps=int(env.get("STEPS", "3")), workers=int(env.get("WORKERS", "0")),
+                       budget_s=float(env.get("BUDGET_S", "2400")), model="micro-rn",
+                       oc_model="micro-rn", log_every=1, matmul_n=256,
+                       readme_extra=["--demo-samples", "400", "--max-steps", "3"])
+        return cls(cpu=False, nproc=int(env.get("NPROC", "1")), batch=int(env.get("BATCH", "256")),
+                   steps=int(env.get("STEPS", "50")), workers=int(env.get("WORKERS", "12")),
+                   budget_s=float(env.get("BUDGET_S", "345")), model="RN50",
+                   oc_model="RN50-quickgelu", log_every=10, matmul_n=8192, readme_extra=[])
+
+
+@dataclass
+class Step:
     label: str
+    kind: str  # "card" | "readme" | "ours" | "openclip"
     cmd: list[str]
-    side: str  # "ours" | "openclip" | "readme"
+    timeout_s: float
     method: str = ""
     precision: str = ""
     flags: list[str] = field(default_factory=list)
 
 
-def settings() -> dict[str, int]:
-    env = os.environ
-    return {"nproc": int(env.get("NPROC", "1")), "batch": int(env.get("BATCH", "256")),
-            "steps": int(env.get("STEPS", "30")), "workers": int(env.get("WORKERS", "12"))}
+def plan(s: Settings, logs: Path, python: str = sys.executable) -> list[Step]:
+    """Every command the check runs, in order of importance (the budget cuts the tail)."""
+    probe = [python, "-m", "gpu_probe"]
+    torchrun = [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                str(s.nproc), "-m", "--", "gpu_probe"]  # `--`: torchrun's parser would take --logs
+    samples = s.batch * s.nproc * (s.steps + 1)
+    slow = 4 if s.cpu else 1  # the CPU mode's steps are tiny but the machine is slow and shared
+    steps = [Step("card", "card", [python, "-m", "gpu_measure", "--model", s.oc_model,
+                                   "--matmul-n", str(s.matmul_n)], 60 * slow),
+             Step("readme", "readme", [*probe, "cloob.trainer.cli", *README_ARGS, *s.readme_extra],
+                  180 * slow)]
 
-
-def plan(s: dict[str, int], logs: Path) -> list[Run]:
-    """Every command the check runs, in order."""
-    torchrun = ["uv", "run", "torchrun", "--standalone", "--nproc-per-node", str(s["nproc"]), "-m"]
-    samples = s["batch"] * s["nproc"] * (s["steps"] + 1)
-    runs = [Run("README first command", README_COMMAND, "readme")]
-    variants = [(m, p, []) for m in ("clip", "cloob") for p in ("amp", "amp_bf16")]
-    variants += [(m, "amp_bf16", ["--torchcompile"]) for m in ("clip", "cloob")]
-    if s["nproc"] > 1:
-        variants += [(m, "amp_bf16", ["--local-loss"]) for m in ("clip", "cloob")]
-    for method, precision, flags in variants:
+    def ours(method: str, precision: str, flags: list[str], timeout: float) -> Step:
         name = "-".join([method, precision, *(f.strip("-") for f in flags)])
-        cmd = [*torchrun, "--", "cloob.trainer.cli", "run", "--model", "RN50", "--method", method,
+        cmd = [*torchrun, "cloob.trainer.cli", "run", "--model", s.model, "--method", method,
                "--dataset-type", "synthetic", "--train-num-samples", str(samples),
-               "--batch-size", str(s["batch"]), "--precision", precision,
-               "--max-steps", str(s["steps"]), "--warmup", "10", "--workers", str(s["workers"]),
+               "--batch-size", str(s.batch), "--precision", precision,
+               "--max-steps", str(s.steps), "--warmup", "10", "--workers", str(s.workers),
                "--logs", str(logs), "--name", name, "--save-frequency", "0", "--report-to", "none",
-               "--log-every-n-steps", "10", "--no-progress", *flags]
-        runs.append(Run(name, cmd, "ours", method, precision, flags))
-    oc = [*torchrun, "open_clip_train.main", "--model", "RN50-quickgelu", "--dataset-type",
-          "synthetic", "--train-num-samples", str(samples), "--batch-size", str(s["batch"]),
-          "--precision", "amp", "--epochs", "1", "--warmup", "10", "--workers", str(s["workers"]),
-          "--log-every-n-steps", "10", "--save-frequency", "0", "--report-to", "",
-          "--logs", str(logs / "openclip"), "--name", "oc", "--gather-with-grad"]
-    runs.append(Run("openclip-clip-amp", oc, "openclip", "clip", "amp"))
-    return runs
+               "--log-every-n-steps", str(s.log_every), "--no-progress", *flags]
+        return Step(name, "ours", cmd, timeout, method, precision, flags)
+
+    def openclip(precision: str) -> Step:
+        cmd = [*torchrun, "open_clip_train.main", "--model", s.oc_model, "--dataset-type",
+               "synthetic", "--train-num-samples", str(samples), "--batch-size", str(s.batch),
+               "--precision", precision, "--epochs", "1", "--warmup", "10", "--workers",
+               str(s.workers), "--log-every-n-steps", str(s.log_every), "--save-frequency", "0",
+               "--report-to", "", "--logs", str(logs / "openclip"), "--name", f"oc-{precision}",
+               "--gather-with-grad"]
+        return Step(f"openclip-clip-{precision}", "openclip", cmd, 60 * slow, "clip", precision)
+
+    # a cold inductor cache on 2 shared cores: 431 s measured for the first CPU compile
+    compile_s = 900 if s.cpu else 120
+    steps += [ours("clip", "amp_bf16", [], 60 * slow), openclip("amp_bf16"),
+              ours("cloob", "amp_bf16", [], 60 * slow),
+              ours("cloob", "amp_bf16", ["--torchcompile"], compile_s)]
+    if s.nproc > 1:
+        steps += [ours(m, "amp_bf16", ["--local-loss"], 60 * slow) for m in ("clip", "cloob")]
+    steps += [ours("clip", "amp", [], 60 * slow), openclip("amp"), ours("cloob", "amp", [], 60 * slow),
+              ours("clip", "amp_bf16", ["--torchcompile"], compile_s)]
+    return steps
 
 
-def check_parses(runs: list[Run]) -> None:
+def check_parses(steps: list[Step]) -> None:
     """Every trainer command's flags are ones `trainer run` accepts (no GPU needed)."""
     import typer
 
     from cloob.trainer.cli import app
 
-    command = typer.main.get_command(app)
-    for run in runs:
-        if run.side == "ours":
-            args = run.cmd[run.cmd.index("cloob.trainer.cli") + 1:]
-            command.make_context("trainer", list(args), resilient_parsing=False)
+    group = typer.main.get_command(app)
+    for step in steps:
+        if step.kind in ("ours", "readme"):
+            sub, *args = step.cmd[step.cmd.index("cloob.trainer.cli") + 1:]
+            command = group.get_command(group.make_context("trainer", [sub]), sub)
+            command.make_context(sub, args, resilient_parsing=False)
 
 
-def execute(run: Run, timeout: int) -> tuple[float, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+# ----------------------------------------------------------------------------------- running
+
+
+def child_env(probe_dir: Path) -> dict[str, str]:
+    path = [str(BENCH), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1",
+            "NO_ALBUMENTATIONS_UPDATE": "1", "GPU_PROBE_DIR": str(probe_dir)}
+
+
+def execute(step: Step, timeout: float, log: Path, probe_dir: Path) -> tuple[str, int | None, float]:
+    """Run one step in its own process group (torchrun's workers die with it on a timeout):
+    (status, exit code, wall seconds); its output goes to `log`."""
     t0 = time.perf_counter()
-    proc = subprocess.run(run.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"{run.label}: exit {proc.returncode}")
-    return wall, proc.stdout
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(step.cmd, cwd=ROOT, env=child_env(probe_dir), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+            status = "ok" if rc == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            rc, status = None, "timeout"
+    return status, rc, time.perf_counter() - t0
 
 
-def ours_rate(logs: Path, name: str) -> float:
-    """Mean samples/s of the logged windows after the first (start-up, cudnn autotuning)."""
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ----------------------------------------------------------------------------------- measuring
+
+
+def ours_rates(logs: Path, name: str) -> list[float]:
+    """samples/s of the logged windows after the first (start-up, cudnn autotuning)."""
     rows = [json.loads(x) for x in (logs / name / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
-    return statistics.mean(rates)
+    return [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
 
 
-def openclip_rate(output: str) -> float:
-    rates = [float(x) for x in _OC_RATE.findall(output)][1:]
-    return statistics.mean(rates)
+def openclip_windows(output: str, batch: int, nproc: int) -> tuple[list[float], float | None]:
+    """samples/s of OpenCLIP's logged windows after the first, from its mean step time per window
+    (its printed rate is the last step's alone), and its own data-time share."""
+    windows = [(float(d), float(b)) for d, b in _OC_WINDOW.findall(output)][1:]
+    rates = [batch * nproc / b for _, b in windows if b > 0]
+    share = (sum(d for d, _ in windows) / sum(b for _, b in windows)) if windows else None
+    return rates, share
 
 
-def train_flops_per_sample() -> float:
-    """3 × forward FLOPs of RN50 (224 px) + its text tower (77 tokens), per sample."""
-    import open_clip
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = open_clip.create_model("RN50-quickgelu")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.randn(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long))
-    return 3.0 * counter.get_total_flops()
-
-
-def peak_flops() -> tuple[str, float | None]:
-    import torch
-
-    name = torch.cuda.get_device_name(0)
-    if os.environ.get("PEAK_TFLOPS"):
-        return name, float(os.environ["PEAK_TFLOPS"]) * 1e12
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    return name, peak * 1e12 if peak else None
+def probe_results(folder: Path) -> dict[str, object]:
+    """Rank 0's loader share and the largest peak memory over the ranks."""
+    probes = [json.loads(p.read_text()) for p in sorted(folder.glob("probe-*.json"))]
+    if not probes:
+        return {}
+    rank0 = min(probes, key=lambda p: p["rank"])
+    out: dict[str, object] = {"loader": rank0.get("loader"), "modules": rank0.get("modules"),
+                              "max_rss_mib": max(p["max_rss_mib"] for p in probes)}
+    peaks = [p["gpu_peak_allocated_mib"] for p in probes if "gpu_peak_allocated_mib" in p]
+    if peaks:
+        out["gpu_peak_allocated_mib"] = max(peaks)
+        out["gpu_peak_reserved_mib"] = max(p["gpu_peak_reserved_mib"] for p in probes)
+    return out
 
 
 def readme_summary(output: str) -> dict[str, object]:
     folder = re.search(r"run folder: (\S+)", output)
     metrics: dict[str, float] = {}
     if folder:
-        for line in (ROOT / folder.group(1) / "metrics.jsonl").read_text().splitlines():
+        path = Path(folder.group(1))
+        path = path if path.is_absolute() else ROOT / path
+        for line in (path / "metrics.jsonl").read_text().splitlines():
             metrics.update(json.loads(line))
-    return {"zeroshot_table": "zero-shot (final)" in output,
+    table = output[output.find("zero-shot (final)"):] if "zero-shot (final)" in output else ""
+    return {"zeroshot_table": bool(table), "table_text": table.strip()[:4000],
             **{k: v for k, v in metrics.items() if k.endswith("/acc1")}}
+
+
+def datasheet_peak(card: str) -> float | None:
+    if os.environ.get("PEAK_TFLOPS"):
+        return float(os.environ["PEAK_TFLOPS"])
+    return next((v for k, v in PEAK_TFLOPS.items() if k in card), None)
+
+
+def measure(step: Step, s: Settings, output: str, logs: Path, probe: dict, card: dict) -> dict:
+    """What a finished training step measured (raises if its output lacks it)."""
+    if step.kind == "card":
+        card.update(json.loads(output.strip().splitlines()[-1]))
+        card["datasheet_bf16_tflops"] = datasheet_peak(card["device"])
+        return {}
+    if step.kind == "readme":
+        return readme_summary(output)
+    oc_share = None
+    if step.kind == "ours":
+        rates = ours_rates(logs, step.label)
+    else:
+        rates, oc_share = openclip_windows(output, s.batch, s.nproc)
+    rate = statistics.mean(rates)
+    flops = card.get("train_flops_per_sample")
+    out = {"samples_per_s": rate, "windows": rates}
+    for key, peak in (("mfu_measured", card.get("matmul_bf16_tflops")),
+                      ("mfu_datasheet", card.get("datasheet_bf16_tflops"))):
+        out[key] = rate * flops / (peak * 1e12) / s.nproc if flops and peak else None
+    loader = probe.get("loader") or {}
+    out["loader_share"] = loader.get("share")
+    if oc_share is not None:
+        out["openclip_data_time_share"] = oc_share
+    return out
+
+
+# ----------------------------------------------------------------------------------- reporting
+
+
+def table_rows(records: list[dict]) -> list[list[object]]:
+    oc = {r["precision"]: r["samples_per_s"] for r in records
+          if r["kind"] == "openclip" and r.get("samples_per_s")}
+    rows = []
+    for r in records:
+        if r["kind"] not in ("ours", "openclip"):
+            continue
+        rate = r.get("samples_per_s")
+        base = oc.get(r["precision"])
+        rows.append([r["label"], r["status"], _f(rate, ".0f" if rate and rate >= 100 else ".3g"),
+                     _f(rate / base if rate and base else None, ".2f"),
+                     _pct(r.get("mfu_measured")), _pct(r.get("mfu_datasheet")),
+                     _f((r.get("gpu_peak_allocated_mib") or 0) / 1024 or None, ".1f"),
+                     _f((r.get("max_rss_mib") or 0) / 1024 or None, ".1f"),
+                     _pct(r.get("loader_share")), _f(r.get("wall_s"), ".0f")])
+    return rows
+
+
+COLUMNS = ["run", "status", "samples/s", "× OpenCLIP", "MFU (matmul)", "MFU (datasheet)",
+           "GPU peak GiB", "RSS GiB", "loader wait", "wall s"]
+
+
+def _f(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def markdown(payload: dict) -> str:
+    s, card = payload["settings"], payload["card"]
+    lines = [f"# GPU check ({payload['mode']} mode)", "",
+             f"{s['model']} on {s['nproc']} × {card.get('device', '?')}, batch {s['batch']}/device, "
+             f"{s['steps']} steps, synthetic data; × OpenCLIP = / OpenCLIP's trainer at the same "
+             f"precision; matmul bf16 {_f(card.get('matmul_bf16_tflops'), '.4g')} TFLOP/s "
+             f"measured, datasheet {_f(card.get('datasheet_bf16_tflops'), '.0f')}.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(payload["steps"])]
+    readme = next((r for r in payload["steps"] if r["kind"] == "readme"), None)
+    if readme:
+        lines += ["", f"README first command: {readme['status']}, {_f(readme.get('wall_s'), '.0f')} s",
+                  "", "```", readme.get("table_text", ""), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(folder: Path, payload: dict, logs: list[str]) -> None:
+    """The three result files, each written under a temporary name and renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("gpu_check.json", json.dumps(payload, indent=2, default=str) + "\n"),
+                       ("gpu_check.md", markdown(payload)), ("gpu_check.log", "\n".join(logs))):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)
+
+
+def tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def run_all(s: Settings, steps: list[Step], logs: Path, results: Path) -> dict:
+    payload = {"benchmark": "gpu_check", "mode": "cpu" if s.cpu else "gpu",
+               "readme_command": README_COMMAND, "settings": asdict(s),
+               "host": {"python": platform.python_version(), "platform": platform.platform(),
+                        "cpus": os.cpu_count(), "executable": sys.executable},
+               "card": {}, "steps": []}
+    step_logs: list[str] = []
+    started = time.perf_counter()
+    for step in steps:
+        left = s.budget_s - (time.perf_counter() - started)
+        record = {"label": step.label, "kind": step.kind, "method": step.method,
+                  "precision": step.precision, "flags": step.flags, "cmd": shlex.join(step.cmd)}
+        if left < 15:
+            record["status"] = "skipped (budget)"
+        else:
+            record.update(run_step(step, s, min(step.timeout_s, left), logs, payload["card"],
+                                   step_logs))
+        payload["steps"].append(record)
+        payload["elapsed_s"] = time.perf_counter() - started
+        write_results(results, payload, step_logs)
+        print(f"{step.label:32s} {record['status']:18s} {_f(record.get('wall_s'), '.0f'):>4s} s  "
+              f"{_f(record.get('samples_per_s'), '.0f')} samples/s", flush=True)
+    return payload
+
+
+def run_step(step: Step, s: Settings, timeout: float, logs: Path, card: dict,
+             step_logs: list[str]) -> dict:
+    probe_dir = logs / "probes" / step.label
+    log = logs / f"{step.label}.log"
+    status, rc, wall = execute(step, timeout, log, probe_dir)
+    output = log.read_text(errors="replace")
+    record: dict[str, object] = {"status": status, "rc": rc, "wall_s": wall,
+                                 "timeout_s": timeout, **probe_results(probe_dir)}
+    step_logs.append(f"=== {step.label}: {status} (rc {rc}, {wall:.0f} s)\n$ {shlex.join(step.cmd)}\n"
+                     f"{tail(output, 200)}\n")
+    if status == "ok":
+        try:
+            record.update(measure(step, s, output, logs, record, card))
+        except (OSError, ValueError, KeyError, statistics.StatisticsError) as err:
+            record["status"] = "no measurement"
+            record["error"] = f"{type(err).__name__}: {err}"
+    if record["status"] != "ok":
+        record["output_tail"] = tail(output, _ERROR_TAIL)
+    return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("--timeout", type=int, default=300, help="seconds per command")
+    parser.add_argument("--cpu", action="store_true",
+                        help="the same steps on the CPU: micro models, 3 steps (proves the path)")
     args = parser.parse_args()
-    s = settings()
-    logs = Path(tempfile.gettempdir()) / f"gpu_check-{os.getpid()}"  # the trainers create it
-    runs = plan(s, logs)
+    s = Settings.from_env(args.cpu)
     if args.dry_run:
-        check_parses(runs)
-        for run in runs:
-            print(f"# {run.label}\n{shlex.join(run.cmd)}")
+        steps = plan(s, Path(tempfile.gettempdir()) / "gpu_check-LOGS")
+        check_parses(steps)
+        for step in steps:
+            print(f"# {step.label} (timeout {step.timeout_s:.0f} s)\n{shlex.join(step.cmd)}")
         return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA device (use --dry-run to see the commands)")
-    card, peak = peak_flops()
-    flops = train_flops_per_sample()
-    results, readme = [], {}
-    for run in runs:
-        wall, output = execute(run, args.timeout)
-        print(f"{run.label}: {wall:.0f} s", flush=True)
-        if run.side == "readme":
-            readme = {"wall_s": wall, **readme_summary(output)}
-            continue
-        rate = ours_rate(logs, run.label) if run.side == "ours" else openclip_rate(output)
-        results.append({"run": run.label, "side": run.side, "method": run.method,
-                        "precision": run.precision, "flags": run.flags, "samples_per_s": rate,
-                        "mfu": rate * flops / peak if peak else None, "wall_s": wall})
-    report(results, readme, s, card, peak, flops)
-
-
-def report(results: list[dict], readme: dict, s: dict, card: str, peak: float | None,
-           flops: float) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _common import report as write_report
-
-    oc = next(r["samples_per_s"] for r in results if r["side"] == "openclip")
-    rows = [[r["run"], r["samples_per_s"], r["samples_per_s"] / oc,
-             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a", r["wall_s"]]
-            for r in results]
-    write_report("gpu_check", f"RN50 224 px on {s['nproc']} × {card}, batch {s['batch']}/GPU, "
-                 f"{s['steps']} steps, synthetic data (× = / OpenCLIP amp CLIP)",
-                 ["run", "samples/s", "× OpenCLIP", "MFU", "wall s"], rows,
-                 {"readme_first_command": readme, "settings": s, "card": card,
-                  "peak_flops": peak, "train_flops_per_sample": flops, "runs": results})
-    print(f"README first command: {readme}")
+    logs = Path(tempfile.mkdtemp(prefix="gpu_check-"))
+    steps = plan(s, logs)
+    results = Path(os.environ["OUT"]) if os.environ.get("OUT") else BENCH / "results"
+    payload = run_all(s, steps, logs, results)
+    print(markdown(payload))
+    failed = [r["label"] for r in payload["steps"] if r["status"] != "ok"]
+    if failed:
+        raise SystemExit(f"error: steps not ok: {', '.join(failed)} (see {results}/gpu_check.json)")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# GPU acceptance: the README's first command, RN50 CLIP/CLOOB throughput (amp, amp_bf16,
-# --torchcompile, --local-loss on several GPUs), OpenCLIP's trainer on the same config, MFU.
-# Writes bench/results/gpu_check.json. See bench/gpu_check.py for what each step measures.
+# GPU acceptance (bench/gpu_check.py says what each step measures; docs/gpu.md how to run it).
 #
-#   bash bench/gpu_check.sh              # one GPU, ≤ 8 minutes on an H100/H200
-#   bash bench/gpu_check.sh --dry-run    # the commands, without a GPU
-#   NPROC=8 BATCH=256 STEPS=30 WORKERS=12 bash bench/gpu_check.sh
+#   bash bench/gpu_check.sh --device-image [--cpu]   # the lent machine: its python3, no uv, no
+#                                                    # network; the wheels in .whl/ (gpu_wheels.py)
+#   bash bench/gpu_check.sh [--cpu|--dry-run]        # with uv (a GPU box with this repo synced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--device-image" ]]; then
+  shift
+  shopt -s nullglob
+  wheels=(.whl/*.whl)
+  if (( ${#wheels[@]} == 0 )); then
+    echo "error: no wheels in .whl/: run 'python3 bench/gpu_wheels.py' where PyPI is reachable" \
+         "and carry .whl with the tree" >&2
+    exit 2
+  fi
+  site=$(mktemp -d "${TMPDIR:-/tmp}/cloob-site.XXXXXX")
+  python3 -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
+    --target "$site" "${wheels[@]}"
+  src=$(printf '%s:' "$PWD"/packages/*/src)
+  export PYTHONPATH="$site:${src%:}${PYTHONPATH:+:$PYTHONPATH}"
+  exec python3 bench/gpu_check.py "$@"
+fi
 exec uv run python bench/gpu_check.py "$@"

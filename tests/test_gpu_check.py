@@ -1,33 +1,87 @@
-"""bench/gpu_check.py --dry-run: the GPU acceptance commands, checked without a GPU."""
+"""bench/gpu_check.py: the GPU acceptance plan checked without a GPU (--dry-run), and its pieces
+that turn output into numbers."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu_check.py"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+import gpu_check  # noqa: E402
+import gpu_probe  # noqa: E402
 
 
-def dry_run(**env: str) -> list[str]:
-    out = subprocess.run([sys.executable, str(BENCH), "--dry-run"], check=True, text=True,
-                         capture_output=True, env={**os.environ, **env}, timeout=120).stdout
+def dry_run(*flags: str, **env: str) -> list[str]:
+    out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", *flags],
+                         check=True, text=True, capture_output=True, env={**os.environ, **env},
+                         timeout=120).stdout
     return [line for line in out.splitlines() if not line.startswith("#")]
 
 
 def test_dry_run_lists_the_whole_check_and_every_trainer_command_parses():
     cmds = dry_run(NPROC="1")
-    assert cmds[0] == "uv run trainer run --method cloob"  # the README's first command, unchanged
-    ours = [c for c in cmds if "cloob.trainer.cli" in c]
+    assert "-m gpu_measure --model RN50-quickgelu --matmul-n 8192" in cmds[0]
+    # the README's first command with its arguments unchanged, under python -m (no uv there)
+    assert cmds[1].endswith("-m gpu_probe cloob.trainer.cli run --method cloob")
+    assert not any(c.startswith("uv ") or " uv run " in c for c in cmds)
+    ours = [c for c in cmds if "cloob.trainer.cli run --model" in c]
     assert {(m, p) for m in ("clip", "cloob") for p in ("amp", "amp_bf16")} <= {
         (c.split("--method ")[1].split()[0], c.split("--precision ")[1].split()[0]) for c in ours}
     assert sum("--torchcompile" in c for c in ours) == 2
     assert not any("--local-loss" in c for c in ours)  # a no-op on one GPU
-    assert sum("open_clip_train.main" in c and "RN50-quickgelu" in c for c in cmds) == 1
+    oc = [c for c in cmds if "open_clip_train.main" in c]
+    assert {c.split("--precision ")[1].split()[0] for c in oc} == {"amp", "amp_bf16"}
+    assert all("RN50-quickgelu" in c and "--batch-size 256" in c for c in oc)
+    # torchrun's own parser must not see the trainers' flags (--logs is ambiguous for it)
+    assert all("-m -- gpu_probe" in c for c in cmds if "torch.distributed.run" in c)
 
 
 def test_several_gpus_add_local_loss_runs():
     cmds = dry_run(NPROC="4", BATCH="128")
     assert sum("--local-loss" in c for c in cmds) == 2
-    assert all("--nproc-per-node 4" in c for c in cmds[1:])
+    assert all("--nproc-per-node 4" in c for c in cmds if "torch.distributed.run" in c)
+
+
+def test_cpu_mode_has_the_same_steps_with_micro_settings(tmp_path):
+    gpu = gpu_check.plan(gpu_check.Settings.from_env(cpu=False), tmp_path)
+    cpu = gpu_check.plan(gpu_check.Settings.from_env(cpu=True), tmp_path)
+    assert [s.label for s in cpu] == [s.label for s in gpu]
+    assert all("micro-rn" in s.cmd for s in cpu if s.kind in ("ours", "openclip"))
+    assert sum(s.timeout_s for s in gpu) > gpu_check.Settings.from_env(cpu=False).budget_s
+
+
+def test_openclip_rate_is_its_window_means_after_the_first():
+    line = ("Train Epoch: 0 [ 2560/13056 (20%)] Data (t): {d} Batch (t): {b}, 9999.0/s, "
+            "9999.0/s/gpu LR: 0.000100 Logit Scale: 14.286 Contrastive_loss: 5.5 (5.5)")
+    out = "\n".join(line.format(d=d, b=b) for d, b in [(0.5, 2.0), (0.01, 0.1), (0.03, 0.2)])
+    rates, share = gpu_check.openclip_windows(out, batch=256, nproc=2)
+    assert rates == [512 / 0.1, 512 / 0.2]  # the printed rate (last step only) is ignored
+    assert share == (0.01 + 0.03) / (0.1 + 0.2)
+
+
+def test_loader_share_counts_waits_between_the_first_and_last_fetch():
+    calls = [(0.0, 5.0), (6.0, 6.5), (7.0, 7.1), (8.0, 8.2), (9.0, 9.0)]
+    got = gpu_probe.loader_share(calls, skip=1)
+    assert got["batches"] == 3
+    assert got["span_s"] == 3.0 and abs(got["wait_s"] - 0.8) < 1e-9
+    assert gpu_probe.loader_share(calls[:2], skip=1) is None
+
+
+def test_a_failed_step_is_recorded_and_the_next_one_runs(tmp_path, monkeypatch):
+    s = gpu_check.Settings.from_env(cpu=True)
+    py = sys.executable
+    steps = [gpu_check.Step("card", "card", [py, "-c", "import sys; sys.exit(3)"], 30),
+             gpu_check.Step("slow", "readme", [py, "-c", "import time; time.sleep(60)"], 1),
+             gpu_check.Step("openclip-clip-amp", "openclip", [py, "-c", "print('no rate')"], 30)]
+    payload = gpu_check.run_all(s, steps, tmp_path / "logs", tmp_path / "out")
+    assert [r["status"] for r in payload["steps"]] == ["failed", "timeout", "no measurement"]
+    saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert [r["label"] for r in saved["steps"]] == ["card", "slow", "openclip-clip-amp"]
+    assert saved["steps"][0]["rc"] == 3
+    s.budget_s = 0  # past the budget: recorded as skipped, not run
+    payload = gpu_check.run_all(s, steps[:1], tmp_path / "logs", tmp_path / "out2")
+    assert payload["steps"][0]["status"] == "skipped (budget)"
