@@ -286,7 +286,7 @@ def test_performance_check_can_fail():
 # ----------------------------------------------------------------------------- links
 
 # Written on parallel branches of issue 27's session; linked already, checked once they exist.
-PENDING = {"docs/gpu.md", "docs/data-loading.md", "docs/openclip-compat.md",
+PENDING = {"docs/data-loading.md", "docs/openclip-compat.md",
            "docs/quickstart-measurements.md", "docs/objectives.md", "docs/statistics.md",
            "docs/export.md"}
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
