@@ -44,6 +44,14 @@ def good_fields() -> dict:
             "rng": {"torch": torch.get_rng_state(), "numpy": {}, "python": {}}}
 
 
+def csv_args(scratch: Path) -> list:
+    """A CSV whose images are not where it says (a wrong --path-data)."""
+    path = scratch / "train.csv"
+    path.write_text("filepath,title\na.jpg,a red circle\nb.jpg,a blue square\n")
+    return ["--model", MICRO, "--train-data", path, "--csv-img-key", "filepath",
+            "--csv-caption-key", "title", "--csv-separator", ","]
+
+
 def data_args(**kw):
     return lambda s: ["--train-data", shard_dir(s, **kw)]
 
@@ -57,6 +65,7 @@ CASES = [
     BadInput("sizes-json-not-counts", data_args(sizes='{"00000.tar": "many"}'),
              "must map shard names to sample counts"),
     BadInput("no-readable-sample", data_args(garbage=True), "no readable sample in 2 shard(s)"),
+    BadInput("csv-no-readable-image", csv_args, "none of the 2 images listed in"),
     BadInput("resume-marker-only", resume_args(), "no 'model_name'"),
     BadInput("resume-state-dict-a-list",
              resume_args(**{**good_fields(), "state_dict": [1, 2, 3]}),
