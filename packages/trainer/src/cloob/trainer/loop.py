@@ -156,8 +156,7 @@ def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     if cfg.run.resume == "latest" and not cfg.run.name:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
     remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
-    ckpt = ckpt_format.read(checkpoint.find_resume(cfg.run.resume, run_dir / "checkpoints",
-                                                   remote))
+    ckpt = checkpoint.load_resume(cfg.run.resume, run_dir / "checkpoints", remote)
     if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
         raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
                          f"this run asks for {resolved}")

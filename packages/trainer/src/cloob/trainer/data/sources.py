@@ -14,6 +14,7 @@ import webdataset as wds
 from cloob.common import storage
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import SIZES, shard_files, shard_folder
+from cloob.trainer.data.remote import use_remote_opener
 from cloob.trainer.data.samples import decode_sample
 
 
@@ -135,20 +136,23 @@ def resolve_source(spec: str | None, dataset_type: str) -> Source:
 
 
 def _require_a_sample(shards: list[str]) -> None:
-    """Fail with one line, before any work, when no local shard holds a single usable sample:
-    the workers would otherwise stop with a traceback. A clean dataset costs one sample."""
-    local = [s for s in shards if "://" not in s and not s.startswith("pipe:")]
-    if len(local) < len(shards):
-        return  # remote shards are only opened by the workers
+    """Fail with one line, before any work, when no shard (local or in the bucket) holds a single
+    usable sample: the workers would otherwise skip sample after sample without end, re-reading
+    the shards pass after pass. A clean dataset costs one sample; an all-corrupt one, one read."""
+    ours = [s for s in shards if storage.is_remote(s) or ("://" not in s and not s.startswith("pipe:"))]
+    if len(ours) < len(shards):
+        return  # pipe: and other URLs are only opened by the workers
 
     def ignore(exn: Exception) -> bool:
         return True
 
-    for sample in wds.tarfile_to_samples(handler=ignore)({"url": s} for s in local):
+    for url in ours:
+        use_remote_opener(url)
+    for sample in wds.tarfile_to_samples(handler=ignore)({"url": s} for s in ours):
         try:
             decode_sample(sample)
             return
         except Exception:  # corrupt bytes: try the next sample
             continue
-    raise UsageError(f"no readable sample in {len(local)} shard(s) (e.g. {local[0]}): "
+    raise UsageError(f"no readable sample in {len(ours)} shard(s) (e.g. {ours[0]}): "
                      "are they webdataset tars with images and .txt captions?")

@@ -107,7 +107,7 @@ class ShardStream(IterableDataset):
         pos, reported = 0, 0
         images: list[torch.Tensor] = []
         texts: list[str] = []
-        last_yield_pos = 0
+        last_yield_pos = self.start_pos[w]  # a resumed worker counts from where it resumed
         for sample in stream:
             pos += 1
             if pos <= self.start_pos[w]:
@@ -121,13 +121,13 @@ class ShardStream(IterableDataset):
                 texts.append(caption)
             except Exception as exn:  # corrupt image bytes, missing caption, ...
                 handler(exn)
-                continue
             if len(images) == self.batch_size:
                 yield self._batch(images, texts, w, pos, skips.count - reported)
                 reported, images, texts, last_yield_pos = skips.count, [], [], pos
-            if self.training and pos - last_yield_pos > 100 * self.batch_size + self.shuffle_buffer:
-                raise RuntimeError(f"worker {w} read {pos - last_yield_pos} samples without a usable "
-                                   "one: are the shards corrupt?")
+            elif self.training and pos - last_yield_pos > 100 * self.batch_size + self.shuffle_buffer:
+                # the shards went bad after the start-up check: stop rather than loop over them
+                raise RuntimeError(f"worker {w} read {pos - last_yield_pos} samples without a "
+                                   "batch's worth of usable ones: are the shards corrupt?")
         if images and not self.training:
             yield self._batch(images, texts, w, pos, skips.count - reported)
         elif self.training:
