@@ -144,7 +144,7 @@ def corrupt_bucket_shards(scratch: Path, s3: S3Server) -> list:
                 dst.addfile(m, io.BytesIO(blob))
         put(s3, f"ds/shards/{tar.name}", buf.getvalue())
     put(s3, "ds/sizes.json", (root / "sizes.json").read_text())
-    return ["--model", MICRO, "--train-data", s3.url("ds"), "--workers", "0"]
+    return ["--model", MICRO, "--train-data", s3.url("ds"), "--workers", "0", "--batch-size", "4"]
 
 
 S3_CASES = [
