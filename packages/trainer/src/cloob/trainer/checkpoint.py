@@ -111,13 +111,41 @@ def download_checked(obj: storage.RemotePath, local: Path) -> TrainerCheckpoint:
 # Each checkpoint is one object, whole or absent (an upload completes or leaves nothing); then
 # latest.json, the commit marker, is rewritten to name it. A kill between the two leaves the
 # marker on the previous checkpoint, so a reader never follows it to a partial upload.
+# The marker also lists the checkpoints this run committed, oldest first (`history`): --keep-last
+# prunes from that list only after the marker has moved on, so it never deletes the checkpoint the
+# marker names, nor an object this run did not write. (A kill between the marker and the deletes
+# leaves those few objects behind, unlisted: a leak, never a loss.)
 COMMIT = "latest.json"
 
 
-def upload(path: Path, remote: str, step: int) -> None:
+def upload(path: Path, remote: str, step: int, keep_last: int = 0) -> None:
+    """Upload `path`, commit it in latest.json, then prune committed numbered checkpoints beyond
+    the `keep_last` newest (0 keeps all), as `prune` does locally."""
     target = storage.location(remote)
     storage.put_file(path, target / path.name)
-    storage.write_json(target / COMMIT, {"checkpoint": path.name, "step": step})
+    history = [n for n in _committed_history(target / COMMIT) if n != path.name] + [path.name]
+    numbered = [n for n in history if _NUMBERED.match(n)]
+    stale = set(numbered[:-keep_last]) if keep_last > 0 else set()
+    storage.write_json(target / COMMIT, {"checkpoint": path.name, "step": step,
+                                         "history": [n for n in history if n not in stale]})
+    for name in sorted(stale):
+        (target / name).unlink(missing_ok=True)
+
+
+def _committed_history(marker: storage.RemotePath) -> list[str]:
+    """The names a latest.json committed so far (a marker from before `history`: the one it
+    names); nothing when there is no readable marker."""
+    try:
+        entry = json.loads(marker.read_text())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(entry, dict):
+        return []
+    history = entry.get("history")
+    if isinstance(history, list) and all(isinstance(n, str) and "/" not in n for n in history):
+        return history
+    name = entry.get("checkpoint")
+    return [name] if isinstance(name, str) and name and "/" not in name else []
 
 
 def remote_latest(remote: str) -> storage.RemotePath | None:

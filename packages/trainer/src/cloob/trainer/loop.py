@@ -538,7 +538,8 @@ def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
         path = ckpt_format.write(ckpt_dir / "latest.pt", ckpt)
     checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
     if t.cfg.run.remote_sync:
-        checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step)
+        checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step,
+                          t.cfg.run.keep_last)
     return path
 
 

@@ -6,6 +6,7 @@ Exact resume is designed in rather than bolted on:
 - streams are infinite per worker (cycling over the worker's shards, reshuffled each pass, or
   resampled), so every rank and worker always has a next batch: no DDP hang, no starved worker,
   and DataLoader interleaves workers in strict round robin;
+- samples pass through our seeded shuffle buffer (`shuffle.py`);
 - each batch carries (logical worker, raw position after it), so a checkpoint records how far each
   worker got; a resumed loader skips those raw samples *without decoding them* and rotates worker
   ids so the round robin continues where it stopped.
@@ -27,6 +28,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cloob.trainer.data.position import Position
 from cloob.trainer.data.remote import use_remote_opener
 from cloob.trainer.data.samples import decode_sample, derive_seed, seeded_transform
+from cloob.trainer.data.shuffle import shuffled
 
 log = logging.getLogger("cloob.trainer")
 
@@ -103,7 +105,7 @@ class ShardStream(IterableDataset):
         stream: Iterator[dict[str, Any]] = self._samples(w, skips)
         if self.training:
             rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, w, "samples"))
-            stream = wds.filters._shuffle(stream, self.shuffle_buffer, min(self.shuffle_buffer, 100), rng)
+            stream = shuffled(stream, self.shuffle_buffer, min(self.shuffle_buffer, 100), rng)
         pos, reported = 0, 0
         images: list[torch.Tensor] = []
         texts: list[str] = []
