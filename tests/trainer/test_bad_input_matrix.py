@@ -4,8 +4,11 @@ A new bad input is one `BadInput(...)` line; nothing may be written (no run fold
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import torch
 from cloob.common import checkpoint as ckpt_format
 from cloob.trainer import cli
 from support.bad_input import BadInput, check
+from support.s3 import S3Server
 from support.shards import write_shards
 
 from .conftest import MICRO
@@ -44,6 +48,14 @@ def good_fields() -> dict:
             "rng": {"torch": torch.get_rng_state(), "numpy": {}, "python": {}}}
 
 
+def csv_args(scratch: Path) -> list:
+    """A CSV whose images are not where it says (a wrong --path-data)."""
+    path = scratch / "train.csv"
+    path.write_text("filepath,title\na.jpg,a red circle\nb.jpg,a blue square\n")
+    return ["--model", MICRO, "--train-data", path, "--csv-img-key", "filepath",
+            "--csv-caption-key", "title", "--csv-separator", ","]
+
+
 def data_args(**kw):
     return lambda s: ["--train-data", shard_dir(s, **kw)]
 
@@ -57,6 +69,7 @@ CASES = [
     BadInput("sizes-json-not-counts", data_args(sizes='{"00000.tar": "many"}'),
              "must map shard names to sample counts"),
     BadInput("no-readable-sample", data_args(garbage=True), "no readable sample in 2 shard(s)"),
+    BadInput("csv-no-readable-image", csv_args, "none of the 2 images listed in"),
     BadInput("resume-marker-only", resume_args(), "no 'model_name'"),
     BadInput("resume-state-dict-a-list",
              resume_args(**{**good_fields(), "state_dict": [1, 2, 3]}),
@@ -65,14 +78,30 @@ CASES = [
              resume_args(**{**good_fields(), "data": {"ranks": [{}], "global_batch": 8,
                                                       "n_workers": 1}}),
              "'data.ranks' does not hold data positions"),
+    BadInput("accum-freq-beyond-the-data",
+             lambda s: [*SYNTHETIC, "--train-num-samples", "32", "--batch-size", "4",
+                        "--accum-freq", "1000000"], "fewer than one global batch"),
+    BadInput("device-unknown", lambda s: [*SYNTHETIC, "--device", "gpu"],
+             "--device 'gpu': choose from auto, cpu, cuda"),
+    pytest.param(BadInput("device-cuda-without-gpu", lambda s: [*SYNTHETIC, "--device", "cuda"],
+                          "--device cuda: no CUDA GPU is visible here"),
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has one")),
     BadInput("batch-size-not-a-number", lambda s: [*SYNTHETIC, "--batch-size", "x"],
              "Invalid value for '--batch-size'"),
     BadInput("unknown-option", lambda s: [*SYNTHETIC, "--colour", "red"], "No such option"),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def _id(case) -> str:
+    return case.id if isinstance(case, BadInput) else ""
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
 def test_bad_input(case, monkeypatch, capsys, tmp_path):
+    check(case, tmp_path, _runner(monkeypatch, capsys, tmp_path))
+
+
+def _runner(monkeypatch, capsys, tmp_path: Path):
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["trainer", "run", "--logs", str(tmp_path / "logs"),
                                           *map(str, args)])
@@ -80,4 +109,70 @@ def test_bad_input(case, monkeypatch, capsys, tmp_path):
             cli.main()
         return exc.value.code, capsys.readouterr().err
 
-    check(case, tmp_path, run)
+    return run
+
+
+# --- the same matrix for inputs in a bucket (moto on 127.0.0.1): make(scratch, s3) -> arguments
+
+
+def put(s3: S3Server, key: str, body: bytes | str) -> None:
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=body.encode() if isinstance(body, str)
+                           else body)
+
+
+def resume_latest(marker: str | None, checkpoint: bytes | None = None):
+    """--resume latest of run r1, whose bucket holds `marker` as latest.json (and epoch_1.pt)."""
+    def make(scratch: Path, s3: S3Server) -> list:
+        if marker is not None:
+            put(s3, "runs/r1/checkpoints/latest.json", marker)
+        if checkpoint is not None:
+            put(s3, "runs/r1/checkpoints/epoch_1.pt", checkpoint)
+        return [*SYNTHETIC, "--remote-sync", s3.url("runs"), "--name", "r1", "--resume", "latest"]
+    return make
+
+
+def corrupt_bucket_shards(scratch: Path, s3: S3Server) -> list:
+    root = shard_dir(scratch, garbage=False)
+    for tar in sorted((root / "shards").glob("*.tar")):
+        with tarfile.open(tar) as src:  # valid tars, every image undecodable
+            members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as dst:
+            for m, blob in members:
+                blob = blob if m.name.endswith(".txt") else b"not an image"
+                m.size = len(blob)
+                dst.addfile(m, io.BytesIO(blob))
+        put(s3, f"ds/shards/{tar.name}", buf.getvalue())
+    put(s3, "ds/sizes.json", (root / "sizes.json").read_text())
+    return ["--model", MICRO, "--train-data", s3.url("ds"), "--workers", "0", "--batch-size", "4"]
+
+
+S3_CASES = [
+    BadInput("s3-every-sample-corrupt", corrupt_bucket_shards, "no readable sample in 2 shard(s)"),
+    BadInput("resume-latest-marker-not-json", resume_latest("{not json"),
+             "latest.json is not valid JSON"),
+    BadInput("resume-latest-marker-without-checkpoint", resume_latest('{"step": 3}'),
+             "latest.json names no checkpoint"),
+    BadInput("resume-latest-marker-names-a-missing-object",
+             resume_latest('{"checkpoint": "epoch_9.pt", "step": 9}'),
+             "names epoch_9.pt, which is not in s3://"),
+    BadInput("resume-latest-object-corrupt",
+             resume_latest('{"checkpoint": "epoch_1.pt", "step": 1}', b"\0" * 300),
+             "/runs/r1/checkpoints/epoch_1.pt: not a readable checkpoint"),
+    BadInput("resume-s3-object-missing",
+             lambda s, s3: [*SYNTHETIC, "--resume", s3.url("runs/nothing.pt")],
+             "runs/nothing.pt: no such checkpoint"),
+]
+
+
+@pytest.mark.parametrize("case", S3_CASES, ids=_id)
+def test_bad_input_in_a_bucket(case, s3, monkeypatch, capsys, tmp_path):
+    keys: list[str] = []
+
+    def make(scratch: Path) -> list:
+        args = case.make(scratch, s3)
+        keys.extend(s3.list_keys())
+        return args
+
+    check(dataclasses.replace(case, make=make), tmp_path, _runner(monkeypatch, capsys, tmp_path))
+    assert s3.list_keys() == keys  # the bucket is left as found too

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from cloob.common import checkpoint as ckpt_format
+from cloob.common.cli import UsageError
 from cloob.trainer import data, models
 from cloob.trainer.config import (
     DataConfig,
@@ -170,3 +173,35 @@ def test_sizes_json_lists_missing_shard(shard_dir, tmp_path):
     (broken / "shards" / "00003.tar").unlink()
     with pytest.raises(Exception, match="do not exist"):
         data.resolve_source(str(broken), "auto")
+
+
+def test_importing_the_data_package_has_no_side_effects():
+    """The s3 opener is registered when a remote shard is opened, not at import: a run on local
+    or synthetic data leaves webdataset's openers and the object-store client alone."""
+    probe = ("import sys; import cloob.trainer.data, cloob.trainer.loop; "
+             "from webdataset.gopen import gopen_schemes; "
+             "print('s3' in gopen_schemes, 's3fs' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout
+
+
+class _AllBroken:
+    def __len__(self) -> int:
+        return 3
+
+    def load(self, i: int):
+        raise OSError(f"image {i} is gone")
+
+
+def test_a_batch_whose_every_sample_is_unreadable_is_a_clear_error():
+    batches = data.IndexedBatches(_AllBroken(), transform=lambda im: im, tokenizer=lambda t: t)
+    with pytest.raises(UsageError, match="none of the 3 samples could be read .*image 2 is gone"):
+        batches[[(0, 1), (1, 2)]]
+
+
+def test_position_owns_the_epoch_rollover():
+    p = data.Position(epoch=2, batch=3, worker_pos=[5, 7], next_worker=1, skipped=4)
+    assert not p.end_epoch_if_done(4) and p.batch == 3
+    p.batch = 4
+    assert p.end_epoch_if_done(4)
+    assert p == data.Position(epoch=3, batch=0, worker_pos=[], next_worker=0, skipped=4)

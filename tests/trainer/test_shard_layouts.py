@@ -119,3 +119,29 @@ def test_a_shard_cut_on_a_block_boundary_is_warned_about_and_counted(tmp_path, t
         position.advance(batch, 1)
     assert position.skipped == 4
     assert any("00001.tar ended after 8 of 12 samples" in r.getMessage() for r in trainer_warnings)
+
+
+def _stream(source: data.Source, **kw) -> data.ShardStream:
+    return data.ShardStream(source.shards, transform=lambda image: torch.zeros(1),
+                            tokenizer=lambda t: t, batch_size=2, seed=0, epoch=0, shuffle_buffer=1,
+                            sizes=source.sizes, **kw)
+
+
+def test_a_resume_far_into_an_epoch_is_not_taken_for_corrupt_shards(tmp_path):
+    """The skipped samples before a resume point are not "samples without a usable one": a worker
+    resumed 300 samples in (past the 100-batches-plus-buffer alarm) continues the same stream."""
+    source = data.resolve_source(str(write_shards(tmp_path / "data", 2, 8, size=16)), "auto")
+    straight = [b["pos"] for b, _ in zip(_stream(source), range(160), strict=False)]
+    resumed = _stream(source, start=data.Position(worker_pos=[300]))
+    assert [b["pos"] for b, _ in zip(resumed, range(3), strict=False)] == [
+        p for p in straight if p > 300][:3]
+
+
+def test_shards_that_go_bad_after_the_check_end_the_stream(tmp_path):
+    """Every sample undecodable (the start-up check passed, then the bytes changed): the stream
+    stops with one message instead of re-reading the shards forever."""
+    source = data.resolve_source(str(write_shards(tmp_path / "data", 2, 8, size=16)), "auto")
+    stream = _stream(source)
+    stream.transform = lambda image: (_ for _ in ()).throw(OSError("broken"))
+    with pytest.raises(RuntimeError, match="without a batch's worth of usable ones"):
+        next(iter(stream))

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's vendored click
+
+# Since 0.26 typer runs on its own copy of click and raises these classes (no public name for them
+# yet); the `typer>=0.26` floor says so, and tests/test_dependency_floors.py keeps it true.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 
 class UsageError(Exception):

@@ -6,6 +6,7 @@ The file format itself (marker, payload, atomic writer, validating reader) lives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cloob.common import checkpoint as ckpt_format
 from cloob.common import storage
+from cloob.common.checkpoint import TrainerCheckpoint
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 
@@ -62,47 +65,113 @@ def link_latest(path: Path, latest: Path) -> None:
     os.replace(tmp, latest)
 
 
-def find_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> Path:
-    """The checkpoint to resume from; `latest` falls back to the remote copy (--remote-sync) when
-    this machine has none (a new node, a lost disk), downloaded as the local latest.pt."""
+def load_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> TrainerCheckpoint:
+    """The checkpoint to resume from, read and checked. `latest` falls back to the committed remote
+    copy (--remote-sync) when this machine has none (a new node, a lost disk); a remote checkpoint
+    is downloaded under a temporary name and checked before it takes its place, so a broken object
+    never becomes the local copy that a later resume would pick over a repaired bucket."""
     if spec == "latest":
         latest = checkpoint_dir / "latest.pt"
-        if not latest.is_file() and remote:
-            fetch_remote_latest(remote, latest)
-        if not latest.is_file():
+        if latest.is_file():
+            return ckpt_format.read(latest)
+        committed = remote_latest(remote) if remote else None
+        if committed is None:
             raise UsageError(f"--resume latest: no {latest} yet"
                              + (f" (nor a committed one in {remote})" if remote else ""))
-        return latest
+        return download_checked(committed, latest)
     if storage.is_remote(spec):
-        local = checkpoint_dir / f"resume-{Path(spec).name}"
         storage.check_access(spec)
-        storage.location(spec).download(local)
-        return local
-    return Path(spec)
+        obj = storage.location(spec)
+        if not obj.is_file():
+            raise UsageError(f"{spec}: no such checkpoint")
+        return download_checked(obj, checkpoint_dir / f"resume-{obj.name}")
+    return ckpt_format.read(spec)
+
+
+def download_checked(obj: storage.RemotePath, local: Path) -> TrainerCheckpoint:
+    """Copy `obj` to `local` only once it reads as a complete checkpoint; else one error line
+    that names the object, and nothing left behind (not even the folders made for it)."""
+    new_dirs = [p for p in (local.parent, *local.parent.parents) if not p.exists()]
+    try:
+        with atomic_path(local) as tmp:
+            obj.download(tmp)
+            try:
+                ckpt = ckpt_format.read(tmp)
+            except UsageError as err:  # report the object, not the temporary file
+                raise UsageError(str(err).replace(str(tmp), str(obj))) from None
+    except BaseException:
+        for d in new_dirs:  # innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    return ckpt
 
 
 # --- --remote-sync: checkpoints in an object store ---------------------------------------------
 # Each checkpoint is one object, whole or absent (an upload completes or leaves nothing); then
 # latest.json, the commit marker, is rewritten to name it. A kill between the two leaves the
 # marker on the previous checkpoint, so a reader never follows it to a partial upload.
+# The marker also lists the checkpoints this run committed, oldest first (`history`): --keep-last
+# prunes from that list only after the marker has moved on, so it never deletes the checkpoint the
+# marker names, nor an object this run did not write. (A kill between the marker and the deletes
+# leaves those few objects behind, unlisted: a leak, never a loss.)
 COMMIT = "latest.json"
 
 
-def upload(path: Path, remote: str, step: int) -> None:
+def upload(path: Path, remote: str, step: int, keep_last: int = 0) -> None:
+    """Upload `path`, commit it in latest.json, then prune committed numbered checkpoints beyond
+    the `keep_last` newest (0 keeps all), as `prune` does locally."""
     target = storage.location(remote)
     storage.put_file(path, target / path.name)
-    storage.write_json(target / COMMIT, {"checkpoint": path.name, "step": step})
+    history = [n for n in _committed_history(target / COMMIT) if n != path.name] + [path.name]
+    numbered = [n for n in history if _NUMBERED.match(n)]
+    stale = set(numbered[:-keep_last]) if keep_last > 0 else set()
+    storage.write_json(target / COMMIT, {"checkpoint": path.name, "step": step,
+                                         "history": [n for n in history if n not in stale]})
+    for name in sorted(stale):
+        (target / name).unlink(missing_ok=True)
 
 
-def fetch_remote_latest(remote: str, latest: Path) -> bool:
-    """Download the committed checkpoint of `remote` to `latest`; False when none is committed."""
+def _committed_history(marker: storage.RemotePath) -> list[str]:
+    """The names a latest.json committed so far (a marker from before `history`: the one it
+    names); nothing when there is no readable marker."""
+    try:
+        entry = json.loads(marker.read_text())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(entry, dict):
+        return []
+    history = entry.get("history")
+    if isinstance(history, list) and all(isinstance(n, str) and "/" not in n for n in history):
+        return history
+    name = entry.get("checkpoint")
+    return [name] if isinstance(name, str) and name and "/" not in name else []
+
+
+def remote_latest(remote: str) -> storage.RemotePath | None:
+    """The checkpoint `remote`'s commit marker names; None when nothing is committed yet."""
     storage.check_access(remote)
     marker = storage.location(remote) / COMMIT
     if not marker.exists():
-        return False
-    name = json.loads(marker.read_text())["checkpoint"]
-    (storage.location(remote) / name).download(latest)
-    return True
+        return None
+    name = committed_name(marker)
+    target = storage.location(remote) / name
+    if not target.is_file():
+        raise UsageError(f"{marker} names {name}, which is not in {remote}")
+    return target
+
+
+def committed_name(marker: storage.RemotePath) -> str:
+    """The `checkpoint` field of a latest.json, or one error line saying what is wrong with it."""
+    try:
+        entry = json.loads(marker.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"{marker} is not valid JSON ({err})") from None
+    name = entry.get("checkpoint") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name or "/" in name:
+        raise UsageError(f"{marker} names no checkpoint (its 'checkpoint' field should be a file "
+                         "name like epoch_3.pt)")
+    return name
 
 
 def prune(checkpoint_dir: Path, keep_last: int) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cloob.common.cli import UsageError
+
 
 @dataclass
 class DistInfo:
@@ -27,8 +29,17 @@ class DistInfo:
 
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
+    """`--device auto | cpu | cuda`; asking for a GPU this machine lacks is one error line."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {requested!r}: choose from auto, cpu, cuda")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible here (torch.cuda.is_available() "
+                         "is False); use --device cpu or auto")
+    if local_rank >= torch.cuda.device_count():
+        raise UsageError(f"--device cuda: local rank {local_rank} needs GPU {local_rank}, but only "
+                         f"{torch.cuda.device_count()} are visible")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 

@@ -38,7 +38,7 @@ from cloob.common.precision import resolve as resolve_precision
 from cloob.common.progress import ProgressBar
 from cloob.common.text import install as install_text_trim
 from cloob.common.text import trim_padding
-from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models
+from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models, runfolder
 from cloob.trainer.config import (
     DATASET_TYPES,
     PRECISIONS,
@@ -156,8 +156,7 @@ def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     if cfg.run.resume == "latest" and not cfg.run.name:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
     remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
-    ckpt = ckpt_format.read(checkpoint.find_resume(cfg.run.resume, run_dir / "checkpoints",
-                                                   remote))
+    ckpt = checkpoint.load_resume(cfg.run.resume, run_dir / "checkpoints", remote)
     if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
         raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
                          f"this run asks for {resolved}")
@@ -266,7 +265,8 @@ def train(cfg: TrainConfig) -> RunResult:
     resume_ckpt = validate_config(cfg)  # bad input fails here, before any work
     info = distributed.init(cfg.run.device, cfg.run.dist_url, cfg.run.dist_backend)
     try:
-        t = setup(cfg, info)
+        with runfolder.removed_on_bad_input(cfg.run):
+            t = setup(cfg, info)
         if resume_ckpt is not None:
             restore(t, resume_ckpt)
             del resume_ckpt  # free the memory
@@ -343,8 +343,7 @@ def restore(t: Trainer, ckpt: TrainerCheckpoint) -> None:
                     "count: the data order from here on differs from the original run")
         k = t.cfg.optim.accum_freq
         t.position = data.Position(epoch=ranks[0]["epoch"], batch=ranks[0]["batch"] // k * k)
-        if t.position.batch >= t.train_data.batches_per_epoch:
-            t.position = data.Position(epoch=t.position.epoch + 1)
+        t.position.end_epoch_if_done(t.train_data.batches_per_epoch)
     checkpoint.set_rng_state(ckpt["rng"])
     log.info("resumed from step %d (epoch %d, batch %d)", t.step, t.position.epoch,
              t.position.batch)
@@ -539,7 +538,8 @@ def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
         path = ckpt_format.write(ckpt_dir / "latest.pt", ckpt)
     checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
     if t.cfg.run.remote_sync:
-        checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step)
+        checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step,
+                          t.cfg.run.keep_last)
     return path
 
 
@@ -589,21 +589,20 @@ def fit(t: Trainer) -> RunResult:
     while t.step < t.total_steps:
         loader = t.train_data.make_loader(t.position)
         steps = _micro_batch_groups(loader, cfg.optim.accum_freq)
+        epoch_end = False
         for micro_batches in steps:
             window.add(optimizer_step(t, micro_batches))
             progress.advance()
             if t.step % cfg.run.log_every_n_steps == 0 or t.step == t.total_steps:
                 window = log_window(t, window, logger, progress)
-            epoch_end = t.position.batch == t.train_data.batches_per_epoch
-            if epoch_end:
-                t.position = data.Position(epoch=t.position.epoch + 1, skipped=t.position.skipped)
+            epoch_end = t.position.end_epoch_if_done(t.train_data.batches_per_epoch)
             if cfg.run.save_every_n_steps and t.step % cfg.run.save_every_n_steps == 0:
                 last_ckpt, saved_at = save_checkpoint(t, f"step_{t.step}.pt"), t.step
             if epoch_end or t.step >= t.total_steps:
                 break
         del steps, loader  # stops the epoch's workers
         final = t.step >= t.total_steps
-        if t.position.batch == 0 and t.position.epoch > 0:  # an epoch just ended
+        if epoch_end:
             if cfg.run.save_frequency and (t.position.epoch % cfg.run.save_frequency == 0 or final):
                 last_ckpt, saved_at = save_checkpoint(t, f"epoch_{t.position.epoch}.pt"), t.step
             run_evals(t, logger, val_loader, final)

@@ -1,0 +1,42 @@
+"""The run folder under `--logs`: bad input found while setting up leaves `--logs` as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from cloob.common.cli import UsageError
+from cloob.trainer.config import RunConfig
+
+
+@contextlib.contextmanager
+def removed_on_bad_input(run: RunConfig) -> Iterator[None]:
+    """Some bad input only shows once the model and data are built, after the run folder exists
+    (a global batch larger than the data, a CSV whose images cannot be read). Then remove what
+    this call created — the run folder, and `--logs` itself if it is new — never a folder that
+    was there before (a resumed run's)."""
+    logs = Path(run.logs)
+    new_dirs = [p for p in (logs, *logs.parents) if not p.exists()]
+    existing = {p.name for p in logs.iterdir()} if logs.is_dir() else set()
+    try:
+        yield
+    except UsageError:
+        if run.name and run.name not in existing and (logs / run.name).is_dir():
+            _close_logs_under(logs / run.name)
+            shutil.rmtree(logs / run.name, ignore_errors=True)
+        for d in new_dirs:  # innermost first; a folder another process wrote to stays
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _close_logs_under(folder: Path) -> None:
+    logger = logging.getLogger("cloob.trainer")
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(
+                folder.resolve()):
+            handler.close()
+            logger.removeHandler(handler)
