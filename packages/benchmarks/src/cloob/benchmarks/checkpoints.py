@@ -32,7 +32,7 @@ class LoadedModel:
     tokenizer: object
     name: str  # architecture name (open_clip config name, or the trainer's name for it)
     format: str  # "cloob-toolkit/1" | "cloob-reference" | "open_clip" | "open_clip-pretrained"
-    method: str | None = None  # clip | cloob | infoloob | hopfield_infonce, when the checkpoint says so
+    method: str | None = None  # clip | cloob | infoloob | hopfield_infonce | siglip, when the checkpoint says so
     path: str | None = None
     sha256: str | None = None
     info: dict = field(default_factory=dict)  # epoch, step, inv_tau, ... when present
@@ -112,7 +112,7 @@ def _refuse_code(path: Path) -> None:
 
 def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
     """→ (open_clip state dict, model config, architecture name, format, metadata)."""
-    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "method")
+    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
             if k in ckpt and isinstance(ckpt[k], int | float | str)}
     if ckpt_format.is_toolkit(ckpt):
         ckpt_format.check(ckpt, path, ckpt_format.ModelCheckpoint)

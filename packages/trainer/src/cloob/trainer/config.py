@@ -43,6 +43,8 @@ class ModelConfig:
     learnable_inv_tau: bool = False
     init_scale_hopfield: float = 8.0
     learnable_scale_hopfield: bool = False
+    init_logit_bias: float = -10.0  # siglip's bias b (SigLIP's initialisation)
+    learnable_logit_bias: bool = True
     grad_checkpointing: bool = False
     torchcompile: bool = False
     local_loss: bool = False  # each rank computes its rows of the objective (OpenCLIP's name)
