@@ -129,6 +129,19 @@ def run(
     train(cfg)
 
 
+@app.command()
+def export(
+    ckpt: str = typer.Argument(..., help="A checkpoint written by `trainer run` (.pt)."),
+    out: str = typer.Option(..., "--out", help="A new (or empty) folder for the hub layout."),
+) -> None:
+    """Write CKPT as open_clip's hub layout: open_clip_config.json + open_clip_model.safetensors
+    (no pickle) + a README.md model card. Load it with
+    `open_clip.create_model_and_transforms("local-dir:OUT")`, or `benchmarks zeroshot --ckpt OUT`."""
+    from cloob.trainer.export import export as write_hub
+
+    typer.echo(f"wrote {write_hub(ckpt, out)}")
+
+
 def main() -> None:
     run_app(app)  # click's usage errors become the toolkit's one `error:` line, exit 2
 
