@@ -6,6 +6,12 @@ times from one seeded generator, and recomputes the metric from the predictions 
 model runs again). The same resampled indices serve every metric of one evaluation and both sides
 of a paired difference, so the pair's correlation is kept. Replicates are drawn in chunks so that
 memory stays O(chunk · n), whatever `n_boot` is.
+
+Where a metric depends only on how many items fall in each of a few cells (classification: class ×
+{top-1 right, only top-k right, wrong}; a pair: a right/wrong × b right/wrong), resampling n items
+is the same as drawing the cell counts from Multinomial(n, cell frequencies): O(cells) per
+replicate instead of O(n), which keeps 1000 resamples of ImageNet's 50,000 images well under 5%
+of its evaluation.
 """
 
 from __future__ import annotations
@@ -36,11 +42,26 @@ def resamples(n: int, n_boot: int, seed: int = DEFAULT_SEED) -> Iterator[np.ndar
         done += take
 
 
+def cell_resamples(cell_counts: np.ndarray, n_boot: int, seed: int = DEFAULT_SEED) -> Iterator[np.ndarray]:
+    """(rows, cells) counts of a resample of the n = Σ cell_counts items, rows summing to n_boot."""
+    rng = np.random.default_rng(seed)
+    cell_counts = np.asarray(cell_counts, dtype=np.int64)
+    n = int(cell_counts.sum())
+    rows = max(1, _CHUNK_ELEMENTS // max(1, len(cell_counts)))
+    done = 0
+    while done < n_boot:
+        take = min(rows, n_boot - done)
+        yield rng.multinomial(n, cell_counts / n, size=take)
+        done += take
+
+
 def bootstrap(statistics: dict[str, Callable[[np.ndarray], np.ndarray]], n: int, n_boot: int,
-              seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
-    """Each statistic maps a (rows, n) index array to (rows,) values; → name → (n_boot,) replicates."""
+              seed: int = DEFAULT_SEED, cells: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each statistic maps a (rows, n) index array, or with `cells` (the items per cell) a
+    (rows, cells) count array, to (rows,) values; → name → (n_boot,) replicates."""
     out: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
-    for idx in resamples(n, n_boot, seed):
+    draws = resamples(n, n_boot, seed) if cells is None else cell_resamples(cells, n_boot, seed)
+    for idx in draws:
         for name, fn in statistics.items():
             out[name].append(np.asarray(fn(idx), dtype=np.float64))
     return {name: np.concatenate(v) if v else np.empty(0) for name, v in out.items()}
@@ -79,11 +100,12 @@ def mean_per_class_of(correct: np.ndarray, labels: np.ndarray) -> Callable[[np.n
 
 
 def intervals(statistics: dict[str, Callable[[np.ndarray], np.ndarray]], n: int, n_boot: int,
-              seed: int = DEFAULT_SEED, level: float = LEVEL) -> dict[str, list[float]]:
+              seed: int = DEFAULT_SEED, level: float = LEVEL,
+              cells: np.ndarray | None = None) -> dict[str, list[float]]:
     """name → [lo, hi] (empty when n_boot is 0: --bootstrap 0 turns the intervals off)."""
     if n_boot <= 0 or n == 0:
         return {}
-    reps = bootstrap(statistics, n, n_boot, seed)
+    reps = bootstrap(statistics, n, n_boot, seed, cells)
     return {name: percentile_interval(r, level) for name, r in reps.items()}
 
 
@@ -108,13 +130,15 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, flo
 def paired(a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int, seed: int = DEFAULT_SEED,
            level: float = LEVEL) -> dict:
     """a − b in top-1 on the same items: the difference, its bootstrap interval and McNemar."""
-    a = np.asarray(a_correct, dtype=np.float64)
-    b = np.asarray(b_correct, dtype=np.float64)
-    diff = mean_of(a - b)
-    out = {"n_items": int(len(a)), "difference": float((a - b).mean()),
-           "interval": intervals({"d": diff}, len(a), n_boot, seed, level).get("d"),
-           **mcnemar_exact(a, b)}
-    return out
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    n = len(a)
+    # cells: (a, b) = (wrong, wrong), (wrong, right), (right, wrong), (right, right)
+    cells = np.bincount(2 * a.astype(np.int64) + b, minlength=4)
+    diff = {"d": lambda w: (w[:, 2] - w[:, 1]) / n}
+    return {"n_items": int(n), "difference": float(a.mean() - b.mean()),
+            "interval": intervals(diff, n, n_boot, seed, level, cells).get("d"),
+            **mcnemar_exact(a, b)}
 
 
 def format_interval(value: float, interval: list[float] | None, scale: float = 100.0,
@@ -149,21 +173,36 @@ class Items:
     statistics: dict[str, Callable[[np.ndarray], np.ndarray]]
     outcome: np.ndarray
     paired_metric: str = "acc1"
+    cells: np.ndarray | None = None  # items per cell, when the statistics read cell counts
 
 
 def classification_items(ids: np.ndarray, labels: np.ndarray, topk: np.ndarray) -> Items:
-    """Zero-shot and linear-probe: top-1, top-k (k = the columns of `topk`) and mean-per-class."""
+    """Zero-shot and linear-probe: top-1, top-k (k = the columns of `topk`) and mean-per-class,
+    read from cell counts: cell 3·c + o for class c and o = 0 (top-1 right), 1 (only top-k), 2."""
     correct1 = topk[:, 0] == labels
     correctk = (topk == labels[:, None]).any(axis=1)
-    return Items(np.asarray(ids), {"acc1": mean_of(correct1), "acc5": mean_of(correctk),
-                                   "mean_per_class_recall": mean_per_class_of(correct1, labels)},
-                 correct1.astype(np.int8))
+    _, klass = np.unique(labels, return_inverse=True)
+    k = int(klass.max()) + 1
+    outcome = np.where(correct1, 0, np.where(correctk, 1, 2))
+    cells = np.bincount(3 * klass + outcome, minlength=3 * k)
+    n = len(labels)
+
+    def per_class(w: np.ndarray) -> np.ndarray:
+        w = w.reshape(w.shape[0], k, 3)
+        counts = w.sum(axis=2)
+        present = counts > 0
+        return np.where(present, w[:, :, 0] / np.maximum(counts, 1), 0).sum(1) / present.sum(1)
+
+    statistics = {"acc1": lambda w: w.reshape(w.shape[0], k, 3)[:, :, 0].sum(1) / n,
+                  "acc5": lambda w: w.reshape(w.shape[0], k, 3)[:, :, :2].sum((1, 2)) / n,
+                  "mean_per_class_recall": per_class}
+    return Items(np.asarray(ids), statistics, correct1.astype(np.int8), cells=cells)
 
 
 def attach_intervals(record: dict, items: Items, n_boot: int, seed: int = DEFAULT_SEED) -> None:
     """record["intervals"] (metric → [lo, hi]) and record["bootstrap"] (how, and what it cost)."""
     started = time.perf_counter()
-    record["intervals"] = intervals(items.statistics, len(items.ids), n_boot, seed)
+    record["intervals"] = intervals(items.statistics, len(items.ids), n_boot, seed, cells=items.cells)
     record["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": LEVEL, "unit": "test image",
                            "seconds": round(time.perf_counter() - started, 4)}
 
