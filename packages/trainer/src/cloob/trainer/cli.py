@@ -14,7 +14,7 @@ from cloob.trainer.config import (
     TrainConfig,
 )
 from cloob.trainer.demo import DEMO_SAMPLES, demo_config, wants_demo
-from cloob.trainer.methods import METHOD_HELP, default_inv_tau
+from cloob.trainer.methods import METHOD_HELP
 
 app = make_app("trainer", "Train CLIP and CLOOB from webdataset shards, on CPU or with torchrun on GPUs.",
                "cloob-trainer")
@@ -47,7 +47,7 @@ def run(
     # model
     model: str = _opt(_M.model, "--model", panel=MODEL, help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), micro-vit | micro-rn | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an open_clip config .json."),
     method: str = _opt(_M.method, "--method", panel=MODEL, help=METHOD_HELP + "."),
-    init_inv_tau: float = _opt(_M.init_inv_tau, "--init-inv-tau", panel=MODEL, help="Initial inverse temperature τ⁻¹."),
+    init_inv_tau: float = _opt(_M.init_inv_tau, "--init-inv-tau", panel=MODEL, help="Initial inverse temperature τ⁻¹ \\[default: 30; siglip: 10]."),
     learnable_inv_tau: bool = _opt(_M.learnable_inv_tau, "--learnable-inv-tau", panel=MODEL, help="Learn τ⁻¹ (clamped to [1, 100] after each step)."),
     init_scale_hopfield: float = _opt(_M.init_scale_hopfield, "--init-scale-hopfield", "--scale-hopfield", panel=MODEL, help="Hopfield inverse temperature β."),
     learnable_scale_hopfield: bool = _opt(_M.learnable_scale_hopfield, "--learnable-scale-hopfield", panel=MODEL, help="Learn β (as ln β; logged)."),
@@ -123,9 +123,6 @@ def run(
         if demo_samples <= 0:
             raise UsageError(f"--demo-samples must be positive, got {demo_samples}")
         cfg = demo_config(cfg, explicit, demo_samples)
-    own_inv_tau = default_inv_tau(method)
-    if own_inv_tau is not None and "init_inv_tau" not in explicit:
-        cfg.model.init_inv_tau = own_inv_tau  # the method's own start (siglip: 10), demo or not
     train(cfg)
 
 

@@ -38,9 +38,10 @@ from cloob.common.precision import resolve as resolve_precision
 from cloob.common.progress import ProgressBar
 from cloob.common.text import install as install_text_trim
 from cloob.common.text import trim_padding
-from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models
+from cloob.trainer import checkpoint, data, distributed, evaluate, losses, methods, models
 from cloob.trainer.config import (
     DATASET_TYPES,
+    DEFAULT_INV_TAU,
     PRECISIONS,
     SCHEDULERS,
     RunConfig,
@@ -119,6 +120,8 @@ def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     if method not in losses.METHODS:
         raise UsageError(f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}")
     cfg.model.method = method
+    if cfg.model.init_inv_tau is None:  # the method's own start (siglip: 10), else the paper's 30
+        cfg.model.init_inv_tau = methods.default_inv_tau(method) or DEFAULT_INV_TAU
     for value, choices, flag in ((cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
                                  (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
                                  (cfg.run.precision, PRECISIONS, "--precision")):
