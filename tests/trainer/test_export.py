@@ -7,6 +7,7 @@ alone builds the model from `local-dir:DIR`, without register_configs."""
 from __future__ import annotations
 
 import json
+import os
 import site
 import subprocess
 import sys
@@ -73,6 +74,10 @@ def test_bare_open_clip_loads_the_export_with_identical_embeddings(tmp_path, met
     out = export(ckpt, tmp_path / "hub")
     assert sorted(p.name for p in out.iterdir()) == sorted([CARD_NAME, CONFIG_NAME, WEIGHTS_NAME])
     assert not any(p.name.startswith(".hub.") for p in tmp_path.iterdir())  # no temp folder left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / WEIGHTS_NAME).stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not 0600
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
     ours = load_checkpoint(ckpt)  # the toolkit's own reader of the .pt: the expected embeddings
     size = ours.model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
@@ -113,10 +118,12 @@ def test_model_card_carries_the_runs_zero_shot_results(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "metrics.jsonl").write_text(
-        '{"step": 10, "loss": 1.0}\n{"step": 42, "zeroshot/colours-top1": 0.875}\n{"cut')
+        '{"step": 10, "loss": 1.0}\n{"step": 42, "zeroshot/colours-top1": 0.875, '
+        '"zeroshot/colours/n_classes": 8}\n{"cut')
     ckpt = trainer_checkpoint(run / "checkpoints" / "epoch_1.pt", "clip")
     out = export(ckpt, tmp_path / "hub")
-    assert "| colours-top1 | 0.875 |" in (out / CARD_NAME).read_text()
+    card = (out / CARD_NAME).read_text()
+    assert "| colours-top1 | 0.875 |" in card and "n_classes" not in card
 
 
 def test_an_existing_empty_folder_is_used(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,6 +51,7 @@ def export(ckpt_path: str | Path, out: str | Path) -> Path:
                             "format": ckpt_format.FORMAT}}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_NAME).write_text(model_card(ckpt, scalars, zeroshot), encoding="utf-8")
+        _shareable(tmp)
         if out.is_dir():
             out.rmdir()  # empty (checked above): the rename needs the name free
         tmp.rename(out)
@@ -57,6 +59,16 @@ def export(ckpt_path: str | Path, out: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _shareable(folder: Path) -> None:
+    """mkdtemp makes the folder private (0700) and safetensors its file 0600: give both the
+    permissions a plain mkdir / open would (the umask's), since the folder is meant to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _check_target(out: Path) -> None:
@@ -130,8 +142,8 @@ def _zeroshot_results(ckpt_path: Path) -> dict[str, float]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill: the others still count
-        found.update({k: v for k, v in record.items()
-                      if k.startswith("zeroshot") and isinstance(v, int | float)})
+        found.update({k: v for k, v in record.items() if k.startswith("zeroshot")
+                      and not k.endswith("n_classes") and isinstance(v, int | float)})
     return found
 
 
