@@ -114,14 +114,19 @@ def default_name(cfg: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
+def resolve_inv_tau(cfg: TrainConfig) -> None:
+    """No --init-inv-tau: the method's own start (siglip: 10), else the paper's 30."""
+    if cfg.model.init_inv_tau is None:
+        cfg.model.init_inv_tau = methods.default_inv_tau(cfg.model.method) or DEFAULT_INV_TAU
+
+
 def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     """Check everything a user can get wrong, before any work; returns a resume checkpoint if any."""
     method = cfg.model.method.replace("-", "_")
     if method not in losses.METHODS:
         raise UsageError(f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}")
     cfg.model.method = method
-    if cfg.model.init_inv_tau is None:  # the method's own start (siglip: 10), else the paper's 30
-        cfg.model.init_inv_tau = methods.default_inv_tau(method) or DEFAULT_INV_TAU
+    resolve_inv_tau(cfg)
     for value, choices, flag in ((cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
                                  (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
                                  (cfg.run.precision, PRECISIONS, "--precision")):
@@ -282,6 +287,7 @@ def train(cfg: TrainConfig) -> RunResult:
 def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
     cfg.run.name = cfg.run.name or default_name(cfg)
+    resolve_inv_tau(cfg)  # callers that skip validate_config (tests, sweeps) get the same start
     if info.enabled:  # every rank must agree on the run folder
         names = [cfg.run.name]
         dist.broadcast_object_list(names, src=0)
