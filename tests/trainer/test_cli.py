@@ -142,7 +142,8 @@ def test_help_shows_the_resolved_defaults(monkeypatch, capsys):
     out = capsys.readouterr().out
     for text in ("[default: 5e-4]", "[default: 0.999 ResNet, 0.98 ViT]",
                  "[default: method-model-time]", "[default: nccl on GPU, gloo on CPU]",
-                 "[default: (\\t)]", "--accum-freq", "--local-loss", "pure_bf16"):
+                 "[default: (\\t)]", "--accum-freq", "--local-loss", "pure_bf16",
+                 "[default: 30; siglip: 10]", "siglip (pairwise sigmoid loss"):
         assert text in out, text
 
 

@@ -42,7 +42,20 @@ def ref_nce(a, b, inv_tau):
     return total / n
 
 
+def ref_sigmoid(x, y, inv_tau, bias):
+    """SigLIP's equation: −(1/N) Σ_i Σ_j log σ(z_ij (τ⁻¹⟨x_i, y_j⟩ + b)), z = +1 on the diagonal."""
+    n = x.shape[0]
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            z = 1.0 if i == j else -1.0
+            total = total - torch.log(torch.sigmoid(z * (inv_tau * torch.dot(x[i], y[j]) + bias)))
+    return total / n
+
+
 def ref_loss(method, x, y, inv_tau, beta):
+    if method == "siglip":  # the grid's β doubles as the bias, negated (SigLIP's starts at −10)
+        return ref_sigmoid(x, y, inv_tau, -beta)
     if method == "clip":
         return 0.5 * (ref_nce(x, y, inv_tau) + ref_nce(y, x, inv_tau))
     if method == "infoloob":
@@ -56,7 +69,9 @@ def ref_loss(method, x, y, inv_tau, beta):
 
 def call(method, x, y, inv_tau, beta):
     fn = {"clip": losses.clip_loss, "infoloob": losses.infoloob_loss, "cloob": losses.cloob_loss,
-          "hopfield_infonce": losses.hopfield_infonce_loss}[method]
+          "hopfield_infonce": losses.hopfield_infonce_loss}.get(method)
+    if method == "siglip":
+        return losses.siglip_loss(x, y, inv_tau, -beta)
     return fn(x, y, inv_tau) if method in ("clip", "infoloob") else fn(x, y, inv_tau, beta)
 
 
@@ -120,7 +135,7 @@ def test_modules_and_learnable_beta():
     x, y = features(n=8, d=6, dtype=torch.float32)
     inv_tau = torch.tensor(30.0)
     for method in losses.METHODS:
-        module = losses.create_loss(method, 8.0, learnable_beta=True)
+        module = losses.create_loss(method, 8.0, learnable_beta=True, init_bias=-8.0)
         value = module(x, y, inv_tau)
         torch.testing.assert_close(value, call(method, x, y, inv_tau, 8.0))
         assert math.isclose(module.beta.item(), 8.0, rel_tol=1e-6)
@@ -129,8 +144,11 @@ def test_modules_and_learnable_beta():
             assert module.logit_beta.grad is not None and module.logit_beta.grad.abs() > 0
         else:
             assert not module.logit_beta.requires_grad
+    siglip = losses.create_loss("siglip")
+    assert siglip.logit_bias.item() == -10.0 and siglip.logit_bias.requires_grad
+    assert not losses.create_loss("siglip", learnable_bias=False).logit_bias.requires_grad
     with pytest.raises(ValueError):
-        losses.create_loss("siglip")
+        losses.create_loss("nonesuch")
 
 
 @pytest.mark.parametrize("method", ["cloob", "hopfield_infonce"])

@@ -23,12 +23,12 @@ K = 5  # checkpoint step (mid-epoch: an epoch is 64 / 8 = 8 steps); the run goes
 
 
 def config(shards: Path, logs: Path, name: str, workers: int, max_steps: int,
-           resume: str | None = None, accum_freq: int = 1) -> TrainConfig:
+           resume: str | None = None, accum_freq: int = 1, method: str = "cloob") -> TrainConfig:
     # A constant schedule after warmup keeps the lr independent of --max-steps, so the killed run
     # may be given a far horizon (it must still be running when we kill it).
     return TrainConfig(
         data=DataConfig(train_data=str(shards), batch_size=8, workers=workers, shuffle_buffer=16),
-        model=ModelConfig(model=MICRO, method="cloob", learnable_inv_tau=True,
+        model=ModelConfig(model=MICRO, method=method, learnable_inv_tau=True,
                           learnable_scale_hopfield=True),
         optim=OptimConfig(lr=1e-3, warmup=3, lr_scheduler="const", epochs=100, max_steps=max_steps,
                           accum_freq=accum_freq),
@@ -49,12 +49,14 @@ def cli_args(cfg: TrainConfig) -> list[str]:
             "--accum-freq", str(o.accum_freq)]
 
 
-@pytest.mark.parametrize("workers, accum_freq", [(0, 1), (2, 1), (0, 2)])
-def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq):
-    reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq))
+@pytest.mark.parametrize("workers, accum_freq, method",
+                         [(0, 1, "cloob"), (2, 1, "cloob"), (0, 2, "cloob"), (0, 1, "siglip")])
+def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq, method):
+    reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq,
+                             method=method))
     assert ckpt_format.read(reference.checkpoint)["step"] == 2 * K
 
-    killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq)
+    killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq, method=method)
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
     proc = subprocess.Popen([sys.executable, "-m", "cloob.trainer.cli", "run", *cli_args(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,13 +74,17 @@ def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, worker
     assert saved["data"]["accum_freq"] == accum_freq
 
     resumed = train(config(shard_dir, tmp_path, "killed", workers, 2 * K, resume="latest",
-                           accum_freq=accum_freq))
+                           accum_freq=accum_freq, method=method))
     a = ckpt_format.read(reference.checkpoint)
     b = ckpt_format.read(resumed.checkpoint)
     assert b["step"] == 2 * K
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     assert a["hopfield_beta"] == b["hopfield_beta"] and a["inv_tau"] == b["inv_tau"]
+    for name, value in a["loss_state"].items():  # ln β; siglip's bias b
+        assert torch.equal(value, b["loss_state"][name]), name
+    if method == "siglip":
+        assert a["logit_bias"] == b["logit_bias"] != -10.0  # learned, and resumed exactly
     for pid, state in a["optimizer"]["state"].items():
         for name, value in state.items():
             assert torch.equal(value, b["optimizer"]["state"][pid][name]), (pid, name)

@@ -28,7 +28,7 @@ def config(logs, method: str, learnable: bool, *, local_loss: bool = False,
         data=DataConfig(dataset_type="synthetic", train_num_samples=64, batch_size=B, workers=0),
         model=ModelConfig(model=MICRO, method=method, init_inv_tau=20.0, init_scale_hopfield=5.0,
                           learnable_inv_tau=learnable, learnable_scale_hopfield=learnable,
-                          local_loss=local_loss),
+                          learnable_logit_bias=learnable, local_loss=local_loss),
         optim=OptimConfig(accum_freq=accum_freq),
         run=RunConfig(logs=str(logs), name=f"{method}-{learnable}", report_to="none",
                       progress=False))
@@ -47,6 +47,8 @@ def gradients(cfg: TrainConfig, info: distributed.DistInfo, inputs) -> dict[str,
     grads = {n: p.grad.clone() for n, p in t.raw_model.named_parameters() if p.grad is not None}
     if t.loss_fn.logit_beta.grad is not None:
         grads["beta"] = t.loss_fn.logit_beta.grad.clone()
+    if getattr(t.loss_fn, "logit_bias", None) is not None and t.loss_fn.logit_bias.grad is not None:
+        grads["bias"] = t.loss_fn.logit_bias.grad.clone()  # siglip's b
     grads["loss"] = distributed.all_reduce_mean(loss.clone())
     return grads
 
@@ -111,6 +113,7 @@ def test_local_loss_equals_one_process(tmp_path, world):
         method, learnable = case
         assert ("logit_scale" in expected) == learnable
         assert ("beta" in expected) == (learnable and method in ("cloob", "hopfield_infonce"))
+        assert ("bias" in expected) == (learnable and method == "siglip")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -125,7 +128,7 @@ def test_accumulation_equals_one_big_batch(tmp_path, method):
 
 
 def test_accumulation_with_local_loss_over_two_ranks(tmp_path):
-    cases = [("cloob", True), ("clip", True)]
+    cases = [("cloob", True), ("clip", True), ("siglip", True)]
     got = run_ranks(tmp_path, 2, local_loss=True, accum_freq=2, cases=cases)
     for case in cases:
         assert_same(got[case], reference(tmp_path, *case, 2 * 2 * B), case)

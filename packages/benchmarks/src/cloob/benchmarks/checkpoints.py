@@ -6,7 +6,9 @@ Formats (all loaded with `torch.load(weights_only=True)`):
 - the CLOOB reference release: `module.` prefix, text tower nested under `transformer.`,
   `logit_inv_tau` for `logit_scale`, `model_config_file` naming the architecture;
 - plain open_clip checkpoints (`{"state_dict": ...}` or a bare state dict): the architecture is read
-  from the tensor shapes (or from an `open_clip_config.json` beside the file).
+  from the tensor shapes (or from an `open_clip_config.json` beside the file);
+- open_clip's hub layout, a folder with `open_clip_config.json` + `open_clip_model.safetensors`
+  (what `trainer export` writes; our scalars under "cloob" in the config).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class LoadedModel:
     tokenizer: object
     name: str  # architecture name (open_clip config name, or the trainer's name for it)
     format: str  # "cloob-toolkit/1" | "cloob-reference" | "open_clip" | "open_clip-pretrained"
-    method: str | None = None  # clip | cloob | infoloob | hopfield_infonce, when the checkpoint says so
+    method: str | None = None  # clip | cloob | infoloob | hopfield_infonce | siglip, when the checkpoint says so
     path: str | None = None
     sha256: str | None = None
     info: dict = field(default_factory=dict)  # epoch, step, inv_tau, ... when present
@@ -60,8 +62,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
         loaded.path = str(path)
         return loaded
     path = Path(path)
-    ckpt = safe_load(path)
-    sd, cfg, name, fmt, meta = _interpret(ckpt, path)
+    if path.is_dir():
+        sd, cfg, name, fmt, meta, weights = read_hub_dir(path)
+    else:
+        weights = path
+        sd, cfg, name, fmt, meta = _interpret(safe_load(path), path)
     prec = resolve(precision, device)
     model = _build(cfg, name, prec.open_clip)
     ignored = _load_weights(model, sd, path, name)
@@ -69,8 +74,36 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
         meta["ignored_keys"] = ignored
     loaded = _finish(prec.cast_model(model), name, fmt, device)
     loaded.method, loaded.path, loaded.sha256, loaded.info = (
-        meta.pop("method", None), str(path), sha256_file(path), meta)
+        meta.pop("method", None), str(path), sha256_file(weights), meta)
     return loaded
+
+
+HUB_CONFIG, HUB_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
+
+
+def read_hub_dir(path: Path) -> tuple[dict, dict, str, str, dict, Path]:
+    """open_clip's hub folder → (state dict, model config, name, format, metadata, weights file).
+    safetensors holds tensors only: nothing in it can run code."""
+    config_path, weights = path / HUB_CONFIG, path / HUB_WEIGHTS
+    if not config_path.is_file() or not weights.is_file():
+        raise UsageError(f"{path}: a checkpoint folder needs {HUB_CONFIG} and {HUB_WEIGHTS} "
+                         f"(open_clip's hub layout, as `trainer export` writes)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        cfg = dict(config["model_cfg"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{config_path}: not an open_clip config ({first_line(err)})") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise UsageError(f"{weights}: not a readable safetensors file ({first_line(err)})") from None
+    ours = config.get("cloob") if isinstance(config.get("cloob"), dict) else {}
+    meta = {k: v for k, v in ours.items() if k in ("epoch", "step", "name", "inv_tau",
+                                                   "hopfield_beta", "logit_bias", "method")}
+    return sd, cfg, ours.get("model_name") or path.name, "open_clip-hub", meta, weights
 
 
 def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu", *,
@@ -112,7 +145,7 @@ def _refuse_code(path: Path) -> None:
 
 def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
     """→ (open_clip state dict, model config, architecture name, format, metadata)."""
-    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "method")
+    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
             if k in ckpt and isinstance(ckpt[k], int | float | str)}
     if ckpt_format.is_toolkit(ckpt):
         ckpt_format.check(ckpt, path, ckpt_format.ModelCheckpoint)

@@ -32,10 +32,13 @@ BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Images (or texts) per
 WORKERS = typer.Option(2, "--workers", min=0, help="Data-loader worker processes.")
 DEVICE = typer.Option("auto", "--device", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+BOOTSTRAP = typer.Option(1000, "--bootstrap", min=0, help="Resamples of the test images for each "
+                         "number's 95% interval and the paired differences (seeded; 0: off).")
 # (name, type, typer option): the models come first in --help, the run knobs last.
 _MODEL_OPTIONS = (("ckpt", list[str], CKPT), ("model", str, MODEL), ("pretrained", str, PRETRAINED))
 _RUN_OPTIONS = (("precision", str, PRECISION), ("batch_size", int, BATCH_SIZE),
-                ("workers", int, WORKERS), ("device", str, DEVICE), ("progress", bool, PROGRESS))
+                ("workers", int, WORKERS), ("device", str, DEVICE), ("progress", bool, PROGRESS),
+                ("bootstrap", int, BOOTSTRAP))
 
 
 @dataclass

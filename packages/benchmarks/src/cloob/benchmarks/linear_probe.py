@@ -43,6 +43,7 @@ class ProbeResult:
     n_val: int = 0
     converged: bool = True
     predictions: np.ndarray | None = None  # test predictions (top-1)
+    topk: np.ndarray | None = None  # (N, k) test predictions, best first (the intervals' input)
 
 
 def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,5 +133,6 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     lam = float(GRID[index])
     model, converged = fit(np.concatenate([fit_x, val_x]), np.concatenate([fit_y, val_y]), lam, cfg.max_iter)
     proba = model.predict_proba(test_x)
+    top = model.classes_[np.argsort(-proba, axis=1, kind="stable")[:, :min(TOPK, proba.shape[1])]]
     return ProbeResult(metrics(test_y, proba, model.classes_), lam, trace, len(fit_y), len(val_y), converged,
-                       model.classes_[proba.argmax(axis=1)])
+                       model.classes_[proba.argmax(axis=1)], top)

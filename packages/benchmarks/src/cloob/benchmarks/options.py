@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloob.benchmarks.stats import DEFAULT_BOOT
+
 
 @dataclass(kw_only=True)  # keyword-only: each command's own fields stay positional before these
 class EvalOptions:
@@ -13,3 +15,4 @@ class EvalOptions:
     workers: int = 2
     precision: str = "fp32"
     progress: bool = True
+    bootstrap: int = DEFAULT_BOOT  # resamples for the 95% intervals and paired tests (0: none)

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloob.benchmarks import report
+import numpy as np
+
+from cloob.benchmarks import report, stats
 from cloob.benchmarks.checkpoints import LoadedModel
 from cloob.benchmarks.datasets import ImageList, Task
 from cloob.benchmarks.features import (
@@ -79,7 +81,7 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
                        val.x if val else None, val.labels if val else None, on_step=lambda: advance(1))
     val_words = (f"the dataset's validation split ({data.source.get('val')})" if val else
                  f"a validation split carved from train ({100 * pcfg.val_fraction:g}% of each class, seed {pcfg.seed})")
-    return {
+    record = {
         "task": "linear_probe", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
         "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
         "checkpoint_info": loaded.info, "dataset": data.name, "dataset_root": str(data.test.root),
@@ -94,6 +96,11 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
                                     metric=pcfg.select_metric),
         "precision": cfg.precision, "device": cfg.device, "software": versions,
     }
+    if result.topk is not None:  # the test images in feature order: the same for every checkpoint
+        items = stats.classification_items(np.arange(len(test.labels)), test.labels, result.topk)
+        stats.attach_intervals(record, items, cfg.bootstrap)
+        record[stats.ITEMS] = items
+    return record
 
 
 def _sklearn_version() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloob.benchmarks import paper
+from cloob.benchmarks import paper, stats
 from cloob.benchmarks.clip_benchmark_export import write_clip_benchmark
 from cloob.common.cli import package_version
 from cloob.common.files import atomic_open, atomic_path, write_json
@@ -45,8 +45,20 @@ def flat(records: list[dict]) -> pd.DataFrame:
              "n_skipped": r.get("n_skipped", 0), "n_classes": r["n_classes"],
              **{m: r["metrics"][m] for m in METRICS}, "headline": r["headline"],
              "precision": r["precision"], "checkpoint_path": r.get("checkpoint") or "",
-             "checkpoint_sha256": r.get("checkpoint_sha256") or "", **_probe_columns(r)} for r in records]
+             "checkpoint_sha256": r.get("checkpoint_sha256") or "", **_interval_columns(r, METRICS),
+             **_probe_columns(r)} for r in records]
     return pd.DataFrame(rows)
+
+
+def _interval_columns(record: dict, metrics) -> dict:
+    """`<metric>_lo`, `<metric>_hi`: the 95% bootstrap interval (absent with --bootstrap 0)."""
+    found = record.get("intervals") or {}
+    return {f"{m}_{end}": found[m][i] for m in metrics if m in found
+            for i, end in enumerate(("lo", "hi"))}
+
+
+def _cell(record: dict, metric: str) -> str:
+    return stats.format_interval(record["metrics"][metric], (record.get("intervals") or {}).get(metric))
 
 
 def _probe_columns(record: dict) -> dict:
@@ -68,19 +80,25 @@ def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFram
     return table
 
 
-def markdown(records: list[dict], compare: str | None = None) -> str:
+def _boot_words(records: list[dict]) -> str:
+    n = stats.resamples_of(records)
+    return f" over the test images ({n} seeded resamples)" if n else " (off: --bootstrap 0)"
+
+
+def markdown(records: list[dict], compare: str | None = None, paired: list[dict] | None = None) -> str:
     lines = [f"# {_title(records)} results", "",
-             "Percentages; the headline metric of each dataset is in **bold**.", "",
+             "Percentages; the headline metric of each dataset is in **bold**; "
+             f"[lo, hi] is the 95% bootstrap interval{_boot_words(records)}.", "",
              "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
-        cells = [f"**{100 * r['metrics'][m]:.2f}**" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
-                 for m in METRICS]
+        cells = [f"**{_cell(r, m)}**" if m == r["headline"] else _cell(r, m) for m in METRICS]
         lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | "
                      f"{r.get('n_skipped', 0)} | {r['n_classes']} | "
                      + " | ".join(cells) + f" | {r['precision']} |")
     if len({r["label"] for r in records}) > 1 or compare:
         lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
+    lines += stats.comparisons_markdown(paired or [])
     protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
     if protocols:
         lines += ["", "## Protocol", "", *(f"- {p}" for p in protocols)]
@@ -103,7 +121,7 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
 
     table = side_by_side(records, compare)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4.5))
-    table.plot.bar(ax=ax, rot=30, width=0.8)
+    table.plot.bar(ax=ax, rot=30, width=0.8, yerr=_error_bars(records, table), capsize=3)
     ax.set_ylabel(f"{_title(records).lower()} accuracy (%)")
     ax.set_title(f"{_title(records)} headline metric per dataset")
     ax.legend(fontsize="small")
@@ -114,16 +132,45 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
     return target
 
 
+def _error_bars(records: list[dict], table: pd.DataFrame) -> pd.DataFrame:
+    """Distances from each bar to its interval's ends, in matplotlib's (columns, 2, rows) layout."""
+    import numpy as np
+
+    err = np.zeros((len(table.columns), 2, len(table.index)))
+    for r in records:
+        interval = (r.get("intervals") or {}).get(r["headline"])
+        if interval and r["label"] in table.columns:
+            c, row = list(table.columns).index(r["label"]), list(table.index).index(r["dataset"])
+            value = 100 * r["metrics"][r["headline"]]
+            err[c, :, row] = [value - 100 * interval[0], 100 * interval[1] - value]
+    return err
+
+
+def _comparisons(records: list[dict], out: Path, written: dict[str, Path]) -> list[dict]:
+    """Take the runners' per-image items out of the records, pair the checkpoints (stats), and
+    write comparisons.csv when there is a pair."""
+    paired = stats.comparisons(records, stats.take_items(records), stats.resamples_of(records))
+    if paired:
+        written["comparisons"] = out / "comparisons.csv"
+        rows = [{**{k: v for k, v in p.items() if k != "interval"},
+                 "difference_lo": (p["interval"] or [None, None])[0],
+                 "difference_hi": (p["interval"] or [None, None])[1]} for p in paired]
+        with atomic_open(written["comparisons"], encoding="utf-8", newline="") as f:
+            pd.DataFrame(rows).to_csv(f, index=False)
+    return paired
+
+
 def write_all(records: list[dict], out: Path, compare: str | None = None) -> dict[str, Path]:
     """results.json / .csv / .md and clip_benchmark/*.json, plus side_by_side.csv and a bar chart
-    with several checkpoints."""
+    with several checkpoints (and comparisons.csv: the paired tests)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    write_json(written["json"], {"records": records, "compare_paper": compare})
+    paired = _comparisons(records, out, written)
+    write_json(written["json"], {"records": records, "compare_paper": compare, "comparisons": paired})
     with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
         flat(records).to_csv(f, index=False)
     with atomic_open(written["md"], encoding="utf-8") as f:
-        f.write(markdown(records, compare))
+        f.write(markdown(records, compare, paired))
     _add_clip_benchmark(written, records, out)
     if len({r["label"] for r in records}) > 1 or compare:
         written["side_by_side"] = out / "side_by_side.csv"
@@ -139,9 +186,11 @@ def write_records(records: list[dict], out: Path, title: str, columns: dict[str,
     `percent`: fractions shown ×100 in the Markdown (the CSV keeps the raw values)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    write_json(written["json"], {"records": records})
+    paired = _comparisons(records, out, written)
+    write_json(written["json"], {"records": records, "comparisons": paired})
     rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
-             "dataset": r["dataset"], **{k: r["metrics"][k] for k in columns}, "precision": r["precision"],
+             "dataset": r["dataset"], **{k: r["metrics"][k] for k in columns},
+             **_interval_columns(r, columns), "precision": r["precision"],
              "checkpoint_path": r.get("checkpoint") or "", "checkpoint_sha256": r.get("checkpoint_sha256") or ""}
             for r in records]
     with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
@@ -149,8 +198,11 @@ def write_records(records: list[dict], out: Path, title: str, columns: dict[str,
     lines = [f"# {title}", "", "| checkpoint | model | dataset | " + " | ".join(columns.values()) + " |",
              "|---|---|---|" + "---:|" * len(columns)]
     for r in records:
-        cells = [f"{100 * r['metrics'][k]:.2f}" if percent else f"{r['metrics'][k]:.4g}" for k in columns]
+        cells = [_cell(r, k) if percent else f"{r['metrics'][k]:.4g}" for k in columns]
         lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |")
+    if stats.resamples_of(records):
+        lines += ["", f"[lo, hi]: 95% bootstrap interval{_boot_words(records)}."]
+    lines += stats.comparisons_markdown(paired)
     protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
     lines += ["", ("Percentages. " if percent else "") + "Protocol:", "", *(f"- {p}" for p in protocols)]
     with atomic_open(written["md"], encoding="utf-8") as f:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cloob.benchmarks import stats
 from cloob.benchmarks.options import EvalOptions
 from cloob.common import shard_layout
 from cloob.common.cli import UsageError
@@ -166,6 +167,18 @@ def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: 
 def recalls(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, ks: tuple[int, ...] = KS,
             chunk: int = 1024) -> dict[str, float]:
     """R@K both ways from normalised embeddings; similarity rows are computed `chunk` at a time."""
+    i2t_hit, t2i_hit = (torch.from_numpy(h) for h in hits(image_emb, text_emb, caption_image, ks, chunk))
+    out = {}
+    for k in ks:  # float32 means, as clip_benchmark computes them (exact parity in the tests)
+        out[f"i2t_r{k}"] = i2t_hit[:, :k].any(dim=1).float().mean().item()
+        out[f"t2i_r{k}"] = t2i_hit[:, :k].any(dim=1).float().mean().item()
+    out["mean_recall"] = float(np.mean([out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks]))
+    return out
+
+
+def hits(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, ks: tuple[int, ...] = KS,
+         chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(images, K) and (captions, K) booleans: whether a right answer is at rank j, per query."""
     img, txt = torch.from_numpy(image_emb), torch.from_numpy(text_emb)
     owner = torch.from_numpy(np.asarray(caption_image, dtype=np.int64))
     k_img, k_txt = min(max(ks), len(img)), min(max(ks), len(txt))
@@ -173,12 +186,24 @@ def recalls(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarr
     i2t = torch.cat([(txt @ img[s:s + chunk].T).T.topk(k_txt, dim=1).indices for s in range(0, len(img), chunk)])
     t2i_hit = t2i == owner[:, None]  # (texts, K): is the caption's image at rank j
     i2t_hit = owner[i2t] == torch.arange(len(img))[:, None]  # (images, K): is caption j one of the image's
-    out = {}
+    return i2t_hit.numpy(), t2i_hit.numpy()
+
+
+def recall_items(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray,
+                 ks: tuple[int, ...] = KS) -> stats.Items:
+    """The bootstrap's view of retrieval: resample images, each with its own captions; paired
+    tests on image→text R@1 per image."""
+    i2t_hit, t2i_hit = hits(image_emb, text_emb, caption_image, ks)
+    owner = np.asarray(caption_image, dtype=np.int64)
+    n = len(image_emb)
+    per_image = {"captions": np.bincount(owner, minlength=n)}
+    statistics = {}
     for k in ks:
-        out[f"i2t_r{k}"] = i2t_hit[:, :k].any(dim=1).float().mean().item()
-        out[f"t2i_r{k}"] = t2i_hit[:, :k].any(dim=1).float().mean().item()
-    out["mean_recall"] = float(np.mean([out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks]))
-    return out
+        statistics[f"i2t_r{k}"] = stats.mean_of(i2t_hit[:, :k].any(axis=1))
+        hit_k = np.bincount(owner, weights=t2i_hit[:, :k].any(axis=1), minlength=n)
+        statistics[f"t2i_r{k}"] = stats.ratio_of(hit_k, per_image["captions"])
+    statistics["mean_recall"] = stats.average_of(*statistics.values())
+    return stats.Items(np.arange(n), statistics, i2t_hit[:, 0].astype(np.int8), "i2t_r1")
 
 
 @dataclass
@@ -249,6 +274,9 @@ def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], 
             "n_captions": len(pairs.captions), "metrics": m, "headline": "mean_recall", "source": pairs.source,
             "protocol": PROTOCOL, "precision": cfg.precision, "device": cfg.device, "software": versions,
             "seconds": round(emb.seconds, 3)})
+        items = recall_items(emb.images, emb.texts, pairs.caption_image)
+        stats.attach_intervals(records[-1], items, cfg.bootstrap)
+        records[-1][stats.ITEMS] = items
         echo(f"{label} · {pairs.name}: image→text R@1/5/10 {100 * m['i2t_r1']:.2f} / {100 * m['i2t_r5']:.2f} / "
              f"{100 * m['i2t_r10']:.2f}   text→image {100 * m['t2i_r1']:.2f} / {100 * m['t2i_r5']:.2f} / "
              f"{100 * m['t2i_r10']:.2f}  ({len(pairs.images)} images, {len(pairs.captions)} captions)")

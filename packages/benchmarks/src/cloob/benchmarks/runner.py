@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from cloob.benchmarks import registry, report
+from cloob.benchmarks import registry, report, stats
 from cloob.benchmarks.checkpoints import LoadedModel
 from cloob.benchmarks.datasets import Task, folder_task, registry_task
 from cloob.benchmarks.options import EvalOptions
@@ -82,6 +83,11 @@ def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
                                    batch_size=cfg.batch_size, workers=cfg.workers, precision=cfg.precision,
                                    classifier=classifier, progress=cfg.progress)
             record = make_record(loaded, label, task, result, cfg, versions)
+            pred = result.predictions
+            items = stats.classification_items(
+                pred.index if pred.index is not None else np.arange(pred.n), pred.labels, pred.topk_index)
+            stats.attach_intervals(record, items, cfg.bootstrap)
+            record[stats.ITEMS] = items  # for the paired tests; the report takes it out
             if cfg.save_predictions:
                 target = cfg.out / "predictions" / f"{_slug(label)}__{task.name}.parquet"
                 report.write_predictions(report.predictions_frame(task.root, task.samples, result.predictions),

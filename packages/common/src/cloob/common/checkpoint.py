@@ -4,7 +4,7 @@ One home for the contract between the trainer (writes, resumes) and benchmarks (
 `torch.save`d dict of tensors and plain containers, so `torch.load(weights_only=True)` reads it.
 `state_dict` is in open_clip's key layout (no `module.` prefix, `logit_scale` = ln τ⁻¹), so
 `open_clip.create_model(name, pretrained=path)` loads it; beside it the model config, the method,
-τ⁻¹, β and everything an exact resume needs (optimizer, scheduler, scaler, step, epoch, RNG states,
+τ⁻¹, β (siglip: its bias) and everything an exact resume needs (optimizer, scheduler, scaler, step, epoch, RNG states,
 every rank's data position, the resolved config).
 
 The TypedDicts below are the description: the validator walks their annotations, so a field added
@@ -46,13 +46,14 @@ class _Readout(TypedDict, total=False):
     name: str  # the run's name
     inv_tau: float  # exp(logit_scale)
     hopfield_beta: float  # the Hopfield β
+    logit_bias: float  # siglip's bias b (exact in loss_state)
     epoch: int
 
 
 class ModelCheckpoint(_Weights, _Readout, total=False):
     """What an evaluator reads (and what a test or converter writes): weights plus config."""
 
-    method: str  # clip | cloob | infoloob | hopfield_infonce
+    method: str  # clip | cloob | infoloob | hopfield_infonce | siglip
     step: int
 
 

@@ -14,6 +14,7 @@ from cloob.trainer.config import (
     TrainConfig,
 )
 from cloob.trainer.demo import DEMO_SAMPLES, demo_config, wants_demo
+from cloob.trainer.methods import METHOD_HELP
 
 app = make_app("trainer", "Train CLIP and CLOOB from webdataset shards, on CPU or with torchrun on GPUs.",
                "cloob-trainer")
@@ -45,11 +46,13 @@ def run(
     shuffle_buffer: int = _opt(_D.shuffle_buffer, "--shuffle-buffer", panel=DATA, help="webdataset: sample shuffle buffer per worker."),
     # model
     model: str = _opt(_M.model, "--model", panel=MODEL, help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), micro-vit | micro-rn | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an open_clip config .json."),
-    method: str = _opt(_M.method, "--method", panel=MODEL, help="cloob | clip | infoloob (InfoLOOB without Hopfield) | hopfield_infonce (Hopfield + InfoNCE)."),
-    init_inv_tau: float = _opt(_M.init_inv_tau, "--init-inv-tau", panel=MODEL, help="Initial inverse temperature τ⁻¹."),
+    method: str = _opt(_M.method, "--method", panel=MODEL, help=METHOD_HELP + "."),
+    init_inv_tau: float = _opt(_M.init_inv_tau, "--init-inv-tau", panel=MODEL, help="Initial inverse temperature τ⁻¹ \\[default: 30; siglip: 10]."),
     learnable_inv_tau: bool = _opt(_M.learnable_inv_tau, "--learnable-inv-tau", panel=MODEL, help="Learn τ⁻¹ (clamped to [1, 100] after each step)."),
     init_scale_hopfield: float = _opt(_M.init_scale_hopfield, "--init-scale-hopfield", "--scale-hopfield", panel=MODEL, help="Hopfield inverse temperature β."),
     learnable_scale_hopfield: bool = _opt(_M.learnable_scale_hopfield, "--learnable-scale-hopfield", panel=MODEL, help="Learn β (as ln β; logged)."),
+    init_logit_bias: float = _opt(_M.init_logit_bias, "--init-logit-bias", panel=MODEL, help="siglip: initial bias b of the sigmoid logits."),
+    learnable_logit_bias: bool = _opt(_M.learnable_logit_bias, "--learnable-logit-bias/--fixed-logit-bias", panel=MODEL, help="siglip: learn b (logged)."),
     grad_checkpointing: bool = _opt(_M.grad_checkpointing, "--grad-checkpointing", panel=MODEL, help="Recompute activations in backward to save memory."),
     torchcompile: bool = _opt(_M.torchcompile, "--torchcompile", panel=MODEL, help="torch.compile the model."),
     local_loss: bool = _opt(_M.local_loss, "--local-loss", panel=MODEL, help="Each rank computes only its rows of the objective against the gathered batch: the same objective, per-rank cost O(b·N) instead of O(N²)."),
@@ -103,8 +106,8 @@ def run(
                         csv_caption_key, dataset_resampled, train_num_samples, val_num_samples,
                         batch_size, workers, shuffle_buffer),
         model=ModelConfig(model, method, init_inv_tau, learnable_inv_tau, init_scale_hopfield,
-                          learnable_scale_hopfield, grad_checkpointing, torchcompile,
-                          local_loss=local_loss),
+                          learnable_scale_hopfield, init_logit_bias, learnable_logit_bias,
+                          grad_checkpointing, torchcompile, local_loss=local_loss),
         optim=OptimConfig(lr, wd, beta1, beta2, eps, warmup, lr_scheduler, restart_cycles,
                           grad_clip_norm, epochs, max_steps, accum_freq=accum_freq),
         eval=EvalConfig(imagenet_val, imagenet_v2, list(zeroshot_task), zeroshot_frequency,
@@ -113,14 +116,27 @@ def run(
                       log_every_n_steps, report_to, precision, seed, device, dist_url, dist_backend,
                       progress),
     )
+    # typer vendors click: compare the source by name rather than importing its enum
+    explicit = {name for name in ctx.params
+                if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
     if wants_demo(cfg):
         if demo_samples <= 0:
             raise UsageError(f"--demo-samples must be positive, got {demo_samples}")
-        # typer vendors click: compare the source by name rather than importing its enum
-        explicit = {name for name in ctx.params
-                    if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
         cfg = demo_config(cfg, explicit, demo_samples)
     train(cfg)
+
+
+@app.command()
+def export(
+    ckpt: str = typer.Argument(..., help="A checkpoint written by `trainer run` (.pt)."),
+    out: str = typer.Option(..., "--out", help="A new (or empty) folder for the hub layout."),
+) -> None:
+    """Write CKPT as open_clip's hub layout: open_clip_config.json + open_clip_model.safetensors
+    (no pickle) + a README.md model card. Load it with
+    `open_clip.create_model_and_transforms("local-dir:OUT")`, or `benchmarks zeroshot --ckpt OUT`."""
+    from cloob.trainer.export import export as write_hub
+
+    typer.echo(f"wrote {write_hub(ckpt, out)}")
 
 
 def main() -> None:

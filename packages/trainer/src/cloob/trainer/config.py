@@ -16,6 +16,7 @@ from cloob.common.precision import CHOICES
 DATASET_TYPES = ("auto", "webdataset", "csv", "synthetic")
 PRECISIONS = CHOICES  # what --precision accepts
 SCHEDULERS = ("cosine", "cosine-restarts", "const")
+DEFAULT_INV_TAU = 30.0  # the paper's τ⁻¹ (methods without their own start)
 
 
 @dataclass
@@ -39,10 +40,12 @@ class DataConfig:
 class ModelConfig:
     model: str = "RN50"
     method: str = "cloob"
-    init_inv_tau: float = 30.0
+    init_inv_tau: float | None = None  # None: the method's own (siglip 10), else 30 (the paper's)
     learnable_inv_tau: bool = False
     init_scale_hopfield: float = 8.0
     learnable_scale_hopfield: bool = False
+    init_logit_bias: float = -10.0  # siglip's bias b (SigLIP's initialisation)
+    learnable_logit_bias: bool = True
     grad_checkpointing: bool = False
     torchcompile: bool = False
     local_loss: bool = False  # each rank computes its rows of the objective (OpenCLIP's name)

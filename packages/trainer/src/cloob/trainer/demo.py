@@ -18,6 +18,7 @@ from types import ModuleType
 
 from cloob.common.cli import UsageError
 from cloob.trainer.config import TrainConfig
+from cloob.trainer.methods import default_inv_tau
 
 DEMO_SAMPLES = 20000
 # (section, field) → demo value; used only where the user gave no flag of their own.
@@ -75,6 +76,8 @@ def demo_config(cfg: TrainConfig, explicit: set[str], samples: int = DEMO_SAMPLE
     sections = {name: dataclasses.replace(getattr(cfg, name)) for name in
                 ("data", "model", "optim", "eval", "run")}
     for (section, field), value in DEMO_SETTINGS.items():
+        if field == "init_inv_tau" and default_inv_tau(cfg.model.method) is not None:
+            continue  # a method with its own start keeps it (siglip: 10 with its bias −10)
         if field not in explicit:
             setattr(sections[section], field, value)
     sections["data"].train_data = str(demo.root)

@@ -38,9 +38,19 @@ from cloob.common.precision import resolve as resolve_precision
 from cloob.common.progress import ProgressBar
 from cloob.common.text import install as install_text_trim
 from cloob.common.text import trim_padding
-from cloob.trainer import checkpoint, data, distributed, evaluate, losses, models, runfolder
+from cloob.trainer import (
+    checkpoint,
+    data,
+    distributed,
+    evaluate,
+    losses,
+    methods,
+    models,
+    runfolder,
+)
 from cloob.trainer.config import (
     DATASET_TYPES,
+    DEFAULT_INV_TAU,
     PRECISIONS,
     SCHEDULERS,
     RunConfig,
@@ -113,12 +123,19 @@ def default_name(cfg: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
+def resolve_inv_tau(cfg: TrainConfig) -> None:
+    """No --init-inv-tau: the method's own start (siglip: 10), else the paper's 30."""
+    if cfg.model.init_inv_tau is None:
+        cfg.model.init_inv_tau = methods.default_inv_tau(cfg.model.method) or DEFAULT_INV_TAU
+
+
 def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     """Check everything a user can get wrong, before any work; returns a resume checkpoint if any."""
     method = cfg.model.method.replace("-", "_")
     if method not in losses.METHODS:
         raise UsageError(f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}")
     cfg.model.method = method
+    resolve_inv_tau(cfg)
     for value, choices, flag in ((cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
                                  (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
                                  (cfg.run.precision, PRECISIONS, "--precision")):
@@ -279,6 +296,7 @@ def train(cfg: TrainConfig) -> RunResult:
 def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
     cfg.run.name = cfg.run.name or default_name(cfg)
+    resolve_inv_tau(cfg)  # callers that skip validate_config (tests, sweeps) get the same start
     if info.enabled:  # every rank must agree on the run folder
         names = [cfg.run.name]
         dist.broadcast_object_list(names, src=0)
@@ -298,7 +316,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     if _channels_last(info.device, bundle):
         model = model.to(memory_format=torch.channels_last)  # faster convolutions (see _channels_last)
     loss_fn = losses.create_loss(cfg.model.method, cfg.model.init_scale_hopfield,
-                                 cfg.model.learnable_scale_hopfield).to(info.device)
+                                 cfg.model.learnable_scale_hopfield,
+                                 init_bias=cfg.model.init_logit_bias,
+                                 learnable_bias=cfg.model.learnable_logit_bias).to(info.device)
     cfg.optim = resolve_optim_defaults(cfg.optim, models.is_vit(bundle.cfg))
     optimizer = make_optimizer(param_groups(model, loss_fn, cfg.optim.wd), cfg.optim.lr,
                                (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.eps)
@@ -418,11 +438,13 @@ def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]
                                            *(c[1] for c in cached[j + 1:])])
             loss = _objective(t, image_features, text_features, inv_tau)
             (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
-    scalars = [p for p in (t.raw_model.logit_scale, t.loss_fn.logit_beta) if p.grad is not None]
-    for p in scalars:
-        p.grad /= k
-    if t.cfg.model.local_loss and t.loss_fn.logit_beta.grad is not None:
-        distributed.all_reduce_mean(t.loss_fn.logit_beta.grad)  # β is outside DDP
+    own = [p for p in t.loss_fn.parameters() if p.grad is not None]  # β, siglip's bias
+    for p in (t.raw_model.logit_scale, *own):
+        if p.grad is not None:
+            p.grad /= k
+    if t.cfg.model.local_loss:
+        for p in own:
+            distributed.all_reduce_mean(p.grad)  # the objective's own scalars are outside DDP
     return loss.detach()
 
 
@@ -494,6 +516,8 @@ def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar
     values = {"loss": loss / t.info.world_size / window.steps, "lr": t.lr,
               "inv_tau": float(t.raw_model.logit_scale.detach().float().exp()),
               "beta": float(t.loss_fn.beta.detach()),
+              **({"logit_bias": float(t.loss_fn.logit_bias.detach())}
+                 if hasattr(t.loss_fn, "logit_bias") else {}),
               "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
               "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
               "skipped_samples": skipped}
@@ -511,6 +535,8 @@ def checkpoint_payload(t: Trainer, positions: list[DataPosition]) -> TrainerChec
         model_cfg=t.bundle.cfg, method=t.cfg.model.method,
         inv_tau=float(t.raw_model.logit_scale.detach().float().exp()),
         hopfield_beta=float(t.loss_fn.beta.detach()), epoch=t.position.epoch, step=t.step,
+        **({"logit_bias": float(t.loss_fn.logit_bias.detach())}
+           if hasattr(t.loss_fn, "logit_bias") else {}),
         loss_state=t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
         optimizer=t.optimizer.state_dict(), scheduler={**t.schedule, "step": t.step},
         scaler=t.scaler.state_dict() if t.scaler is not None else {},

@@ -1,8 +1,9 @@
 """Contrastive objectives on L2-normalised features (N, d), each returning a scalar tensor.
 
 `inv_tau` and `hopfield_beta` may be Python floats or 0-d tensors (learnable parameters).
-The four methods: `clip` (InfoNCE), `cloob` (Hopfield + InfoLOOB), and the paper's two ablations
-`infoloob` (InfoLOOB without Hopfield) and `hopfield_infonce` (Hopfield + InfoNCE).
+The methods: `clip` (InfoNCE), `cloob` (Hopfield + InfoLOOB), the paper's two ablations
+`infoloob` (InfoLOOB without Hopfield) and `hopfield_infonce` (Hopfield + InfoNCE), and `siglip`
+(the pairwise sigmoid loss of Zhai et al. 2023, arXiv 2303.15343, with a learnable bias).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cloob.trainer import methods
 from cloob.trainer.hopfield import cloob_retrievals
 
 
@@ -137,6 +139,26 @@ def _contrast(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor, o
     return (lse - positives).mean()
 
 
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                inv_tau: float | torch.Tensor, bias: float | torch.Tensor,
+                local: LocalRows | None = None) -> torch.Tensor:
+    """−(1/N) Σ_ij log σ(z_ij (τ⁻¹⟨x_i, y_j⟩ + b)), z_ii = +1 and z_ij = −1 off the diagonal.
+
+    A sum over all N² pairs divided by the number of images (as in SigLIP and OpenCLIP), so it is
+    not symmetrised: each pair is counted once. With `local`, this rank's image rows against all
+    texts, divided by its own row count: the mean over ranks is the objective, per-rank memory
+    O(n·N)."""
+    x, y = image_features, text_features
+    offset = 0
+    if local is not None:
+        x, offset = x[local.rows], local.start
+    signed = -((inv_tau * x) @ y.t() + bias)  # z_ij · logit_ij for the negatives; scale N×d, not N×N
+    i = torch.arange(signed.shape[0], device=signed.device)
+    # flip the positives back in place (not log σ(−s) + s, which cancels in fp32 for large s)
+    signed[i, i + offset] = -signed[i, i + offset]
+    return -F.logsigmoid(signed).sum() / signed.shape[0]
+
+
 class _RowLogSumExp(torch.autograd.Function):
     """logsumexp_j ⟨a_i, b_j⟩ for every row i (entry (i, skip + i) excluded when `skip` is set),
     computed in row chunks of about CHUNK elements. Only the inputs and the (n,) result are kept
@@ -184,7 +206,7 @@ class ContrastiveLoss(nn.Module):
 
     uses_hopfield = False
 
-    def __init__(self, hopfield_beta: float = 8.0, learnable_beta: bool = False) -> None:
+    def __init__(self, hopfield_beta: float = 8.0, learnable_beta: bool = False, **_: object) -> None:
         super().__init__()
         self.logit_beta = nn.Parameter(torch.tensor(math.log(hopfield_beta)),
                                        requires_grad=learnable_beta and self.uses_hopfield)
@@ -223,15 +245,33 @@ class HopfieldInfoNCELoss(ContrastiveLoss):
         return hopfield_infonce_loss(image_features, text_features, inv_tau, self.beta, local)
 
 
+class SigLipLoss(ContrastiveLoss):
+    """The sigmoid loss; its bias b lives here (like β), learnable together with τ⁻¹. SigLIP's
+    initialisation: τ⁻¹ = 10 (logit scale ln 10), b = −10, so that at the start every pair looks
+    negative, which N² − N of them are."""
+
+    def __init__(self, hopfield_beta: float = 8.0, learnable_beta: bool = False, *,
+                 init_bias: float = -10.0, learnable_bias: bool = True) -> None:
+        super().__init__(hopfield_beta, learnable_beta)
+        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)), requires_grad=learnable_bias)
+
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return siglip_loss(image_features, text_features, inv_tau, self.logit_bias, local)
+
+
 _LOSSES: dict[str, type[ContrastiveLoss]] = {
     "cloob": CloobLoss, "clip": ClipLoss, "infoloob": InfoLOOBLoss,
-    "hopfield_infonce": HopfieldInfoNCELoss,
+    "hopfield_infonce": HopfieldInfoNCELoss, "siglip": SigLipLoss,
 }
-METHODS = tuple(_LOSSES)  # the --method choices
+METHODS = methods.METHODS  # the --method choices
+assert set(_LOSSES) == set(METHODS), "cloob.trainer.methods and _LOSSES must list the same methods"
 
 
-def create_loss(method: str, hopfield_beta: float = 8.0,
-                learnable_beta: bool = False) -> ContrastiveLoss:
+def create_loss(method: str, hopfield_beta: float = 8.0, learnable_beta: bool = False, *,
+                init_bias: float = -10.0, learnable_bias: bool = True) -> ContrastiveLoss:
     if method not in _LOSSES:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method == "siglip":
+        return SigLipLoss(hopfield_beta, learnable_beta, init_bias=init_bias,
+                          learnable_bias=learnable_bias)
     return _LOSSES[method](hopfield_beta, learnable_beta)
