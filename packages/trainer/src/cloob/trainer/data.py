@@ -37,6 +37,7 @@ from cloob.common import storage
 from cloob.common.checkpoint import DataPosition
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import IMAGE_EXTS, SIZES, shard_files, shard_folder
+from cloob.trainer import transforms
 from cloob.trainer.config import DataConfig
 
 log = logging.getLogger("cloob.trainer")
@@ -336,7 +337,11 @@ class ShardStream(IterableDataset):
             if self.max_samples is not None and pos > self.max_samples:
                 break
             try:
-                image, caption = decode_sample(sample)
+                # [i24 hook] a transform that decodes itself (transforms.Uint8TrainTransform)
+                # takes the encoded image; the PIL decode stays for the float path
+                image, caption = (transforms.encoded_sample(sample)
+                                  if getattr(self.transform, "takes_bytes", False)
+                                  else decode_sample(sample))
                 images.append(seeded_transform(
                     self.transform, image, derive_seed(self.seed, self.epoch, self.rank, w, pos)))
                 texts.append(caption)
@@ -497,7 +502,7 @@ class TrainData:
 
 def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callable,
                      image_size: int, seed: int, rank: int, world_size: int,
-                     accum_freq: int = 1) -> TrainData:
+                     accum_freq: int = 1, pin_memory: bool = False) -> TrainData:
     source = resolve_source(cfg.train_data, cfg.dataset_type)
     global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
     workers = cfg.workers
@@ -540,12 +545,13 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
                                  world_size=world_size, n_workers=n_logical,
                                  resampled=cfg.dataset_resampled, shuffle_buffer=cfg.shuffle_buffer,
                                  start=pos, sizes=source.sizes)
-            return DataLoader(stream, batch_size=None, num_workers=workers,
+            return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,  # [i24 hook]
                               persistent_workers=False, prefetch_factor=2 if workers else None)
         batches = _epoch_batches(len(dataset), batch_size=cfg.batch_size, world_size=world_size,
                                  rank=rank, seed=seed, epoch=pos.epoch, steps=steps * accum_freq,
                                  start=pos.batch, training=True, accum_freq=accum_freq)
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers)
+        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
+                          pin_memory=pin_memory)  # [i24 hook]
 
     return TrainData(source, steps, n_logical, make_loader, accum_freq)
 
