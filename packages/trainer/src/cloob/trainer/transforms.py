@@ -22,6 +22,7 @@ Measured choices (bench/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never a
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,21 +54,60 @@ class Uint8TrainTransform:
     instead of a decoded PIL image, so JPEGs are decoded by libjpeg-turbo into a tensor."""
 
     takes_bytes = True
+    takes_seed = True  # `data.seeded_transform` passes the seed instead of seeding torch's generator
 
     def __init__(self, size: Sequence[int], scale: Sequence[float], ratio: Sequence[float],
                  norm: Normalisation) -> None:
         self.size, self.scale, self.ratio, self.norm = list(size), list(scale), list(ratio), norm
+        self._gen: torch.Generator | None = None
 
-    def __call__(self, image: Image.Image | tuple[bytes, str]) -> torch.Tensor:
+    def __call__(self, image: Image.Image | tuple[bytes, str], seed: int | None = None) -> torch.Tensor:
+        """With `seed`, the crop is drawn from a generator seeded with it: the same box as
+        torch.manual_seed(seed) then T.RandomResizedCrop, without touching (and so without saving
+        and restoring, a tenth of a sample's cost) torch's global generator."""
         pixels = decode(image) if isinstance(image, tuple) else _pil_rgb(image)
-        # The same draws, in the same order, as T.RandomResizedCrop.forward on this image size.
-        i, j, h, w = T.RandomResizedCrop.get_params(pixels, self.scale, self.ratio)
+        if seed is None:
+            i, j, h, w = T.RandomResizedCrop.get_params(pixels, self.scale, self.ratio)
+        else:
+            if self._gen is None:
+                self._gen = torch.Generator()
+            i, j, h, w = crop_box(pixels.shape[-2], pixels.shape[-1], self.scale, self.ratio,
+                                  self._gen.manual_seed(seed))
         return v2.functional.resized_crop(pixels, i, j, h, w, self.size,
                                           interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_gen": None}  # a generator is per process (DataLoader workers)
 
     def __repr__(self) -> str:
         return (f"Uint8TrainTransform(size={self.size}, scale={self.scale}, bicubic, "
                 f"mean={self.norm.mean}, std={self.norm.std} on the device)")
+
+
+def crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+             gen: torch.Generator) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box (top, left, height, width) drawn from `gen`: the same torch draws
+    in the same order as torchvision's `RandomResizedCrop.get_params` makes from the global
+    generator (up to 10 tries of area fraction and log aspect ratio, then the offsets; else the
+    centred fallback), so equal generator states give equal boxes (tests/trainer/test_transforms.py)."""
+    area = height * width
+    lo, hi = torch.log(torch.tensor(list(ratio))).tolist()  # float32 bounds, like torchvision's
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=gen).item()
+        aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=gen)).item()
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def decode(image: tuple[bytes, str]) -> torch.Tensor:
