@@ -57,7 +57,7 @@ def recipe():
     return preprocess, uint8
 
 
-@pytest.mark.parametrize("hw", [(96, 128), (128, 96), (80, 80), (72, 300), (300, 60), (1, 1)])
+@pytest.mark.parametrize("hw", [(96, 128), (128, 96), (80, 80), (71, 300), (300, 62), (1, 1)])
 def test_crop_box_makes_torchvisions_draws(hw):
     h, w = hw
     image = torch.zeros(3, h, w, dtype=torch.uint8)
