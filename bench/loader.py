@@ -117,7 +117,7 @@ def stages(shards: Path, preprocess, tokenizer, uint8, n: int = 256, batch: int 
         raw = [s for _, s in zip(range(n), wds.tarfile_to_samples()([{"url": url}]), strict=False)]
         t["read"] = time.process_time() - t0
 
-        def timed(name, fn, items):
+        def timed(name, fn, items, t=t):
             t0 = time.process_time()
             out = [fn(x) for x in items]
             t[name] = time.process_time() - t0
