@@ -47,6 +47,7 @@ from cloob.trainer import (
     methods,
     models,
     runfolder,
+    transforms,
 )
 from cloob.trainer.config import (
     DATASET_TYPES,
@@ -57,6 +58,7 @@ from cloob.trainer.config import (
     TrainConfig,
     resolve_optim_defaults,
 )
+from cloob.trainer.data_wait import DataWait
 
 log = logging.getLogger("cloob.trainer")
 
@@ -265,6 +267,9 @@ class Trainer:
     step: int = 0
     lr: float = 0.0
     position: data.Position = field(default_factory=data.Position)
+    # mean/std for uint8 image batches (normalised on the device); the data-wait meter
+    image_norm: transforms.Normalisation | None = None
+    data_wait: DataWait = field(default_factory=DataWait)
 
     @property
     def device(self) -> torch.device:
@@ -324,10 +329,13 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
                                (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.eps)
     scaler = torch.amp.GradScaler(info.device.type) if precision.grad_scaler else None
 
+    # workers return uint8 crops (same recipe); float + normalise happen on the device
+    train_transform = transforms.uint8_train_transform(bundle.preprocess_train) or bundle.preprocess_train
     train_data = data.build_train_data(
-        cfg.data, transform=bundle.preprocess_train, tokenizer=bundle.tokenizer,
+        cfg.data, transform=train_transform, tokenizer=bundle.tokenizer,
         image_size=bundle.cfg["vision_cfg"]["image_size"], seed=cfg.run.seed, rank=info.rank,
-        world_size=info.world_size, accum_freq=cfg.optim.accum_freq)
+        world_size=info.world_size, accum_freq=cfg.optim.accum_freq,
+        pin_memory=info.device.type == "cuda")
     total_steps = cfg.optim.epochs * train_data.steps_per_epoch
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
@@ -340,7 +348,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     install_image_shortcut(model)
     trim_text = not cfg.model.torchcompile and install_text_trim(model)
     return Trainer(cfg, info, precision, bundle, model, model, loss_fn, optimizer, scaler,
-                   train_data, schedule, total_steps, run_dir, trim_text)
+                   train_data, schedule, total_steps, run_dir, trim_text,
+                   image_norm=transforms.normalisation(train_transform))
 
 
 def restore(t: Trainer, ckpt: TrainerCheckpoint) -> None:
@@ -449,9 +458,9 @@ def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]
 
 
 def _inputs(t: Trainer, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    images = batch["image"].to(t.device, non_blocking=True)
-    if _channels_last(t.device, t.bundle):
-        images = images.to(memory_format=torch.channels_last)
+    # uint8 batches become normalised floats on the device (transforms.to_device)
+    images = transforms.to_device(batch["image"], t.device, t.image_norm,
+                                  channels_last=_channels_last(t.device, t.bundle))
     texts = trim_padding(batch["text"]) if t.trim_text else batch["text"]  # on the host: no sync
     return t.precision.cast_input(images), texts.to(t.device, non_blocking=True)
 
@@ -521,6 +530,10 @@ def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar
               "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
               "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
               "skipped_samples": skipped}
+    # data_time / batch_time / data_time_fraction (+ one data-bound warning)
+    values.update(t.data_wait.window(elapsed=elapsed, steps=window.steps,
+                                     samples_per_step=t.samples_per_step // t.info.world_size,
+                                     workers=t.cfg.data.workers))
     logger.log(t.step, values)
     show_stats(progress, values)
     return Window(torch.zeros((), device=t.device))
@@ -616,7 +629,7 @@ def fit(t: Trainer) -> RunResult:
         loader = t.train_data.make_loader(t.position)
         steps = _micro_batch_groups(loader, cfg.optim.accum_freq)
         epoch_end = False
-        for micro_batches in steps:
+        for micro_batches in t.data_wait.timed(steps):  # time blocked on the loader
             window.add(optimizer_step(t, micro_batches))
             progress.advance()
             if t.step % cfg.run.log_every_n_steps == 0 or t.step == t.total_steps:

@@ -38,7 +38,7 @@ class TrainData:
 
 def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callable,
                      image_size: int, seed: int, rank: int, world_size: int,
-                     accum_freq: int = 1) -> TrainData:
+                     accum_freq: int = 1, pin_memory: bool = False) -> TrainData:
     source = resolve_source(cfg.train_data, cfg.dataset_type)
     global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
     workers = cfg.workers
@@ -81,12 +81,13 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
                                  world_size=world_size, n_workers=n_logical,
                                  resampled=cfg.dataset_resampled, shuffle_buffer=cfg.shuffle_buffer,
                                  start=pos, sizes=source.sizes)
-            return DataLoader(stream, batch_size=None, num_workers=workers,
+            return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                               persistent_workers=False, prefetch_factor=2 if workers else None)
         batches = epoch_batches(len(dataset), batch_size=cfg.batch_size, world_size=world_size,
                                  rank=rank, seed=seed, epoch=pos.epoch, steps=steps * accum_freq,
                                  start=pos.batch, training=True, accum_freq=accum_freq)
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers)
+        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
+                          pin_memory=pin_memory)
 
     return TrainData(source, steps, n_logical, make_loader, accum_freq)
 

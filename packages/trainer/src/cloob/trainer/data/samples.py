@@ -30,6 +30,8 @@ def seeded_transform(transform: Callable, image: Image.Image, seed: int) -> torc
     restored: `torch.manual_seed` would also queue a lazy seed for every accelerator backend,
     formatting a stack trace each time (a third of the loader's per-sample cost), and leave those
     device generators reseeded."""
+    if getattr(transform, "takes_seed", False):  # transforms.Uint8TrainTransform: own generator
+        return transform(image, seed=seed)
     gen = torch.default_generator
     state = gen.get_state()
     gen.manual_seed(seed)

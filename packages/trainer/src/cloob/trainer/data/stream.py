@@ -25,6 +25,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from cloob.trainer import transforms
 from cloob.trainer.data.position import Position
 from cloob.trainer.data.remote import use_remote_opener
 from cloob.trainer.data.samples import decode_sample, derive_seed, seeded_transform
@@ -117,7 +118,11 @@ class ShardStream(IterableDataset):
             if self.max_samples is not None and pos > self.max_samples:
                 break
             try:
-                image, caption = decode_sample(sample)
+                # a transform that decodes itself (transforms.Uint8TrainTransform) takes the
+                # encoded image; the PIL decode stays for the float path
+                image, caption = (transforms.encoded_sample(sample)
+                                  if getattr(self.transform, "takes_bytes", False)
+                                  else decode_sample(sample))
                 images.append(seeded_transform(
                     self.transform, image, derive_seed(self.seed, self.epoch, self.rank, w, pos)))
                 texts.append(caption)

@@ -1,0 +1,182 @@
+"""The training image path that keeps a GPU fed: uint8 from the workers, float on the device.
+
+OpenCLIP's train transform (RandomResizedCrop, bicubic → RGB → ToTensor → Normalize) runs whole in
+each data worker: PIL decode, PIL resample, then a float32 tensor (4 bytes per channel value)
+pickled through shared memory. `Uint8TrainTransform` keeps the recipe and moves the cheap, wide part
+to the device:
+
+- JPEG bytes are decoded by `torchvision.io.decode_jpeg` (libjpeg-turbo straight into a tensor; the
+  same pixels as PIL's decoder, ~1.7× faster here); anything else goes through PIL;
+- the crop box is drawn by torchvision's own `RandomResizedCrop.get_params` (the same RNG draws as
+  the float path, so one seed gives the same crop) and resampled by torchvision's uint8 bicubic
+  antialias kernel (≤ 1 grey level from PIL's, ~2.5× faster);
+- the worker returns a uint8 (C, H, W) tensor: a quarter of the bytes;
+- `to_device` pins nothing itself (the DataLoader's pin thread does, off the critical path), copies
+  non-blocking and does ToTensor's and Normalize's arithmetic there, in their order, so a crop
+  gives bit-identical floats to the CPU path's for the same uint8 pixels.
+
+Measured choices (bench/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never applies at img2dataset's
+256 px (a 224 crop of ≥ 90% of the area needs the full-scale DCT), so it is not used.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
+from torchvision.transforms.functional import pil_to_tensor
+
+from cloob.common.shard_layout import IMAGE_EXTS
+
+_JPEG_SOI = b"\xff\xd8"
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Normalize's mean and std (per channel), applied on the device to uint8 batches."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class Uint8TrainTransform:
+    """OpenCLIP's train recipe up to the uint8 crop: image (PIL or encoded bytes) → uint8 (C, H, W).
+
+    `takes_bytes` tells the shard reader to hand over a sample's encoded image (`(bytes, ext)`)
+    instead of a decoded PIL image, so JPEGs are decoded by libjpeg-turbo into a tensor."""
+
+    takes_bytes = True
+    takes_seed = True  # `data.seeded_transform` passes the seed instead of seeding torch's generator
+
+    def __init__(self, size: Sequence[int], scale: Sequence[float], ratio: Sequence[float],
+                 norm: Normalisation) -> None:
+        self.size, self.scale, self.ratio, self.norm = list(size), list(scale), list(ratio), norm
+        self._gen: torch.Generator | None = None
+
+    def __call__(self, image: Image.Image | tuple[bytes, str], seed: int | None = None) -> torch.Tensor:
+        """With `seed`, the crop is drawn from a generator seeded with it: the same box as
+        torch.manual_seed(seed) then T.RandomResizedCrop, without touching (and so without saving
+        and restoring, a tenth of a sample's cost) torch's global generator."""
+        pixels = decode(image) if isinstance(image, tuple) else _pil_rgb(image)
+        if seed is None:
+            i, j, h, w = T.RandomResizedCrop.get_params(pixels, self.scale, self.ratio)
+        else:
+            if self._gen is None:
+                self._gen = torch.Generator()
+            i, j, h, w = crop_box(pixels.shape[-2], pixels.shape[-1], self.scale, self.ratio,
+                                  self._gen.manual_seed(seed))
+        return v2.functional.resized_crop(pixels, i, j, h, w, self.size,
+                                          interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_gen": None}  # a generator is per process (DataLoader workers)
+
+    def __repr__(self) -> str:
+        return (f"Uint8TrainTransform(size={self.size}, scale={self.scale}, bicubic, "
+                f"mean={self.norm.mean}, std={self.norm.std} on the device)")
+
+
+def crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+             gen: torch.Generator) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box (top, left, height, width) drawn from `gen`: the same torch draws
+    in the same order as torchvision's `RandomResizedCrop.get_params` makes from the global
+    generator (up to 10 tries of area fraction and log aspect ratio, then the offsets; else the
+    centred fallback), so equal generator states give equal boxes (tests/trainer/test_transforms.py)."""
+    area = height * width
+    lo, hi = torch.log(torch.tensor(list(ratio))).tolist()  # float32 bounds, like torchvision's
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=gen).item()
+        aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=gen)).item()
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def decode(image: tuple[bytes, str]) -> torch.Tensor:
+    """Encoded image → uint8 RGB (3, H, W): libjpeg-turbo for JPEG, PIL for the rest. No EXIF
+    rotation, like the PIL path. A corrupt or truncated file raises (the reader skips it)."""
+    data, _ext = image
+    if data[:2] == _JPEG_SOI:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return _pil_rgb(im)
+
+
+def _pil_rgb(image: Image.Image) -> torch.Tensor:
+    return pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def uint8_train_transform(preprocess: Any) -> Uint8TrainTransform | None:
+    """The uint8 equivalent of an OpenCLIP train transform, or None when it holds anything beyond
+    RandomResizedCrop(bicubic) → RGB → ToTensor → Normalize (colour jitter, timm, ...): those keep
+    the float path, unchanged."""
+    steps = list(getattr(preprocess, "transforms", []))
+    names = [type(s).__name__ for s in steps]
+    if names != ["RandomResizedCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"]:
+        return None
+    crop, norm = steps[0], steps[3]
+    if crop.interpolation != T.InterpolationMode.BICUBIC or not _rgb(steps[1]):
+        return None
+    return Uint8TrainTransform(crop.size, crop.scale, crop.ratio,
+                               Normalisation(_floats(norm.mean), _floats(norm.std)))
+
+
+def _rgb(step: Any) -> bool:
+    return getattr(step, "mode", "RGB") == "RGB"
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in (values if isinstance(values, Sequence | torch.Tensor) else [values] * 3))
+
+
+def normalisation(transform: Any) -> Normalisation | None:
+    """The device-side normalisation a loader's images need: None for float images."""
+    return transform.norm if isinstance(transform, Uint8TrainTransform) else None
+
+
+def to_device(images: torch.Tensor, device: torch.device, norm: Normalisation | None, *,
+              channels_last: bool = False) -> torch.Tensor:
+    """A loader's image batch on `device`, as the model takes it (float, normalised).
+
+    uint8 batches are copied as uint8 (non-blocking: pinned by the DataLoader on CUDA) and become
+    float there with ToTensor's `x.float().div(255)` then Normalize's `sub(mean).div(std)`, the same
+    float32 operations in the same order, so they equal the CPU path's floats. Float batches (the
+    legacy path, validation) are only moved."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        if norm is None:
+            raise ValueError("a uint8 image batch needs its mean/std (transforms.normalisation)")
+        mean = torch.tensor(norm.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+        std = torch.tensor(norm.std, dtype=torch.float32, device=device).view(-1, 1, 1)
+        images = images.float().div_(255).sub_(mean).div_(std)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def encoded_sample(sample: dict[str, Any]) -> tuple[tuple[bytes, str], str]:
+    """webdataset sample (raw bytes per extension) → ((encoded image, ext), caption), undecoded:
+    `Uint8TrainTransform` decodes it. Raises ValueError like `data.decode_sample`."""
+    ext = next((k for k in IMAGE_EXTS if k in sample), None)
+    if ext is None or "txt" not in sample:
+        raise ValueError(f"sample {sample.get('__key__')} lacks an image or a caption")
+    return (sample[ext], ext), sample["txt"].decode("utf-8")
