@@ -28,6 +28,14 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # → ModuleNotFoundError
     # img2dataset imports wandb unconditionally (~2 s per process); we never enable it.
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))
+    if __name__ == "__mp_main__":
+        # img2dataset's workers print the traceback of every failed shard to stderr, which is the
+        # user's terminal (the progress bar is there): into the log (stdout) with the rest.
+        sys.stderr = sys.stdout
+    if os.environ.get("DATAPREP_REMOTE_OUTPUT"):  # its workers write through s3fs: bounded calls
+        from cloob.common.storage import limit_s3fs_rounds
+
+        limit_s3fs_rounds()
 
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -65,6 +73,8 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
            # Ray reports usage statistics over the internet unless told not to.
            "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    if not isinstance(shards, Path):
+        env["DATAPREP_REMOTE_OUTPUT"] = "1"
     try:
         with open(log, "ab") as out:
             # -P: `python -m` would put the working directory first on sys.path, and a folder
