@@ -66,7 +66,9 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
     error_file.unlink(missing_ok=True)
     args_file.write_text(json.dumps({
         "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),
-        "error_file": str(error_file)}))
+        "error_file": str(error_file), "log": str(log),
+        # where this run's part of the (appended) log starts: older runs' causes are not ours
+        "log_start": log.stat().st_size if log.exists() else 0}))
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1",
            # Ray's `uv run` detection would make workers run `uv run … python` in a copy of the
            # working directory; engines.py gives them this interpreter instead.
@@ -137,11 +139,22 @@ def _main(args_file: str) -> int:
     except Exception as err:  # noqa: BLE001 - any failure becomes one line plus the log
         traceback.print_exc(file=sys.stdout)  # stdout is the log
         sys.stdout.flush()
-        Path(spec["error_file"]).write_text(explain(distributor, err, workers_python))
+        Path(spec["error_file"]).write_text(explain(distributor, err, workers_python,
+                                                    _log_tail(spec["log"], spec["log_start"])))
         return 3
     finally:
         stop_engine(distributor)
     return 0
+
+
+def _log_tail(log: str, start: int, size: int = 1 << 20) -> str:
+    """The end of this run's part of the engine's log (the JVM writes its own causes there)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(start, os.path.getsize(log) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":
