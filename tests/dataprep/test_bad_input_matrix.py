@@ -39,6 +39,14 @@ def handmade(scratch: Path) -> Path:
     return write_shards(scratch / "mine", 2, 3, size=16)
 
 
+def urls_to(out: str, *extra: object):
+    def make(scratch: Path) -> list:
+        csv = scratch / "list.csv"
+        csv.write_text(f"url,caption\n{DEAD_URL},a caption\n")
+        return ["fetch", "urls", "--input", csv, "--out", out, *extra]
+    return make
+
+
 def cc3m(*extra: object):
     return lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", s / "out", *extra]
 
@@ -72,6 +80,17 @@ CASES = [
              "not a dataprep dataset directory"),
     BadInput("retry-on-a-handmade-webdataset", lambda s: ["retry", handmade(s)],
              "not a dataprep dataset directory"),
+    # Object-store addresses that are wrong in themselves: refused before any request is sent.
+    BadInput("out-s3-url-without-bucket", urls_to("s3://"), "s3://: no bucket in the URL"),
+    BadInput("out-s3-url-with-empty-bucket", urls_to("s3:///prefix"), "no bucket in the URL"),
+    BadInput("storage-options-endpoint-not-a-url",
+             urls_to("s3://bucket/ds", "--storage-options", '{"endpoint_url": "not a url"}'),
+             "endpoint_url 'not a url' is not an http(s) URL"),
+    BadInput("storage-options-config-not-an-object",
+             urls_to("s3://bucket/ds", "--storage-options", '{"config_kwargs": 3}'),
+             "config_kwargs must be a JSON object"),
+    BadInput("demo-into-a-bucket", lambda s: ["fetch", "demo", "--out", "s3://bucket/demo"],
+             "fetch demo writes a local folder"),
 ]
 
 

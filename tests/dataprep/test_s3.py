@@ -6,6 +6,11 @@ to the bucket at the end; stats/query/verify/retry read it back; a kill mid-uplo
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -13,6 +18,7 @@ import pytest
 
 from support.cli import kill_dataprep_when
 from support.s3 import BROKEN_STORES, S3Server, break_store
+from support.sockets import Relay
 
 N = 15  # the kill test: 3 shards of 5, so rows 7 and 12 hold shards 1 and 2 open
 SMALL = 6  # the round trip: 3 shards of 2 (its time is img2dataset's start-up, not the samples)
@@ -109,6 +115,75 @@ def test_kill_mid_upload_then_rerun_completes_exactly(s3: S3Server, served, url_
     assert dataprep("verify", url, "--work", tmp_path / "fresh").code == 0
 
 
+@pytest.mark.slow  # one img2dataset run (~20 s)
+def test_verify_reports_a_bucket_run_cut_short(s3: S3Server, small_csv: Path, dataprep,
+                                               tmp_path: Path) -> None:
+    """What a run killed before its records were copied leaves in the bucket (shards 0-1 done,
+    no fetch.json): `verify` must say the fetch is unfinished, from any working folder."""
+    url, work = s3.url("ds"), tmp_path / "work"
+    assert dataprep("fetch", "urls", "--input", small_csv, "--out", url, "--work", work,
+                    *SMALL_OPTS).code == 0
+    client = s3.client()
+    for key in ("fetch.json", "runs.json", "manifest.duckdb", "sizes.json", "shards/sizes.json",
+                "shards/00002.tar", "shards/00002.parquet", "shards/00002_stats.json"):
+        client.delete_object(Bucket=s3.bucket, Key=f"ds/{key}")
+    for name in ("runs.json", "manifest.duckdb"):  # the working folder of the killed run
+        (work / name).unlink()
+    for folder, count in ((tmp_path / "fresh", "2 shards finished"), (work, "2 of 3 shards")):
+        r = dataprep("verify", url, "--work", folder)
+        out = " ".join(r.out.split())
+        assert r.code == 1, out  # today: "ok: 2 shards, 4 samples verified" from a fresh folder
+        assert f"incomplete: {count}" in out and "fetch did not complete" in out, out
+        assert "ok:" not in out
+
+
+@pytest.mark.slow  # two img2dataset runs and a minute of timeouts
+@pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired, reason=(
+    "about 2 runs in 7: img2dataset's worker waits past every timeout in the PUT that closes "
+    "a shard's tar (s3fs commit -> aiobotocore), so the fetch still hangs; see issue 23 item 4a"))
+def test_store_that_stops_answering_mid_fetch_ends_then_rerun_completes(
+        s3: S3Server, served, url_csv: Path, monkeypatch, tmp_path: Path) -> None:
+    """The store goes silent (connections open, no byte comes back) once shard 0 is up: the
+    fetch must end by itself with one `error:` line, not hang; once the store is back the same
+    command finishes with every row exactly once."""
+    for row in (7, 12):
+        served.server.fault(served.images[row].relpath, "delay", seconds=1.5)
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    url, work = s3.url("ds"), tmp_path / "work"
+    # Short timeouts, as a user on a fast local store might set them; the defaults are longer.
+    limits = '{"config_kwargs": {"read_timeout": 2, "retries": {"max_attempts": 2}}}'
+    args = ["fetch", "urls", "--input", url_csv, "--out", url, "--work", work, *OPTS,
+            "--storage-options", limits]
+    cmd = [sys.executable, "-c", "from cloob.dataprep.cli import main; main()", *map(str, args)]
+    with Relay((host, int(port))) as relay:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while "ds/shards/00000_stats.json" not in s3.list_keys("ds/"):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+            relay.freeze()
+            # Ends in ~45 s here (today: still waiting after 6 minutes); generous for a loaded box.
+            _, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        errors = [line for line in err.splitlines() if "error" in line.lower()]
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        assert len(errors) == 1 and errors[0].startswith(f"error: {url}/shards: the storage "
+                                                         "endpoint did not answer"), err
+        relay.thaw()
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    with duckdb.connect(str(work / "manifest.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT source_id, count(*) FROM attempts GROUP BY 1 ORDER BY 1").fetchall()
+    assert rows == [(i, 1) for i in range(N)]  # every row once
+    assert json.loads(s3.read("ds/sizes.json")) == {f"0000{i}.tar": 5 for i in range(3)}
+
+
 def _env(s3: S3Server, monkeypatch, case: str) -> str:
     """Break one thing about the store; return the dataset URL to use."""
     if case == "foreign-prefix":
@@ -139,3 +214,41 @@ def test_unusable_bucket_is_one_error_line(s3: S3Server, monkeypatch, dataprep, 
     assert s3.list_keys() == before  # nothing written to the bucket
     assert not any(p.is_file() and p.name != ".lock" for p in work.rglob("*")) \
         if work.exists() else True
+
+
+def _count_requests(monkeypatch) -> dict[str, int]:
+    """S3 operation → calls s3fs makes from now on, in any client of this process (every request
+    goes through `S3FileSystem._call_s3`; the requests still reach the server)."""
+    from s3fs import S3FileSystem
+
+    counts: dict[str, int] = {}
+    send = S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        name = getattr(method, "__name__", method)
+        counts[name] = counts.get(name, 0) + 1
+        return await send(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(S3FileSystem, "_call_s3", counted)
+    return counts
+
+
+def test_manifest_staleness_check_is_one_listing(s3: S3Server, monkeypatch,
+                                                 tmp_path: Path) -> None:
+    """Whether the manifest must be rebuilt is one LIST of the shards, not a HEAD per shard."""
+    from cloob.dataprep.layout import Layout
+    from cloob.dataprep.manifest import is_stale
+
+    client = s3.client()
+    for i in range(40):
+        for suffix in (".tar", ".parquet", "_stats.json"):
+            client.put_object(Bucket=s3.bucket, Key=f"ds/shards/{i:05d}{suffix}", Body=b"x")
+    layout = Layout(tmp_path, s3.url("ds"))
+    layout.manifest.write_bytes(b"")
+    later = time.time() + 3600
+    os.utime(layout.manifest, (later, later))
+    counts = _count_requests(monkeypatch)
+    assert not is_stale(layout)
+    assert counts == {"list_objects_v2": 1}, counts  # today: 120 head_object, 2 listings
+    os.utime(layout.manifest, (later - 7200, later - 7200))  # a shard is newer now
+    assert is_stale(layout)

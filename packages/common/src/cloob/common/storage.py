@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
@@ -48,31 +49,79 @@ def location(url: str | os.PathLike[str]) -> Path | RemotePath:
     if "://" in text and not is_remote(text):
         raise UsageError(f"{text}: unsupported storage (local paths and "
                          f"{', '.join(s + '://' for s in REMOTE_SCHEMES)} are)")
-    return RemotePath(text.rstrip("/")) if is_remote(text) else Path(text).expanduser()
+    if not is_remote(text):
+        return Path(text).expanduser()
+    if not text.split("://", 1)[1].split("/", 1)[0]:
+        raise UsageError(f"{text}: no bucket in the URL (expected s3://BUCKET/PREFIX)")
+    return RemotePath(text.rstrip("/"))
+
+
+# Every object-store call ends in bounded time. botocore gives each request a connect and a read
+# timeout and three attempts (its "standard" mode retries timeouts, 5xx and throttling with
+# backoff); s3fs's own retry loop around botocore (5 rounds by default) is cut to one round, or a
+# store that stops answering mid-run costs 5 rounds x 5 attempts x 15 s per call: a hang. Worst
+# case for one call: 3 x 15 s plus backoff. `--storage-options '{"config_kwargs": {...}}'`
+# overrides any of these.
+LIMITS = {"connect_timeout": 5, "read_timeout": 15,
+          "retries": {"max_attempts": 3, "mode": "standard"}}
+S3FS_ROUNDS = 1
 
 
 def configure(options_json: str | None) -> None:
-    """Apply `--storage-options JSON` (s3fs keyword arguments, e.g. `{"endpoint_url": ...}`)."""
-    if not options_json:
-        return
-    try:
-        options = json.loads(options_json)
-    except ValueError as err:
-        raise UsageError(f"--storage-options is not JSON: {err}") from None
-    if not isinstance(options, dict):
-        raise UsageError("--storage-options must be a JSON object")
+    """Apply `--storage-options JSON` (s3fs keyword arguments, e.g. `{"endpoint_url": ...}`) over
+    our time limits, here and (FSSPEC_S3) in child processes."""
+    options = {}
+    if options_json:
+        try:
+            options = json.loads(options_json)
+        except ValueError as err:
+            raise UsageError(f"--storage-options is not JSON: {err}") from None
+        if not isinstance(options, dict):
+            raise UsageError("--storage-options must be a JSON object")
+        _check_options(options)
     import fsspec.config
 
-    fsspec.config.conf.setdefault("s3", {}).update(options)
-    os.environ[_ENV] = json.dumps(fsspec.config.conf["s3"])  # for child processes
+    conf = fsspec.config.conf.setdefault("s3", {})
+    conf.update(options)
+    conf.update(_with_limits(conf))
+    os.environ[_ENV] = json.dumps(conf)  # for child processes
+
+
+def _check_options(options: dict) -> None:
+    endpoint = options.get("endpoint_url")
+    if endpoint is not None and (not isinstance(endpoint, str) or
+                                 urlsplit(endpoint).scheme not in ("http", "https") or
+                                 not urlsplit(endpoint).netloc):
+        raise UsageError(f"--storage-options: endpoint_url {endpoint!r} is not an http(s) URL "
+                         "(e.g. http://host:9000)")
+    config = options.get("config_kwargs", {})
+    if not isinstance(config, dict):
+        raise UsageError("--storage-options: config_kwargs must be a JSON object")
+
+
+def _with_limits(options: dict) -> dict:
+    """`options` with LIMITS under any config_kwargs the user gave (theirs win)."""
+    return {**options, "config_kwargs": {**LIMITS, **options.get("config_kwargs", {})}}
+
+
+def limit_s3fs_rounds() -> None:
+    """Cut s3fs's retry loop to S3FS_ROUNDS in this process (botocore retries within it). Called
+    by processes that write through s3fs without our `_filesystem` (img2dataset's workers)."""
+    import s3fs
+
+    s3fs.S3FileSystem.retries = S3FS_ROUNDS
 
 
 def _filesystem(protocol: str):
     import fsspec
+    import fsspec.config
 
     # Listings must not be cached: other processes (img2dataset's workers, another rank) add and
     # remove objects while we look. One client per process is reused (fsspec's instance cache).
-    return fsspec.filesystem(protocol, use_listings_cache=False)
+    fs = fsspec.filesystem(protocol, use_listings_cache=False,
+                           **_with_limits(fsspec.config.conf.get(protocol, {})))
+    fs.retries = S3FS_ROUNDS
+    return fs
 
 
 @dataclass(frozen=True)
@@ -241,6 +290,24 @@ def local_copy(source: Path | RemotePath) -> Iterator[Path]:
         yield path
 
 
+def modified_times(folder: Path | RemotePath) -> dict[str, float]:
+    """Name → modification time (epoch seconds) of the files directly in `folder`, in one listing
+    (one request for a bucket prefix, however many objects); {} when it does not exist."""
+    if isinstance(folder, RemotePath):
+        with translated(folder.url):
+            try:
+                entries = folder._fs.ls(folder._key, detail=True)
+            except FileNotFoundError:
+                return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e["LastModified"].timestamp()
+                for e in entries if e.get("type") == "file" and e.get("LastModified")}
+    try:
+        with os.scandir(folder) as it:
+            return {e.name: e.stat().st_mtime for e in it if e.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+
+
 def attach_to_duckdb(con: Any, url: Path | RemotePath) -> None:
     """Let DuckDB's read_parquet open `url`'s store through our fsspec client (its own S3
     support is an extension it would download at run time)."""
@@ -257,13 +324,17 @@ def check_access(url: str | RemotePath) -> None:
     if not isinstance(target, RemotePath):
         return
     import fsspec
+    import fsspec.config
 
     # A client of its own that gives up after one try: a dead endpoint answers in seconds, not
-    # after botocore's and s3fs's retries (a minute). The user's --storage-options still apply.
-    fs = fsspec.filesystem(target.url.split("://", 1)[0], skip_instance_cache=True,
-                           use_listings_cache=False,
-                           config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 5})
+    # after the retries. The user's --storage-options (and their timeouts) still apply.
+    protocol = target.url.split("://", 1)[0]
+    options = _with_limits(fsspec.config.conf.get(protocol, {}))
+    options["config_kwargs"]["retries"] = {"max_attempts": 1}
     with translated(target.url):
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True, use_listings_cache=False,
+                               **options)
+        fs.retries = 1
         fs.ls(target.bucket, detail=False)
 
 
@@ -283,9 +354,16 @@ def translated(url: str) -> Iterator[None]:
         raise UsageError(f"{url}: access denied ({_short(err)}); check AWS_ACCESS_KEY_ID / "
                          "AWS_SECRET_ACCESS_KEY or --storage-options") from None
     except Exception as err:
+        if _is_timeout(err):
+            raise UsageError(f"{url}: the storage endpoint did not answer in time ({_short(err)}); "
+                             "check that it is up, or raise config_kwargs.read_timeout in "
+                             "--storage-options") from None
         if _is_unreachable(err):
             raise UsageError(f"{url}: the storage endpoint cannot be reached ({_short(err)}); "
                              "check AWS_ENDPOINT_URL or --storage-options") from None
+        if isinstance(err, ValueError) and "Invalid endpoint" in str(err):
+            raise UsageError(f"{url}: {_short(err)} (the endpoint must be an http(s) URL; check "
+                             "AWS_ENDPOINT_URL or --storage-options)") from None
         if _is_no_credentials(err):
             raise UsageError(f"{url}: no credentials found (set AWS_ACCESS_KEY_ID and "
                              "AWS_SECRET_ACCESS_KEY, or --storage-options)") from None
@@ -301,6 +379,14 @@ def _is_unreachable(err: BaseException) -> bool:
     return bool(names & {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionError",
                          "ClientConnectorError", "ServerDisconnectedError",
                          "ConnectionRefusedError"})
+
+
+def _is_timeout(err: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(err)}
+    if names & {"ConnectTimeoutError", "EndpointConnectionError"}:
+        return False  # never connected: unreachable, not slow
+    return bool(names & {"ReadTimeoutError", "FSTimeoutError", "TimeoutError",
+                         "ServerTimeoutError"})
 
 
 def _is_no_credentials(err: BaseException) -> bool:

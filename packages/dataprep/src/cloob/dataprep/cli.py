@@ -204,18 +204,22 @@ def fetch_urls(
 
 @fetch_app.command("demo")
 def fetch_demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Dataset directory to write (local).")],
     samples: Annotated[int, typer.Option(help="Training samples.")] = 20000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     per_class: Annotated[int, typer.Option(help="Benchmark images per class.")] = 50,
 ) -> None:
     """A generated, seeded shape-scene dataset plus held-out zero-shot benchmarks (no network)."""
+    from cloob.common import storage
     from cloob.dataprep.sources.demo import build_demo
 
+    if "://" in out:
+        storage.location(out)  # names what is wrong with the URL itself first
+        raise UsageError(f"{out}: fetch demo writes a local folder; build it there, then copy it")
     if min(samples, image_size, per_class) < 1:
         raise UsageError("--samples, --image-size and --per-class must be at least 1")
-    demo = build_demo(out, samples=samples, seed=seed, image_size=image_size, per_class=per_class)
+    demo = build_demo(Path(out).expanduser(), samples=samples, seed=seed, image_size=image_size, per_class=per_class)
     typer.echo(f"demo dataset: {demo.shards_dir} ({samples} samples), benchmarks: "
                f"{', '.join(str(t.images_dir.parent) for t in demo.tasks.values())}")
 

@@ -28,6 +28,14 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # → ModuleNotFoundError
     # img2dataset imports wandb unconditionally (~2 s per process); we never enable it.
     sys.modules.setdefault("wandb", types.ModuleType("wandb"))
+    if __name__ == "__mp_main__":
+        # img2dataset's workers print the traceback of every failed shard to stderr, which is the
+        # user's terminal (the progress bar is there): into the log (stdout) with the rest.
+        sys.stderr = sys.stdout
+    if os.environ.get("DATAPREP_REMOTE_OUTPUT"):  # its workers write through s3fs: bounded calls
+        from cloob.common.storage import limit_s3fs_rounds
+
+        limit_s3fs_rounds()
 
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -58,13 +66,17 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
     error_file.unlink(missing_ok=True)
     args_file.write_text(json.dumps({
         "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),
-        "error_file": str(error_file)}))
+        "error_file": str(error_file), "log": str(log),
+        # where this run's part of the (appended) log starts: older runs' causes are not ours
+        "log_start": log.stat().st_size if log.exists() else 0}))
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1",
            # Ray's `uv run` detection would make workers run `uv run … python` in a copy of the
            # working directory; engines.py gives them this interpreter instead.
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
            # Ray reports usage statistics over the internet unless told not to.
            "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    if not isinstance(shards, Path):
+        env["DATAPREP_REMOTE_OUTPUT"] = "1"
     try:
         with open(log, "ab") as out:
             # -P: `python -m` would put the working directory first on sys.path, and a folder
@@ -127,11 +139,22 @@ def _main(args_file: str) -> int:
     except Exception as err:  # noqa: BLE001 - any failure becomes one line plus the log
         traceback.print_exc(file=sys.stdout)  # stdout is the log
         sys.stdout.flush()
-        Path(spec["error_file"]).write_text(explain(distributor, err, workers_python))
+        Path(spec["error_file"]).write_text(explain(distributor, err, workers_python,
+                                                    _log_tail(spec["log"], spec["log_start"])))
         return 3
     finally:
         stop_engine(distributor)
     return 0
+
+
+def _log_tail(log: str, start: int, size: int = 1 << 20) -> str:
+    """The end of this run's part of the engine's log (the JVM writes its own causes there)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(start, os.path.getsize(log) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ SPARK_MASTER_ENV = "DATAPREP_SPARK_MASTER"  # spark://host:7077; unset → Spark
 RAY_RUNTIME_ENV = "DATAPREP_RAY_RUNTIME_ENV"  # a Ray runtime env as JSON, replaces ours
 EXTRAS = {"pyspark": "spark", "ray": "ray"}  # distributor → cloob-dataprep extra that installs it
 _CONNECT_TIMEOUT_S = 3.0
+_HANDSHAKE_TIMEOUT_S = 10.0  # a live GCS completes gRPC's handshake in milliseconds
+# Ray replaces a loopback address by the machine's external one unless this is 0 (read when ray
+# is imported); a head started on 127.0.0.1 then never sees the driver, which waits forever.
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 def preflight(distributor: str) -> None:
@@ -47,6 +52,7 @@ def preflight(distributor: str) -> None:
         hostport = _ray_hostport(address)
         if hostport:
             _check_reachable(f"the Ray cluster {address} (RAY_ADDRESS)", [hostport])
+            _check_ray_answers(address, hostport)
 
 
 def _check_java() -> None:
@@ -96,6 +102,31 @@ def _check_reachable(what: str, hostports: list[tuple[str, int]]) -> None:
     raise UsageError(f"cannot reach {what}: {'; '.join(reasons)}")
 
 
+def _check_ray_answers(address: str, hostport: tuple[str, int]) -> None:
+    """A port that accepts and never answers passes the TCP check, and Ray would retry its GCS
+    connection without end. Ray's GCS (and its client server, ray://) speak gRPC: the gRPC
+    handshake must complete within seconds. Skipped under TLS (RAY_USE_TLS), which this plain
+    channel cannot speak."""
+    if os.environ.get("RAY_USE_TLS", "0") not in ("0", "false", ""):
+        return
+    import grpc
+
+    host, port = hostport
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=_HANDSHAKE_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        raise UsageError(f"the Ray cluster {address} (RAY_ADDRESS) accepts connections but does "
+                         f"not answer as Ray within {_HANDSHAKE_TIMEOUT_S:.0f} s: is a Ray head "
+                         "running on that port (`ray start --head --port ...`)?") from None
+    finally:
+        channel.close()
+
+
+def is_loopback(address: str) -> bool:
+    return address.removeprefix("ray://").startswith(_LOOPBACK)
+
+
 def start_engine(distributor: str, processes: int) -> tuple[str, str]:
     """Set the engine up in the img2dataset child process. Returns where it runs (a line for the
     log) and the Python its executors or workers run."""
@@ -142,10 +173,11 @@ def _start_spark(processes: int) -> tuple[str, str]:
 def _start_ray(processes: int) -> tuple[str, str]:
     runtime_env = _ray_runtime_env()
     address = _ray_cluster_address()
-    if address is None:
+    if address is None or is_loopback(address):
         # Ray replaces 127.0.0.1 by the machine's external address (so that other nodes could
-        # join) unless told this is no cluster; read when ray is imported, so set before.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # join) unless told this is no cluster; read when ray is imported, so set before. A head
+        # on loopback (the README's one-machine setup) is only reachable without the swap.
+        os.environ.setdefault(RAY_LOOPBACK_ENV, "0")
     import ray
 
     if address is None:
@@ -217,11 +249,28 @@ _PY_ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (\S.*)$", re
 _WRONG_PYTHON = re.compile(r"Python in worker has different version[^\n]*")
 
 
-def explain(distributor: str, err: BaseException, workers_python: str | None) -> str:
+# Causes the JVM logs but does not put in the exception Python sees: (pattern, what it means).
+_SPARK_LOG_CAUSES = [
+    ("All masters are unresponsive! Giving up.",
+     "the Spark master {master} did not answer (Spark: \"All masters are unresponsive! Giving "
+     "up.\"); check " + SPARK_MASTER_ENV + " and that the master is running"),
+    ("Application has been killed. Reason:",
+     "the Spark master {master} killed the application (see the log)"),
+]
+
+
+def explain(distributor: str, err: BaseException, workers_python: str | None,
+            log_text: str = "") -> str:
     """One line naming why the engine failed (the full traceback goes to the log);
-    `workers_python` is what `start_engine` chose, None if it did not get that far."""
+    `workers_python` is what `start_engine` chose, None if it did not get that far; `log_text`
+    is the end of the engine's log (the JVM writes there what Py4J's exception leaves out)."""
     engine = {"pyspark": "Spark", "ray": "Ray"}.get(distributor, "img2dataset")
     text = f"{type(err).__name__}: {err}"
+    if engine == "Spark":
+        master = os.environ.get(SPARK_MASTER_ENV, "")
+        for pattern, meaning in _SPARK_LOG_CAUSES:
+            if pattern in log_text:
+                return "Spark failed: " + meaning.format(master=master)
     workers = "executors" if engine == "Spark" else "workers"
     python = workers_python or "not started"
     if m := _MISSING_MODULE.search(text):

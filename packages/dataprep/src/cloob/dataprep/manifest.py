@@ -80,13 +80,18 @@ def build_manifest(layout: Layout) -> Path:
 
 def ensure_manifest(layout: Layout) -> Path:
     """The manifest, rebuilt first if any shard or run record is newer than it."""
+    return build_manifest(layout) if is_stale(layout) else layout.manifest
+
+
+def is_stale(layout: Layout) -> bool:
+    """True when the manifest is missing or older than a shard file or runs.json. The shards are
+    looked at in one listing: a HEAD per file costs minutes on thousands of remote shards."""
     if not layout.manifest.exists():
-        return build_manifest(layout)
+        return True
     built = layout.manifest.stat().st_mtime
-    newer = [p for p in [*(layout.shards.iterdir() if layout.shards.is_dir() else ()),
-                         layout.runs_json]
-             if p.exists() and p.stat().st_mtime > built]
-    return build_manifest(layout) if newer else layout.manifest
+    shards = storage.modified_times(layout.shards).values()
+    runs = layout.runs_json.stat().st_mtime if layout.runs_json.exists() else 0.0
+    return any(t > built for t in shards) or runs > built
 
 
 def connect(layout: Layout) -> duckdb.DuckDBPyConnection:

@@ -111,13 +111,20 @@ def verify_dir(root: Path | Layout) -> bool:
 def _unfinished(layout: Layout, done: dict[str, dict]) -> str | None:
     """What is missing when the fetch did not finish: fetch.json fixes the shard count when the
     download starts, a shard is finished once its stats file is written (runs.json gets the run
-    only after all of them are)."""
+    only after all of them are). A dataset in a bucket gets its fetch.json only when a run ends,
+    so a bucket without one holds a run that was cut short, whatever the working folder says."""
     try:
         expected = int(json.loads(layout.fetch_json.read_text())["n_shards"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # a `fetch demo` directory, or one from before fetch.json
-    finished = len(set(range(expected)) & {int(name) for name in done})
-    if finished == expected:
+        expected = None  # a `fetch demo` directory, one from before fetch.json, a fresh --work
+    finished = len(done) if expected is None else \
+        len(set(range(expected)) & {int(name) for name in done})
+    if layout.is_remote and not (layout.dataset / layout.fetch_json.name).exists():
+        of = "" if expected is None else f" of {expected}"
+        return (f"{finished}{of} shards finished; the fetch did not complete ({layout.data} has "
+                "no fetch.json, which a fetch copies there when it ends; re-run the same fetch "
+                "command to finish it)")
+    if expected is None or finished == expected:
         return None
     return (f"{finished} of {expected} shards finished; the fetch did not complete "
             "(re-run the same fetch command to finish it)")
