@@ -35,6 +35,29 @@ def task(scratch: Path) -> Path:
     return write_tree(scratch / "task", class_tree({"a": 1, "b": 1}))
 
 
+def open_clip_weights(scratch: Path) -> Path:
+    """A plain open_clip state dict, as OpenCLIP's trainer saves it, without the run's params.txt."""
+    from support.benchmark_data import tiny_model
+
+    sd = {"module." + k: v for k, v in tiny_model().state_dict().items()}
+    torch.save({"epoch": 1, "name": "run", "state_dict": sd}, scratch / "epoch_1.pt")
+    return scratch / "epoch_1.pt"
+
+
+def s3_object(key: str, body: bytes | None):
+    """The s3:// URL of `key` in the test bucket (put there with `body` unless None)."""
+    def url(scratch: Path) -> str:
+        if body is not None:
+            scratch.s3.client().put_object(Bucket=scratch.s3.bucket, Key=key, Body=body)
+        return scratch.s3.url(key)
+    return url
+
+
+def zeroshot_ckpt(ckpt) -> callable:
+    return lambda s: ["zeroshot", "--ckpt", ckpt(s), "--dataset-dir", task(s), "--out", s / "out",
+                      "--workers", "0", "--no-progress"]
+
+
 def unreadable_task(scratch: Path) -> Path:
     write_tree(scratch / "task", {"a/empty.png": b"", "b/junk.jpg": b"not an image"})
     return scratch / "task"
@@ -79,6 +102,13 @@ CASES = [
              lambda s: ["zeroshot", "--ckpt", trainer_ckpt(s), "--dataset-dir", unreadable_task(s),
                         "--out", s / "out", "--workers", "0", "--no-progress"],
              "none of its 2 images could be read", leaves=frozenset({"out"})),  # classifier cache
+    BadInput("zeroshot-open-clip-checkpoint-without-params-txt", zeroshot_ckpt(open_clip_weights),
+             "cannot tell GELU from QuickGELU: add --model NAME"),
+    BadInput("zeroshot-ckpt-s3-without-bucket", zeroshot_ckpt(lambda s: "s3://"), "s3://: no bucket named"),
+    BadInput("zeroshot-ckpt-s3-missing-object", zeroshot_ckpt(s3_object("runs/r/epoch_9.pt", None)),
+             "/runs/r/epoch_9.pt: no such checkpoint"),
+    BadInput("zeroshot-ckpt-s3-not-a-checkpoint", zeroshot_ckpt(s3_object("runs/r/bad.pt", b"garbage")),
+             "/runs/r/bad.pt: not a readable checkpoint"),
     BadInput("fetch-zip-member-with-a-bad-crc", fetch_with(bad_crc_zip), "damaged archive",
              leaves=FETCHED_BEFORE_EXTRACTING),
     BadInput("fetch-zip-with-a-path-both-file-and-folder", fetch_with(file_and_folder_zip),
@@ -86,15 +116,16 @@ CASES = [
 ]
 
 
-class Scratch(type(Path())):  # a tmp_path that also carries the mirror to the case's `make`
+class Scratch(type(Path())):  # a tmp_path that also carries the mirror and S3 to the case's `make`
     mirror = None
+    s3 = None
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input(case, cli, mirror, tmp_path):
+def test_bad_input(case, cli, mirror, s3, tmp_path):
     scratch = Scratch(tmp_path / "scratch")
     scratch.mkdir()
-    scratch.mirror = mirror
+    scratch.mirror, scratch.s3 = mirror, s3
 
     def run(*args):
         code, _, err = cli(*args)
