@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloob.common.cli import UsageError
+
 GRID = np.logspace(-6, 6, 97)  # 8 steps per decade
 FIRST_STEP = 16  # the first pass: every second decade (indices 0, 16, …, 96)
 TOPK = 5
@@ -56,6 +58,19 @@ def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         val.extend(idx[:n_val])
         train.extend(idx[n_val:])
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+def check_labels(train_y: np.ndarray, val_fraction: float, has_val: bool, name: str = "train split") -> None:
+    """Refuse, in one line, train labels no probe can be fitted on: a single class, or (without a
+    validation split of its own) no class large enough to give an image to the carved one."""
+    counts = np.unique(np.asarray(train_y), return_counts=True)[1]
+    if len(counts) < 2:
+        raise UsageError(f"{name}: a linear probe needs train images of at least 2 classes, found "
+                         f"{len(counts)}")
+    if not has_val and not any(min(int(round(val_fraction * n)), n - 1) > 0 for n in counts):
+        raise UsageError(f"{name}: the validation split carved from train (--val-fraction {val_fraction:g} of "
+                         f"each class, one image always kept for training) would be empty: "
+                         f"at most {counts.max()} train image(s) per class; add images or raise --val-fraction")
 
 
 def metrics(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict[str, float]:
@@ -112,15 +127,14 @@ def search_lambda(evaluate: Callable[[float], float]) -> tuple[int, list[dict]]:
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
           cfg: ProbeConfig, val_x: np.ndarray | None = None, val_y: np.ndarray | None = None,
-          on_step: Callable[[], None] | None = None) -> ProbeResult:
+          on_step: Callable[[], None] | None = None, name: str = "train split") -> ProbeResult:
     """The whole protocol on feature matrices; `val_x/val_y` None → carve validation from train."""
+    check_labels(train_y, cfg.val_fraction, val_y is not None, name)
     if val_x is None:
         tr, va = carve_validation(train_y, cfg.val_fraction, cfg.seed)
         fit_x, fit_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
     else:
         fit_x, fit_y = train_x, train_y
-    if len(val_y) == 0:
-        raise ValueError("the validation split is empty: every class has a single training image")
 
     def evaluate(lam: float) -> float:
         model, _ = fit(fit_x, fit_y, lam, cfg.max_iter)

@@ -141,7 +141,8 @@ def write_records(records: list[dict], out: Path, title: str, columns: dict[str,
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     write_json(written["json"], {"records": records})
     rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
-             "dataset": r["dataset"], **{k: r["metrics"][k] for k in columns}, "precision": r["precision"],
+             "dataset": r["dataset"], "n_images": r.get("n_images"), "n_skipped": r.get("n_skipped", 0),
+             **{k: r["metrics"][k] for k in columns}, "precision": r["precision"],
              "checkpoint_path": r.get("checkpoint") or "", "checkpoint_sha256": r.get("checkpoint_sha256") or ""}
             for r in records]
     with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
