@@ -279,7 +279,7 @@ def linear_probe(
     models = ev.load_models()
     cfg = ProbeRunConfig(out, features, feature_cache, ProbeConfig(max_iter, val_fraction, seed),
                          **ev.options)
-    records = run(models, probes, cfg, echo=console.print)
+    records = run(models, probes, cfg, echo=lambda line: console.print(line, soft_wrap=True))  # one line each
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -360,10 +360,12 @@ def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accu
     for col in ("checkpoint", "dataset", "images", "skipped", "top-1", "top-5", "mean-per-class"):
         table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
     for r in records:
-        cells = [f"[bold]{100 * r['metrics'][m]:.2f}[/]" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
-                 for m in report.METRICS]
+        cells = [f"[bold]{100 * r['metrics'][m]:.2f}[/]{report.unconverged(r)}" if m == r["headline"]
+                 else f"{100 * r['metrics'][m]:.2f}" for m in report.METRICS]
         table.add_row(r["label"], r["dataset"], str(r["n_images"]), str(r.get("n_skipped", 0)), *cells)
     Console().print(table)
+    if any(report.unconverged(r) for r in records):
+        Console().print(report.UNCONVERGED_NOTE)
     if len({r["label"] for r in records}) > 1 or compare:
         side = report.side_by_side(records, compare)
         grid = Table(title="Side by side (headline %)")

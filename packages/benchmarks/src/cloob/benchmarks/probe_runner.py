@@ -84,6 +84,8 @@ def _run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConf
             echo(report.accuracy_line(record, f"λ = {record['lambda']:.3g}, {record['n_train']} train / "
                                               f"{record['n_val']} val / {record['n_images']} test images"
                                               + (f"; unreadable images skipped: {skipped}" if skipped else "")))
+            if not record["converged"]:
+                echo(f"[yellow]warning: {unconverged_words(record, cfg.probe.max_iter)}[/]")
         loaded.model.to("cpu")
     return records
 
@@ -109,12 +111,20 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
         "label_rule": data.test.label_rule, "features": cfg.features, "feature_description": feature_words,
         "feature_dim": int(train.x.shape[1]), "lambda": result.lam, "C": 1.0 / result.lam,
         "lambda_search": result.search, "grid": [float(GRID[0]), float(GRID[-1]), len(GRID)],
-        "converged": result.converged, "splits": data.source,
+        "converged": result.converged, "iterations": result.iterations,
+        "unconverged_search_fits": result.unconverged_search_fits, "splits": data.source,
         "features_cached": {k: f.cached for k, f in splits.items()},
         "protocol": PROTOCOL.format(feature=cfg.features, max_iter=pcfg.max_iter, val=val_words,
                                     metric=pcfg.select_metric),
         "precision": cfg.precision, "device": cfg.device, "software": versions,
     }
+
+
+def unconverged_words(record: dict, max_iter: int) -> str:
+    """The one warning line for a (checkpoint, dataset) whose final fit did not converge."""
+    return (f"{record['label']} · {record['dataset']}: the final L-BFGS fit (λ = {record['lambda']:.3g}) stopped "
+            f"at --max-iter {max_iter} before converging, so its accuracy can move with tiny feature changes; "
+            f"raise --max-iter (marked {report.UNCONVERGED} in the table)")
 
 
 def _sklearn_version() -> str:

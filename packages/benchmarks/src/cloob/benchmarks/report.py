@@ -17,6 +17,16 @@ METRIC_TITLES = {"acc1": "top-1", "acc5": "top-5", "mean_per_class_recall": "mea
 TITLES = {"zeroshot": "Zero-shot", "linear_probe": "Linear-probe"}  # record["task"] → words
 
 
+UNCONVERGED = "†"  # marks a linear-probe number whose final fit stopped at --max-iter
+UNCONVERGED_NOTE = ("† the final L-BFGS fit stopped at --max-iter before converging: this number can move "
+                    "with tiny feature changes (raise --max-iter; results.json `converged`)")
+
+
+def unconverged(record: dict) -> str:
+    """The mark for a record whose linear-probe fit did not converge, else ""."""
+    return UNCONVERGED if record.get("converged") is False else ""
+
+
 def _title(records: list[dict]) -> str:
     return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
 
@@ -74,11 +84,13 @@ def markdown(records: list[dict], compare: str | None = None) -> str:
              "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
-        cells = [f"**{100 * r['metrics'][m]:.2f}**" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
-                 for m in METRICS]
+        cells = [f"**{100 * r['metrics'][m]:.2f}**{unconverged(r)}" if m == r["headline"]
+                 else f"{100 * r['metrics'][m]:.2f}" for m in METRICS]
         lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | "
                      f"{r.get('n_skipped', 0)} | {r['n_classes']} | "
                      + " | ".join(cells) + f" | {r['precision']} |")
+    if any(unconverged(r) for r in records):
+        lines += ["", UNCONVERGED_NOTE]
     if len({r["label"] for r in records}) > 1 or compare:
         lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
     protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
