@@ -55,3 +55,14 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def open_clip_runs(tmp_path_factory):
+    """Checkpoints OpenCLIP's own trainer wrote (GELU and QuickGELU tiny models), with their
+    params.txt; the tiny configs are registered with open_clip in this process too."""
+    from support.open_clip_runs import train
+
+    runs = train(tmp_path_factory.mktemp("open_clip_runs"))
+    runs.register()
+    return runs

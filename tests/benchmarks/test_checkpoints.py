@@ -76,17 +76,16 @@ def test_reference_release_format(tmp_path, original, config):
     same_embeddings(loaded.model, original)
 
 
-def test_plain_open_clip_checkpoint_inferred_from_shapes(tmp_path):
-    cfg = tiny_cfg()
-    cfg["quick_gelu"] = False  # open_clip's default activation: what shape inference assumes
+def test_plain_open_clip_checkpoint_without_its_architecture_is_refused(tmp_path):
+    """GELU and QuickGELU weights have the same shapes: no params.txt and no --model → refuse
+    (OpenCLIP's trainer's own checkpoints: test_open_clip_runs.py)."""
     import open_clip
 
-    original = open_clip.CLIP(**cfg).eval()
+    original = open_clip.CLIP(**tiny_cfg()).eval()
     sd = {"module." + k: v for k, v in original.state_dict().items()}
     torch.save({"epoch": 1, "name": "run", "state_dict": sd}, tmp_path / "epoch_1.pt")
-    loaded = load_checkpoint(tmp_path / "epoch_1.pt")
-    assert loaded.format == "open_clip"
-    same_embeddings(loaded.model, original)
+    with pytest.raises(UsageError, match="cannot tell GELU from QuickGELU: add --model NAME"):
+        load_checkpoint(tmp_path / "epoch_1.pt")
 
 
 def test_wrong_shapes_and_garbage_are_one_line_errors(tmp_path, original):

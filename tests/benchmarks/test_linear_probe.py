@@ -208,3 +208,45 @@ def test_bad_input_matrix(cli, tmp_path, pair, ckpt, case):
     lines = err.strip().splitlines()
     assert (code, len(lines)) == (2, 1) and lines[0].startswith("error: ") and message in lines[0], err
     assert not out.exists()
+
+
+def test_an_unconverged_fit_is_warned_about_and_marked(cli, pair, ckpt, tmp_path):
+    """--max-iter 1 cannot converge: one warning line for the (checkpoint, dataset), and the
+    headline cell marked † with its footnote in the printed table and results.md."""
+    out = tmp_path / "out"
+    code, stdout, err = cli("linear-probe", "--ckpt", ckpt, "--train-dir", pair / "train", "--test-dir",
+                            pair / "test", "--out", out, "--workers", "0", "--no-progress", "--max-iter", "1")
+    assert code == 0, err
+    record = json.loads((out / "results.json").read_text())["records"][0]
+    assert record["converged"] is False and record["iterations"] == 1
+    assert record["unconverged_search_fits"] == len(record["lambda_search"])
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"clip_run · {pair.name}" in warnings[0] and "--max-iter 1 " in warnings[0]
+    markdown = (out / "results.md").read_text()
+    assert f"**{100 * record['metrics']['acc1']:.2f}**†" in markdown and "† the final L-BFGS fit" in markdown
+    assert "†" in stdout and "† the final L-BFGS fit" in stdout
+
+
+def test_warm_starts_change_the_path_not_the_optimum():
+    """A fit started from another λ's solution ends where a cold fit does (a strictly convex
+    objective: the same minimum, to L-BFGS's stopping tolerance) in fewer iterations; a start for
+    another label set is not used."""
+    from cloob.benchmarks.linear_probe import fit
+
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 4
+    x = rng.standard_normal((300, 20)) + 2.0 + rng.standard_normal((4, 20))[y]
+    lam = 0.75
+
+    def objective(model) -> float:  # sklearn's: mean log loss + ||W||² / (2 C n)
+        proba = model.predict_proba(x)[np.arange(len(y)), np.searchsorted(model.classes_, y)]
+        return float(-np.log(proba).mean() + lam * (model.coef_ ** 2).sum() / (2 * len(y)))
+
+    near, _ = fit(x, y, 1.0, 1000)
+    cold, cold_ok = fit(x, y, lam, 1000)
+    warm, warm_ok = fit(x, y, lam, 1000, (near.coef_, near.intercept_, near.classes_))
+    assert cold_ok and warm_ok and warm.n_iter_[0] < cold.n_iter_[0]
+    assert objective(warm) == pytest.approx(objective(cold), rel=1e-3)
+    other, _ = fit(x[y < 3], y[y < 3], 1.0, 1000)  # three classes: not a start for four
+    again, ok = fit(x, y, lam, 1000, (other.coef_, other.intercept_, other.classes_))
+    assert ok and again.n_iter_[0] == cold.n_iter_[0]

@@ -151,12 +151,14 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
         records.append({
             "task": "analyze", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
             "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(keep), "metrics": metrics,
+            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(emb.images),
+            "n_skipped": emb.skipped, "metrics": metrics,
             "spectra": spectra, "projection": {"method": cfg.projection,
                                                "xy": project(emb.images, emb.texts, cfg.projection).tolist()},
-            "source": pairs.source, "protocol": PROTOCOL.format(n=len(keep)), "precision": cfg.precision,
+            "source": pairs.source, "protocol": PROTOCOL.format(n=len(emb.images)), "precision": cfg.precision,
             "device": cfg.device, "software": versions})
-        echo(f"{label} · {pairs.name}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        echo(f"{label} · {pairs.name}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+             + (f"  ({emb.skipped} unreadable images skipped)" if emb.skipped else ""))
     return records
 
 

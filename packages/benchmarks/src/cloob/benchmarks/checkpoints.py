@@ -5,14 +5,18 @@ Formats (all loaded with `torch.load(weights_only=True)`):
   `model_cfg`, `model_name`, `method`, ...);
 - the CLOOB reference release: `module.` prefix, text tower nested under `transformer.`,
   `logit_inv_tau` for `logit_scale`, `model_config_file` naming the architecture;
-- plain open_clip checkpoints (`{"state_dict": ...}` or a bare state dict): the architecture is read
-  from the tensor shapes (or from an `open_clip_config.json` beside the file);
+- plain open_clip checkpoints (`{"state_dict": ...}` or a bare state dict, e.g. what OpenCLIP's
+  trainer writes to `logs/<run>/checkpoints/`): the architecture is the `model:` (and `force_*`)
+  lines of the run's `params.txt` (beside `checkpoints/`), or the user's `--model NAME`, or an
+  `open_clip_config.json` beside the file. Tensor shapes cannot tell GELU from QuickGELU, so a
+  checkpoint with none of these is refused rather than guessed.
 - open_clip's hub layout, a folder with `open_clip_config.json` + `open_clip_model.safetensors`
   (what `trainer export` writes; our scalars under "cloob" in the config).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -45,34 +49,60 @@ class LoadedModel:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
-                    precision: str = "fp32") -> LoadedModel:
+                    precision: str = "fp32", model: str | None = None) -> LoadedModel:
     """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring.
 
+    `model` (the user's `--model NAME`) names the open_clip architecture of a plain open_clip
+    checkpoint; checkpoints that carry their own architecture ignore it.
     `precision` builds the weights as `cloob.common.precision` defines (fp16/pure_bf16 cast them).
     An s3:// checkpoint is downloaded to a temp file first (torch.load needs to seek)."""
     from cloob.common import storage
 
     if storage.is_remote(path):
-        storage.check_access(str(path))
-        remote = storage.location(path)
-        if not remote.is_file():  # the local case's words (torchload.safe_load), not botocore's
-            raise FileNotFoundError(f"{path}: no such checkpoint")
-        with storage.local_copy(remote) as local:
-            loaded = load_checkpoint(local, device, precision=precision)
-        loaded.path = str(path)
-        return loaded
+        return _load_remote(str(path), device, precision, model)
     path = Path(path)
-    if path.is_dir():
+    return _load_local(path, device, precision, model,
+                       None if path.is_dir() else read_run_params(path))
+
+
+def _load_remote(url: str, device: str | torch.device, precision: str, model: str | None) -> LoadedModel:
+    """Download to a temp file and load that; errors name the URL, never the temp file."""
+    from cloob.common import storage
+
+    if not url.split("://", 1)[1].split("/", 1)[0]:
+        raise UsageError(f"{url}: no bucket named (expected s3://BUCKET/KEY)")
+    storage.check_access(url)
+    remote = storage.location(url)
+    with storage.translated(url):
+        if not remote.is_file():  # the local case's words (torchload.safe_load), not botocore's
+            raise FileNotFoundError(f"{url}: no such checkpoint")
+        params = _read_params_text(_params_candidates(remote))
+    with storage.local_copy(remote) as local:
+        try:
+            loaded = _load_local(local, device, precision, model, params)
+        except (UsageError, FileNotFoundError) as err:
+            raise type(err)(str(err).replace(str(local), url)) from None
+    loaded.path = url
+    return loaded
+
+
+def _load_local(path: Path, device: str | torch.device, precision: str, model: str | None,
+                params: dict | None) -> LoadedModel:
+    if path.is_dir():  # open_clip's hub layout (`trainer export`)
         sd, cfg, name, fmt, meta, weights = read_hub_dir(path)
     else:
         weights = path
-        sd, cfg, name, fmt, meta = _interpret(safe_load(path), path)
+        sd, cfg, name, fmt, meta = _interpret(safe_load(path), path, model, params)
     prec = resolve(precision, device)
-    model = _build(cfg, name, prec.open_clip)
-    ignored = _load_weights(model, sd, path, name)
+    if fmt == OPEN_CLIP_RUN:
+        built, preprocess, tokenizer = _build_open_clip_run(cfg, name)
+        fmt = "open_clip"
+    else:
+        built, preprocess, tokenizer = _build(cfg, name, prec.open_clip), None, None
+    ignored = _load_weights(built, sd, path, name)
     if ignored:
         meta["ignored_keys"] = ignored
-    loaded = _finish(prec.cast_model(model), name, fmt, device)
+    loaded = _finish(prec.cast_model(built), name, fmt, device, preprocess, tokenizer)
     loaded.method, loaded.path, loaded.sha256, loaded.info = (
         meta.pop("method", None), str(path), sha256_file(weights), meta)
     return loaded
@@ -143,9 +173,20 @@ def _refuse_code(path: Path) -> None:
                          f"({', '.join(unsafe[:3])})")
 
 
-def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
-    """→ (open_clip state dict, model config, architecture name, format, metadata)."""
-    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
+OPEN_CLIP_RUN = "open_clip-run"  # internal: built by open_clip's factory from a model name
+PARAMS_FILE = "params.txt"  # what OpenCLIP's trainer writes in logs/<run>/, beside checkpoints/
+# params.txt lines that change the architecture or the eval transform, as open_clip's factory names them
+_FACTORY_PARAMS = ("force_quick_gelu", "force_custom_text", "force_image_size", "force_context_length",
+                   "image_mean", "image_std", "image_interpolation", "image_resize_mode")
+
+
+def _interpret(ckpt: dict, path: Path, model: str | None = None,
+               params: dict | None = None) -> tuple[dict, dict, str, str, dict]:
+    """→ (open_clip state dict, model config, architecture name, format, metadata).
+
+    For an OpenCLIP run (format OPEN_CLIP_RUN) the "config" is open_clip factory keyword arguments."""
+    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias",
+                                 "method")
             if k in ckpt and isinstance(ckpt[k], int | float | str)}
     if ckpt_format.is_toolkit(ckpt):
         ckpt_format.check(ckpt, path, ckpt_format.ModelCheckpoint)
@@ -160,11 +201,73 @@ def _interpret(ckpt: dict, path: Path) -> tuple[dict, dict, str, str, dict]:
         cfg, name = _reference_cfg(ckpt.get("model_config_file"), sd, path)
         meta.setdefault("method", "cloob")
         return sd, cfg, name, "cloob-reference", meta
+    name, factory, source = open_clip_architecture(path, model, params)
+    if name is not None:
+        meta["architecture_from"] = source
+        return sd, factory, name, OPEN_CLIP_RUN, meta
     beside = path.parent / "open_clip_config.json"
     if beside.is_file():
         cfg = json.loads(beside.read_text(encoding="utf-8"))
+        meta["architecture_from"] = beside.name
         return sd, cfg.get("model_cfg", cfg), "open_clip_config.json", "open_clip", meta
-    return sd, infer_cfg(sd, quick_gelu=False, path=path), "inferred-from-shapes", "open_clip", meta
+    raise UsageError(f"{path}: an open_clip checkpoint without its run's {PARAMS_FILE}, and its weights cannot "
+                     f"tell GELU from QuickGELU: add --model NAME (the open_clip model it was trained as, "
+                     f"e.g. RN50-quickgelu)")
+
+
+def open_clip_architecture(path: Path, model: str | None,
+                           params: dict | None) -> tuple[str | None, dict, str]:
+    """(open_clip model name, factory keyword arguments, where they came from) of a plain open_clip
+    checkpoint: its run's params.txt, else `model`; (None, {}, "") when neither says."""
+    import open_clip
+
+    ran = params.get("model") if params else None
+    if ran and model and ran != model:
+        raise UsageError(f"{path}: its run's {PARAMS_FILE} says model {ran!r}, --model says {model!r}; "
+                         f"drop --model (or fix it)")
+    name = ran or model
+    if not name:
+        return None, {}, ""
+    source = PARAMS_FILE if ran else "--model"
+    if open_clip.get_model_config(name) is None:
+        raise UsageError(f"{path}: open_clip has no model {name!r} (from {source}); see "
+                         f"open_clip.list_models()")
+    factory = {k: params[k] for k in _FACTORY_PARAMS if params and params.get(k) not in (None, False, "")}
+    if params and params.get("siglip"):  # OpenCLIP's trainer adds a logit bias for SigLIP
+        factory["init_logit_bias"] = -10.0
+    return name, factory, source
+
+
+def read_run_params(path: Path) -> dict | None:
+    """The `params.txt` OpenCLIP's trainer left for the run a checkpoint belongs to, parsed."""
+    return _read_params_text(_params_candidates(path))
+
+
+def _params_candidates(path) -> list:
+    folder = path.parent  # Path or storage.RemotePath
+    return [folder.parent / PARAMS_FILE, folder / PARAMS_FILE] if folder.name == "checkpoints" \
+        else [folder / PARAMS_FILE]
+
+
+def _read_params_text(candidates: list) -> dict | None:
+    for candidate in candidates:
+        if candidate.is_file():
+            return parse_params(candidate.read_text(encoding="utf-8"))
+    return None
+
+
+def parse_params(text: str) -> dict:
+    """`name: value` lines (Python reprs: None, True, 0.5, [0.48, 0.45, 0.40], bare strings)."""
+    out: dict = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep:
+            continue
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
 
 
 def reference_to_open_clip(sd: dict) -> dict:
@@ -255,6 +358,20 @@ def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
         raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {first_line(err)}") from None
 
 
+def _build_open_clip_run(factory: dict, name: str):
+    """The model, eval transform and tokenizer exactly as open_clip's factory builds `name` with the
+    run's `force_*` / `image_*` arguments (what OpenCLIP's trainer trained and clip_benchmark evaluates)."""
+    import open_clip
+
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **factory)
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise UsageError(f"open_clip model {name!r} ({factory}): {first_line(err)}") from None
+    context = factory.get("force_context_length")
+    tokenizer = open_clip.get_tokenizer(name, **({"context_length": context} if context else {}))
+    return model, preprocess, tokenizer
+
+
 def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> list[str]:
     """Strict load; only extra scalars (training-time temperatures such as a Hopfield β, which
     evaluation does not use) are set aside and reported. Returns their names."""
@@ -276,10 +393,13 @@ def _mismatch(err: RuntimeError) -> str:
     return lines[1] if len(lines) > 1 else lines[0]
 
 
-def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.device) -> LoadedModel:
+def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.device,
+            preprocess: object | None = None, tokenizer: object | None = None) -> LoadedModel:
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
+    if preprocess is not None:  # open_clip's factory made them
+        return LoadedModel(model.to(device).eval(), preprocess, tokenizer, name, fmt)
     pp = asdict(PreprocessCfg())
     pp["size"] = model.visual.image_size
     open_clip.set_model_preprocess_cfg(model, pp)

@@ -25,7 +25,8 @@ ROOT = typer.Option(Path("data/benchmarks"), "--root", help="Folder holding one 
 
 # Options every evaluation command shares (typer only reads them when it builds the commands).
 CKPT = typer.Option(None, "--ckpt", help="Checkpoint (trainer, CLOOB release or open_clip), a path or s3://bucket/key; repeatable.")
-MODEL = typer.Option(None, "--model", help="An open_clip model name (with --pretrained).")
+MODEL = typer.Option(None, "--model", help="An open_clip model name (with --pretrained); with --ckpt alone, the "
+                     "architecture of open_clip checkpoints whose run left no params.txt (e.g. RN50-quickgelu).")
 PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or weights file.")
 PRECISION = typer.Option("fp32", "--precision", help=PRECISION_HELP)
 BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Images (or texts) per forward pass.")
@@ -56,13 +57,17 @@ class Evaluation:
             raise UsageError("give at least one --ckpt PATH, or --model NAME --pretrained TAG_OR_PATH")
 
     def load_models(self) -> list:
-        """--ckpt files, then --model/--pretrained, with the weights in the run's precision."""
+        """--ckpt files, then --model/--pretrained, with the weights in the run's precision.
+
+        `--ckpt PATH --model NAME` (no --pretrained): NAME is the architecture of the plain open_clip
+        checkpoints whose run left no params.txt, not a model of its own."""
         from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
 
         self.require_models()
         precision = self.options["precision"]
-        models = [load_checkpoint(p, precision=precision) for p in self.ckpt]
-        if self.model:
+        architecture = self.model if self.pretrained is None else None
+        models = [load_checkpoint(p, precision=precision, model=architecture) for p in self.ckpt]
+        if self.model and (self.pretrained is not None or not self.ckpt):
             models.append(load_open_clip(self.model, self.pretrained, precision=precision))
         return models
 
@@ -277,7 +282,7 @@ def linear_probe(
     models = ev.load_models()
     cfg = ProbeRunConfig(out, features, feature_cache, ProbeConfig(max_iter, val_fraction, seed),
                          **ev.options)
-    records = run(models, probes, cfg, echo=console.print)
+    records = run(models, probes, cfg, echo=lambda line: console.print(line, soft_wrap=True))  # one line each
     written = report.write_all(records, out, compare_paper)
     _show(records, compare_paper, "Linear-probe accuracy (%) — headline in bold")
     console.print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -358,10 +363,12 @@ def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accu
     for col in ("checkpoint", "dataset", "images", "skipped", "top-1", "top-5", "mean-per-class"):
         table.add_column(col, justify="left" if col in ("checkpoint", "dataset") else "right")
     for r in records:
-        cells = [f"[bold]{100 * r['metrics'][m]:.2f}[/]" if m == r["headline"] else f"{100 * r['metrics'][m]:.2f}"
-                 for m in report.METRICS]
+        cells = [f"[bold]{100 * r['metrics'][m]:.2f}[/]{report.unconverged(r)}" if m == r["headline"]
+                 else f"{100 * r['metrics'][m]:.2f}" for m in report.METRICS]
         table.add_row(r["label"], r["dataset"], str(r["n_images"]), str(r.get("n_skipped", 0)), *cells)
     Console().print(table)
+    if any(report.unconverged(r) for r in records):
+        Console().print(report.UNCONVERGED_NOTE)
     if len({r["label"] for r in records}) > 1 or compare:
         side = report.side_by_side(records, compare)
         grid = Table(title="Side by side (headline %)")

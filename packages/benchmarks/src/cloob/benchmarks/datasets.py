@@ -60,17 +60,24 @@ class ImageList(Dataset):
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except Exception as err:  # PIL raises many types for bad bytes
-            log.warning("skipping unreadable image %s: %s", path, " ".join(str(err).split())[:200])
-            return None
-        return self.transform(image), label, i
+        image = read_image(lambda: Image.open(path), path)
+        return None if image is None else (self.transform(image), label, i)
+
+
+def read_image(opener, name: object):
+    """`opener()`'s image as RGB, or None (logged) when its bytes do not decode: the one place
+    every evaluation decides what an unreadable image is."""
+    try:
+        with opener() as img:
+            return img.convert("RGB")
+    except Exception as err:  # PIL raises many types for bad bytes
+        log.warning("skipping unreadable image %s: %s", name, " ".join(str(err).split())[:200])
+        return None
 
 
 def collate_readable(items: list) -> tuple:
-    """A batch of the readable items: (images, labels, indices, number skipped)."""
+    """A batch of the readable items: (images, labels, indices, number skipped). The collate of
+    every evaluation's image loader (zero-shot, features for linear probes, retrieval, analyze)."""
     kept = [item for item in items if item is not None]
     skipped = len(items) - len(kept)
     if not kept:

@@ -37,6 +37,12 @@ class Features:
     labels: np.ndarray  # (N,) int64 (for captions: the index of the image they describe)
     seconds: float = 0.0  # wall time of the forward passes (0 when read from the cache)
     cached: bool = False
+    index: np.ndarray | None = None  # (N,) positions in the dataset (unreadable images left out)
+    skipped: int = 0  # images that did not decode
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = np.arange(len(self.labels))
 
 
 @contextlib.contextmanager
@@ -70,23 +76,32 @@ def image_feature_mode(model, kind: str) -> Iterator[str]:
 def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int = 0, device: str = "cpu",
                   precision: str = "fp32", progress: bool = False, label: str = "images",
                   normalize: bool = False) -> Features:
-    """Run `encode_image` over a dataset yielding (image, label, index); float32 numpy out."""
+    """Run `encode_image` over a dataset yielding (image, label, index), or None for an image that
+    does not decode (skipped and counted, as zero-shot does); float32 numpy out."""
+    from cloob.benchmarks.datasets import collate_readable
+
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=torch.device(device).type == "cuda")
+                        pin_memory=torch.device(device).type == "cuda", collate_fn=collate_readable)
     prec = resolve(precision, device)  # the one precision definition zero-shot and training use
-    chunks, labels = [], []
+    chunks, labels, kept = [], [], []
+    skipped = 0
     started = time.perf_counter()
     with progress_bar(progress, label, len(dataset)) as advance:
-        for images, targets, _ in loader:
+        for images, targets, positions, n_bad in loader:
+            skipped += n_bad
+            advance(len(targets) + n_bad)
+            if not len(targets):
+                continue
             with prec.autocast(device):
                 out = model.encode_image(prec.cast_input(images.to(device)))
             out = out.float()
             chunks.append((F.normalize(out, dim=-1) if normalize else out).cpu().numpy())
             labels.append(np.asarray(targets, dtype=np.int64))
-            advance(len(targets))
+            kept.append(np.asarray(positions, dtype=np.int64))
     if not chunks:
-        raise UsageError(f"{label}: no images")
-    return Features(np.concatenate(chunks), np.concatenate(labels), time.perf_counter() - started)
+        raise UsageError(f"{label}: none of its {skipped} images could be read" if skipped else f"{label}: no images")
+    return Features(np.concatenate(chunks), np.concatenate(labels), time.perf_counter() - started,
+                    index=np.concatenate(kept), skipped=skipped)
 
 
 @torch.no_grad()
@@ -132,16 +147,21 @@ class FeatureCache:
             return None
         try:
             with np.load(path) as data:
-                return Features(data["x"], data["labels"], 0.0, cached=True)
+                index = data.get("index")  # None in entries from before skipping
+                skipped = int(data["skipped"]) if "skipped" in data else 0
+                return Features(data["x"], data["labels"], 0.0, cached=True, index=index, skipped=skipped)
         except Exception:  # a damaged entry is recomputed, never trusted
             path.unlink(missing_ok=True)
             return None
 
-    def save(self, path: Path | None, features: Features) -> None:
+    def save(self, path: Path | None, features: Features) -> bool:
+        """Write the entry; True when a file was written."""
         if path is None:
-            return
+            return False
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, x=features.x, labels=features.labels)
+            np.savez(f, x=features.x, labels=features.labels, index=features.index,
+                     skipped=np.int64(features.skipped))
+        return True
 
 
 def _slug(text: str) -> str:

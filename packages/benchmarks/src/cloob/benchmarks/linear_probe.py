@@ -1,6 +1,8 @@
 """CLIP's linear-probe protocol on frozen features (Radford et al. 2021, appendix A.3).
 
-Multinomial logistic regression fitted with scikit-learn's L-BFGS (at most 1,000 iterations). The L2
+Multinomial logistic regression fitted with scikit-learn's L-BFGS (at most 1,000 iterations; each fit
+warm-started from the solution at the nearest λ already fitted, which changes how fast a fit
+converges, not where: the objective is strictly convex). The L2
 strength λ (sklearn's C = 1/λ) is picked on a validation split — the dataset's own, else one carved
 from train — by CLIP's parametric search: λ on 97 log-spaced values from 1e-6 to 1e6 (8 per decade),
 first the 7 values 1e-6, 1e-4, …, 1e6, then the interval around the best halved until neighbours are
@@ -14,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from cloob.common.cli import UsageError
 
 GRID = np.logspace(-6, 6, 97)  # 8 steps per decade
 FIRST_STEP = 16  # the first pass: every second decade (indices 0, 16, …, 96)
@@ -41,9 +45,14 @@ class ProbeResult:
     search: list[dict] = field(default_factory=list)  # every λ tried: value, validation score
     n_train: int = 0
     n_val: int = 0
-    converged: bool = True
+    converged: bool = True  # the final fit stopped on its tolerance, not at max_iter
     predictions: np.ndarray | None = None  # test predictions (top-1)
     topk: np.ndarray | None = None  # (N, k) test predictions, best first (the intervals' input)
+    iterations: int = 0  # L-BFGS iterations of the final fit
+
+    @property
+    def unconverged_search_fits(self) -> int:
+        return sum(not step.get("converged", True) for step in self.search)
 
 
 def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +68,19 @@ def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
 
 
+def check_labels(train_y: np.ndarray, val_fraction: float, has_val: bool, name: str = "train split") -> None:
+    """Refuse, in one line, train labels no probe can be fitted on: a single class, or (without a
+    validation split of its own) no class large enough to give an image to the carved one."""
+    counts = np.unique(np.asarray(train_y), return_counts=True)[1]
+    if len(counts) < 2:
+        raise UsageError(f"{name}: a linear probe needs train images of at least 2 classes, found "
+                         f"{len(counts)}")
+    if not has_val and not any(min(int(round(val_fraction * n)), n - 1) > 0 for n in counts):
+        raise UsageError(f"{name}: the validation split carved from train (--val-fraction {val_fraction:g} of "
+                         f"each class, one image always kept for training) would be empty: "
+                         f"at most {counts.max()} train image(s) per class; add images or raise --val-fraction")
+
+
 def metrics(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict[str, float]:
     """top-1, top-k (k = min(5, classes)), and recall averaged over the classes present in `labels`.
 
@@ -72,14 +94,21 @@ def metrics(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict
             "mean_per_class_recall": float(np.mean(recall))}
 
 
-def fit(x: np.ndarray, y: np.ndarray, lam: float, max_iter: int):
-    """One L-BFGS logistic regression; returns (model, converged)."""
+def fit(x: np.ndarray, y: np.ndarray, lam: float, max_iter: int, start: tuple | None = None):
+    """One L-BFGS logistic regression, from `start` = (coef, intercept, classes) when given (a warm start:
+    the objective is strictly convex, so a converged fit is the same optimum from any start);
+    returns (model, converged)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    if start is not None and not np.array_equal(start[2], np.unique(y)):
+        start = None  # another label set (a validation split with classes train lacks): start cold
+    model = LogisticRegression(C=1.0 / lam, solver="lbfgs", max_iter=max_iter, warm_start=start is not None)
+    if start is not None:
+        model.coef_, model.intercept_ = start[0].copy(), start[1].copy()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model = LogisticRegression(C=1.0 / lam, solver="lbfgs", max_iter=max_iter).fit(x, y)
+        model.fit(x, y)
     return model, not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
@@ -113,26 +142,38 @@ def search_lambda(evaluate: Callable[[float], float]) -> tuple[int, list[dict]]:
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
           cfg: ProbeConfig, val_x: np.ndarray | None = None, val_y: np.ndarray | None = None,
-          on_step: Callable[[], None] | None = None) -> ProbeResult:
+          on_step: Callable[[], None] | None = None, name: str = "train split") -> ProbeResult:
     """The whole protocol on feature matrices; `val_x/val_y` None → carve validation from train."""
+    check_labels(train_y, cfg.val_fraction, val_y is not None, name)
     if val_x is None:
         tr, va = carve_validation(train_y, cfg.val_fraction, cfg.seed)
         fit_x, fit_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
     else:
         fit_x, fit_y = train_x, train_y
-    if len(val_y) == 0:
-        raise ValueError("the validation split is empty: every class has a single training image")
+
+    solutions: dict[float, tuple] = {}  # λ → (coef, intercept, classes, converged) of the search's fits
+
+    def nearest(lam: float) -> tuple | None:
+        """Warm start from the fitted λ closest on the log scale (the search moves in small steps)."""
+        if not solutions:
+            return None
+        near = min(solutions, key=lambda other: abs(np.log(other / lam)))
+        return solutions[near][:3]
 
     def evaluate(lam: float) -> float:
-        model, _ = fit(fit_x, fit_y, lam, cfg.max_iter)
+        model, converged = fit(fit_x, fit_y, lam, cfg.max_iter, nearest(lam))
+        solutions[lam] = (model.coef_, model.intercept_, model.classes_, converged)
         if on_step:
             on_step()
         return score(model, val_x, val_y)[cfg.select_metric]
 
     index, trace = search_lambda(evaluate)
+    for step in trace:
+        step["converged"] = solutions[step["lambda"]][3]
     lam = float(GRID[index])
-    model, converged = fit(np.concatenate([fit_x, val_x]), np.concatenate([fit_y, val_y]), lam, cfg.max_iter)
+    model, converged = fit(np.concatenate([fit_x, val_x]), np.concatenate([fit_y, val_y]), lam, cfg.max_iter,
+                           solutions[lam][:3])
     proba = model.predict_proba(test_x)
     top = model.classes_[np.argsort(-proba, axis=1, kind="stable")[:, :min(TOPK, proba.shape[1])]]
     return ProbeResult(metrics(test_y, proba, model.classes_), lam, trace, len(fit_y), len(val_y), converged,
-                       model.classes_[proba.argmax(axis=1)], top)
+                       model.classes_[proba.argmax(axis=1)], top, int(np.max(model.n_iter_)))

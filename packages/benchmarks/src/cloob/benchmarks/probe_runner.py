@@ -18,9 +18,10 @@ from cloob.benchmarks.features import (
     encode_images,
     image_feature_mode,
 )
-from cloob.benchmarks.linear_probe import GRID, PROTOCOL, ProbeConfig, probe
+from cloob.benchmarks.linear_probe import GRID, PROTOCOL, ProbeConfig, check_labels, probe
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.probe_data import ProbeData
+from cloob.benchmarks.run_files import RunFiles
 from cloob.benchmarks.runner import labels_for
 from cloob.common.progress import progress_bar
 
@@ -37,7 +38,8 @@ class ProbeRunConfig(EvalOptions):
         return FeatureCache(self.cache_dir or self.out / ".features")
 
 
-def split_features(loaded: LoadedModel, task: Task, split: str, cfg: ProbeRunConfig) -> Features:
+def split_features(loaded: LoadedModel, task: Task, split: str, cfg: ProbeRunConfig,
+                   files: RunFiles | None = None) -> Features:
     """Image features of one split, from the cache when (checkpoint, dataset, split, …) match."""
     path = cfg.cache.path(loaded.sha256, task.name.split(":")[0], split, cfg.features, cfg.precision, task.samples)
     found = cfg.cache.load(path)
@@ -46,12 +48,24 @@ def split_features(loaded: LoadedModel, task: Task, split: str, cfg: ProbeRunCon
     feats = encode_images(loaded.model, ImageList(task.samples, loaded.preprocess), batch_size=cfg.batch_size,
                           workers=cfg.workers, device=cfg.device, precision=cfg.precision, progress=cfg.progress,
                           label=f"{task.name.split(':')[0]} {split}")
-    cfg.cache.save(path, feats)
+    if cfg.cache.save(path, feats) and files is not None:
+        files.wrote(path)
     return feats
 
 
 def run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConfig,
         echo: Callable[[str], None] = print) -> list[dict]:
+    """Every model on every dataset; a run that fails leaves OUT (and its feature cache) as found."""
+    for data in datasets:  # before any image is read: labels no probe can be fitted on
+        check_labels(np.array([label for _, label in data.train.samples]), cfg.probe.val_fraction,
+                     data.val is not None, data.name)
+    files = RunFiles(cfg.cache.folder)
+    with files.undone_on_failure():
+        return _run(models, datasets, cfg, echo, files)
+
+
+def _run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConfig, echo: Callable[[str], None],
+         files: RunFiles) -> list[dict]:
     records = []
     versions = {**report.software_versions(), "scikit-learn": _sklearn_version()}
     for loaded, label in zip(models, labels_for(models), strict=True):
@@ -59,15 +73,19 @@ def run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConfi
         for data in datasets:
             started = time.perf_counter()
             with image_feature_mode(loaded.model, cfg.features) as feature_words:
-                splits = {"train": split_features(loaded, data.train, "train", cfg),
-                          "test": split_features(loaded, data.test, "test", cfg)}
+                splits = {"train": split_features(loaded, data.train, "train", cfg, files),
+                          "test": split_features(loaded, data.test, "test", cfg, files)}
                 if data.val is not None:
-                    splits["val"] = split_features(loaded, data.val, "val", cfg)
+                    splits["val"] = split_features(loaded, data.val, "val", cfg, files)
             record = probe_record(loaded, label, data, splits, feature_words, cfg, versions)
             record["seconds"] = round(time.perf_counter() - started, 3)
             records.append(record)
+            skipped = ", ".join(f"{n} {k}" for k, n in record["skipped_by_split"].items() if n)
             echo(report.accuracy_line(record, f"λ = {record['lambda']:.3g}, {record['n_train']} train / "
-                                              f"{record['n_val']} val / {record['n_images']} test images"))
+                                              f"{record['n_val']} val / {record['n_images']} test images"
+                                              + (f"; unreadable images skipped: {skipped}" if skipped else "")))
+            if not record["converged"]:
+                echo(f"[yellow]warning: {unconverged_words(record, cfg.probe.max_iter)}[/]")
         loaded.model.to("cpu")
     return records
 
@@ -78,19 +96,23 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
     train, test, val = splits["train"], splits["test"], splits.get("val")
     with progress_bar(cfg.progress, f"{data.name} λ search", 15) as advance:
         result = probe(train.x, train.labels, test.x, test.labels, pcfg,
-                       val.x if val else None, val.labels if val else None, on_step=lambda: advance(1))
+                       val.x if val else None, val.labels if val else None, on_step=lambda: advance(1),
+                       name=f"{data.name} (readable train images)")
     val_words = (f"the dataset's validation split ({data.source.get('val')})" if val else
                  f"a validation split carved from train ({100 * pcfg.val_fraction:g}% of each class, seed {pcfg.seed})")
     record = {
         "task": "linear_probe", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
         "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
         "checkpoint_info": loaded.info, "dataset": data.name, "dataset_root": str(data.test.root),
-        "n_images": len(test.labels), "n_classes": data.n_classes, "n_train": result.n_train,
+        "n_images": len(test.labels), "n_skipped": test.skipped,
+        "skipped_by_split": {k: f.skipped for k, f in splits.items()},
+        "n_classes": data.n_classes, "n_train": result.n_train,
         "n_val": result.n_val, "metrics": result.metrics, "headline": data.test.headline,
         "label_rule": data.test.label_rule, "features": cfg.features, "feature_description": feature_words,
         "feature_dim": int(train.x.shape[1]), "lambda": result.lam, "C": 1.0 / result.lam,
         "lambda_search": result.search, "grid": [float(GRID[0]), float(GRID[-1]), len(GRID)],
-        "converged": result.converged, "splits": data.source,
+        "converged": result.converged, "iterations": result.iterations,
+        "unconverged_search_fits": result.unconverged_search_fits, "splits": data.source,
         "features_cached": {k: f.cached for k, f in splits.items()},
         "protocol": PROTOCOL.format(feature=cfg.features, max_iter=pcfg.max_iter, val=val_words,
                                     metric=pcfg.select_metric),
@@ -101,6 +123,13 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
         stats.attach_intervals(record, items, cfg.bootstrap)
         record[stats.ITEMS] = items
     return record
+
+
+def unconverged_words(record: dict, max_iter: int) -> str:
+    """The one warning line for a (checkpoint, dataset) whose final fit did not converge."""
+    return (f"{record['label']} · {record['dataset']}: the final L-BFGS fit (λ = {record['lambda']:.3g}) stopped "
+            f"at --max-iter {max_iter} before converging, so its accuracy can move with tiny feature changes; "
+            f"raise --max-iter (marked {report.UNCONVERGED} in the table)")
 
 
 def _sklearn_version() -> str:

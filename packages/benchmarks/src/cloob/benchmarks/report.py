@@ -17,6 +17,16 @@ METRIC_TITLES = {"acc1": "top-1", "acc5": "top-5", "mean_per_class_recall": "mea
 TITLES = {"zeroshot": "Zero-shot", "linear_probe": "Linear-probe"}  # record["task"] → words
 
 
+UNCONVERGED = "†"  # marks a linear-probe number whose final fit stopped at --max-iter
+UNCONVERGED_NOTE = ("† the final L-BFGS fit stopped at --max-iter before converging: this number can move "
+                    "with tiny feature changes (raise --max-iter; results.json `converged`)")
+
+
+def unconverged(record: dict) -> str:
+    """The mark for a record whose linear-probe fit did not converge, else ""."""
+    return UNCONVERGED if record.get("converged") is False else ""
+
+
 def _title(records: list[dict]) -> str:
     return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
 
@@ -92,10 +102,13 @@ def markdown(records: list[dict], compare: str | None = None, paired: list[dict]
              "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
-        cells = [f"**{_cell(r, m)}**" if m == r["headline"] else _cell(r, m) for m in METRICS]
+        cells = [f"**{_cell(r, m)}**{unconverged(r)}" if m == r["headline"] else _cell(r, m)
+                 for m in METRICS]
         lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | "
                      f"{r.get('n_skipped', 0)} | {r['n_classes']} | "
                      + " | ".join(cells) + f" | {r['precision']} |")
+    if any(unconverged(r) for r in records):
+        lines += ["", UNCONVERGED_NOTE]
     if len({r["label"] for r in records}) > 1 or compare:
         lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
     lines += stats.comparisons_markdown(paired or [])
@@ -189,8 +202,9 @@ def write_records(records: list[dict], out: Path, title: str, columns: dict[str,
     paired = _comparisons(records, out, written)
     write_json(written["json"], {"records": records, "comparisons": paired})
     rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
-             "dataset": r["dataset"], **{k: r["metrics"][k] for k in columns},
-             **_interval_columns(r, columns), "precision": r["precision"],
+             "dataset": r["dataset"], "n_images": r.get("n_images"), "n_skipped": r.get("n_skipped", 0),
+             **{k: r["metrics"][k] for k in columns}, **_interval_columns(r, columns),
+             "precision": r["precision"],
              "checkpoint_path": r.get("checkpoint") or "", "checkpoint_sha256": r.get("checkpoint_sha256") or ""}
             for r in records]
     with atomic_open(written["csv"], encoding="utf-8", newline="") as f:

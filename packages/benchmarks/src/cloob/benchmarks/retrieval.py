@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cloob.benchmarks import stats
+from cloob.benchmarks.datasets import read_image
 from cloob.benchmarks.options import EvalOptions
 from cloob.common import shard_layout
 from cloob.common.cli import UsageError
@@ -43,17 +44,16 @@ class ImageRef:
     offset: int = -1
     size: int = -1
 
-    def open(self) -> Image.Image:
+    def open(self) -> Image.Image | None:
+        """The image as RGB; None (logged) when it does not decode."""
         if self.offset < 0:
-            with Image.open(self.path) as img:
-                return img.convert("RGB")
+            return read_image(lambda: Image.open(self.path), self.path)
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             data = f.read(self.size)
         import io
 
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
+        return read_image(lambda: Image.open(io.BytesIO(data)), f"{self.path} @{self.offset}")
 
 
 @dataclass
@@ -68,7 +68,8 @@ class Pairs:
 
 
 class ImageRefs(Dataset):
-    """(image tensor, index, index): the shape `features.encode_images` expects."""
+    """(image tensor, index, index), or None for an image that does not decode: the shape
+    `features.encode_images` expects."""
 
     def __init__(self, refs: list[ImageRef], transform) -> None:
         self.refs, self.transform = refs, transform
@@ -77,7 +78,8 @@ class ImageRefs(Dataset):
         return len(self.refs)
 
     def __getitem__(self, i: int):
-        return self.transform(self.refs[i].open()), i, i
+        image = self.refs[i].open()
+        return None if image is None else (self.transform(image), i, i)
 
 
 # ---------------------------------------------------------------- inputs
@@ -143,6 +145,11 @@ def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: 
         entries = data["images"]
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"{json_path}: not a Karpathy-split JSON (no 'images' list)") from None
+    if not isinstance(entries, list):
+        raise UsageError(f"{json_path}: not a Karpathy-split JSON ('images' is a {type(entries).__name__}, "
+                         f"not a list)")
+    for i, e in enumerate(entries):
+        _check_entry(json_path, i, e)
     chosen = [e for e in entries if e.get("split") == split]
     if not chosen:
         present = sorted({str(e.get("split")) for e in entries})
@@ -160,6 +167,23 @@ def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: 
         captions.extend(texts)
     return Pairs(name or data.get("dataset") or json_path.stem, images, captions, np.array(owner),
                  {"kind": "Karpathy split", "json": str(json_path), "images": str(image_root), "split": split})
+
+
+def _check_entry(json_path: Path, i: int, e: object) -> None:
+    """One `images` entry as the Karpathy format has it, or a UsageError naming what is wrong."""
+    where = f"{json_path}: images[{i}]"
+    if not isinstance(e, dict):
+        raise UsageError(f"{where} is a {type(e).__name__}, not an object with 'filename' and 'sentences'")
+    if not isinstance(e.get("filename"), str) or not e["filename"]:
+        raise UsageError(f"{where} has no 'filename'")
+    if not isinstance(e.get("filepath", ""), str):
+        raise UsageError(f"{where}: 'filepath' is not a string")
+    sentences = e.get("sentences", [])
+    if not isinstance(sentences, list):
+        raise UsageError(f"{where} ({e['filename']}): 'sentences' is not a list")
+    for j, sentence in enumerate(sentences):
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("raw"), str):
+            raise UsageError(f"{where} ({e['filename']}): sentences[{j}] has no 'raw' text")
 
 
 # ---------------------------------------------------------------- metrics
@@ -208,14 +232,17 @@ def recall_items(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.
 
 @dataclass
 class Embedded:
-    images: np.ndarray
-    texts: np.ndarray
+    images: np.ndarray  # the readable images' embeddings, in `pairs` order
+    texts: np.ndarray  # the captions of those images
     seconds: float
+    caption_image: np.ndarray  # for each row of `texts`, its row in `images`
+    skipped: int = 0  # images that did not decode (left out with their captions)
 
 
 def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, workers: int = 0,
           device: str = "cpu", precision: str = "fp32", progress: bool = False) -> Embedded:
-    """Normalised image and caption embeddings of `pairs`."""
+    """Normalised image and caption embeddings of `pairs`; an image that does not decode is
+    skipped with its captions and counted."""
     import time
 
     from cloob.benchmarks.features import encode_images, encode_texts
@@ -227,17 +254,27 @@ def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, w
         images = encode_images(model, ImageRefs(pairs.images, preprocess), batch_size=batch_size, workers=workers,
                                device=device, precision=precision, progress=progress, label=f"{pairs.name} images",
                                normalize=True)
-        texts = encode_texts(model, tokenizer, pairs.captions, device=device, precision=precision,
-                             progress=progress, label=f"{pairs.name} captions")
+        keep, owner = readable_captions(pairs.caption_image, images.index, len(pairs.images))
+        texts = encode_texts(model, tokenizer, [pairs.captions[t] for t in keep], device=device,
+                             precision=precision, progress=progress, label=f"{pairs.name} captions")
     finally:
         model.train(was_training)
-    return Embedded(images.x, texts, time.perf_counter() - started)
+    return Embedded(images.x, texts, time.perf_counter() - started, owner, images.skipped)
+
+
+def readable_captions(caption_image: np.ndarray, kept_images: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the captions whose image was read, their image's row among the kept images)."""
+    row = np.full(n_images, -1, dtype=np.int64)
+    row[kept_images] = np.arange(len(kept_images))
+    owner = row[np.asarray(caption_image, dtype=np.int64)]
+    keep = np.flatnonzero(owner >= 0)
+    return keep, owner[keep]
 
 
 def retrieval_eval(model, preprocess, tokenizer, pairs: Pairs, **kwargs) -> dict[str, float]:
     """R@1/5/10 both ways and their mean for one model on `pairs` (kwargs as for `embed`)."""
     emb = embed(model, preprocess, tokenizer, pairs, **kwargs)
-    return recalls(emb.images, emb.texts, pairs.caption_image)
+    return recalls(emb.images, emb.texts, emb.caption_image)
 
 
 @dataclass
@@ -266,12 +303,12 @@ def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], 
     records = []
     for loaded, label in zip(models, labels_for(models), strict=True):
         emb = embed_loaded(loaded, pairs, cfg)
-        m = recalls(emb.images, emb.texts, pairs.caption_image)
+        m = recalls(emb.images, emb.texts, emb.caption_image)
         records.append({
             "task": "retrieval", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
             "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(pairs.images),
-            "n_captions": len(pairs.captions), "metrics": m, "headline": "mean_recall", "source": pairs.source,
+            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(emb.images),
+            "n_skipped": emb.skipped, "n_captions": len(emb.texts), "metrics": m, "headline": "mean_recall", "source": pairs.source,
             "protocol": PROTOCOL, "precision": cfg.precision, "device": cfg.device, "software": versions,
             "seconds": round(emb.seconds, 3)})
         items = recall_items(emb.images, emb.texts, pairs.caption_image)
@@ -279,7 +316,8 @@ def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], 
         records[-1][stats.ITEMS] = items
         echo(f"{label} · {pairs.name}: image→text R@1/5/10 {100 * m['i2t_r1']:.2f} / {100 * m['i2t_r5']:.2f} / "
              f"{100 * m['i2t_r10']:.2f}   text→image {100 * m['t2i_r1']:.2f} / {100 * m['t2i_r5']:.2f} / "
-             f"{100 * m['t2i_r10']:.2f}  ({len(pairs.images)} images, {len(pairs.captions)} captions)")
+             f"{100 * m['t2i_r10']:.2f}  ({len(emb.images)} images, {len(emb.texts)} captions"
+             + (f", {emb.skipped} unreadable images skipped)" if emb.skipped else ")"))
     return records
 
 

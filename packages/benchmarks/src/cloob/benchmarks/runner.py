@@ -15,6 +15,7 @@ from cloob.benchmarks import registry, report, stats
 from cloob.benchmarks.checkpoints import LoadedModel
 from cloob.benchmarks.datasets import Task, folder_task, registry_task
 from cloob.benchmarks.options import EvalOptions
+from cloob.benchmarks.run_files import RunFiles
 from cloob.benchmarks.zeroshot import build_classifier, evaluate_task
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,20 @@ def labels_for(models: list[LoadedModel]) -> list[str]:
 
 def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
         echo: Callable[[str], None] = print) -> list[dict]:
+    """Every model on every task; a run that fails leaves cfg.out as it found it."""
+    files = RunFiles(cfg.out / ".classifiers", cfg.out / "predictions")
+    with files.undone_on_failure():
+        return _run(models, tasks, cfg, echo, files)
+
+
+def _run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig, echo: Callable[[str], None],
+         files: RunFiles) -> list[dict]:
     records = []
     versions = report.software_versions()
     for loaded, label in zip(models, labels_for(models), strict=True):
         loaded.model.to(cfg.device)
         for task in tasks:
-            classifier = cached_classifier(loaded, task, cfg)
+            classifier = cached_classifier(loaded, task, cfg, files)
             result = evaluate_task(loaded.model, loaded.preprocess, loaded.tokenizer, task, device=cfg.device,
                                    batch_size=cfg.batch_size, workers=cfg.workers, precision=cfg.precision,
                                    classifier=classifier, progress=cfg.progress)
@@ -92,6 +101,7 @@ def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
                 target = cfg.out / "predictions" / f"{_slug(label)}__{task.name}.parquet"
                 report.write_predictions(report.predictions_frame(task.root, task.samples, result.predictions),
                                          target)
+                files.wrote(target)
                 record["predictions"] = target.relative_to(cfg.out).as_posix()
             records.append(record)
             echo(report.accuracy_line(record, f"{record['n_images']} images, "
@@ -100,7 +110,8 @@ def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
     return records
 
 
-def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig) -> torch.Tensor:
+def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig,
+                      files: RunFiles | None = None) -> torch.Tensor:
     """The text side depends only on (weights, class names, templates, precision): cache it."""
     def build() -> torch.Tensor:
         return build_classifier(loaded.model, loaded.tokenizer, task.classnames, task.templates,
@@ -120,6 +131,8 @@ def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig) -
 
     with atomic_path(path) as tmp:
         torch.save(classifier, tmp)
+    if files is not None:
+        files.wrote(path)
     return classifier
 
 
