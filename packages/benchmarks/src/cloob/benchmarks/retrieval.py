@@ -311,7 +311,7 @@ def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], 
             "n_skipped": emb.skipped, "n_captions": len(emb.texts), "metrics": m, "headline": "mean_recall", "source": pairs.source,
             "protocol": PROTOCOL, "precision": cfg.precision, "device": cfg.device, "software": versions,
             "seconds": round(emb.seconds, 3)})
-        items = recall_items(emb.images, emb.texts, pairs.caption_image)
+        items = recall_items(emb.images, emb.texts, emb.caption_image)
         stats.attach_intervals(records[-1], items, cfg.bootstrap)
         records[-1][stats.ITEMS] = items
         echo(f"{label} · {pairs.name}: image→text R@1/5/10 {100 * m['i2t_r1']:.2f} / {100 * m['i2t_r5']:.2f} / "
