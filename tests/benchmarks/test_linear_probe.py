@@ -9,10 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from cloob.benchmarks.datasets import ImageList
-from cloob.benchmarks.features import encode_images, image_feature_mode
-from cloob.benchmarks.linear_probe import GRID, ProbeConfig, carve_validation, probe, search_lambda
-from cloob.benchmarks.probe_data import folder_probe
+from cloob.benchmarks.data.datasets import ImageList
+from cloob.benchmarks.data.probe_data import folder_probe
+from cloob.benchmarks.models.features import encode_images, image_feature_mode
+from cloob.benchmarks.tasks.linear_probe.protocol import (
+    GRID,
+    ProbeConfig,
+    carve_validation,
+    probe,
+    search_lambda,
+)
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint, write_tree
 from support.probe_data import class_image, class_split
 

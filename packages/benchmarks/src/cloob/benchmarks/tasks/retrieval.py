@@ -193,7 +193,7 @@ def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, w
     """Normalised image and caption embeddings of `pairs`."""
     import time
 
-    from cloob.benchmarks.features import encode_images, encode_texts
+    from cloob.benchmarks.models.features import encode_images, encode_texts
 
     started = time.perf_counter()
     was_training = model.training
@@ -234,8 +234,8 @@ def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
 
 def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval metrics)."""
-    from cloob.benchmarks import report
-    from cloob.benchmarks.runner import labels_for
+    from cloob.benchmarks.reporting import report
+    from cloob.benchmarks.tasks.zeroshot.run import labels_for
 
     versions = report.software_versions()
     records = []

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from cloob.benchmarks import registry, report
-from cloob.benchmarks.checkpoints import LoadedModel
-from cloob.benchmarks.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.models.checkpoints import LoadedModel
 from cloob.benchmarks.options import EvalOptions
-from cloob.benchmarks.zeroshot import build_classifier, evaluate_task
+from cloob.benchmarks.reporting import report
+from cloob.benchmarks.tasks.zeroshot.protocol import build_classifier, evaluate_task
 
 log = logging.getLogger(__name__)
 
