@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cloob.benchmarks.datasets import folder_task
-from cloob.benchmarks.zeroshot import build_classifier
+from cloob.benchmarks.data.datasets import folder_task
+from cloob.benchmarks.tasks.zeroshot.protocol import build_classifier
 from cloob.dataprep.sources.demo import build_demo
 from cloob.trainer import losses, models
 from cloob.trainer.demo import cache_dir

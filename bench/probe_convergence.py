@@ -18,7 +18,7 @@ from unittest import mock
 
 import numpy as np
 
-from cloob.benchmarks import linear_probe as lp
+from cloob.benchmarks.tasks.linear_probe import protocol as lp
 
 # name: (train, val (0 = carved), test, classes) at full size (CLIP's splits / the fetched ones)
 SHAPES = {"flowers102": (1020, 1020, 6149, 102), "stanford_cars": (8144, 0, 8041, 196),

@@ -19,9 +19,9 @@ from _common import report
 from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
 from torchvision.datasets import ImageFolder
 
-from cloob.benchmarks.checkpoints import load_checkpoint
-from cloob.benchmarks.datasets import folder_task
-from cloob.benchmarks.zeroshot import evaluate_task
+from cloob.benchmarks.data.datasets import folder_task
+from cloob.benchmarks.models.checkpoints import load_checkpoint
+from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task
 from cloob.dataprep.synthetic import SHAPES, random_scene, render
 
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} shape.", "a picture of a {}.",

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cloob.benchmarks.analyze import (
+from cloob.benchmarks.tasks.analyze import (
     alignment,
     effective_rank,
     first_captions,

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cloob.benchmarks.checkpoints import load_checkpoint
+from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.common import checkpoint as ckpt_format
 from cloob.common.cli import UsageError
 from support.benchmark_data import class_tree, tiny_cfg, tiny_model, write_tree
@@ -113,7 +113,7 @@ def test_pickled_objects_are_refused(tmp_path):
 def test_any_open_clip_model_with_pretrained_file(tmp_path, original):
     import open_clip
 
-    from cloob.benchmarks.checkpoints import load_open_clip
+    from cloob.benchmarks.models.checkpoints import load_open_clip
 
     configs = tmp_path / "configs"
     configs.mkdir()

@@ -7,7 +7,7 @@ import argparse
 import pandas as pd
 from clip_benchmark.cli import main_build
 
-from cloob.benchmarks.clip_benchmark_export import write_clip_benchmark
+from cloob.benchmarks.reporting.clip_benchmark_export import write_clip_benchmark
 
 CLASSIFICATION = {"acc1": 0.5, "acc5": 0.75, "mean_per_class_recall": 0.4}
 RECALLS = {"i2t_r1": 0.1, "i2t_r5": 0.2, "i2t_r10": 0.3, "t2i_r1": 0.4, "t2i_r5": 0.5, "t2i_r10": 0.6,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cloob.benchmarks import registry
-from cloob.benchmarks.datasets import registry_task
-from cloob.benchmarks.extract import UnsafeArchive, extract
-from cloob.benchmarks.fetch import (
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.datasets import registry_task
+from cloob.benchmarks.data.extract import UnsafeArchive, extract
+from cloob.benchmarks.data.fetch import (
     ChecksumMismatch,
     FetchConfig,
     fetch_dataset,
@@ -161,7 +161,7 @@ def test_zeroshot_eval_on_fetched_and_raw_folders(mirror, tmp_path):
     """The trainer's entry point accepts registry names and the raw ImageNet V2 folder."""
     import open_clip
 
-    from cloob.benchmarks.zeroshot import zeroshot_eval
+    from cloob.benchmarks.tasks.zeroshot.protocol import zeroshot_eval
     from support.benchmark_data import tiny_model, tiny_preprocess
 
     cfg = config(mirror, tmp_path)

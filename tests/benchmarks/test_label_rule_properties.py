@@ -8,8 +8,8 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cloob.benchmarks import registry
-from cloob.benchmarks.datasets import label_map
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.datasets import label_map
 from cloob.common.cli import UsageError
 
 # Few, similar names, so that they collide in the ways that matter: `a b`, `a_b` and `A  b` are one

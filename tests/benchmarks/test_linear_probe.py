@@ -10,10 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from cloob.benchmarks.datasets import ImageList
-from cloob.benchmarks.features import encode_images, image_feature_mode
-from cloob.benchmarks.linear_probe import GRID, ProbeConfig, carve_validation, probe, search_lambda
-from cloob.benchmarks.probe_data import folder_probe
+from cloob.benchmarks.data.datasets import ImageList
+from cloob.benchmarks.data.probe_data import folder_probe
+from cloob.benchmarks.models.features import encode_images, image_feature_mode
+from cloob.benchmarks.tasks.linear_probe.protocol import (
+    GRID,
+    ProbeConfig,
+    carve_validation,
+    probe,
+    search_lambda,
+)
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint, write_tree
 from support.probe_data import class_image, class_split
 
@@ -235,7 +241,7 @@ def test_warm_starts_change_the_path_not_the_optimum():
     """A fit started from another λ's solution ends where a cold fit does (a strictly convex
     objective: the same minimum, to L-BFGS's stopping tolerance) in fewer iterations; a start for
     another label set is not used."""
-    from cloob.benchmarks.linear_probe import fit
+    from cloob.benchmarks.tasks.linear_probe.protocol import fit
 
     rng = np.random.default_rng(0)
     y = np.arange(300) % 4

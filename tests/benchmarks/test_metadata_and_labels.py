@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from cloob.benchmarks import registry
-from cloob.benchmarks.datasets import label_map
-from cloob.benchmarks.metadata import imagenet_templates, parse_clip_prompts, parse_cloob
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.datasets import label_map
+from cloob.benchmarks.data.metadata import imagenet_templates, parse_clip_prompts, parse_cloob
 from cloob.common.cli import UsageError
 from support.benchmark_data import standin_clip_prompts, standin_cloob_metadata
 
@@ -99,9 +99,9 @@ def test_imagenet_from_raw_tar_and_devkit(tmp_path):
     scipy_io = pytest.importorskip("scipy.io")
     import numpy as np
 
-    from cloob.benchmarks import registry as reg
-    from cloob.benchmarks.datasets import registry_task
-    from cloob.benchmarks.fetch import FetchConfig, prepare_imagenet
+    from cloob.benchmarks.data import registry as reg
+    from cloob.benchmarks.data.datasets import registry_task
+    from cloob.benchmarks.data.fetch import FetchConfig, prepare_imagenet
     from support.benchmark_data import png_bytes
 
     # IDs 1..1000 are the leaves, deliberately NOT in wnid order (as in the real meta.mat)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cloob.benchmarks.checkpoints import load_checkpoint
+from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.common.cli import UsageError
 from support.benchmark_data import class_tree, write_tree
 from support.open_clip_runs import MODELS

@@ -1,4 +1,4 @@
-"""The statistics behind every interval and paired test (cloob.benchmarks.stats), checked against
+"""The statistics behind every interval and paired test (cloob.benchmarks.reporting.stats), checked against
 closed forms: the bootstrap of a 0/1 mean is exactly Binomial(n, p̂)/n, and the exact McNemar
 test is scipy's two-sided binomial test on the discordant images (and a table worked by hand)."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, binomtest
 
-from cloob.benchmarks import report, stats
+from cloob.benchmarks.reporting import report, stats
 
 
 def test_bootstrap_interval_of_an_accuracy_is_the_binomial_quantiles():
@@ -110,7 +110,7 @@ def test_report_carries_intervals_and_paired_tests(tmp_path):
 def test_classification_cells_give_the_metrics_and_the_binomial_interval():
     """The multinomial cell path: on the observed counts it is the metric itself; its top-1
     interval is the same Binomial(n, p̂)/n closed form."""
-    from cloob.benchmarks.zeroshot import Predictions, metrics
+    from cloob.benchmarks.tasks.zeroshot.protocol import Predictions, metrics
 
     rng = np.random.default_rng(2)
     n, k = 600, 7

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cloob.benchmarks import registry
-from cloob.benchmarks.fetch import ChecksumMismatch, FetchConfig, read_checksums
-from cloob.benchmarks.probe_data import registry_probe
-from cloob.benchmarks.train_splits import fetch_probe_splits
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.fetch import ChecksumMismatch, FetchConfig, read_checksums
+from cloob.benchmarks.data.probe_data import registry_probe
+from cloob.benchmarks.data.train_splits import fetch_probe_splits
 from support.benchmark_data import (
     BIRD_COUNTS,
     BIRDS,

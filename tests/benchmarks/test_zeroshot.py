@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-from cloob.benchmarks.zeroshot import (
+from cloob.benchmarks.tasks.zeroshot.protocol import (
     Predictions,
     build_classifier,
     metrics,

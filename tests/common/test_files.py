@@ -51,7 +51,7 @@ def test_rewriting_keeps_the_file_complete_and_leaves_no_temp(tmp_path):
 
 
 def test_benchmark_dataset_folders_honour_the_umask(umask, tmp_path):
-    from cloob.benchmarks.fetch import _staging
+    from cloob.benchmarks.data.fetch import _staging
 
     with _staging(tmp_path, "flowers102") as folder:
         assert mode(folder) == 0o777 & ~umask

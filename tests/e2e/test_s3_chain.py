@@ -45,7 +45,7 @@ def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, c
     assert _cli("trainer", "trainer", *train, "--max-steps", "4", "--resume", "latest") == 0
     assert json.loads(s3.read("runs/r/checkpoints/latest.json"))["step"] == 4
 
-    from cloob.benchmarks.checkpoints import load_checkpoint
+    from cloob.benchmarks.models.checkpoints import load_checkpoint
 
     url = s3.url(f"runs/r/checkpoints/{json.loads(s3.read('runs/r/checkpoints/latest.json'))['checkpoint']}")
     loaded = load_checkpoint(url)

@@ -138,7 +138,7 @@ def test_csv_reference_format(tmp_path):
 def test_synthetic_with_real_zeroshot_and_benchmarks_loader(tmp_path):
     """Zero-shot during training runs through cloob.benchmarks (the one implementation), and the
     benchmarks package loads our checkpoint without importing the trainer."""
-    from cloob.benchmarks.checkpoints import load_checkpoint
+    from cloob.benchmarks.models.checkpoints import load_checkpoint
 
     task = tmp_path / "shapes"
     for shape in ("circle", "square"):

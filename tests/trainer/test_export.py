@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloob.benchmarks.checkpoints import load_checkpoint
+from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.common import checkpoint as ckpt_format
 from cloob.trainer import cli, losses, models
 from cloob.trainer.export import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, export

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloob.benchmarks import registry
+from cloob.benchmarks.data import registry
 from cloob.common.cli import UsageError, make_app, run_app
 
 app = make_app("benchmarks", "Fetch the zero-shot datasets of the CLOOB paper and evaluate CLIP/CLOOB checkpoints.", "cloob-benchmarks")
@@ -61,7 +61,7 @@ class Evaluation:
 
         `--ckpt PATH --model NAME` (no --pretrained): NAME is the architecture of the plain open_clip
         checkpoints whose run left no params.txt, not a model of its own."""
-        from cloob.benchmarks.checkpoints import load_checkpoint, load_open_clip
+        from cloob.benchmarks.models.checkpoints import load_checkpoint, load_open_clip
 
         self.require_models()
         precision = self.options["precision"]
@@ -107,7 +107,7 @@ def evaluation_command(name: str | None = None) -> Callable[[Callable[..., None]
 def list_datasets(root: Path = ROOT) -> None:
     """The eight datasets, whether each is present under --root, image and class counts; then where
     each one's linear-probe train split comes from (downloadable, or a local folder to link)."""
-    from cloob.benchmarks.probe_data import TRAIN_SOURCES, probe_folder
+    from cloob.benchmarks.data.probe_data import TRAIN_SOURCES, probe_folder
 
     table = Table(title=f"Zero-shot datasets under {root}")
     for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline"):
@@ -159,7 +159,7 @@ def fetch(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records sha256)."""
-    from cloob.benchmarks.fetch import (
+    from cloob.benchmarks.data.fetch import (
         FetchConfig,
         fetch_dataset,
         fetch_metadata,
@@ -196,8 +196,8 @@ def fetch(
 
 
 def _fetch_probe_splits(specs: list[registry.DatasetSpec], cfg, train_dir: Path | None, explicit: bool) -> None:
-    from cloob.benchmarks.fetch import fetch_metadata
-    from cloob.benchmarks.train_splits import OFFICIAL, fetch_probe_splits, link_train_folder
+    from cloob.benchmarks.data.fetch import fetch_metadata
+    from cloob.benchmarks.data.train_splits import OFFICIAL, fetch_probe_splits, link_train_folder
 
     if train_dir is not None:
         if len(specs) != 1 or not explicit:
@@ -232,8 +232,8 @@ def zeroshot(
     save_predictions: bool = typer.Option(False, "--save-predictions", help="Per-image top-5 parquet files."),
 ) -> None:
     """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
-    from cloob.benchmarks import paper, report
-    from cloob.benchmarks.runner import ZeroshotRunConfig, run, tasks_for
+    from cloob.benchmarks.reporting import paper, report
+    from cloob.benchmarks.tasks.zeroshot.run import ZeroshotRunConfig, run, tasks_for
     if compare_paper:
         paper.published(compare_paper)  # fail before any work
     ev.require_models()
@@ -268,11 +268,11 @@ def linear_probe(
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default OUT/.features)."),
 ) -> None:
     """CLIP's linear-probe protocol on frozen image features; writes results.json/.md/.csv."""
-    from cloob.benchmarks import paper, report
-    from cloob.benchmarks.features import FEATURE_KINDS
-    from cloob.benchmarks.linear_probe import ProbeConfig
-    from cloob.benchmarks.probe_data import probes_for
-    from cloob.benchmarks.probe_runner import ProbeRunConfig, run
+    from cloob.benchmarks.data.probe_data import probes_for
+    from cloob.benchmarks.models.features import FEATURE_KINDS
+    from cloob.benchmarks.reporting import paper, report
+    from cloob.benchmarks.tasks.linear_probe.protocol import ProbeConfig
+    from cloob.benchmarks.tasks.linear_probe.run import ProbeRunConfig, run
     if features not in FEATURE_KINDS:
         raise UsageError(f"unknown feature kind {features!r}; choose from {', '.join(FEATURE_KINDS)}")
     if compare_paper:
@@ -305,8 +305,8 @@ def retrieval(
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
 ) -> None:
     """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
-    from cloob.benchmarks import report
-    from cloob.benchmarks.retrieval import RetrievalConfig, resolve_pairs, run
+    from cloob.benchmarks.reporting import report
+    from cloob.benchmarks.tasks.retrieval import RetrievalConfig, resolve_pairs, run
     ev.require_models()
     pairs = resolve_pairs(data, karpathy, images, split, name)
     models = ev.load_models()
@@ -332,8 +332,8 @@ def analyze(
 ) -> None:
     """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
-    from cloob.benchmarks import analyze as geometry
-    from cloob.benchmarks.retrieval import resolve_pairs
+    from cloob.benchmarks.tasks import analyze as geometry
+    from cloob.benchmarks.tasks.retrieval import resolve_pairs
     geometry.check_projection(projection)  # fail before any work
     ev.require_models()
     pairs = resolve_pairs(data, karpathy, images, split, name)
@@ -357,7 +357,7 @@ def _show_columns(records: list[dict], title: str, columns: dict[str, str], scal
 
 
 def _show(records: list[dict], compare: str | None, title: str = "Zero-shot accuracy (%) — headline in bold") -> None:
-    from cloob.benchmarks import report
+    from cloob.benchmarks.reporting import report
 
     table = Table(title=title)
     for col in ("checkpoint", "dataset", "images", "skipped", "top-1", "top-5", "mean-per-class"):

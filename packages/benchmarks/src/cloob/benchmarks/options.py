@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloob.benchmarks.stats import DEFAULT_BOOT
+from cloob.benchmarks.reporting.stats import DEFAULT_BOOT
 
 
 @dataclass(kw_only=True)  # keyword-only: each command's own fields stay positional before these

@@ -78,7 +78,7 @@ def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int
                   normalize: bool = False) -> Features:
     """Run `encode_image` over a dataset yielding (image, label, index), or None for an image that
     does not decode (skipped and counted, as zero-shot does); float32 numpy out."""
-    from cloob.benchmarks.datasets import collate_readable
+    from cloob.benchmarks.data.datasets import collate_readable
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch.device(device).type == "cuda", collate_fn=collate_readable)

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloob.benchmarks import registry
-from cloob.benchmarks.datasets import (
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.datasets import (
     CLASSNAMES_FILE,
     DEFAULT_TEMPLATE,
     SOURCE_FILE,

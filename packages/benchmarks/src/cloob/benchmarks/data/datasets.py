@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from cloob.benchmarks import registry
+from cloob.benchmarks.data import registry
 from cloob.common.cli import UsageError
 
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -223,7 +223,7 @@ def resolve_task(dataset: str, path: str | Path, classnames_file: str | Path | N
     if fetched and not (classnames_file or templates_file):
         return registry_task(spec, path)
     if spec.name in ("imagenet", "imagenetv2"):
-        from cloob.benchmarks.metadata import imagenet_classnames, imagenet_templates
+        from cloob.benchmarks.data.metadata import imagenet_classnames, imagenet_templates
 
         classnames = read_lines(classnames_file) if classnames_file else imagenet_classnames()
         templates = read_templates(templates_file) if templates_file else imagenet_templates()

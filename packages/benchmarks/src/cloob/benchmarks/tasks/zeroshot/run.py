@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloob.benchmarks import registry, report, stats
-from cloob.benchmarks.checkpoints import LoadedModel
-from cloob.benchmarks.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.data import registry
+from cloob.benchmarks.data.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.models.checkpoints import LoadedModel
 from cloob.benchmarks.options import EvalOptions
-from cloob.benchmarks.run_files import RunFiles
-from cloob.benchmarks.zeroshot import build_classifier, evaluate_task
+from cloob.benchmarks.reporting import report, stats
+from cloob.benchmarks.reporting.run_files import RunFiles
+from cloob.benchmarks.tasks.zeroshot.protocol import build_classifier, evaluate_task
 
 log = logging.getLogger(__name__)
 

@@ -134,9 +134,9 @@ class AnalyzeConfig(EvalOptions):
 
 def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """One record per checkpoint: metrics, spectra and the 2-D projection of its embeddings."""
-    from cloob.benchmarks import report
-    from cloob.benchmarks.retrieval import Pairs, embed_loaded
-    from cloob.benchmarks.runner import labels_for
+    from cloob.benchmarks.reporting import report
+    from cloob.benchmarks.tasks.retrieval import Pairs, embed_loaded
+    from cloob.benchmarks.tasks.zeroshot.run import labels_for
 
     check_projection(cfg.projection)
     keep = subsample(len(pairs.images), cfg.max_images, cfg.seed)
@@ -164,7 +164,7 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
 
 def write(records: list[dict], out: Path) -> dict[str, Path]:
     """analysis.json (everything), results.json/.md/.csv (the scalars), spectra.png, projection.png."""
-    from cloob.benchmarks import report
+    from cloob.benchmarks.reporting import report
 
     written = report.write_records([_scalars(r) for r in records], out, "Embedding-space analysis", COLUMNS,
                                    percent=False)

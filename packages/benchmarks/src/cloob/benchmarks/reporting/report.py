@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloob.benchmarks import paper, stats
-from cloob.benchmarks.clip_benchmark_export import write_clip_benchmark
+from cloob.benchmarks.reporting import paper, stats
+from cloob.benchmarks.reporting.clip_benchmark_export import write_clip_benchmark
 from cloob.common.cli import package_version
 from cloob.common.files import atomic_open, atomic_path, write_json
 

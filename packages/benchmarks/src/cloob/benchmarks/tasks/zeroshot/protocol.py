@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cloob.benchmarks.datasets import ImageList, Task, collate_readable, resolve_task
+from cloob.benchmarks.data.datasets import ImageList, Task, collate_readable, resolve_task
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
 from cloob.common.progress import progress_bar

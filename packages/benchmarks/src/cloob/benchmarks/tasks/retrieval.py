@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cloob.benchmarks import stats
-from cloob.benchmarks.datasets import read_image
+from cloob.benchmarks.data.datasets import read_image
 from cloob.benchmarks.options import EvalOptions
+from cloob.benchmarks.reporting import stats
 from cloob.common import shard_layout
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import IMAGE_EXTS
@@ -245,7 +245,7 @@ def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, w
     skipped with its captions and counted."""
     import time
 
-    from cloob.benchmarks.features import encode_images, encode_texts
+    from cloob.benchmarks.models.features import encode_images, encode_texts
 
     started = time.perf_counter()
     was_training = model.training
@@ -296,8 +296,8 @@ def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
 
 def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval metrics)."""
-    from cloob.benchmarks import report
-    from cloob.benchmarks.runner import labels_for
+    from cloob.benchmarks.reporting import report
+    from cloob.benchmarks.tasks.zeroshot.run import labels_for
 
     versions = report.software_versions()
     records = []

@@ -9,20 +9,26 @@ from pathlib import Path
 
 import numpy as np
 
-from cloob.benchmarks import report, stats
-from cloob.benchmarks.checkpoints import LoadedModel
-from cloob.benchmarks.datasets import ImageList, Task
-from cloob.benchmarks.features import (
+from cloob.benchmarks.data.datasets import ImageList, Task
+from cloob.benchmarks.data.probe_data import ProbeData
+from cloob.benchmarks.models.checkpoints import LoadedModel
+from cloob.benchmarks.models.features import (
     FeatureCache,
     Features,
     encode_images,
     image_feature_mode,
 )
-from cloob.benchmarks.linear_probe import GRID, PROTOCOL, ProbeConfig, check_labels, probe
 from cloob.benchmarks.options import EvalOptions
-from cloob.benchmarks.probe_data import ProbeData
-from cloob.benchmarks.run_files import RunFiles
-from cloob.benchmarks.runner import labels_for
+from cloob.benchmarks.reporting import report, stats
+from cloob.benchmarks.reporting.run_files import RunFiles
+from cloob.benchmarks.tasks.linear_probe.protocol import (
+    GRID,
+    PROTOCOL,
+    ProbeConfig,
+    check_labels,
+    probe,
+)
+from cloob.benchmarks.tasks.zeroshot.run import labels_for
 from cloob.common.progress import progress_bar
 
 

@@ -21,10 +21,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloob.benchmarks import metadata, registry
-from cloob.benchmarks.datasets import CLASSNAMES_FILE, SOURCE_FILE, read_lines
-from cloob.benchmarks.extract import extract
-from cloob.benchmarks.fetch import (
+from cloob.benchmarks.data import metadata, registry
+from cloob.benchmarks.data.datasets import CLASSNAMES_FILE, SOURCE_FILE, read_lines
+from cloob.benchmarks.data.extract import extract
+from cloob.benchmarks.data.fetch import (
     DOWNLOADS,
     ChecksumMismatch,
     FetchConfig,
@@ -37,7 +37,7 @@ from cloob.benchmarks.fetch import (
     describe,
     fetch_metadata,
 )
-from cloob.benchmarks.probe_data import TRAIN_SOURCES, probe_folder
+from cloob.benchmarks.data.probe_data import TRAIN_SOURCES, probe_folder
 from cloob.common.cli import UsageError
 from cloob.common.files import sha256_file, write_json
 

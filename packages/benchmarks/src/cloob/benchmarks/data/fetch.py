@@ -21,8 +21,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloob.benchmarks import metadata, registry
-from cloob.benchmarks.datasets import (
+from cloob.benchmarks.data import metadata, registry
+from cloob.benchmarks.data.datasets import (
     CLASSNAMES_FILE,
     SOURCE_FILE,
     TEMPLATES_FILE,
@@ -30,7 +30,7 @@ from cloob.benchmarks.datasets import (
     label_map,
     list_samples,
 )
-from cloob.benchmarks.extract import extract
+from cloob.benchmarks.data.extract import extract
 from cloob.common.cli import UsageError
 from cloob.common.download import download
 from cloob.common.files import atomic_open, sha256_file, write_json
@@ -283,7 +283,7 @@ def prepare_imagenet(source: str | Path, cfg: FetchConfig) -> FetchResult:
             if not (tar and devkit):
                 raise UsageError(f"{source}: expected a val/<wnid>/ folder, or ILSVRC2012_img_val.tar "
                                  "with ILSVRC2012_devkit_t12.tar.gz beside it")
-            from cloob.benchmarks.imagenet_raw import unpack_val
+            from cloob.benchmarks.data.imagenet_raw import unpack_val
 
             unpack_val(tar, devkit, tmp / "val")
             origin = {"source": str(tar), "devkit": str(devkit), "kind": "raw tar + devkit",

@@ -1,0 +1,1 @@
+"""Models under evaluation: loading checkpoints, and the embeddings they produce."""

@@ -1,0 +1,1 @@
+"""Turning records into files people read: results JSON/CSV/Markdown, plots, paper numbers, exports."""

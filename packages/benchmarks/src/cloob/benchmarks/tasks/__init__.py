@@ -1,0 +1,1 @@
+"""The evaluations, one per module or sub-package; no task imports another."""

@@ -1,0 +1,1 @@
+"""Linear probes on frozen image features: the probe (`protocol`) and `benchmarks linear-probe` (`run`)."""

@@ -1,0 +1,1 @@
+"""CLIP's zero-shot classification: the protocol (`protocol`) and `benchmarks zeroshot` (`run`)."""
