@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cloob.benchmarks.data.pairs import from_karpathy, from_shards
-from cloob.benchmarks.tasks.retrieval import embed, recalls
+from cloob.benchmarks.models.features import embed
+from cloob.benchmarks.tasks.retrieval import recalls
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint
 from support.images import make_images
 from support.shards import write_shards

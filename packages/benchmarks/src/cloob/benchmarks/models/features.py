@@ -1,4 +1,5 @@
-"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset, split).
+"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset, split),
+and the normalised embeddings of image–caption pairs (retrieval, analyze).
 
 Image features come in two kinds:
 - `pre-projection`: what CLIP's linear probes used (paper, appendix A.3: "for CLIP-ViT models, we
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from cloob.benchmarks.data.pairs import ImageRefs, Pairs
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
@@ -104,6 +106,44 @@ def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, d
             chunks.append(F.normalize(out.float(), dim=-1).cpu().numpy())
             advance(len(batch))
     return np.concatenate(chunks)
+
+
+# ---------------------------------------------------------------- image–caption pairs
+
+@dataclass
+class Embedded:
+    images: np.ndarray
+    texts: np.ndarray
+    seconds: float
+
+
+def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, workers: int = 0,
+          device: str = "cpu", precision: str = "fp32", progress: bool = False) -> Embedded:
+    """Normalised image and caption embeddings of `pairs`."""
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        images = encode_images(model, ImageRefs(pairs.images, preprocess), batch_size=batch_size, workers=workers,
+                               device=device, precision=precision, progress=progress, label=f"{pairs.name} images",
+                               normalize=True)
+        texts = encode_texts(model, tokenizer, pairs.captions, device=device, precision=precision,
+                             progress=progress, label=f"{pairs.name} captions")
+    finally:
+        model.train(was_training)
+    return Embedded(images.x, texts, time.perf_counter() - started)
+
+
+def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
+    """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
+    with the EvalOptions fields (retrieval's, analyze's)."""
+    loaded.model.to(cfg.device)
+    try:
+        return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,
+                     batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
+                     precision=cfg.precision, progress=cfg.progress)
+    finally:
+        loaded.model.to("cpu")
 
 
 def samples_fingerprint(samples: list[tuple[str, int]]) -> str:

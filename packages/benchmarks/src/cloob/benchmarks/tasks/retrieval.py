@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cloob.benchmarks.data.pairs import ImageRefs, Pairs
+from cloob.benchmarks.data.pairs import Pairs
+from cloob.benchmarks.models.features import embed, embed_loaded
 from cloob.benchmarks.options import EvalOptions
 
 KS = (1, 5, 10)
@@ -45,34 +46,6 @@ def recalls(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarr
     return out
 
 
-@dataclass
-class Embedded:
-    images: np.ndarray
-    texts: np.ndarray
-    seconds: float
-
-
-def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, workers: int = 0,
-          device: str = "cpu", precision: str = "fp32", progress: bool = False) -> Embedded:
-    """Normalised image and caption embeddings of `pairs`."""
-    import time
-
-    from cloob.benchmarks.models.features import encode_images, encode_texts
-
-    started = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
-        images = encode_images(model, ImageRefs(pairs.images, preprocess), batch_size=batch_size, workers=workers,
-                               device=device, precision=precision, progress=progress, label=f"{pairs.name} images",
-                               normalize=True)
-        texts = encode_texts(model, tokenizer, pairs.captions, device=device, precision=precision,
-                             progress=progress, label=f"{pairs.name} captions")
-    finally:
-        model.train(was_training)
-    return Embedded(images.x, texts, time.perf_counter() - started)
-
-
 def retrieval_eval(model, preprocess, tokenizer, pairs: Pairs, **kwargs) -> dict[str, float]:
     """R@1/5/10 both ways and their mean for one model on `pairs` (kwargs as for `embed`)."""
     emb = embed(model, preprocess, tokenizer, pairs, **kwargs)
@@ -82,18 +55,6 @@ def retrieval_eval(model, preprocess, tokenizer, pairs: Pairs, **kwargs) -> dict
 @dataclass
 class RetrievalConfig(EvalOptions):
     """Retrieval needs nothing beyond the shared evaluation options."""
-
-
-def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
-    """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
-    with the EvalOptions fields (retrieval's, analyze's)."""
-    loaded.model.to(cfg.device)
-    try:
-        return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,
-                     batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
-                     precision=cfg.precision, progress=cfg.progress)
-    finally:
-        loaded.model.to("cpu")
 
 
 def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print) -> list[dict]:
