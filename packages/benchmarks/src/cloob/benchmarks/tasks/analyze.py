@@ -135,9 +135,9 @@ class AnalyzeConfig(EvalOptions):
 def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """One record per checkpoint: metrics, spectra and the 2-D projection of its embeddings."""
     from cloob.benchmarks.data.pairs import Pairs
+    from cloob.benchmarks.models.checkpoints import labels_for
     from cloob.benchmarks.models.features import embed_loaded
     from cloob.benchmarks.reporting import report
-    from cloob.benchmarks.tasks.zeroshot.run import labels_for
 
     check_projection(cfg.projection)
     keep = subsample(len(pairs.images), cfg.max_images, cfg.seed)

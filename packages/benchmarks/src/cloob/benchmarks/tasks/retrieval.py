@@ -59,8 +59,8 @@ class RetrievalConfig(EvalOptions):
 
 def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval metrics)."""
+    from cloob.benchmarks.models.checkpoints import labels_for
     from cloob.benchmarks.reporting import report
-    from cloob.benchmarks.tasks.zeroshot.run import labels_for
 
     versions = report.software_versions()
     records = []

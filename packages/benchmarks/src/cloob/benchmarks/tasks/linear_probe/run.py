@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cloob.benchmarks.data.datasets import ImageList, Task
 from cloob.benchmarks.data.probe_data import ProbeData
-from cloob.benchmarks.models.checkpoints import LoadedModel
+from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.models.features import (
     FeatureCache,
     Features,
@@ -19,7 +19,6 @@ from cloob.benchmarks.models.features import (
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.linear_probe.protocol import GRID, PROTOCOL, ProbeConfig, probe
-from cloob.benchmarks.tasks.zeroshot.run import labels_for
 from cloob.common.progress import progress_bar
 
 

@@ -12,7 +12,7 @@ import torch
 
 from cloob.benchmarks.data import registry
 from cloob.benchmarks.data.datasets import Task, folder_task, registry_task
-from cloob.benchmarks.models.checkpoints import LoadedModel
+from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.zeroshot.protocol import build_classifier, evaluate_task
@@ -52,23 +52,6 @@ def tasks_for(names: list[str] | None, root: Path | None, dataset_dir: Path | No
     if not tasks:
         raise FileNotFoundError(f"no datasets to evaluate under {root}; run: benchmarks fetch all --root {root}")
     return tasks
-
-
-def labels_for(models: list[LoadedModel]) -> list[str]:
-    """Short unique labels: the file stem, with as many parent folders as it takes to tell
-    checkpoints apart (`checkpoints/` folders say nothing: trainer runs are `<run>/checkpoints/`)."""
-    def parts(m: LoadedModel) -> list[str]:
-        if not m.path:
-            return [m.label]
-        p = Path(m.path)
-        return [d for d in p.parent.parts if d not in ("checkpoints", "/")] + [p.stem]
-
-    split = [parts(m) for m in models]
-    for depth in range(1, max(len(p) for p in split) + 1):
-        labels = ["/".join(p[-depth:]) for p in split]
-        if len(set(labels)) == len(labels):
-            return labels
-    return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
 
 
 def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
