@@ -150,13 +150,11 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
         emb = embed_loaded(loaded, paired, cfg)
         metrics, spectra = geometry(emb.images, emb.texts)
         records.append({
-            "task": "analyze", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-            "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(keep), "metrics": metrics,
+            **report.base_record(loaded, label, pairs.name, cfg, versions, task="analyze"),
+            "n_images": len(keep), "metrics": metrics,
             "spectra": spectra, "projection": {"method": cfg.projection,
                                                "xy": project(emb.images, emb.texts, cfg.projection).tolist()},
-            "source": pairs.source, "protocol": PROTOCOL.format(n=len(keep)), "precision": cfg.precision,
-            "device": cfg.device, "software": versions})
+            "source": pairs.source, "protocol": PROTOCOL.format(n=len(keep))})
         echo(f"{label} · {pairs.name}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return records
 

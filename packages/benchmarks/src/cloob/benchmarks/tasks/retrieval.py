@@ -68,12 +68,10 @@ def run(models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], 
         emb = embed_loaded(loaded, pairs, cfg)
         m = recalls(emb.images, emb.texts, pairs.caption_image)
         records.append({
-            "task": "retrieval", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-            "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(pairs.images),
+            **report.base_record(loaded, label, pairs.name, cfg, versions, task="retrieval"),
+            "n_images": len(pairs.images),
             "n_captions": len(pairs.captions), "metrics": m, "headline": "mean_recall", "source": pairs.source,
-            "protocol": PROTOCOL, "precision": cfg.precision, "device": cfg.device, "software": versions,
-            "seconds": round(emb.seconds, 3)})
+            "protocol": PROTOCOL, "seconds": round(emb.seconds, 3)})
         echo(f"{label} · {pairs.name}: image→text R@1/5/10 {100 * m['i2t_r1']:.2f} / {100 * m['i2t_r5']:.2f} / "
              f"{100 * m['i2t_r10']:.2f}   text→image {100 * m['t2i_r1']:.2f} / {100 * m['t2i_r5']:.2f} / "
              f"{100 * m['t2i_r10']:.2f}  ({len(pairs.images)} images, {len(pairs.captions)} captions)")

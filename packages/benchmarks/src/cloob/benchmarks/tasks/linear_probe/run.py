@@ -79,9 +79,8 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
     val_words = (f"the dataset's validation split ({data.source.get('val')})" if val else
                  f"a validation split carved from train ({100 * pcfg.val_fraction:g}% of each class, seed {pcfg.seed})")
     return {
-        "task": "linear_probe", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-        "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-        "checkpoint_info": loaded.info, "dataset": data.name, "dataset_root": str(data.test.root),
+        **report.base_record(loaded, label, data.name, cfg, versions, task="linear_probe"),
+        "dataset_root": str(data.test.root),
         "n_images": len(test.labels), "n_classes": data.n_classes, "n_train": result.n_train,
         "n_val": result.n_val, "metrics": result.metrics, "headline": data.test.headline,
         "label_rule": data.test.label_rule, "features": cfg.features, "feature_description": feature_words,
@@ -91,7 +90,6 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
         "features_cached": {k: f.cached for k, f in splits.items()},
         "protocol": PROTOCOL.format(feature=cfg.features, max_iter=pcfg.max_iter, val=val_words,
                                     metric=pcfg.select_metric),
-        "precision": cfg.precision, "device": cfg.device, "software": versions,
     }
 
 

@@ -104,14 +104,12 @@ def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig) -
 def make_record(loaded: LoadedModel, label: str, task: Task, result, cfg: ZeroshotRunConfig, versions: dict) -> dict:
     summary = result.summary()
     return {
-        "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-        "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-        "checkpoint_info": loaded.info, "dataset": task.name, "dataset_root": str(task.root),
+        **report.base_record(loaded, label, task.name, cfg, versions), "dataset_root": str(task.root),
         "n_images": summary["n_images"], "n_skipped": summary["n_skipped"],
         "n_classes": summary["n_classes"],
         "metrics": {m: summary[m] for m in report.METRICS}, "headline": task.headline,
-        "label_rule": task.label_rule, "templates": task.templates, "precision": cfg.precision,
-        "device": cfg.device, "images_per_s": summary["images_per_s"], "software": versions,
+        "label_rule": task.label_rule, "templates": task.templates,
+        "images_per_s": summary["images_per_s"],
         "predictions": None, "source": task.extra.get("source"),
     }
 
