@@ -1,4 +1,4 @@
-"""Image–caption pairs for retrieval and embedding analysis, from webdataset shards or a Karpathy split.
+"""Image–caption pairs for retrieval and embedding analysis: webdataset shards or a Karpathy split.
 
 Inputs: webdataset shards as dataprep writes them (`{key}.jpg|png|webp` + `{key}.txt`, one caption
 per image), read straight from the tar members; or a Karpathy-split JSON (`images[*].filename`,

@@ -1,5 +1,5 @@
-"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset, split),
-and the normalised embeddings of image–caption pairs (retrieval, analyze).
+"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset,
+split), and the normalised embeddings of image–caption pairs (retrieval, analyze).
 
 Image features come in two kinds:
 - `pre-projection`: what CLIP's linear probes used (paper, appendix A.3: "for CLIP-ViT models, we
