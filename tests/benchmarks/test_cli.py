@@ -130,8 +130,7 @@ def test_unreadable_and_mismatched_checkpoints_exit_2(cli, tmp_path, ckpts):
 
 
 def test_labels_tell_trainer_runs_apart():
-    from cloob.benchmarks.models.checkpoints import LoadedModel
-    from cloob.benchmarks.tasks.zeroshot.run import labels_for
+    from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 
     def m(path):
         return LoadedModel(model=None, preprocess=None, tokenizer=None, name="x", format="f", path=path)

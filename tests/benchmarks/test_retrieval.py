@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cloob.benchmarks.tasks.retrieval import embed, from_karpathy, from_shards, recalls
+from cloob.benchmarks.data.pairs import from_karpathy, from_shards
+from cloob.benchmarks.models.features import embed
+from cloob.benchmarks.tasks.retrieval import recalls
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint
 from support.images import make_images
 from support.shards import write_shards

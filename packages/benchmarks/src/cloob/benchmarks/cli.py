@@ -305,8 +305,9 @@ def retrieval(
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="Results folder."),
 ) -> None:
     """Image→text and text→image Recall@1/5/10; writes results.json/.md/.csv."""
+    from cloob.benchmarks.data.pairs import resolve_pairs
     from cloob.benchmarks.reporting import report
-    from cloob.benchmarks.tasks.retrieval import RetrievalConfig, resolve_pairs, run
+    from cloob.benchmarks.tasks.retrieval import RetrievalConfig, run
     ev.require_models()
     pairs = resolve_pairs(data, karpathy, images, split, name)
     models = ev.load_models()
@@ -332,8 +333,8 @@ def analyze(
 ) -> None:
     """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
+    from cloob.benchmarks.data.pairs import resolve_pairs
     from cloob.benchmarks.tasks import analyze as geometry
-    from cloob.benchmarks.tasks.retrieval import resolve_pairs
     geometry.check_projection(projection)  # fail before any work
     ev.require_models()
     pairs = resolve_pairs(data, karpathy, images, split, name)

@@ -22,7 +22,8 @@ def load_zeroshot() -> Callable[..., dict[str, Any]]:
     try:
         from cloob.benchmarks.tasks.zeroshot.protocol import zeroshot_eval
     except ImportError as err:
-        raise UsageError(f"zero-shot evaluation needs cloob.benchmarks.tasks.zeroshot.protocol ({err})") from None
+        raise UsageError("zero-shot evaluation needs cloob.benchmarks.tasks.zeroshot.protocol "
+                         f"({err})") from None
     return zeroshot_eval
 
 

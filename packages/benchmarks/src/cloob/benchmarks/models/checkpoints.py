@@ -48,6 +48,23 @@ class LoadedModel:
         return Path(self.path).stem if self.path else self.name
 
 
+def labels_for(models: list[LoadedModel]) -> list[str]:
+    """Short unique labels: the file stem, with as many parent folders as it takes to tell
+    checkpoints apart (`checkpoints/` folders say nothing: trainer runs are `<run>/checkpoints/`)."""
+    def parts(m: LoadedModel) -> list[str]:
+        if not m.path:
+            return [m.label]
+        p = Path(m.path)
+        return [d for d in p.parent.parts if d not in ("checkpoints", "/")] + [p.stem]
+
+    split = [parts(m) for m in models]
+    for depth in range(1, max(len(p) for p in split) + 1):
+        labels = ["/".join(p[-depth:]) for p in split]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
                     precision: str = "fp32", model: str | None = None) -> LoadedModel:
     """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring.

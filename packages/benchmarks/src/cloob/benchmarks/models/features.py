@@ -1,4 +1,5 @@
-"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset, split).
+"""Frozen image and text features of a model, with an on-disk cache per (checkpoint, dataset,
+split), and the normalised embeddings of image–caption pairs (retrieval, analyze).
 
 Image features come in two kinds:
 - `pre-projection`: what CLIP's linear probes used (paper, appendix A.3: "for CLIP-ViT models, we
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from cloob.benchmarks.data.pairs import ImageRefs, Pairs
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
@@ -119,6 +121,61 @@ def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, d
             chunks.append(F.normalize(out.float(), dim=-1).cpu().numpy())
             advance(len(batch))
     return np.concatenate(chunks)
+
+
+# ---------------------------------------------------------------- image–caption pairs
+
+@dataclass
+class Embedded:
+    images: np.ndarray  # the readable images' embeddings, in `pairs` order
+    texts: np.ndarray  # the captions of those images
+    seconds: float
+    caption_image: np.ndarray  # for each row of `texts`, its row in `images`
+    skipped: int = 0  # images that did not decode (left out with their captions)
+
+
+def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, workers: int = 0,
+          device: str = "cpu", precision: str = "fp32", progress: bool = False) -> Embedded:
+    """Normalised image and caption embeddings of `pairs`; an image that does not decode is
+    skipped with its captions and counted."""
+    import time
+
+    from cloob.benchmarks.models.features import encode_images, encode_texts
+
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        images = encode_images(model, ImageRefs(pairs.images, preprocess), batch_size=batch_size, workers=workers,
+                               device=device, precision=precision, progress=progress, label=f"{pairs.name} images",
+                               normalize=True)
+        keep, owner = readable_captions(pairs.caption_image, images.index, len(pairs.images))
+        texts = encode_texts(model, tokenizer, [pairs.captions[t] for t in keep], device=device,
+                             precision=precision, progress=progress, label=f"{pairs.name} captions")
+    finally:
+        model.train(was_training)
+    return Embedded(images.x, texts, time.perf_counter() - started, owner, images.skipped)
+
+
+def readable_captions(caption_image: np.ndarray, kept_images: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the captions whose image was read, their image's row among the kept images)."""
+    row = np.full(n_images, -1, dtype=np.int64)
+    row[kept_images] = np.arange(len(kept_images))
+    owner = row[np.asarray(caption_image, dtype=np.int64)]
+    keep = np.flatnonzero(owner >= 0)
+    return keep, owner[keep]
+
+
+def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
+    """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
+    with the EvalOptions fields (retrieval's, analyze's)."""
+    loaded.model.to(cfg.device)
+    try:
+        return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,
+                     batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
+                     precision=cfg.precision, progress=cfg.progress)
+    finally:
+        loaded.model.to("cpu")
 
 
 def samples_fingerprint(samples: list[tuple[str, int]]) -> str:

@@ -1,1 +1,2 @@
-"""Turning records into files people read: results JSON/CSV/Markdown, plots, paper numbers, exports."""
+"""Turning records into files people read: results JSON/CSV/Markdown, plots, the paper's
+numbers, clip_benchmark exports."""

@@ -49,6 +49,19 @@ def software_versions() -> dict[str, str]:
             "cloob-benchmarks": package_version("cloob-benchmarks")}
 
 
+def base_record(loaded, label: str, dataset: str, cfg, versions: dict,
+                task: str | None = None) -> dict:
+    """The fields every results record starts with: which checkpoint (path, hash, format, model,
+    method, what it says of itself) under which label, the dataset, and how it ran. `loaded` is a
+    `LoadedModel`, `cfg` any `EvalOptions`; zero-shot records carry no `task` (readers default to
+    zero-shot)."""
+    return {**({"task": task} if task else {}),
+            "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
+            "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
+            "checkpoint_info": loaded.info, "dataset": dataset,
+            "precision": cfg.precision, "device": cfg.device, "software": versions}
+
+
 def flat(records: list[dict]) -> pd.DataFrame:
     rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
              "dataset": r["dataset"], "n_images": r["n_images"],

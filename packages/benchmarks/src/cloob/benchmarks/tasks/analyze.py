@@ -134,9 +134,10 @@ class AnalyzeConfig(EvalOptions):
 
 def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print) -> list[dict]:
     """One record per checkpoint: metrics, spectra and the 2-D projection of its embeddings."""
+    from cloob.benchmarks.data.pairs import Pairs
+    from cloob.benchmarks.models.checkpoints import labels_for
+    from cloob.benchmarks.models.features import embed_loaded
     from cloob.benchmarks.reporting import report
-    from cloob.benchmarks.tasks.retrieval import Pairs, embed_loaded
-    from cloob.benchmarks.tasks.zeroshot.run import labels_for
 
     check_projection(cfg.projection)
     keep = subsample(len(pairs.images), cfg.max_images, cfg.seed)
@@ -149,14 +150,11 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
         emb = embed_loaded(loaded, paired, cfg)
         metrics, spectra = geometry(emb.images, emb.texts)
         records.append({
-            "task": "analyze", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-            "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-            "checkpoint_info": loaded.info, "dataset": pairs.name, "n_images": len(emb.images),
-            "n_skipped": emb.skipped, "metrics": metrics,
+            **report.base_record(loaded, label, pairs.name, cfg, versions, task="analyze"),
+            "n_images": len(emb.images), "n_skipped": emb.skipped, "metrics": metrics,
             "spectra": spectra, "projection": {"method": cfg.projection,
                                                "xy": project(emb.images, emb.texts, cfg.projection).tolist()},
-            "source": pairs.source, "protocol": PROTOCOL.format(n=len(emb.images)), "precision": cfg.precision,
-            "device": cfg.device, "software": versions})
+            "source": pairs.source, "protocol": PROTOCOL.format(n=len(emb.images))})
         echo(f"{label} · {pairs.name}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
              + (f"  ({emb.skipped} unreadable images skipped)" if emb.skipped else ""))
     return records

@@ -1,1 +1,2 @@
-"""Linear probes on frozen image features: the probe (`protocol`) and `benchmarks linear-probe` (`run`)."""
+"""Linear probes on frozen image features: the probe (`protocol`) and `benchmarks linear-probe`
+(`run`)."""

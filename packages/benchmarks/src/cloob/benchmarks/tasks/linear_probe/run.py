@@ -11,7 +11,7 @@ import numpy as np
 
 from cloob.benchmarks.data.datasets import ImageList, Task
 from cloob.benchmarks.data.probe_data import ProbeData
-from cloob.benchmarks.models.checkpoints import LoadedModel
+from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.models.features import (
     FeatureCache,
     Features,
@@ -28,7 +28,6 @@ from cloob.benchmarks.tasks.linear_probe.protocol import (
     check_labels,
     probe,
 )
-from cloob.benchmarks.tasks.zeroshot.run import labels_for
 from cloob.common.progress import progress_bar
 
 
@@ -107,9 +106,8 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
     val_words = (f"the dataset's validation split ({data.source.get('val')})" if val else
                  f"a validation split carved from train ({100 * pcfg.val_fraction:g}% of each class, seed {pcfg.seed})")
     record = {
-        "task": "linear_probe", "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-        "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-        "checkpoint_info": loaded.info, "dataset": data.name, "dataset_root": str(data.test.root),
+        **report.base_record(loaded, label, data.name, cfg, versions, task="linear_probe"),
+        "dataset_root": str(data.test.root),
         "n_images": len(test.labels), "n_skipped": test.skipped,
         "skipped_by_split": {k: f.skipped for k, f in splits.items()},
         "n_classes": data.n_classes, "n_train": result.n_train,
@@ -122,7 +120,6 @@ def probe_record(loaded: LoadedModel, label: str, data: ProbeData, splits: dict[
         "features_cached": {k: f.cached for k, f in splits.items()},
         "protocol": PROTOCOL.format(feature=cfg.features, max_iter=pcfg.max_iter, val=val_words,
                                     metric=pcfg.select_metric),
-        "precision": cfg.precision, "device": cfg.device, "software": versions,
     }
     if result.topk is not None:  # the test images in feature order: the same for every checkpoint
         items = stats.classification_items(np.arange(len(test.labels)), test.labels, result.topk)

@@ -13,7 +13,7 @@ import torch
 
 from cloob.benchmarks.data import registry
 from cloob.benchmarks.data.datasets import Task, folder_task, registry_task
-from cloob.benchmarks.models.checkpoints import LoadedModel
+from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import report, stats
 from cloob.benchmarks.reporting.run_files import RunFiles
@@ -54,23 +54,6 @@ def tasks_for(names: list[str] | None, root: Path | None, dataset_dir: Path | No
     if not tasks:
         raise FileNotFoundError(f"no datasets to evaluate under {root}; run: benchmarks fetch all --root {root}")
     return tasks
-
-
-def labels_for(models: list[LoadedModel]) -> list[str]:
-    """Short unique labels: the file stem, with as many parent folders as it takes to tell
-    checkpoints apart (`checkpoints/` folders say nothing: trainer runs are `<run>/checkpoints/`)."""
-    def parts(m: LoadedModel) -> list[str]:
-        if not m.path:
-            return [m.label]
-        p = Path(m.path)
-        return [d for d in p.parent.parts if d not in ("checkpoints", "/")] + [p.stem]
-
-    split = [parts(m) for m in models]
-    for depth in range(1, max(len(p) for p in split) + 1):
-        labels = ["/".join(p[-depth:]) for p in split]
-        if len(set(labels)) == len(labels):
-            return labels
-    return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
 
 
 def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
@@ -140,14 +123,12 @@ def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig,
 def make_record(loaded: LoadedModel, label: str, task: Task, result, cfg: ZeroshotRunConfig, versions: dict) -> dict:
     summary = result.summary()
     return {
-        "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-        "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-        "checkpoint_info": loaded.info, "dataset": task.name, "dataset_root": str(task.root),
+        **report.base_record(loaded, label, task.name, cfg, versions), "dataset_root": str(task.root),
         "n_images": summary["n_images"], "n_skipped": summary["n_skipped"],
         "n_classes": summary["n_classes"],
         "metrics": {m: summary[m] for m in report.METRICS}, "headline": task.headline,
-        "label_rule": task.label_rule, "templates": task.templates, "precision": cfg.precision,
-        "device": cfg.device, "images_per_s": summary["images_per_s"], "software": versions,
+        "label_rule": task.label_rule, "templates": task.templates,
+        "images_per_s": summary["images_per_s"],
         "predictions": None, "source": task.extra.get("source"),
     }
 
