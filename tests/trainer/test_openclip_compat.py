@@ -161,7 +161,7 @@ def ours_run(tmp_path: Path, monkeypatch) -> set[str]:
         (task / "images" / colour).mkdir(parents=True)
         Image.new("RGB", (32, 32), colour).save(task / "images" / colour / "a.png")
     (task / "classnames.txt").write_text("\n".join(COLOURS) + "\n")
-    (task / "templates.txt").write_text("a {c} shape\n")
+    (task / "templates.txt").write_text("a {} shape\n")
     monkeypatch.setattr(sys, "argv", [
         "trainer", "run", "--model", MICRO, "--method", "cloob", "--dataset-type", "synthetic",
         "--train-num-samples", "16", "--batch-size", "8", "--epochs", "1", "--workers", "0",
