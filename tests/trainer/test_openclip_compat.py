@@ -172,9 +172,7 @@ def ours_run(tmp_path: Path, monkeypatch) -> set[str]:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    assert exc.value.code in (0, None)
+    cli.main()  # returns on success
     return scalar_tags(tmp_path / "ours" / "run" / "tensorboard")
 
 
