@@ -128,7 +128,8 @@ def run(
 
 
 def main() -> None:
-    run_app(lambda: check_argv(sys.argv[1:]))  # an OpenCLIP-only flag: say what to use instead
+    if sys.argv[1:2] == ["run"]:  # an OpenCLIP-only flag: say what to use instead
+        run_app(lambda: check_argv(sys.argv[2:]))
     run_app(app)  # click's usage errors become the toolkit's one `error:` line, exit 2
 
 
