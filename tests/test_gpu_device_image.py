@@ -47,6 +47,7 @@ def _no_network(cmd: list[str]) -> tuple[list[str], bool]:
     return cmd, False
 
 
+@pytest.mark.device_image
 @pytest.mark.slow  # builds (once) a 3.12 venv with torch, then ~10 CPU training runs: 10-20 min
 @pytest.mark.timeout(3600)
 @pytest.mark.skipif(python312() is None, reason="needs a Python 3.12 interpreter (CLOOB_PY312)")

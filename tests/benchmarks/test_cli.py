@@ -138,3 +138,23 @@ def test_labels_tell_trainer_runs_apart():
     assert labels_for([m("/r/cloob/checkpoints/latest.pt"), m("/r/clip/checkpoints/latest.pt")]) == [
         "cloob/latest", "clip/latest"]
     assert labels_for([m("/a/epoch_1.pt"), m("/a/epoch_2.pt")]) == ["epoch_1", "epoch_2"]
+
+
+def test_a_run_alone_is_still_named_for_its_run(tmp_path):
+    """Two runs evaluated separately: each latest.pt exports under its run's name, so
+    clip_benchmark's rows (and the report tables) tell them apart (issue 25 item 5)."""
+    from cloob.benchmarks.checkpoints import LoadedModel
+    from cloob.benchmarks.clip_benchmark_export import clip_benchmark_record
+    from cloob.benchmarks.runner import labels_for
+
+    def m(path):
+        return LoadedModel(model=None, preprocess=None, tokenizer=None, name="x", format="f", path=path)
+
+    rows = []
+    for run in ("cloob-rn50", "clip-rn50"):
+        (label,) = labels_for([m(f"/logs/{run}/checkpoints/latest.pt")])
+        rows.append(clip_benchmark_record({"dataset": "cifar10", "model": "RN50", "label": label,
+                                           "checkpoint": "x.pt", "metrics": {
+                                               "acc1": 0.5, "acc5": 0.9, "mean_per_class_recall": 0.5}}))
+    assert [r["pretrained"] for r in rows] == ["cloob-rn50/latest", "clip-rn50/latest"]
+    assert labels_for([m("/a/epoch_1.pt")]) == ["epoch_1"]  # no run folder: the stem, as before

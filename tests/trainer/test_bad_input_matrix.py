@@ -89,6 +89,19 @@ CASES = [
     BadInput("batch-size-not-a-number", lambda s: [*SYNTHETIC, "--batch-size", "x"],
              "Invalid value for '--batch-size'"),
     BadInput("unknown-option", lambda s: [*SYNTHETIC, "--colour", "red"], "No such option"),
+    # issue 23.2: a --report-to typo used to turn logging off silently (exit 0, no tensorboard/)
+    BadInput("report-to-typo", lambda s: [*SYNTHETIC, "--report-to", "tensorbaord"],
+             "--report-to 'tensorbaord': unknown 'tensorbaord'"),
+    BadInput("report-to-list-with-typo", lambda s: [*SYNTHETIC, "--report-to", "tensorboard,wandbb"],
+             "unknown 'wandbb'; use all, tensorboard, wandb"),
+    # an open_clip_train flag we do not implement: named, with what to use instead
+    BadInput("openclip-lock-text", lambda s: [*SYNTHETIC, "--lock-text"],
+             "--lock-text (an open_clip_train flag) is not supported: both towers always train"),
+    BadInput("openclip-delete-previous", lambda s: [*SYNTHETIC, "--delete-previous-checkpoint"],
+             "use --keep-last 1"),
+    BadInput("openclip-upsampling-equals",
+             lambda s: [*SYNTHETIC, "--train-data-upsampling-factors=1::2"],
+             "--train-data-upsampling-factors (an open_clip_train flag) is not supported"),
 ]
 
 

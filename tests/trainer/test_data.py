@@ -61,7 +61,8 @@ def test_short_run_on_dataprep_shards(shard_dir, tmp_path):
     events = EventAccumulator(str(result.run_dir / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])  # grouped as OpenCLIP's, so runs of both sit side by side
-    assert {"train/loss", "train/lr", "train/samples_per_s", "val/loss"} <= tags, tags
+    assert {"train/loss", "train/lr", "train/samples_per_second", "train/scale",
+            "val/clip_val_loss", "val/num_samples"} <= tags, tags
     ckpt = torch.load(result.checkpoint, weights_only=True)  # plain types only
     assert ckpt["format"] == ckpt_format.FORMAT and ckpt["model_name"] == "micro"
     # the format's description is what the trainer writes: every key (but siglip's bias, which

@@ -75,3 +75,22 @@ def test_without_dataprep_the_demo_is_one_line(monkeypatch, capsys, tmp_path, ar
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: {wanted_for}") and "cloob-trainer[demo]" in err, err
+
+
+TEST_STACK = ("pyspark", "ray", "moto", "clip-benchmark", "hypothesis", "pytest", "transformers")
+
+
+def test_the_first_command_installs_no_test_stack():
+    """`uv run trainer run` syncs the workspace without dependency groups (default-groups = []):
+    none of the test stack (~50 packages, pyspark built from source); `uv run --dev pytest` adds
+    it (issue 25 item 1)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["tool"]["uv"]["default-groups"] == []
+    assert "compile-bytecode" not in project["tool"]["uv"]  # uv would recompile on every `uv run`
+    first = resolved("cloob-toolkit")
+    assert {"torch", "cloob-dataprep", "cloob-benchmarks", "tensorboard"} <= first  # walked for real
+    assert not {n for n in first if n.startswith(TEST_STACK)}, sorted(first)
+    lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
+    root = next(p for p in lock["package"] if p["name"] == "cloob-toolkit")
+    dev = {d["name"] for d in root["dev-dependencies"]["dev"]}
+    assert {"pytest", "moto", "clip-benchmark", "hypothesis", "cloob-dataprep"} <= dev

@@ -7,10 +7,13 @@
 | amp_bf16  | fp32                                      | bf16     | fp32   | —            |
 | pure_bf16 | all bf16                                  | —        | bf16   | —            |
 | fp16      | conv/linear/attention fp16, norms fp32    | —        | fp16   | —            |
+| bf16      | conv/linear/attention bf16, norms fp32    | —        | bf16   | —            |
+| pure_fp16 | all fp16                                  | —        | fp16   | —            |
 
 `fp16` is the reference's (OpenAI's `convert_weights`, open_clip's `fp16`): the model itself is
 half precision, no master copy, no loss scaling. `amp` means fp16 autocast on every device, so a
-CPU run exercises the same path as a GPU one (CPU autocast supports fp16). `auto` resolves to `amp`
+CPU run exercises the same path as a GPU one (CPU autocast supports fp16). Every name open_clip's trainer accepts works here (`amp_bfloat16` is its
+other spelling of `amp_bf16`), so its launch lines need no edit. `auto` resolves to `amp`
 on CUDA and `fp32` elsewhere; the device `auto` (`resolve_device`) is CUDA where there is one.
 torch/open_clip are imported lazily: `common` is also used by
 `dataprep`, which must not need torch.
@@ -56,10 +59,11 @@ class Precision:
         import open_clip
         import torch
 
-        if self.open_clip == "fp16":
-            open_clip.convert_weights_to_lp(model, dtype=torch.float16)
-        elif self.open_clip == "pure_bf16":
-            model.to(torch.bfloat16)
+        if self.open_clip in ("fp16", "bf16"):
+            dtype = torch.float16 if self.open_clip == "fp16" else torch.bfloat16
+            open_clip.convert_weights_to_lp(model, dtype=dtype)
+        elif self.open_clip in ("pure_bf16", "pure_fp16"):
+            model.to(torch.bfloat16 if self.open_clip == "pure_bf16" else torch.float16)
         return model
 
 
@@ -69,9 +73,12 @@ _ALL = (
     Precision("amp_bf16", "bfloat16", "float32", "fp32", False),
     Precision("pure_bf16", None, "bfloat16", "pure_bf16", False),
     Precision("fp16", None, "float16", "fp16", False),
+    Precision("bf16", None, "bfloat16", "bf16", False),
+    Precision("pure_fp16", None, "float16", "pure_fp16", False),
 )
 PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}
-CHOICES = (*PRECISIONS, "auto")  # what the CLIs accept
+ALIASES = {"amp_bfloat16": "amp_bf16"}  # open_clip_train's second spelling
+CHOICES = (*PRECISIONS, *ALIASES, "auto")  # what the CLIs accept
 
 
 def resolve_device(name: str) -> str:
@@ -91,6 +98,7 @@ def resolve_device(name: str) -> str:
 
 def resolve(name: str, device: Any = "cpu") -> Precision:
     """The precision called `name` (`auto`: amp on CUDA, fp32 elsewhere); UsageError if unknown."""
+    name = ALIASES.get(name, name)
     if name == "auto":
         import torch
 

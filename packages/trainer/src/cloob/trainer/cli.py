@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from cloob.common.cli import UsageError, make_app, run_app
@@ -15,6 +17,7 @@ from cloob.trainer.config import (
 )
 from cloob.trainer.demo import DEMO_SAMPLES, demo_config, wants_demo
 from cloob.trainer.methods import METHOD_HELP
+from cloob.trainer.openclip_compat import check_argv
 
 app = make_app("trainer", "Train CLIP and CLOOB from webdataset shards, on CPU or with torchrun on GPUs.",
                "cloob-trainer")
@@ -56,6 +59,7 @@ def run(
     grad_checkpointing: bool = _opt(_M.grad_checkpointing, "--grad-checkpointing", panel=MODEL, help="Recompute activations in backward to save memory."),
     torchcompile: bool = _opt(_M.torchcompile, "--torchcompile", panel=MODEL, help="torch.compile the model."),
     local_loss: bool = _opt(_M.local_loss, "--local-loss", panel=MODEL, help="Each rank computes only its rows of the objective against the gathered batch: the same objective, per-rank cost O(b·N) instead of O(N²)."),
+    gather_with_grad: bool = _opt(_M.gather_with_grad, "--gather-with-grad", panel=MODEL, help="Accepted for OpenCLIP launch lines: features are always gathered with their gradient here."),
     # optimisation
     lr: float = _opt(_O.lr, "--lr", panel=OPTIM, help="Peak learning rate \\[default: 5e-4]."),
     wd: float = _opt(_O.wd, "--wd", panel=OPTIM, help="AdamW weight decay (not on bn/ln/bias/logit_scale/β)."),
@@ -85,8 +89,8 @@ def run(
     remote_sync: str = _opt(_R.remote_sync, "--remote-sync", panel=RUN, help="s3://bucket/prefix: upload each checkpoint to PREFIX/NAME/checkpoints/ (then a latest.json commit marker); --resume latest falls back to it. Credentials: the AWS_* variables."),
     keep_last: int = _opt(_R.keep_last, "--keep-last", panel=RUN, help="Keep the K newest numbered checkpoints (0: all); latest.pt always."),
     log_every_n_steps: int = _opt(_R.log_every_n_steps, "--log-every-n-steps", panel=RUN, help="Log (and sync with the device) every N steps."),
-    report_to: str = _opt(_R.report_to, "--report-to", panel=RUN, help="tensorboard | wandb | tensorboard,wandb | none (metrics.jsonl always)."),
-    precision: str = _opt(_R.precision, "--precision", panel=RUN, help="fp32 | amp (fp16 autocast + loss scaling) | amp_bf16 | pure_bf16 | fp16 (model in half, as the reference) | auto (amp on GPU, fp32 on CPU)."),
+    report_to: str = _opt(_R.report_to, "--report-to", panel=RUN, help="all | tensorboard | wandb | a comma list | none (metrics.jsonl always); OpenCLIP's tags."),
+    precision: str = _opt(_R.precision, "--precision", panel=RUN, help="fp32 | amp (fp16 autocast + loss scaling) | amp_bf16 (= amp_bfloat16) | pure_bf16 | pure_fp16 | fp16 / bf16 (model in half, norms fp32, as the reference) | auto (amp on GPU, fp32 on CPU)."),
     seed: int = _opt(_R.seed, "--seed", panel=RUN, help="Seed for initialisation and data order."),
     device: str = _opt(_R.device, "--device", panel=RUN, help="auto | cpu | cuda."),
     dist_url: str = _opt(_R.dist_url, "--dist-url", panel=RUN, help="Process-group init URL (torchrun: env://)."),
@@ -107,7 +111,8 @@ def run(
                         batch_size, workers, shuffle_buffer),
         model=ModelConfig(model, method, init_inv_tau, learnable_inv_tau, init_scale_hopfield,
                           learnable_scale_hopfield, init_logit_bias, learnable_logit_bias,
-                          grad_checkpointing, torchcompile, local_loss=local_loss),
+                          grad_checkpointing, torchcompile, local_loss=local_loss,
+                          gather_with_grad=gather_with_grad),
         optim=OptimConfig(lr, wd, beta1, beta2, eps, warmup, lr_scheduler, restart_cycles,
                           grad_clip_norm, epochs, max_steps, accum_freq=accum_freq),
         eval=EvalConfig(imagenet_val, imagenet_v2, list(zeroshot_task), zeroshot_frequency,
@@ -140,6 +145,8 @@ def export(
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["run"]:  # an OpenCLIP-only flag: say what to use instead
+        run_app(lambda: check_argv(sys.argv[2:]))
     run_app(app)  # click's usage errors become the toolkit's one `error:` line, exit 2
 
 

@@ -49,6 +49,7 @@ class ModelConfig:
     grad_checkpointing: bool = False
     torchcompile: bool = False
     local_loss: bool = False  # each rank computes its rows of the objective (OpenCLIP's name)
+    gather_with_grad: bool = False  # OpenCLIP's flag, accepted: we always gather with gradient
 
 
 @dataclass
@@ -87,7 +88,7 @@ class RunConfig:
     keep_last: int = 0  # numbered checkpoints kept (0 = all)
     remote_sync: str | None = None  # s3://bucket/prefix: each checkpoint is also uploaded there
     log_every_n_steps: int = 10
-    report_to: str = "tensorboard"  # tensorboard | wandb | tensorboard,wandb | none
+    report_to: str = "tensorboard"  # all | tensorboard | wandb | comma list | none (OpenCLIP's)
     precision: str = "auto"
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda

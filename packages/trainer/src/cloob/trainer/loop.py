@@ -59,6 +59,7 @@ from cloob.trainer.config import (
     resolve_optim_defaults,
 )
 from cloob.trainer.data_wait import DataWait
+from cloob.trainer.openclip_compat import dashboard_tag, report_targets
 
 log = logging.getLogger("cloob.trainer")
 
@@ -159,7 +160,7 @@ def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
     if cfg.data.val_data and cfg.data.val_data != "synthetic":
         data.resolve_source(cfg.data.val_data, "auto")
     evaluate.check_zeroshot(cfg.eval)
-    if cfg.run.report_to and "wandb" in cfg.run.report_to:
+    if "wandb" in report_targets(cfg.run.report_to):
         try:
             import wandb  # noqa: F401
         except ImportError:
@@ -197,7 +198,7 @@ class Logger:
         if not enabled:
             return
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        targets = cfg.run.report_to or ""
+        targets = report_targets(cfg.run.report_to)
         if "tensorboard" in targets:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -214,11 +215,12 @@ class Logger:
             return
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
+        tagged = {dashboard_tag(k): v for k, v in values.items()}  # OpenCLIP's tags: runs overlay
         if self.tb is not None:
-            for k, v in values.items():  # OpenCLIP's grouping: train/…, val/…, zeroshot/…
-                self.tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
+            for tag, v in tagged.items():
+                self.tb.add_scalar(tag, v, step)
         if self.wandb is not None:
-            self.wandb.log(values, step=step)
+            self.wandb.log(tagged, step=step)
 
     def close(self) -> None:
         if self.enabled:
@@ -392,6 +394,8 @@ def wrap(t: Trainer) -> None:
                  t.total_steps, t.train_data.steps_per_epoch, t.samples_per_step,
                  t.cfg.data.batch_size, t.info.world_size, t.cfg.optim.accum_freq,
                  t.precision.name, ", local loss" if t.cfg.model.local_loss and t.info.enabled else "")
+        if t.cfg.model.gather_with_grad:
+            log.info("--gather-with-grad: features are always gathered with their gradient here")
 
 
 # ----------------------------------------------------------------------------- one optimizer step

@@ -57,9 +57,14 @@ def labels_for(models: list[LoadedModel]) -> list[str]:
         p = Path(m.path)
         return [d for d in p.parent.parts if d not in ("checkpoints", "/")] + [p.stem]
 
-    split = [parts(m) for m in models]
+    def least(m: LoadedModel) -> int:  # a trainer run's checkpoint is named with its run always:
+        # separate evaluations of two runs' latest.pt must not both say "latest" (clip_benchmark's
+        # `pretrained` column, report tables)
+        return 2 if m.path and Path(m.path).parent.name == "checkpoints" else 1
+
+    split, floors = [parts(m) for m in models], [least(m) for m in models]
     for depth in range(1, max(len(p) for p in split) + 1):
-        labels = ["/".join(p[-depth:]) for p in split]
+        labels = ["/".join(p[-max(depth, floor):]) for p, floor in zip(split, floors, strict=True)]
         if len(set(labels)) == len(labels):
             return labels
     return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
