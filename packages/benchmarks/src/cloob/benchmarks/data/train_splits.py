@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloob.benchmarks.data import metadata, registry
-from cloob.benchmarks.data.datasets import CLASSNAMES_FILE, SOURCE_FILE, read_lines
 from cloob.benchmarks.data.extract import extract
 from cloob.benchmarks.data.fetch import (
     DOWNLOADS,
@@ -37,7 +36,8 @@ from cloob.benchmarks.data.fetch import (
     describe,
     fetch_metadata,
 )
-from cloob.benchmarks.data.probe_data import TRAIN_SOURCES, probe_folder
+from cloob.benchmarks.data.folders import CLASSNAMES_FILE, SOURCE_FILE, probe_folder, read_lines
+from cloob.benchmarks.data.registry import TRAIN_SOURCES
 from cloob.common.cli import UsageError
 from cloob.common.files import sha256_file, write_json
 
