@@ -8,7 +8,7 @@ checked; a mirror serving other bytes needs `--checksums`, as for the zero-shot 
 - GTSRB: the training zip (`GTSRB/Training/<5-digit class>/*.ppm`), the final test images
   (flat `GTSRB/Final_Test/Images/*.ppm`) and `GT-final_test.csv` (`;`-separated, `ClassId`).
 Flat sources are sorted into `<split>/<class index>/` folders, every class folder made even when
-empty, so the label rules of datasets.py apply unchanged. Other datasets link a local folder.
+empty, so the label rules of registry.py apply unchanged. Other datasets link a local folder.
 """
 
 from __future__ import annotations
