@@ -21,7 +21,7 @@ from gpu_image import CARRIED, IMAGE, IMAGE_PACKAGES, OURS  # noqa: E402
 
 BENCH_ROOTS = ("gpu_check", "gpu_probe", "gpu_measure")
 MODULE_ROOTS = ("cloob.trainer.cli", "cloob.trainer.loop", "cloob.dataprep.sources.demo",
-                "cloob.benchmarks.tasks.zeroshot.protocol")
+                "cloob.benchmarks.tasks.zeroshot.evaluate")
 # (importing module, imported top-level name) → why the check's path never executes it.
 OFF_PATH = {
     ("cloob.trainer.loop", "wandb"): "only with --report-to wandb; the check passes none",

@@ -161,7 +161,7 @@ def test_zeroshot_eval_on_fetched_and_raw_folders(mirror, tmp_path):
     """The trainer's entry point accepts registry names and the raw ImageNet V2 folder."""
     import open_clip
 
-    from cloob.benchmarks.tasks.zeroshot.protocol import zeroshot_eval
+    from cloob.benchmarks.tasks.zeroshot.evaluate import zeroshot_eval
     from support.benchmark_data import tiny_model, tiny_preprocess
 
     cfg = config(mirror, tmp_path)

@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cloob.benchmarks.data import registry
-from cloob.benchmarks.data.datasets import label_map
+from cloob.benchmarks.data.registry import label_map
 from cloob.common.cli import UsageError
 
 # Few, similar names, so that they collide in the ways that matter: `a b`, `a_b` and `A  b` are one

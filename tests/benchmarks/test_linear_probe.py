@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cloob.benchmarks.data.datasets import ImageList
+from cloob.benchmarks.data.images import ImageList
 from cloob.benchmarks.data.probe_data import folder_probe
 from cloob.benchmarks.models.features import encode_images, image_feature_mode
 from cloob.benchmarks.tasks.linear_probe.protocol import (

@@ -8,8 +8,8 @@ import tarfile
 import pytest
 
 from cloob.benchmarks.data import registry
-from cloob.benchmarks.data.datasets import label_map
 from cloob.benchmarks.data.metadata import imagenet_templates, parse_clip_prompts, parse_cloob
+from cloob.benchmarks.data.registry import label_map
 from cloob.common.cli import UsageError
 from support.benchmark_data import standin_clip_prompts, standin_cloob_metadata
 

@@ -8,12 +8,8 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-from cloob.benchmarks.tasks.zeroshot.protocol import (
-    Predictions,
-    build_classifier,
-    metrics,
-    zeroshot_eval,
-)
+from cloob.benchmarks.tasks.zeroshot.evaluate import zeroshot_eval
+from cloob.benchmarks.tasks.zeroshot.protocol import Predictions, build_classifier, metrics
 from support.benchmark_data import class_tree, tiny_model, tiny_preprocess, write_tree
 
 

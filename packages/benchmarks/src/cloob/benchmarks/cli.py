@@ -107,7 +107,8 @@ def evaluation_command(name: str | None = None) -> Callable[[Callable[..., None]
 def list_datasets(root: Path = ROOT) -> None:
     """The eight datasets, whether each is present under --root, image and class counts; then where
     each one's linear-probe train split comes from (downloadable, or a local folder to link)."""
-    from cloob.benchmarks.data.probe_data import TRAIN_SOURCES, probe_folder
+    from cloob.benchmarks.data.folders import probe_folder
+    from cloob.benchmarks.data.registry import TRAIN_SOURCES
 
     table = Table(title=f"Zero-shot datasets under {root}")
     for col in ("name", "dataset", "present", "images", "classes", "label rule", "headline"):

@@ -20,9 +20,9 @@ from cloob.trainer.config import EvalConfig
 def load_zeroshot() -> Callable[..., dict[str, Any]]:
     """The benchmarks package's evaluator (benchmarks never imports the trainer)."""
     try:
-        from cloob.benchmarks.tasks.zeroshot.protocol import zeroshot_eval
+        from cloob.benchmarks.tasks.zeroshot.evaluate import zeroshot_eval
     except ImportError as err:
-        raise UsageError("zero-shot evaluation needs cloob.benchmarks.tasks.zeroshot.protocol "
+        raise UsageError("zero-shot evaluation needs cloob.benchmarks.tasks.zeroshot.evaluate "
                          f"({err})") from None
     return zeroshot_eval
 

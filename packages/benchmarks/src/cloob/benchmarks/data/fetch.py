@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloob.benchmarks.data import metadata, registry
-from cloob.benchmarks.data.datasets import (
+from cloob.benchmarks.data.extract import extract
+from cloob.benchmarks.data.folders import (
     CLASSNAMES_FILE,
     SOURCE_FILE,
     TEMPLATES_FILE,
     class_folders,
-    label_map,
     list_samples,
 )
-from cloob.benchmarks.data.extract import extract
 from cloob.common.cli import UsageError
 from cloob.common.download import download
 from cloob.common.files import atomic_open, sha256_file, write_json
@@ -174,7 +173,7 @@ def describe(spec: registry.DatasetSpec, folder: Path, classnames: list[str], im
     """Find the class-folder root, check the label rule works, count images and empty folders."""
     images = images or find_class_root(folder)
     folders = class_folders(images)
-    mapping, rule = label_map(spec.label_rule, folders, classnames)
+    mapping, rule = registry.label_map(spec.label_rule, folders, classnames)
     samples = list_samples(images, mapping)
     used = {label for _, label in samples}
     return {"images": images.relative_to(folder).as_posix(), "n_images": len(samples),

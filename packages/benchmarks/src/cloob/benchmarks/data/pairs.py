@@ -7,39 +7,17 @@ optional `filepath`, `split`, `sentences[*].raw`) with the image folder it refer
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
-from cloob.benchmarks.data.datasets import read_image
+from cloob.benchmarks.data.images import ImageRef
 from cloob.common import shard_layout
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import IMAGE_EXTS
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image file, or a member of a tar (offset and size of its data, read without unpacking)."""
-
-    path: str
-    offset: int = -1
-    size: int = -1
-
-    def open(self) -> Image.Image | None:
-        """The image as RGB; None (logged) when it does not decode."""
-        if self.offset < 0:
-            return read_image(lambda: Image.open(self.path), self.path)
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(self.size)
-
-        return read_image(lambda: Image.open(io.BytesIO(data)), f"{self.path} @{self.offset}")
 
 
 @dataclass
@@ -51,21 +29,6 @@ class Pairs:
     captions: list[str]
     caption_image: np.ndarray
     source: dict = field(default_factory=dict)
-
-
-class ImageRefs(Dataset):
-    """(image tensor, index, index), or None for an image that does not decode: the shape
-    `features.encode_images` expects."""
-
-    def __init__(self, refs: list[ImageRef], transform) -> None:
-        self.refs, self.transform = refs, transform
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i: int):
-        image = self.refs[i].open()
-        return None if image is None else (self.transform(image), i, i)
 
 
 def shard_files(paths: list[Path]) -> list[Path]:

@@ -13,40 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloob.benchmarks.data import registry
-from cloob.benchmarks.data.datasets import (
+from cloob.benchmarks.data.datasets import build_task, registry_task
+from cloob.benchmarks.data.folders import (
     CLASSNAMES_FILE,
     DEFAULT_TEMPLATE,
     SOURCE_FILE,
-    Task,
-    build_task,
     class_folders,
+    probe_folder,
     read_lines,
-    registry_task,
 )
+from cloob.benchmarks.data.images import Task
+from cloob.benchmarks.data.registry import TRAIN_SOURCES, train_command
 from cloob.common.cli import UsageError
-
-PROBE_SUFFIX = "-probe"
-
-
-@dataclass(frozen=True)
-class TrainSource:
-    """Where a dataset's train split comes from."""
-
-    kind: str  # "download": `fetch --linear-probe` gets it; "local": the user links a folder
-    train_from: str | None = None  # probe on another dataset's train split (ImageNet V2 → ImageNet)
-    note: str = ""
-
-
-TRAIN_SOURCES: dict[str, TrainSource] = {
-    "country211": TrainSource("download", note="official OpenAI archive: train/valid/test"),
-    "flowers102": TrainSource("download", note="official VGG images + setid.mat train/val/test"),
-    "gtsrb": TrainSource("download", note="official training set + final test with its CSV labels"),
-    "imagenet": TrainSource("local", note="your ImageNet train/<wnid>/ folder"),
-    "imagenetv2": TrainSource("local", train_from="imagenet", note="ImageNet's train split"),
-    "birdsnap": TrainSource("local", note="no stable public train source: your folder"),
-    "stanford_cars": TrainSource("local", note="no stable public train source: your folder"),
-    "ucf101": TrainSource("local", note="no stable public train source (video frames): your folder"),
-}
 
 
 @dataclass
@@ -60,18 +38,6 @@ class ProbeData:
     @property
     def n_classes(self) -> int:
         return self.test.n_classes
-
-
-def probe_folder(root: Path, name: str) -> Path:
-    return root / f"{name}{PROBE_SUFFIX}"
-
-
-def train_command(spec: registry.DatasetSpec, root: str) -> str:
-    source = TRAIN_SOURCES[spec.name]
-    name = source.train_from or spec.name
-    if source.kind == "download":
-        return f"benchmarks fetch {name} --root {root} --linear-probe"
-    return f"benchmarks fetch {name} --root {root} --train-dir PATH"
 
 
 def registry_probe(spec: registry.DatasetSpec, root: Path) -> ProbeData:

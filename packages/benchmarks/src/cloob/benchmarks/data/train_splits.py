@@ -8,7 +8,7 @@ checked; a mirror serving other bytes needs `--checksums`, as for the zero-shot 
 - GTSRB: the training zip (`GTSRB/Training/<5-digit class>/*.ppm`), the final test images
   (flat `GTSRB/Final_Test/Images/*.ppm`) and `GT-final_test.csv` (`;`-separated, `ClassId`).
 Flat sources are sorted into `<split>/<class index>/` folders, every class folder made even when
-empty, so the label rules of datasets.py apply unchanged. Other datasets link a local folder.
+empty, so the label rules of registry.py apply unchanged. Other datasets link a local folder.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloob.benchmarks.data import metadata, registry
-from cloob.benchmarks.data.datasets import CLASSNAMES_FILE, SOURCE_FILE, read_lines
 from cloob.benchmarks.data.extract import extract
 from cloob.benchmarks.data.fetch import (
     DOWNLOADS,
@@ -37,7 +36,8 @@ from cloob.benchmarks.data.fetch import (
     describe,
     fetch_metadata,
 )
-from cloob.benchmarks.data.probe_data import TRAIN_SOURCES, probe_folder
+from cloob.benchmarks.data.folders import CLASSNAMES_FILE, SOURCE_FILE, probe_folder, read_lines
+from cloob.benchmarks.data.registry import TRAIN_SOURCES
 from cloob.common.cli import UsageError
 from cloob.common.files import sha256_file, write_json
 

@@ -17,18 +17,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from cloob.benchmarks.data.pairs import ImageRefs, Pairs
+from cloob.benchmarks.data.images import ImageRefs, collate_readable
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
 from cloob.common.progress import progress_bar
 from cloob.common.text import encode_text
+
+if TYPE_CHECKING:  # only named in annotations: features stays on the floor above data's leaves
+    from cloob.benchmarks.data.pairs import Pairs
 
 FEATURE_KINDS = ("pre-projection", "embedding")
 
@@ -80,8 +84,6 @@ def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int
                   normalize: bool = False) -> Features:
     """Run `encode_image` over a dataset yielding (image, label, index), or None for an image that
     does not decode (skipped and counted, as zero-shot does); float32 numpy out."""
-    from cloob.benchmarks.data.datasets import collate_readable
-
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch.device(device).type == "cuda", collate_fn=collate_readable)
     prec = resolve(precision, device)  # the one precision definition zero-shot and training use
@@ -138,10 +140,6 @@ def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, w
           device: str = "cpu", precision: str = "fp32", progress: bool = False) -> Embedded:
     """Normalised image and caption embeddings of `pairs`; an image that does not decode is
     skipped with its captions and counted."""
-    import time
-
-    from cloob.benchmarks.models.features import encode_images, encode_texts
-
     started = time.perf_counter()
     was_training = model.training
     model.eval()

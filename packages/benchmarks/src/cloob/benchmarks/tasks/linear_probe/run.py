@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloob.benchmarks.data.datasets import ImageList, Task
-from cloob.benchmarks.data.probe_data import ProbeData
+from cloob.benchmarks.data.images import ImageList, Task
 from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.models.features import (
     FeatureCache,
@@ -29,6 +29,9 @@ from cloob.benchmarks.tasks.linear_probe.protocol import (
     probe,
 )
 from cloob.common.progress import progress_bar
+
+if TYPE_CHECKING:  # the CLI builds the ProbeData (data.probe_data); the run only reads it
+    from cloob.benchmarks.data.probe_data import ProbeData
 
 
 @dataclass

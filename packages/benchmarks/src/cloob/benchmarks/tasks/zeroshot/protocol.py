@@ -1,4 +1,5 @@
-"""CLIP's zero-shot protocol: one implementation for the CLI and for evaluation during training.
+"""CLIP's zero-shot protocol: one implementation for the CLI and for evaluation during training
+(`zeroshot_eval` in evaluate.py: a dataset by name, then `evaluate_task`).
 
 Classifier: every template filled with every class name goes through the text tower (in large
 batches, not class by class); each embedding is L2-normalised, averaged over templates and
@@ -9,14 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cloob.benchmarks.data.datasets import ImageList, Task, collate_readable, resolve_task
+from cloob.benchmarks.data.images import ImageList, Task, collate_readable
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
 from cloob.common.progress import progress_bar
@@ -139,20 +139,3 @@ def _check_dims(classifier: torch.Tensor, task: Task) -> None:
     top = max(label for _, label in task.samples)
     if top >= task.n_classes:
         raise UsageError(f"{task.name}: label {top} but only {task.n_classes} class names")
-
-
-def zeroshot_eval(model, preprocess, tokenizer, dataset: str, path: str | Path, *,
-                  classnames_file: str | Path | None = None, templates_file: str | Path | None = None,
-                  device: str | torch.device = "cpu", batch_size: int = 64, workers: int = 0,
-                  precision: str = "fp32") -> dict:
-    """Zero-shot top-1/top-5/mean-per-class recall (fractions) of an open_clip model on one dataset.
-
-    `dataset`: "imagenet" (path = a `val/<wnid>/` folder), "imagenetv2" (integer class folders),
-    "folder" (an ImageFolder dir, or a task dir with images/ + classnames.txt + templates.txt), or
-    a registry name with path = the folder `benchmarks fetch` made. Returns acc1, acc5,
-    mean_per_class_recall, n_images, n_classes and a few descriptive fields.
-    """
-    task = resolve_task(dataset, path, classnames_file, templates_file)
-    result = evaluate_task(model, preprocess, tokenizer, task, device=device, batch_size=batch_size,
-                           workers=workers, precision=precision)
-    return {"dataset": task.name, **result.summary()}

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from cloob.benchmarks.data import registry
-from cloob.benchmarks.data.datasets import Task, folder_task, registry_task
+from cloob.benchmarks.data.datasets import folder_task, registry_task
+from cloob.benchmarks.data.images import Task
 from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import report, stats
