@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from cloob.common.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +112,21 @@ def collate_readable(items: list) -> tuple:
         return torch.empty(0), empty, empty, skipped
     images, labels, indices = default_collate(kept)
     return images, labels, indices, skipped
+
+
+class ReadableBatches:
+    """The batches of a `collate_readable` loader that hold readable images, as (images, labels,
+    positions), with the progress bar advanced over every image and the unreadable ones counted
+    in `skipped`: the one loop zero-shot and the feature extraction share."""
+
+    def __init__(self, loader: DataLoader, progress: bool, label: str) -> None:
+        self.loader, self.progress, self.label = loader, progress, label
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        with progress_bar(self.progress, self.label, len(self.loader.dataset)) as advance:
+            for images, targets, positions, n_bad in self.loader:
+                self.skipped += n_bad
+                advance(len(targets) + n_bad)
+                if len(targets):
+                    yield images, targets, positions

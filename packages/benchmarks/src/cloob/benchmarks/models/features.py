@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from cloob.benchmarks.data.images import ImageRefs, collate_readable
+from cloob.benchmarks.data.images import ImageRefs, ReadableBatches, collate_readable
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
@@ -88,20 +88,16 @@ def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int
                         pin_memory=torch.device(device).type == "cuda", collate_fn=collate_readable)
     prec = resolve(precision, device)  # the one precision definition zero-shot and training use
     chunks, labels, kept = [], [], []
-    skipped = 0
     started = time.perf_counter()
-    with progress_bar(progress, label, len(dataset)) as advance:
-        for images, targets, positions, n_bad in loader:
-            skipped += n_bad
-            advance(len(targets) + n_bad)
-            if not len(targets):
-                continue
-            with prec.autocast(device):
-                out = model.encode_image(prec.cast_input(images.to(device)))
-            out = out.float()
-            chunks.append((F.normalize(out, dim=-1) if normalize else out).cpu().numpy())
-            labels.append(np.asarray(targets, dtype=np.int64))
-            kept.append(np.asarray(positions, dtype=np.int64))
+    batches = ReadableBatches(loader, progress, label)
+    for images, targets, positions in batches:
+        with prec.autocast(device):
+            out = model.encode_image(prec.cast_input(images.to(device)))
+        out = out.float()
+        chunks.append((F.normalize(out, dim=-1) if normalize else out).cpu().numpy())
+        labels.append(np.asarray(targets, dtype=np.int64))
+        kept.append(np.asarray(positions, dtype=np.int64))
+    skipped = batches.skipped
     if not chunks:
         raise UsageError(f"{label}: none of its {skipped} images could be read" if skipped else f"{label}: no images")
     return Features(np.concatenate(chunks), np.concatenate(labels), time.perf_counter() - started,

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cloob.benchmarks.data.images import ImageList, Task, collate_readable
+from cloob.benchmarks.data.images import ImageList, ReadableBatches, Task, collate_readable
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
-from cloob.common.progress import progress_bar
 from cloob.common.text import encode_text
 
 TEXT_BATCH = 512  # texts per text-tower forward: all templates of many classes at once
@@ -64,22 +63,18 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
     classifier = classifier.to(device)
     prec = resolve(precision, device)
     labels, index, score, kept = [], [], [], []
-    skipped = 0
     started = time.perf_counter()
-    with progress_bar(progress, label or "images", len(loader.dataset)) as advance:
-        for images, targets, positions, n_bad in loader:
-            skipped += n_bad
-            advance(len(targets) + n_bad)
-            if not len(targets):
-                continue
-            with prec.autocast(device):
-                features = model.encode_image(prec.cast_input(images.to(device)))
-            logits = F.normalize(features.float(), dim=-1) @ classifier.T
-            top = logits.topk(k, dim=1)
-            labels.append(targets.numpy())
-            index.append(top.indices.cpu().numpy())
-            score.append(top.values.cpu().numpy())
-            kept.append(positions.numpy())
+    batches = ReadableBatches(loader, progress, label or "images")
+    for images, targets, positions in batches:
+        with prec.autocast(device):
+            features = model.encode_image(prec.cast_input(images.to(device)))
+        logits = F.normalize(features.float(), dim=-1) @ classifier.T
+        top = logits.topk(k, dim=1)
+        labels.append(targets.numpy())
+        index.append(top.indices.cpu().numpy())
+        score.append(top.values.cpu().numpy())
+        kept.append(positions.numpy())
+    skipped = batches.skipped
     if not labels:
         raise UsageError(f"{label or 'dataset'}: none of its {skipped} images could be read")
     return Predictions(np.concatenate(labels), np.concatenate(index), np.concatenate(score),
