@@ -11,7 +11,7 @@ RemotePath has the pathlib subset used here).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from cloob.common.storage import RemotePath
@@ -28,7 +28,13 @@ def shard_folder(root: Folder) -> Folder:
     return root / SHARDS if (root / SHARDS).is_dir() else root
 
 
-def shard_files(root: Folder) -> list[Folder]:
+@overload
+def shard_files(root: Path) -> list[Path]: ...
+@overload
+def shard_files(root: RemotePath) -> list[RemotePath]: ...
+@overload
+def shard_files(root: Folder) -> list[Folder]: ...
+def shard_files(root: Folder) -> list[Any]:  # list[Any]: the overloads above say which kind comes back
     """The tars of a dataprep folder (`root/shards/*.tar`) or of a plain folder of tars, sorted."""
     return _tars(root / SHARDS) or _tars(root)
 

@@ -134,20 +134,21 @@ def class_lists(spec: registry.DatasetSpec, files: dict[str, Path]) -> tuple[lis
 
 def fetch_dataset(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str, Path] | None = None) -> FetchResult:
     """Make `ROOT/<name>` present and verified; download only what is missing."""
-    if spec.url is None:
+    url, archive_name = spec.url, spec.archive  # archive_name is None exactly when url is
+    if url is None or archive_name is None:
         raise UsageError(f"{spec.title} is not downloadable; run: {registry.fetch_command(spec, str(cfg.root))}")
     dest = cfg.root / spec.name
     record = _record(dest)
     if record and not cfg.force:
         return FetchResult(spec.name, "present", verify_present(spec, dest, record, cfg), dest)
     files = files or fetch_metadata(cfg)
-    archive = cfg.root / DOWNLOADS / spec.archive
-    expected = cfg.checksums.get(spec.archive) or (record or {}).get("sha256")
-    hint = "from --checksums" if spec.archive in cfg.checksums else "recorded at the first download"
+    archive = cfg.root / DOWNLOADS / archive_name
+    expected = cfg.checksums.get(archive_name) or (record or {}).get("sha256")
+    hint = "from --checksums" if archive_name in cfg.checksums else "recorded at the first download"
     if archive.is_file() and expected and sha256_file(archive) == expected:
         got = expected  # a kept archive that still matches: no need to download again
     else:
-        got = _download_verified(cfg.url_for(spec.archive, spec.url), archive, expected, cfg, hint, dest)
+        got = _download_verified(cfg.url_for(archive_name, url), archive, expected, cfg, hint, dest)
     size = archive.stat().st_size
     if spec.metadata == "cloob":
         classnames, templates, notes = class_lists(spec, files)
@@ -159,8 +160,8 @@ def fetch_dataset(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str,
         info = describe(spec, tmp, classnames)
         _write_lists(tmp, classnames, templates)
         write_json(tmp / SOURCE_FILE, {
-            "name": spec.name, "title": spec.title, "url": cfg.url_for(spec.archive, spec.url),
-            "archive": spec.archive, "size": size, "sha256": got,
+            "name": spec.name, "title": spec.title, "url": cfg.url_for(archive_name, url),
+            "archive": archive_name, "size": size, "sha256": got,
             "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **info, "metadata": _metadata_record(files, notes)})
         _swap_into_place(tmp, dest)
@@ -272,6 +273,7 @@ def prepare_imagenet(source: str | Path, cfg: FetchConfig) -> FetchResult:
     dest = cfg.root / spec.name
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such ImageNet file or folder")
+    origin: dict[str, str | int]
     with _staging(cfg.root, spec.name) as tmp:
         if source.is_dir() and not _raw_files(source):
             val = source / "val" if (source / "val").is_dir() else source

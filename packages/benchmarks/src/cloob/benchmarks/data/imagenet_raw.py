@@ -12,6 +12,7 @@ import re
 import shutil
 import tarfile
 from pathlib import Path
+from typing import IO
 
 from cloob.common.cli import UsageError
 
@@ -25,9 +26,9 @@ def read_devkit(devkit: Path) -> tuple[list[str], list[str]]:
     with tarfile.open(devkit) as tf:
         for member in tf.getmembers():
             if member.isfile() and member.name.endswith("data/meta.mat"):
-                meta = tf.extractfile(member).read()
+                meta = _member_file(tf, member).read()
             elif member.isfile() and member.name.endswith("data/ILSVRC2012_validation_ground_truth.txt"):
-                truth = tf.extractfile(member).read().decode()
+                truth = _member_file(tf, member).read().decode()
     if meta is None or truth is None:
         raise UsageError(f"{devkit}: no data/meta.mat or validation ground truth inside")
     synsets = loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
@@ -49,7 +50,15 @@ def unpack_val(tar: Path, devkit: Path, out: Path) -> int:
             index = int(match.group(1)) - 1
             if index >= len(wnids):
                 raise UsageError(f"{tar}: {member.name} has no ground-truth label in the devkit")
-            with tf.extractfile(member) as src, open(out / wnids[index] / match.group(0), "wb") as dst:
+            with _member_file(tf, member) as src, open(out / wnids[index] / match.group(0), "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             n += 1
     return n
+
+
+def _member_file(tf: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    """The member's content; callers pass regular files only (extractfile is None for the rest)."""
+    f = tf.extractfile(member)
+    if f is None:
+        raise UsageError(f"{member.name}: not a regular file in the tar")
+    return f

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from PIL import Image
@@ -124,7 +125,7 @@ class ReadableBatches:
         self.skipped = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        with progress_bar(self.progress, self.label, len(self.loader.dataset)) as advance:
+        with progress_bar(self.progress, self.label, len(cast(Sized, self.loader.dataset))) as advance:
             for images, targets, positions, n_bad in self.loader:
                 self.skipped += n_bad
                 advance(len(targets) + n_bad)

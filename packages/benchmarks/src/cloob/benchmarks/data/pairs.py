@@ -62,7 +62,7 @@ def from_shards(paths: list[Path], name: str | None = None) -> Pairs:
                         key, _, ext = base.name.partition(".")
                         samples.setdefault(f"{base.parent}/{key}", {})[ext.lower()] = member
                 texts = {k: m["txt"] for k, m in samples.items() if "txt" in m}
-                caption_bytes = {k: tf.extractfile(m).read() for k, m in texts.items()}
+                caption_bytes = {k: _member_bytes(tf, m) for k, m in texts.items()}
         except tarfile.TarError as err:
             raise UsageError(f"{tar}: not a readable tar ({err})") from None
         for key, members in samples.items():
@@ -78,6 +78,14 @@ def from_shards(paths: list[Path], name: str | None = None) -> Pairs:
     return Pairs(name or (first.name if first.is_dir() else first.parent.name), images, captions,
                  np.arange(len(images)), {"kind": "webdataset shards", "shards": [str(f) for f in files],
                                           "skipped_samples": skipped})
+
+
+def _member_bytes(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """The member's content; callers pass regular files only (extractfile is None for the rest)."""
+    f = tf.extractfile(member)
+    if f is None:
+        raise UsageError(f"{member.name}: not a regular file in the tar")
+    return f.read()
 
 
 def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: str | None = None) -> Pairs:
@@ -101,7 +109,9 @@ def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: 
     if not chosen:
         present = sorted({str(e.get("split")) for e in entries})
         raise UsageError(f"{json_path}: no images in split {split!r} (splits present: {', '.join(present) or 'none'})")
-    images, captions, owner = [], [], []
+    images: list[ImageRef] = []
+    captions: list[str] = []
+    owner: list[int] = []
     for e in chosen:
         path = image_root / e.get("filepath", "") / e["filename"]
         if not path.is_file():
@@ -141,5 +151,6 @@ def resolve_pairs(data: list[Path] | None, karpathy: Path | None, images: Path |
         if images is None:
             raise UsageError("--karpathy needs --images DIR (the folder its filenames are relative to)")
         return from_karpathy(karpathy, images, split, name)
+    assert data  # the either-or check above: no --karpathy means --data was given
     return from_shards(list(data), name)
 

@@ -112,7 +112,7 @@ def probes_for(names: list[str] | None, root: Path | None, train_dir: Path | Non
             present = (probe_folder(root, source.train_from or spec.name) / SOURCE_FILE).is_file()
             if explicit or present:
                 out.append(registry_probe(spec, root))
-    if train_dir is not None:
+    if train_dir is not None and test_dir is not None:  # both or neither (checked above)
         out.append(folder_probe(train_dir, test_dir, name))
     if not out:
         raise UsageError("nothing to probe: give --datasets NAMES --root ROOT, or --train-dir and --test-dir")

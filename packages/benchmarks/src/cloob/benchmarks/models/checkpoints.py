@@ -174,10 +174,10 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
                          f"than tensors and plain containers ({first_line(err)})") from None
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {first_line(err)}") from None
-    is_file = pretrained is not None and Path(pretrained).is_file()
+    path = pretrained if pretrained is not None and Path(pretrained).is_file() else None
     return LoadedModel(model.eval(), preprocess, open_clip.get_tokenizer(model_name), model_name,
-                       "open_clip-pretrained", path=pretrained if is_file else None,
-                       sha256=sha256_file(pretrained) if is_file else None,
+                       "open_clip-pretrained", path=path,
+                       sha256=sha256_file(path) if path is not None else None,
                        info={"pretrained": pretrained})
 
 
@@ -223,10 +223,10 @@ def _interpret(ckpt: dict, path: Path, model: str | None = None,
         cfg, name = _reference_cfg(ckpt.get("model_config_file"), sd, path)
         meta.setdefault("method", "cloob")
         return sd, cfg, name, "cloob-reference", meta
-    name, factory, source = open_clip_architecture(path, model, params)
-    if name is not None:
+    arch, factory, source = open_clip_architecture(path, model, params)
+    if arch is not None:
         meta["architecture_from"] = source
-        return sd, factory, name, OPEN_CLIP_RUN, meta
+        return sd, factory, arch, OPEN_CLIP_RUN, meta
     beside = path.parent / "open_clip_config.json"
     if beside.is_file():
         cfg = json.loads(beside.read_text(encoding="utf-8"))
@@ -423,7 +423,9 @@ def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.dev
     if preprocess is not None:  # open_clip's factory made them
         return LoadedModel(model.to(device).eval(), preprocess, tokenizer, name, fmt)
     pp = asdict(PreprocessCfg())
-    pp["size"] = model.visual.image_size
+    visual = model.visual
+    assert isinstance(visual, torch.nn.Module)  # torch types any attribute as Tensor | Module
+    pp["size"] = visual.image_size
     open_clip.set_model_preprocess_cfg(model, pp)
     tokenize_cfg = open_clip.get_model_tokenize_cfg(model)
     tokenizer = open_clip.SimpleTokenizer(context_length=tokenize_cfg.get("context_length", 77))

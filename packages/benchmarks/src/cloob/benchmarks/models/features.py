@@ -143,6 +143,7 @@ def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, w
         images = encode_images(model, ImageRefs(pairs.images, preprocess), batch_size=batch_size, workers=workers,
                                device=device, precision=precision, progress=progress, label=f"{pairs.name} images",
                                normalize=True)
+        assert images.index is not None  # Features.__post_init__ fills it
         keep, owner = readable_captions(pairs.caption_image, images.index, len(pairs.images))
         texts = encode_texts(model, tokenizer, [pairs.captions[t] for t in keep], device=device,
                              precision=precision, progress=progress, label=f"{pairs.name} captions")
@@ -209,6 +210,7 @@ class FeatureCache:
         """Write the entry; True when a file was written."""
         if path is None:
             return False
+        assert features.index is not None  # Features.__post_init__ fills it
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, x=features.x, labels=features.labels, index=features.index,
                      skipped=np.int64(features.skipped))

@@ -193,7 +193,8 @@ def classification_items(ids: np.ndarray, labels: np.ndarray, topk: np.ndarray) 
         present = counts > 0
         return np.where(present, w[:, :, 0] / np.maximum(counts, 1), 0).sum(1) / present.sum(1)
 
-    statistics = {"acc1": lambda w: w.reshape(w.shape[0], k, 3)[:, :, 0].sum(1) / n,
+    statistics: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+                  "acc1": lambda w: w.reshape(w.shape[0], k, 3)[:, :, 0].sum(1) / n,
                   "acc5": lambda w: w.reshape(w.shape[0], k, 3)[:, :, :2].sum((1, 2)) / n,
                   "mean_per_class_recall": per_class}
     return Items(np.asarray(ids), statistics, correct1.astype(np.int8), cells=cells)
@@ -213,14 +214,14 @@ def comparisons(records: list[dict], items: list[Items | None], n_boot: int,
     images both evaluated (matched by id), its bootstrap interval and the exact McNemar p-value."""
     out = []
     for i, j in itertools.combinations(range(len(records)), 2):
-        a, b = records[i], records[j]
-        if a["dataset"] != b["dataset"] or a["label"] == b["label"] or not items[i] or not items[j]:
+        a, b, items_a, items_b = records[i], records[j], items[i], items[j]
+        if a["dataset"] != b["dataset"] or a["label"] == b["label"] or items_a is None or items_b is None:
             continue
-        common, ia, ib = np.intersect1d(items[i].ids, items[j].ids, return_indices=True)
-        test = paired(items[i].outcome[ia], items[j].outcome[ib], n_boot, seed)
+        common, ia, ib = np.intersect1d(items_a.ids, items_b.ids, return_indices=True)
+        test = paired(items_a.outcome[ia], items_b.outcome[ib], n_boot, seed)
         out.append({"dataset": a["dataset"], "a": a["label"], "b": b["label"],
-                    "metric": items[i].paired_metric, "a_value": float(items[i].outcome[ia].mean()),
-                    "b_value": float(items[j].outcome[ib].mean()), **test})
+                    "metric": items_a.paired_metric, "a_value": float(items_a.outcome[ia].mean()),
+                    "b_value": float(items_b.outcome[ib].mean()), **test})
     return out
 
 

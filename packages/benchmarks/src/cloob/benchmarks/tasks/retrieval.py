@@ -65,7 +65,7 @@ def recall_items(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.
     per_image = {"captions": np.bincount(owner, minlength=n)}
     statistics = {}
     for k in ks:
-        statistics[f"i2t_r{k}"] = stats.mean_of(i2t_hit[:, :k].any(axis=1))
+        statistics[f"i2t_r{k}"] = stats.mean_of(np.asarray(i2t_hit[:, :k].any(axis=1)))
         hit_k = np.bincount(owner, weights=t2i_hit[:, :k].any(axis=1), minlength=n)
         statistics[f"t2i_r{k}"] = stats.ratio_of(hit_k, per_image["captions"])
     statistics["mean_recall"] = stats.average_of(*statistics.values())

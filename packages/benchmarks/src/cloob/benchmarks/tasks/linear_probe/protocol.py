@@ -59,7 +59,8 @@ def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     """(train indices, validation indices): `fraction` of every class, seeded, at least one image of
     each class left in train (a class absent from train can never be predicted)."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n_val = min(int(round(fraction * len(idx))), len(idx) - 1)
@@ -148,6 +149,8 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     if val_x is None:
         tr, va = carve_validation(train_y, cfg.val_fraction, cfg.seed)
         fit_x, fit_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
+    elif val_y is None:
+        raise ValueError("probe: val_x given without val_y")
     else:
         fit_x, fit_y = train_x, train_y
 

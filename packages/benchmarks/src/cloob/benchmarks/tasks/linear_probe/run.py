@@ -56,7 +56,7 @@ def split_features(loaded: LoadedModel, task: Task, split: str, cfg: ProbeRunCon
     feats = encode_images(loaded.model, ImageList(task.samples, loaded.preprocess), batch_size=cfg.batch_size,
                           workers=cfg.workers, device=cfg.device, precision=cfg.precision, progress=cfg.progress,
                           label=f"{task.name.split(':')[0]} {split}")
-    if cfg.cache.save(path, feats) and files is not None:
+    if path is not None and cfg.cache.save(path, feats) and files is not None:
         files.wrote(path)
     return feats
 
@@ -67,7 +67,9 @@ def run(models: list[LoadedModel], datasets: list[ProbeData], cfg: ProbeRunConfi
     for data in datasets:  # before any image is read: labels no probe can be fitted on
         check_labels(np.array([label for _, label in data.train.samples]), cfg.probe.val_fraction,
                      data.val is not None, data.name)
-    files = RunFiles(cfg.cache.folder)
+    folder = cfg.cache.folder
+    assert folder is not None  # ProbeRunConfig always caches: cache_dir or OUT/.features
+    files = RunFiles(folder)
     with files.undone_on_failure():
         return _run(models, datasets, cfg, echo, files)
 
