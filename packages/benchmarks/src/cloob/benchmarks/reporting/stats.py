@@ -194,9 +194,9 @@ def classification_items(ids: np.ndarray, labels: np.ndarray, topk: np.ndarray) 
         return np.where(present, w[:, :, 0] / np.maximum(counts, 1), 0).sum(1) / present.sum(1)
 
     statistics: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-                  "acc1": lambda w: w.reshape(w.shape[0], k, 3)[:, :, 0].sum(1) / n,
-                  "acc5": lambda w: w.reshape(w.shape[0], k, 3)[:, :, :2].sum((1, 2)) / n,
-                  "mean_per_class_recall": per_class}
+        "acc1": lambda w: w.reshape(w.shape[0], k, 3)[:, :, 0].sum(1) / n,
+        "acc5": lambda w: w.reshape(w.shape[0], k, 3)[:, :, :2].sum((1, 2)) / n,
+        "mean_per_class_recall": per_class}
     return Items(np.asarray(ids), statistics, correct1.astype(np.int8), cells=cells)
 
 
