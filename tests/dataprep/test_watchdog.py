@@ -14,12 +14,12 @@ from pathlib import Path
 
 import fsspec.config
 import pytest
-from support.s3 import S3Server
-from support.sockets import SilentPort
 
 from cloob.common.storage import call_limit_s, location
 from cloob.dataprep.download import _stop_group
 from cloob.dataprep.watchdog import StoreWatch
+from support.s3 import S3Server
+from support.sockets import SilentPort
 
 LIMIT = 2.0  # the watch's "one call" in fake seconds; a real question is cut at this many seconds
 

@@ -82,9 +82,9 @@ def _ask_store(shards: RemotePath, limit_s: float) -> tuple[dict[str, int] | Non
         try:
             result.append((listing(shards), None))
         except Exception as err:  # noqa: BLE001 - any failure means the store is not usable now
-            result.append((None, " ".join(str(err).split())[:120] or type(err).__name__))
+            result.append((None, f"a listing failed: {type(err).__name__}"))
 
     thread = threading.Thread(target=ask, daemon=True, name="store-watch")
     thread.start()
     thread.join(limit_s)
-    return result[0] if result else (None, f"no answer to a listing in {limit_s:.0f} s")
+    return result[0] if result else (None, f"a listing got no answer in {limit_s:.0f} s")
