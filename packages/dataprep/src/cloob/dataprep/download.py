@@ -91,7 +91,8 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
                                     stderr=None if opts.distributor == "multiprocessing" else out,
                                     # its own process group, so that a stall stops all of it
                                     start_new_session=remote)
-            returncode = _wait(proc, shards if remote else None, log)
+            returncode = _wait(proc, shards if remote else None, log,
+                               proc_stderr_is_ours=opts.distributor == "multiprocessing")
         cause = error_file.read_text().strip() if error_file.exists() else None
     finally:
         args_file.unlink(missing_ok=True)
@@ -105,7 +106,8 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
                               "re-run the same command to resume")
 
 
-def _wait(proc: subprocess.Popen, shards: RemotePath | None, log: Path) -> int:
+def _wait(proc: subprocess.Popen, shards: RemotePath | None, log: Path, *,
+          proc_stderr_is_ours: bool) -> int:
     """The child's exit status. Writing to a store (`shards`), the child runs in its own process
     group: Ctrl-C is passed on to it, and when the store stops answering and the child stops
     moving (watchdog.py), the whole group is stopped and that is one UsageError line."""
@@ -123,6 +125,8 @@ def _wait(proc: subprocess.Popen, shards: RemotePath | None, log: Path) -> int:
                 pass
             if watch.stalled():
                 _stop_group(proc, signal.SIGTERM)
+                if proc_stderr_is_ours:  # end img2dataset's progress bar line: ours starts fresh
+                    sys.stderr.write("\n")
                 raise UsageError(
                     f"{shards}: the storage endpoint did not answer in time ({watch.last_error}; "
                     f"img2dataset made no progress for {watch.limit_s:.0f} s and was stopped); "
