@@ -105,3 +105,28 @@ def test_stop_group_ends_the_child_and_its_workers() -> None:
         time.sleep(0.05)
     assert not _alive(worker)
     assert time.monotonic() - started < 5
+
+
+def test_a_child_stuck_while_the_store_is_silent_is_stopped_in_one_line(
+        s3: S3Server, monkeypatch, tmp_path: Path, capsys) -> None:
+    """run_img2dataset's wait, with a child that waits forever (as img2dataset's worker did in the
+    upload closing a shard) and a store that accepts connections and never answers."""
+    from cloob.common import storage
+    from cloob.common.cli import UsageError
+    from cloob.dataprep.download import _wait
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", {
+        "config_kwargs": {"connect_timeout": 1, "read_timeout": 1}})
+    monkeypatch.setattr(storage, "call_limit_s", lambda: 1.0)
+    log = tmp_path / "img2dataset.log"
+    with SilentPort() as silent:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{silent.address}")
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        started = time.monotonic()
+        with pytest.raises(UsageError) as raised:
+            _wait(proc, location(s3.url("ds/shards")), log, proc_stderr_is_ours=True)
+    assert str(raised.value).startswith(f"{s3.url('ds/shards')}: the storage endpoint did not "
+                                        "answer in time (a listing"), raised.value
+    assert proc.returncode == -signal.SIGTERM
+    assert time.monotonic() - started < 10
+    assert capsys.readouterr().err == "\n"  # the progress bar's line is ended before ours
