@@ -57,10 +57,10 @@ def location(url: str | os.PathLike[str]) -> Path | RemotePath:
 
 
 # Every object-store call ends in bounded time. botocore gives each request a connect and a read
-# timeout and three attempts (its "standard" mode retries timeouts, 5xx and throttling with
+# timeout and three retries (its "standard" mode retries timeouts, 5xx and throttling with
 # backoff); s3fs's own retry loop around botocore (5 rounds by default) is cut to one round, or a
 # store that stops answering mid-run costs 5 rounds x 5 attempts x 15 s per call: a hang. Worst
-# case for one call: 3 x 15 s plus backoff. `--storage-options '{"config_kwargs": {...}}'`
+# case for one call: `call_limit_s`, 4 x (5 + 15) s plus backoff. `--storage-options '{"config_kwargs": {...}}'`
 # overrides any of these.
 LIMITS = {"connect_timeout": 5, "read_timeout": 15,
           "retries": {"max_attempts": 3, "mode": "standard"}}
@@ -323,19 +323,49 @@ def check_access(url: str | RemotePath) -> None:
     target = location(url)
     if not isinstance(target, RemotePath):
         return
+    with translated(target.url):
+        _one_try_filesystem(target.url.split("://", 1)[0]).ls(target.bucket, detail=False)
+
+
+def _one_try_filesystem(protocol: str):
+    """A client of its own that gives up after one try: a dead endpoint answers in seconds, not
+    after the retries. The user's --storage-options (and their timeouts) still apply."""
     import fsspec
     import fsspec.config
 
-    # A client of its own that gives up after one try: a dead endpoint answers in seconds, not
-    # after the retries. The user's --storage-options (and their timeouts) still apply.
-    protocol = target.url.split("://", 1)[0]
     options = _with_limits(fsspec.config.conf.get(protocol, {}))
     options["config_kwargs"]["retries"] = {"max_attempts": 1}
-    with translated(target.url):
-        fs = fsspec.filesystem(protocol, skip_instance_cache=True, use_listings_cache=False,
-                               **options)
-        fs.retries = 1
-        fs.ls(target.bucket, detail=False)
+    fs = fsspec.filesystem(protocol, skip_instance_cache=True, use_listings_cache=False, **options)
+    fs.retries = 1
+    return fs
+
+
+def listing(folder: RemotePath) -> dict[str, int]:
+    """Object name → size under `folder`, asked once (no retries; raises what the store raised).
+    For watching a store other processes write to."""
+    fs = _one_try_filesystem(folder.url.split("://", 1)[0])
+    try:
+        found = fs.ls(folder._key, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {e["name"].rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in found}
+
+
+def call_limit_s() -> float:
+    """The longest one object-store call may take under the current limits (LIMITS under the
+    user's --storage-options): every attempt's connect and read timeouts plus botocore's
+    "standard" backoff between attempts (up to 2**i s, at most 20 s), times s3fs's rounds."""
+    import fsspec.config
+
+    config = _with_limits(fsspec.config.conf.get("s3", {}))["config_kwargs"]
+    retries = config.get("retries") or {}
+    # botocore: total_max_attempts counts the first request, max_attempts only the retries.
+    attempts = int(retries["total_max_attempts"]) if "total_max_attempts" in retries \
+        else int(retries.get("max_attempts", 3)) + 1
+    attempts = max(1, attempts)
+    per_try = float(config.get("connect_timeout", 60)) + float(config.get("read_timeout", 60))
+    backoff = sum(min(2.0 ** i, 20.0) for i in range(attempts - 1))
+    return S3FS_ROUNDS * (attempts * per_try + backoff)
 
 
 @contextlib.contextmanager

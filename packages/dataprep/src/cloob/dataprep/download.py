@@ -16,8 +16,10 @@ img2dataset runs in a child Python process (`python -m cloob.dataprep.download A
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -39,6 +41,7 @@ if __name__ in ("__main__", "__mp_main__"):  # the child process and its spawned
 
 from typing import TYPE_CHECKING  # noqa: E402
 
+from cloob.common.cli import UsageError  # noqa: E402
 from cloob.dataprep.config import DownloadOptions  # noqa: E402
 from cloob.dataprep.engines import explain, start_engine, stop_engine  # noqa: E402
 
@@ -75,27 +78,73 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
            # Ray reports usage statistics over the internet unless told not to.
            "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
-    if not isinstance(shards, Path):
+    remote = not isinstance(shards, Path)
+    if remote:
         env["DATAPREP_REMOTE_OUTPUT"] = "1"
     try:
         with open(log, "ab") as out:
             # -P: `python -m` would put the working directory first on sys.path, and a folder
             # there named like a package (`ray/`, `torch/`) would shadow the installed one.
             # Spark's JVM and Ray's processes write pages of logs to stderr: into the log too.
-            proc = subprocess.run([sys.executable, "-P", "-m", "cloob.dataprep.download",
-                                   str(args_file)], stdout=out, env=env, check=False,
-                                  stderr=None if opts.distributor == "multiprocessing" else out)
+            proc = subprocess.Popen([sys.executable, "-P", "-m", "cloob.dataprep.download",
+                                     str(args_file)], stdout=out, env=env,
+                                    stderr=None if opts.distributor == "multiprocessing" else out,
+                                    # its own process group, so that a stall stops all of it
+                                    start_new_session=remote)
+            returncode = _wait(proc, shards if remote else None, log,
+                               proc_stderr_is_ours=opts.distributor == "multiprocessing")
         cause = error_file.read_text().strip() if error_file.exists() else None
     finally:
         args_file.unlink(missing_ok=True)
         error_file.unlink(missing_ok=True)
-    if proc.returncode < 0 or proc.returncode == 130:
+    if returncode < 0 or returncode == 130:
         raise KeyboardInterrupt
     if cause:
         raise EngineError(f"{cause} (traceback in {log})")
-    if proc.returncode != 0:
-        raise IncompleteError(f"img2dataset failed (exit {proc.returncode}, see {log}); "
+    if returncode != 0:
+        raise IncompleteError(f"img2dataset failed (exit {returncode}, see {log}); "
                               "re-run the same command to resume")
+
+
+def _wait(proc: subprocess.Popen, shards: RemotePath | None, log: Path, *,
+          proc_stderr_is_ours: bool) -> int:
+    """The child's exit status. Writing to a store (`shards`), the child runs in its own process
+    group: Ctrl-C is passed on to it, and when the store stops answering and the child stops
+    moving (watchdog.py), the whole group is stopped and that is one UsageError line."""
+    if shards is None:
+        return proc.wait()
+    from cloob.common.storage import call_limit_s
+    from cloob.dataprep.watchdog import StoreWatch
+
+    watch = StoreWatch(shards, log, call_limit_s())
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+            if watch.stalled():
+                _stop_group(proc, signal.SIGTERM)
+                if proc_stderr_is_ours:  # end img2dataset's progress bar line: ours starts fresh
+                    sys.stderr.write("\n")
+                raise UsageError(
+                    f"{shards}: the storage endpoint did not answer in time ({watch.last_error}; "
+                    f"img2dataset made no progress for {watch.limit_s:.0f} s and was stopped); "
+                    "re-run the same command once it answers: finished shards are kept")
+    except KeyboardInterrupt:
+        _stop_group(proc, signal.SIGINT)
+        raise
+
+
+def _stop_group(proc: subprocess.Popen, sig: int, grace_s: float = 10) -> None:
+    """Send `sig` to the child's process group (its workers too), then SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):  # workers that outlived their leader, or all
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _img2dataset_args(inputs: Path, shards: Path | RemotePath, opts: DownloadOptions,
