@@ -36,8 +36,11 @@ def machine() -> dict[str, object]:
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     info: dict[str, object] = {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1),
-        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }
     for mod in ("torch", "open_clip", "webdataset", "duckdb"):
         with contextlib.suppress(Exception):  # a module that is not installed is not reported
@@ -65,12 +68,22 @@ _WRAPPER = (
 )
 
 
-def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None,
-                 cwd: str | Path | None = None, log: Path | None = None) -> tuple[float, float, str]:
+def run_measured(
+    cmd: Sequence[str],
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    log: Path | None = None,
+) -> tuple[float, float, str]:
     """Run a command: (wall seconds, peak RSS of its largest process in MiB, its output)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], env=env, cwd=cwd,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *cmd],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     out, _, tail = proc.stdout.rpartition("@@maxrss ")
     if log:
@@ -81,8 +94,13 @@ def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None,
     return wall, int(tail.split()[0]) / 1024, out
 
 
-def report(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
-           extra: dict[str, object] | None = None) -> Path:
+def report(
+    name: str,
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    extra: dict[str, object] | None = None,
+) -> Path:
     """Print a rich table and write `bench/results/<name>.json` with the machine description."""
     table = Table(title=title)
     for col in columns:
@@ -92,8 +110,14 @@ def report(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequenc
     console.print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "title": title, "machine": machine(),
-               "columns": list(columns), "rows": [list(r) for r in rows], **(extra or {})}
+    payload = {
+        "benchmark": name,
+        "title": title,
+        "machine": machine(),
+        "columns": list(columns),
+        "rows": [list(r) for r in rows],
+        **(extra or {}),
+    }
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     console.print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
     return out

@@ -24,12 +24,16 @@ args = parser.parse_args()
 torch.manual_seed(0)
 setups = {}
 for method in ("clip", "cloob"):
-    b = models.create(args.model, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu"))
+    b = models.create(
+        args.model, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu")
+    )
     loss_fn = losses.create_loss(method)
     opt = make_optimizer(param_groups(b.model, loss_fn, 0.1), 5e-4, (0.9, 0.98), 1e-6)
     size = b.cfg["vision_cfg"]["image_size"]
     images = torch.randn(args.batch, 3, size, size)
-    texts = b.tokenizer(["a large red circle in the top left on a striped grey background"] * args.batch)
+    texts = b.tokenizer(
+        ["a large red circle in the top left on a striped grey background"] * args.batch
+    )
     setups[method] = (b.model, loss_fn, opt, images, texts)
 
 
@@ -52,6 +56,8 @@ for _ in range(args.rounds):
     for method in setups:
         rates[method].append(run(method, args.steps))
 for method, r in rates.items():
-    print(f"{args.model} {method:5s} batch {args.batch}: best {max(r):6.1f} samples/s "
-          f"(rounds: {', '.join(f'{x:.1f}' for x in r)})")
+    print(
+        f"{args.model} {method:5s} batch {args.batch}: best {max(r):6.1f} samples/s "
+        f"(rounds: {', '.join(f'{x:.1f}' for x in r)})"
+    )
 print(f"cloob/clip ratio (best): {max(rates['cloob']) / max(rates['clip']):.3f}")

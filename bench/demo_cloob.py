@@ -43,7 +43,9 @@ def load_shards(root: Path, preprocess, tokenizer) -> tuple[torch.Tensor, torch.
     return torch.stack(images), tokenizer(captions)
 
 
-def load_task(task_dir: Path, preprocess) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+def load_task(
+    task_dir: Path, preprocess
+) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """The demo task exactly as the trainer's evaluation sees it (same labels and templates)."""
     task = folder_task(task_dir)
     xs = [preprocess(Image.open(path).convert("RGB")) for path, _ in task.samples]
@@ -66,9 +68,11 @@ def similarity(model, images: torch.Tensor, texts: torch.Tensor) -> dict[str, fl
     fx = F.normalize(model.encode_image(images), dim=-1)
     fy = F.normalize(model.encode_text(texts), dim=-1)
     off = ~torch.eye(len(fx), dtype=torch.bool)
-    return {"xx": round((fx @ fx.t())[off].mean().item(), 3),
-            "yy": round((fy @ fy.t())[off].mean().item(), 3),
-            "xy": round((fx @ fy.t()).mean().item(), 3)}
+    return {
+        "xx": round((fx @ fx.t())[off].mean().item(), 3),
+        "yy": round((fy @ fy.t())[off].mean().item(), 3),
+        "xy": round((fx @ fy.t()).mean().item(), 3),
+    }
 
 
 def main() -> None:
@@ -86,28 +90,41 @@ def main() -> None:
     a = p.parse_args()
 
     torch.manual_seed(a.seed)
-    bundle = models.create(a.model, init_inv_tau=a.inv_tau, learnable_inv_tau=False,
-                           device=torch.device("cpu"))
+    bundle = models.create(
+        a.model, init_inv_tau=a.inv_tau, learnable_inv_tau=False, device=torch.device("cpu")
+    )
     model, tokenizer = bundle.model, bundle.tokenizer
     demo = build_demo(cache_dir() / "demo-20000")
     images, texts = load_shards(demo.root, bundle.preprocess_val, tokenizer)
-    tasks = {name: load_task(t.images_dir.parent, bundle.preprocess_val) for name, t in demo.tasks.items()}
+    tasks = {
+        name: load_task(t.images_dir.parent, bundle.preprocess_val)
+        for name, t in demo.tasks.items()
+    }
     loss_fn = losses.create_loss(a.method, a.beta)
     decay = [q for q in model.parameters() if q.requires_grad and q.ndim >= 2]
     rest = [q for q in model.parameters() if q.requires_grad and q.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+        lr=a.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     print(vars(a), "init", similarity(model, images[:128], texts[:128]), flush=True)
     gen = torch.Generator().manual_seed(a.seed)
     order, pos, start = torch.randperm(len(images), generator=gen), 0, time.time()
     for step in range(1, a.steps + 1):
-        lr = a.lr * step / a.warmup if step <= a.warmup else 0.5 * a.lr * (
-            1 + math.cos(math.pi * (step - a.warmup) / max(1, a.steps - a.warmup)))
+        lr = (
+            a.lr * step / a.warmup
+            if step <= a.warmup
+            else 0.5
+            * a.lr
+            * (1 + math.cos(math.pi * (step - a.warmup) / max(1, a.steps - a.warmup)))
+        )
         for group in opt.param_groups:
             group["lr"] = lr
         if pos + a.batch_size > len(images):
             order, pos = torch.randperm(len(images), generator=gen), 0
-        idx, pos = order[pos:pos + a.batch_size], pos + a.batch_size
+        idx, pos = order[pos : pos + a.batch_size], pos + a.batch_size
         fx, fy, scale = model(images[idx], texts[idx])
         loss = loss_fn(fx, fy, scale)
         opt.zero_grad()
@@ -115,8 +132,11 @@ def main() -> None:
         opt.step()
         if step % a.eval_every == 0 or step == a.steps:
             model.eval()
-            print(f"step {step} loss {loss.item():.4f} zero-shot {zeroshot(model, tokenizer, tasks)} "
-                  f"cos {similarity(model, images[:128], texts[:128])} {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step} loss {loss.item():.4f} zero-shot {zeroshot(model, tokenizer, tasks)} "
+                f"cos {similarity(model, images[:128], texts[:128])} {time.time() - start:.0f}s",
+                flush=True,
+            )
             model.train()
 
 

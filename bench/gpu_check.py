@@ -77,15 +77,32 @@ class Settings:
     def from_env(cls, cpu: bool) -> Settings:
         env = os.environ
         if cpu:  # tiny: the same steps and output, proven here without a GPU
-            return cls(cpu=True, nproc=int(env.get("NPROC", "1")), batch=int(env.get("BATCH", "4")),
-                       steps=int(env.get("STEPS", "3")), workers=int(env.get("WORKERS", "0")),
-                       budget_s=float(env.get("BUDGET_S", "2400")), model="micro-rn",
-                       oc_model="micro-rn", log_every=1, matmul_n=256,
-                       readme_extra=["--demo-samples", "400", "--max-steps", "3"])
-        return cls(cpu=False, nproc=int(env.get("NPROC", "1")), batch=int(env.get("BATCH", "256")),
-                   steps=int(env.get("STEPS", "50")), workers=int(env.get("WORKERS", "12")),
-                   budget_s=float(env.get("BUDGET_S", "345")), model="RN50",
-                   oc_model="RN50-quickgelu", log_every=10, matmul_n=8192, readme_extra=[])
+            return cls(
+                cpu=True,
+                nproc=int(env.get("NPROC", "1")),
+                batch=int(env.get("BATCH", "4")),
+                steps=int(env.get("STEPS", "3")),
+                workers=int(env.get("WORKERS", "0")),
+                budget_s=float(env.get("BUDGET_S", "2400")),
+                model="micro-rn",
+                oc_model="micro-rn",
+                log_every=1,
+                matmul_n=256,
+                readme_extra=["--demo-samples", "400", "--max-steps", "3"],
+            )
+        return cls(
+            cpu=False,
+            nproc=int(env.get("NPROC", "1")),
+            batch=int(env.get("BATCH", "256")),
+            steps=int(env.get("STEPS", "50")),
+            workers=int(env.get("WORKERS", "12")),
+            budget_s=float(env.get("BUDGET_S", "345")),
+            model="RN50",
+            oc_model="RN50-quickgelu",
+            log_every=10,
+            matmul_n=8192,
+            readme_extra=[],
+        )
 
 
 @dataclass
@@ -102,43 +119,123 @@ class Step:
 def plan(s: Settings, logs: Path, python: str = sys.executable) -> list[Step]:
     """Every command the check runs, in order of importance (the budget cuts the tail)."""
     probe = [python, "-m", "gpu_probe"]
-    torchrun = [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                str(s.nproc), "-m", "--", "gpu_probe"]  # `--`: torchrun's parser would take --logs
+    torchrun = [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(s.nproc),
+        "-m",
+        "--",
+        "gpu_probe",
+    ]  # `--`: torchrun's parser would take --logs
     samples = s.batch * s.nproc * (s.steps + 1)
     slow = 4 if s.cpu else 1  # the CPU mode's steps are tiny but the machine is slow and shared
-    steps = [Step("card", "card", [python, "-m", "gpu_measure", "--model", s.oc_model,
-                                   "--matmul-n", str(s.matmul_n)], 60 * slow),
-             Step("readme", "readme", [*probe, "cloob.trainer.cli", *README_ARGS, *s.readme_extra],
-                  180 * slow)]
+    steps = [
+        Step(
+            "card",
+            "card",
+            [python, "-m", "gpu_measure", "--model", s.oc_model, "--matmul-n", str(s.matmul_n)],
+            60 * slow,
+        ),
+        Step(
+            "readme",
+            "readme",
+            [*probe, "cloob.trainer.cli", *README_ARGS, *s.readme_extra],
+            180 * slow,
+        ),
+    ]
 
     def ours(method: str, precision: str, flags: list[str], timeout: float) -> Step:
         name = "-".join([method, precision, *(f.strip("-") for f in flags)])
-        cmd = [*torchrun, "cloob.trainer.cli", "run", "--model", s.model, "--method", method,
-               "--dataset-type", "synthetic", "--train-num-samples", str(samples),
-               "--batch-size", str(s.batch), "--precision", precision,
-               "--max-steps", str(s.steps), "--warmup", "10", "--workers", str(s.workers),
-               "--logs", str(logs), "--name", name, "--save-frequency", "0", "--report-to", "none",
-               "--log-every-n-steps", str(s.log_every), "--no-progress", *flags]
+        cmd = [
+            *torchrun,
+            "cloob.trainer.cli",
+            "run",
+            "--model",
+            s.model,
+            "--method",
+            method,
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            str(samples),
+            "--batch-size",
+            str(s.batch),
+            "--precision",
+            precision,
+            "--max-steps",
+            str(s.steps),
+            "--warmup",
+            "10",
+            "--workers",
+            str(s.workers),
+            "--logs",
+            str(logs),
+            "--name",
+            name,
+            "--save-frequency",
+            "0",
+            "--report-to",
+            "none",
+            "--log-every-n-steps",
+            str(s.log_every),
+            "--no-progress",
+            *flags,
+        ]
         return Step(name, "ours", cmd, timeout, method, precision, flags)
 
     def openclip(precision: str) -> Step:
-        cmd = [*torchrun, "open_clip_train.main", "--model", s.oc_model, "--dataset-type",
-               "synthetic", "--train-num-samples", str(samples), "--batch-size", str(s.batch),
-               "--precision", precision, "--epochs", "1", "--warmup", "10", "--workers",
-               str(s.workers), "--log-every-n-steps", str(s.log_every), "--save-frequency", "0",
-               "--report-to", "", "--logs", str(logs / "openclip"), "--name", f"oc-{precision}",
-               "--gather-with-grad"]
+        cmd = [
+            *torchrun,
+            "open_clip_train.main",
+            "--model",
+            s.oc_model,
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            str(samples),
+            "--batch-size",
+            str(s.batch),
+            "--precision",
+            precision,
+            "--epochs",
+            "1",
+            "--warmup",
+            "10",
+            "--workers",
+            str(s.workers),
+            "--log-every-n-steps",
+            str(s.log_every),
+            "--save-frequency",
+            "0",
+            "--report-to",
+            "",
+            "--logs",
+            str(logs / "openclip"),
+            "--name",
+            f"oc-{precision}",
+            "--gather-with-grad",
+        ]
         return Step(f"openclip-clip-{precision}", "openclip", cmd, 60 * slow, "clip", precision)
 
     # a cold inductor cache on 2 shared cores: 431 s measured for the first CPU compile
     compile_s = 900 if s.cpu else 120
-    steps += [ours("clip", "amp_bf16", [], 60 * slow), openclip("amp_bf16"),
-              ours("cloob", "amp_bf16", [], 60 * slow),
-              ours("cloob", "amp_bf16", ["--torchcompile"], compile_s)]
+    steps += [
+        ours("clip", "amp_bf16", [], 60 * slow),
+        openclip("amp_bf16"),
+        ours("cloob", "amp_bf16", [], 60 * slow),
+        ours("cloob", "amp_bf16", ["--torchcompile"], compile_s),
+    ]
     if s.nproc > 1:
         steps += [ours(m, "amp_bf16", ["--local-loss"], 60 * slow) for m in ("clip", "cloob")]
-    steps += [ours("clip", "amp", [], 60 * slow), openclip("amp"), ours("cloob", "amp", [], 60 * slow),
-              ours("clip", "amp_bf16", ["--torchcompile"], compile_s)]
+    steps += [
+        ours("clip", "amp", [], 60 * slow),
+        openclip("amp"),
+        ours("cloob", "amp", [], 60 * slow),
+        ours("clip", "amp_bf16", ["--torchcompile"], compile_s),
+    ]
     return steps
 
 
@@ -151,7 +248,7 @@ def check_parses(steps: list[Step]) -> None:
     group = typer.main.get_command(app)
     for step in steps:
         if step.kind in ("ours", "readme"):
-            sub, *args = step.cmd[step.cmd.index("cloob.trainer.cli") + 1:]
+            sub, *args = step.cmd[step.cmd.index("cloob.trainer.cli") + 1 :]
             command = group.get_command(group.make_context("trainer", [sub]), sub)
             command.make_context(sub, args, resilient_parsing=False)
 
@@ -161,18 +258,31 @@ def check_parses(steps: list[Step]) -> None:
 
 def child_env(probe_dir: Path) -> dict[str, str]:
     path = [str(BENCH), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1",
-            "NO_ALBUMENTATIONS_UPDATE": "1", "GPU_PROBE_DIR": str(probe_dir)}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(path),
+        "PYTHONUNBUFFERED": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "GPU_PROBE_DIR": str(probe_dir),
+    }
 
 
-def execute(step: Step, timeout: float, log: Path, probe_dir: Path) -> tuple[str, int | None, float]:
+def execute(
+    step: Step, timeout: float, log: Path, probe_dir: Path
+) -> tuple[str, int | None, float]:
     """Run one step in its own process group (torchrun's workers die with it on a timeout):
     (status, exit code, wall seconds); its output goes to `log`."""
     t0 = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        proc = subprocess.Popen(step.cmd, cwd=ROOT, env=child_env(probe_dir), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            step.cmd,
+            cwd=ROOT,
+            env=child_env(probe_dir),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             rc = proc.wait(timeout=timeout)
             status = "ok" if rc == 0 else "failed"
@@ -218,8 +328,11 @@ def probe_results(folder: Path) -> dict[str, object]:
     if not probes:
         return {}
     rank0 = min(probes, key=lambda p: p["rank"])
-    out: dict[str, object] = {"loader": rank0.get("loader"), "modules": rank0.get("modules"),
-                              "max_rss_mib": max(p["max_rss_mib"] for p in probes)}
+    out: dict[str, object] = {
+        "loader": rank0.get("loader"),
+        "modules": rank0.get("modules"),
+        "max_rss_mib": max(p["max_rss_mib"] for p in probes),
+    }
     peaks = [p["gpu_peak_allocated_mib"] for p in probes if "gpu_peak_allocated_mib" in p]
     if peaks:
         out["gpu_peak_allocated_mib"] = max(peaks)
@@ -235,9 +348,12 @@ def readme_summary(output: str) -> dict[str, object]:
         path = path if path.is_absolute() else ROOT / path
         for line in (path / "metrics.jsonl").read_text().splitlines():
             metrics.update(json.loads(line))
-    table = output[output.find("zero-shot (final)"):] if "zero-shot (final)" in output else ""
-    return {"zeroshot_table": bool(table), "table_text": table.strip()[:4000],
-            **{k: v for k, v in metrics.items() if k.endswith("/acc1")}}
+    table = output[output.find("zero-shot (final)") :] if "zero-shot (final)" in output else ""
+    return {
+        "zeroshot_table": bool(table),
+        "table_text": table.strip()[:4000],
+        **{k: v for k, v in metrics.items() if k.endswith("/acc1")},
+    }
 
 
 def datasheet_peak(card: str) -> float | None:
@@ -262,8 +378,10 @@ def measure(step: Step, s: Settings, output: str, logs: Path, probe: dict, card:
     rate = statistics.mean(rates)
     flops = card.get("train_flops_per_sample")
     out = {"samples_per_s": rate, "windows": rates}
-    for key, peak in (("mfu_measured", card.get("matmul_bf16_tflops")),
-                      ("mfu_datasheet", card.get("datasheet_bf16_tflops"))):
+    for key, peak in (
+        ("mfu_measured", card.get("matmul_bf16_tflops")),
+        ("mfu_datasheet", card.get("datasheet_bf16_tflops")),
+    ):
         out[key] = rate * flops / (peak * 1e12) / s.nproc if flops and peak else None
     loader = probe.get("loader") or {}
     out["loader_share"] = loader.get("share")
@@ -276,25 +394,46 @@ def measure(step: Step, s: Settings, output: str, logs: Path, probe: dict, card:
 
 
 def table_rows(records: list[dict]) -> list[list[object]]:
-    oc = {r["precision"]: r["samples_per_s"] for r in records
-          if r["kind"] == "openclip" and r.get("samples_per_s")}
+    oc = {
+        r["precision"]: r["samples_per_s"]
+        for r in records
+        if r["kind"] == "openclip" and r.get("samples_per_s")
+    }
     rows = []
     for r in records:
         if r["kind"] not in ("ours", "openclip"):
             continue
         rate = r.get("samples_per_s")
         base = oc.get(r["precision"])
-        rows.append([r["label"], r["status"], _f(rate, ".0f" if rate and rate >= 100 else ".3g"),
-                     _f(rate / base if rate and base else None, ".2f"),
-                     _pct(r.get("mfu_measured")), _pct(r.get("mfu_datasheet")),
-                     _f((r.get("gpu_peak_allocated_mib") or 0) / 1024 or None, ".1f"),
-                     _f((r.get("max_rss_mib") or 0) / 1024 or None, ".1f"),
-                     _pct(r.get("loader_share")), _f(r.get("wall_s"), ".0f")])
+        rows.append(
+            [
+                r["label"],
+                r["status"],
+                _f(rate, ".0f" if rate and rate >= 100 else ".3g"),
+                _f(rate / base if rate and base else None, ".2f"),
+                _pct(r.get("mfu_measured")),
+                _pct(r.get("mfu_datasheet")),
+                _f((r.get("gpu_peak_allocated_mib") or 0) / 1024 or None, ".1f"),
+                _f((r.get("max_rss_mib") or 0) / 1024 or None, ".1f"),
+                _pct(r.get("loader_share")),
+                _f(r.get("wall_s"), ".0f"),
+            ]
+        )
     return rows
 
 
-COLUMNS = ["run", "status", "samples/s", "× OpenCLIP", "MFU (matmul)", "MFU (datasheet)",
-           "GPU peak GiB", "RSS GiB", "loader wait", "wall s"]
+COLUMNS = [
+    "run",
+    "status",
+    "samples/s",
+    "× OpenCLIP",
+    "MFU (matmul)",
+    "MFU (datasheet)",
+    "GPU peak GiB",
+    "RSS GiB",
+    "loader wait",
+    "wall s",
+]
 
 
 def _f(v: float | None, spec: str) -> str:
@@ -307,25 +446,39 @@ def _pct(v: float | None) -> str:
 
 def markdown(payload: dict) -> str:
     s, card = payload["settings"], payload["card"]
-    lines = [f"# GPU check ({payload['mode']} mode)", "",
-             f"{s['model']} on {s['nproc']} × {card.get('device', '?')}, batch {s['batch']}/device, "
-             f"{s['steps']} steps, synthetic data; × OpenCLIP = / OpenCLIP's trainer at the same "
-             f"precision; matmul bf16 {_f(card.get('matmul_bf16_tflops'), '.4g')} TFLOP/s "
-             f"measured, datasheet {_f(card.get('datasheet_bf16_tflops'), '.0f')}.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# GPU check ({payload['mode']} mode)",
+        "",
+        f"{s['model']} on {s['nproc']} × {card.get('device', '?')}, batch {s['batch']}/device, "
+        f"{s['steps']} steps, synthetic data; × OpenCLIP = / OpenCLIP's trainer at the same "
+        f"precision; matmul bf16 {_f(card.get('matmul_bf16_tflops'), '.4g')} TFLOP/s "
+        f"measured, datasheet {_f(card.get('datasheet_bf16_tflops'), '.0f')}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(payload["steps"])]
     readme = next((r for r in payload["steps"] if r["kind"] == "readme"), None)
     if readme:
-        lines += ["", f"README first command: {readme['status']}, {_f(readme.get('wall_s'), '.0f')} s",
-                  "", "```", readme.get("table_text", ""), "```"]
+        lines += [
+            "",
+            f"README first command: {readme['status']}, {_f(readme.get('wall_s'), '.0f')} s",
+            "",
+            "```",
+            readme.get("table_text", ""),
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def write_results(folder: Path, payload: dict, logs: list[str]) -> None:
     """The three result files, each written under a temporary name and renamed."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in (("gpu_check.json", json.dumps(payload, indent=2, default=str) + "\n"),
-                       ("gpu_check.md", markdown(payload)), ("gpu_check.log", "\n".join(logs))):
+    for name, text in (
+        ("gpu_check.json", json.dumps(payload, indent=2, default=str) + "\n"),
+        ("gpu_check.md", markdown(payload)),
+        ("gpu_check.log", "\n".join(logs)),
+    ):
         tmp = folder / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(folder / name)
@@ -339,40 +492,67 @@ def tail(text: str, lines: int) -> str:
 
 
 def run_all(s: Settings, steps: list[Step], logs: Path, results: Path) -> dict:
-    payload = {"benchmark": "gpu_check", "mode": "cpu" if s.cpu else "gpu",
-               "readme_command": README_COMMAND, "settings": asdict(s),
-               "host": {"python": platform.python_version(), "platform": platform.platform(),
-                        "cpus": os.cpu_count(), "executable": sys.executable},
-               "card": {}, "steps": []}
+    payload = {
+        "benchmark": "gpu_check",
+        "mode": "cpu" if s.cpu else "gpu",
+        "readme_command": README_COMMAND,
+        "settings": asdict(s),
+        "host": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "executable": sys.executable,
+        },
+        "card": {},
+        "steps": [],
+    }
     step_logs: list[str] = []
     started = time.perf_counter()
     for step in steps:
         left = s.budget_s - (time.perf_counter() - started)
-        record = {"label": step.label, "kind": step.kind, "method": step.method,
-                  "precision": step.precision, "flags": step.flags, "cmd": shlex.join(step.cmd)}
+        record = {
+            "label": step.label,
+            "kind": step.kind,
+            "method": step.method,
+            "precision": step.precision,
+            "flags": step.flags,
+            "cmd": shlex.join(step.cmd),
+        }
         if left < 15:
             record["status"] = "skipped (budget)"
         else:
-            record.update(run_step(step, s, min(step.timeout_s, left), logs, payload["card"],
-                                   step_logs))
+            record.update(
+                run_step(step, s, min(step.timeout_s, left), logs, payload["card"], step_logs)
+            )
         payload["steps"].append(record)
         payload["elapsed_s"] = time.perf_counter() - started
         write_results(results, payload, step_logs)
-        print(f"{step.label:32s} {record['status']:18s} {_f(record.get('wall_s'), '.0f'):>4s} s  "
-              f"{_f(record.get('samples_per_s'), '.0f')} samples/s", flush=True)
+        print(
+            f"{step.label:32s} {record['status']:18s} {_f(record.get('wall_s'), '.0f'):>4s} s  "
+            f"{_f(record.get('samples_per_s'), '.0f')} samples/s",
+            flush=True,
+        )
     return payload
 
 
-def run_step(step: Step, s: Settings, timeout: float, logs: Path, card: dict,
-             step_logs: list[str]) -> dict:
+def run_step(
+    step: Step, s: Settings, timeout: float, logs: Path, card: dict, step_logs: list[str]
+) -> dict:
     probe_dir = logs / "probes" / step.label
     log = logs / f"{step.label}.log"
     status, rc, wall = execute(step, timeout, log, probe_dir)
     output = log.read_text(errors="replace")
-    record: dict[str, object] = {"status": status, "rc": rc, "wall_s": wall,
-                                 "timeout_s": timeout, **probe_results(probe_dir)}
-    step_logs.append(f"=== {step.label}: {status} (rc {rc}, {wall:.0f} s)\n$ {shlex.join(step.cmd)}\n"
-                     f"{tail(output, 200)}\n")
+    record: dict[str, object] = {
+        "status": status,
+        "rc": rc,
+        "wall_s": wall,
+        "timeout_s": timeout,
+        **probe_results(probe_dir),
+    }
+    step_logs.append(
+        f"=== {step.label}: {status} (rc {rc}, {wall:.0f} s)\n$ {shlex.join(step.cmd)}\n"
+        f"{tail(output, 200)}\n"
+    )
     if status == "ok":
         try:
             record.update(measure(step, s, output, logs, record, card))
@@ -385,11 +565,15 @@ def run_step(step: Step, s: Settings, timeout: float, logs: Path, card: dict,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("--cpu", action="store_true",
-                        help="the same steps on the CPU: micro models, 3 steps (proves the path)")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="the same steps on the CPU: micro models, 3 steps (proves the path)",
+    )
     args = parser.parse_args()
     s = Settings.from_env(args.cpu)
     if args.dry_run:

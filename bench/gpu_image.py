@@ -10,30 +10,70 @@ from __future__ import annotations
 
 # Distributions the image's python3 holds (gpu-machine.md), with the import names they provide.
 IMAGE: dict[str, tuple[str, ...]] = {
-    "torch": ("torch", "torchgen", "functorch"), "torchvision": ("torchvision",),
-    "triton": ("triton",), "numpy": ("numpy",), "pillow": ("PIL",), "pandas": ("pandas",),
-    "pyarrow": ("pyarrow",), "matplotlib": ("matplotlib", "mpl_toolkits"), "seaborn": ("seaborn",),
-    "tensorboard": ("tensorboard",), "typer": ("typer",), "click": ("click",), "rich": ("rich",),
-    "tqdm": ("tqdm",), "regex": ("regex",), "requests": ("requests",), "pyyaml": ("yaml",),
-    "psutil": ("psutil",), "fsspec": ("fsspec",), "huggingface-hub": ("huggingface_hub",),
-    "safetensors": ("safetensors",), "timm": ("timm",), "transformers": ("transformers",),
-    "tokenizers": ("tokenizers",), "sentencepiece": ("sentencepiece",),
-    "scikit-learn": ("sklearn",), "scipy": ("scipy",), "opencv-python-headless": ("cv2",),
-    "scikit-image": ("skimage",), "pytest": ("pytest",),
+    "torch": ("torch", "torchgen", "functorch"),
+    "torchvision": ("torchvision",),
+    "triton": ("triton",),
+    "numpy": ("numpy",),
+    "pillow": ("PIL",),
+    "pandas": ("pandas",),
+    "pyarrow": ("pyarrow",),
+    "matplotlib": ("matplotlib", "mpl_toolkits"),
+    "seaborn": ("seaborn",),
+    "tensorboard": ("tensorboard",),
+    "typer": ("typer",),
+    "click": ("click",),
+    "rich": ("rich",),
+    "tqdm": ("tqdm",),
+    "regex": ("regex",),
+    "requests": ("requests",),
+    "pyyaml": ("yaml",),
+    "psutil": ("psutil",),
+    "fsspec": ("fsspec",),
+    "huggingface-hub": ("huggingface_hub",),
+    "safetensors": ("safetensors",),
+    "timm": ("timm",),
+    "transformers": ("transformers",),
+    "tokenizers": ("tokenizers",),
+    "sentencepiece": ("sentencepiece",),
+    "scikit-learn": ("sklearn",),
+    "scipy": ("scipy",),
+    "opencv-python-headless": ("cv2",),
+    "scikit-image": ("skimage",),
+    "pytest": ("pytest",),
 }
 
 # The image's packages that the check's path imports: the simulated image holds these (at the
 # lock's versions, with their own dependencies, as the image holds them).
-IMAGE_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pandas", "pyarrow", "matplotlib",
-                  "tensorboard", "typer", "rich", "tqdm", "regex", "pyyaml", "fsspec",
-                  "huggingface-hub", "safetensors", "timm", "transformers")
+IMAGE_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "pandas",
+    "pyarrow",
+    "matplotlib",
+    "tensorboard",
+    "typer",
+    "rich",
+    "tqdm",
+    "regex",
+    "pyyaml",
+    "fsspec",
+    "huggingface-hub",
+    "safetensors",
+    "timm",
+    "transformers",
+)
 
 # Not in the image, needed by the path: carried as cp312 manylinux x86-64 wheels (`.whl/`), pinned
 # to the versions of uv.lock. duckdb is only for the README's first command: building the demo
 # writes its DuckDB manifest (cloob.dataprep.manifest); see docs/gpu.md for why it travels.
 CARRIED: dict[str, tuple[str, ...]] = {
-    "open-clip-torch": ("open_clip", "open_clip_train"), "webdataset": ("webdataset", "wids"),
-    "braceexpand": ("braceexpand",), "ftfy": ("ftfy",), "wcwidth": ("wcwidth",),
+    "open-clip-torch": ("open_clip", "open_clip_train"),
+    "webdataset": ("webdataset", "wids"),
+    "braceexpand": ("braceexpand",),
+    "ftfy": ("ftfy",),
+    "wcwidth": ("wcwidth",),
     "duckdb": ("duckdb",),
 }
 

@@ -56,10 +56,14 @@ def main() -> None:
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    out = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
-           "cuda": torch.version.cuda, "matmul_n": args.matmul_n,
-           "matmul_bf16_tflops": matmul_tflops(args.matmul_n, device),
-           "train_flops_per_sample": train_flops_per_sample(args.model)}
+    out = {
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "matmul_n": args.matmul_n,
+        "matmul_bf16_tflops": matmul_tflops(args.matmul_n, device),
+        "train_flops_per_sample": train_flops_per_sample(args.model),
+    }
     print(json.dumps(out), flush=True)
 
 

@@ -46,8 +46,12 @@ def loader_share(calls: list[tuple[float, float]], skip: int) -> dict[str, float
         return None
     span = steady[-1][0] - steady[0][0]  # the steps between the first and the last fetch
     waits = sum(end - start for start, end in steady[:-1])
-    return {"batches": len(steady) - 1, "wait_s": waits, "span_s": span,
-            "share": waits / span if span > 0 else 0.0}
+    return {
+        "batches": len(steady) - 1,
+        "wait_s": waits,
+        "span_s": span,
+        "share": waits / span if span > 0 else 0.0,
+    }
 
 
 def _write(folder: Path) -> None:
@@ -61,8 +65,13 @@ def _write(folder: Path) -> None:
         "loader": loader_share(calls, skip=min(10, len(calls) // 3)),
         # what the run imported (top-level, not the standard library's): the proof that a step
         # on synthetic data pulled no duckdb/s3fs/img2dataset
-        "modules": sorted({m.split(".")[0] for m in list(sys.modules)
-                           if not m.startswith("_") and m.split(".")[0] not in sys.stdlib_module_names}),
+        "modules": sorted(
+            {
+                m.split(".")[0]
+                for m in list(sys.modules)
+                if not m.startswith("_") and m.split(".")[0] not in sys.stdlib_module_names
+            }
+        ),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["gpu_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -22,9 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_image import CARRIED, WHEEL_BUDGET_MIB, WHEEL_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PLATFORM = ["--only-binary=:all:", "--no-deps", "--python-version", "3.12", "--implementation",
-            "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-            "--platform", "manylinux2014_x86_64"]
+PLATFORM = [
+    "--only-binary=:all:",
+    "--no-deps",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
+]
 DEVICE_COMMAND = "bash bench/gpu_check.sh --device-image"
 TIMEOUT_S = 420  # the run tool's timeout_s: the check's 345 s budget, the wheels' install, margin
 
@@ -46,8 +57,10 @@ def _norm(name: str) -> str:
 
 
 def _have(dest: Path, name: str, version: str) -> bool:
-    return any(_norm(w.name.split("-")[0]) == _norm(name) and w.name.split("-")[1] == version
-               for w in dest.glob("*.whl"))
+    return any(
+        _norm(w.name.split("-")[0]) == _norm(name) and w.name.split("-")[1] == version
+        for w in dest.glob("*.whl")
+    )
 
 
 def download(versions: dict[str, str], dest: Path) -> None:
@@ -55,9 +68,21 @@ def download(versions: dict[str, str], dest: Path) -> None:
         for name, version in versions.items():
             if _have(dest, name, version):  # already here: a rerun needs no network
                 continue
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
-                            "--disable-pip-version-check", *PLATFORM, "-d", tmp,
-                            f"{name}=={version}"], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    *PLATFORM,
+                    "-d",
+                    tmp,
+                    f"{name}=={version}",
+                ],
+                check=True,
+            )
         dest.mkdir(exist_ok=True)
         wanted = {_norm(n): v for n, v in versions.items()}
         for old in dest.glob("*.whl"):  # another version of one of ours: one version of each
@@ -78,10 +103,11 @@ def main() -> None:
         print(f"{w.stat().st_size / 2**20:7.2f} MiB  {WHEEL_DIR}/{w.name}")
     print(f"{total / 2**20:7.2f} MiB  in all (budget {WHEEL_BUDGET_MIB} MiB)")
     if total > WHEEL_BUDGET_MIB * 2**20:
-        raise SystemExit(f"error: {WHEEL_DIR}/ holds {total / 2**20:.1f} MiB, over the "
-                         f"{WHEEL_BUDGET_MIB} MiB budget")
-    print(f"\nthere:   {DEVICE_COMMAND}\ncarry:   [\"{WHEEL_DIR}\"]\n"
-          f"timeout_s: {TIMEOUT_S}")
+        raise SystemExit(
+            f"error: {WHEEL_DIR}/ holds {total / 2**20:.1f} MiB, over the "
+            f"{WHEEL_BUDGET_MIB} MiB budget"
+        )
+    print(f'\nthere:   {DEVICE_COMMAND}\ncarry:   ["{WHEEL_DIR}"]\ntimeout_s: {TIMEOUT_S}')
 
 
 if __name__ == "__main__":

@@ -44,15 +44,17 @@ def recipe():
     """OpenCLIP's RN50 (QuickGELU) train transform and tokenizer, without building the model."""
     import open_clip
 
-    preprocess = open_clip.image_transform(SIZE, is_train=True, mean=open_clip.OPENAI_DATASET_MEAN,
-                                           std=open_clip.OPENAI_DATASET_STD)
+    preprocess = open_clip.image_transform(
+        SIZE, is_train=True, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
+    )
     return preprocess, open_clip.get_tokenizer("RN50-quickgelu")
 
 
 def make_ours(a: argparse.Namespace, shards: Path, transform, tokenizer):
     cfg = DataConfig(train_data=str(shards), batch_size=a.batch, workers=a.workers)
-    td = ours.build_train_data(cfg, transform=transform, tokenizer=tokenizer, image_size=SIZE,
-                               seed=0, rank=0, world_size=1)
+    td = ours.build_train_data(
+        cfg, transform=transform, tokenizer=tokenizer, image_size=SIZE, seed=0, rank=0, world_size=1
+    )
     return td.make_loader(ours.Position())
 
 
@@ -60,11 +62,18 @@ def make_openclip(a: argparse.Namespace, shards: Path, transform, tokenizer):
     from open_clip_train.data import get_wds_dataset
 
     n_shards = len(json.loads((shards / "sizes.json").read_text()))
-    args = Namespace(train_data=str(shards / "shards" / f"{{00000..{n_shards - 1:05d}}}.tar"),
-                     val_data=None, dataset_resampled=False, train_data_upsampling_factors=None,
-                     train_num_samples=(a.warmup + a.batches + 2 * a.workers) * a.batch,
-                     val_num_samples=None, batch_size=a.batch, workers=a.workers, world_size=1,
-                     seed=0)
+    args = Namespace(
+        train_data=str(shards / "shards" / f"{{00000..{n_shards - 1:05d}}}.tar"),
+        val_data=None,
+        dataset_resampled=False,
+        train_data_upsampling_factors=None,
+        train_num_samples=(a.warmup + a.batches + 2 * a.workers) * a.batch,
+        val_num_samples=None,
+        batch_size=a.batch,
+        workers=a.workers,
+        world_size=1,
+        seed=0,
+    )
     return get_wds_dataset(args, transform, is_train=True, epoch=0, tokenizer=tokenizer).dataloader
 
 
@@ -79,8 +88,11 @@ def run(loader, a: argparse.Namespace) -> tuple[float, float, float]:
     cpu0, t0 = _children_cpu(), time.perf_counter()
     for _ in range(a.batches):
         batch = next(it)
-        tensors = [v for v in (batch.values() if isinstance(batch, dict) else batch)
-                   if isinstance(v, torch.Tensor)]
+        tensors = [
+            v
+            for v in (batch.values() if isinstance(batch, dict) else batch)
+            if isinstance(v, torch.Tensor)
+        ]
         n += tensors[0].shape[0]
         nbytes += sum(t.nbytes for t in tensors)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
@@ -132,12 +144,12 @@ def stages(shards: Path, preprocess, tokenizer, uint8, n: int = 256, batch: int 
         captions = [s["txt"].decode() for s in raw]
         t0 = time.process_time()
         for i in range(0, n, batch):
-            tokenizer(captions[i:i + batch])
+            tokenizer(captions[i : i + batch])
         t["tokenize"] = time.process_time() - t0
         for name, items in (("collate float32", floats), ("collate uint8", u8)):
             t0 = time.process_time()
             for i in range(0, n, batch):
-                torch.stack(items[i:i + batch])
+                torch.stack(items[i : i + batch])
             t[name] = time.process_time() - t0
         passes.append(t)
     return {k: 1e3 * statistics.median(p[k] for p in passes) / n for k in passes[0]}
@@ -157,8 +169,10 @@ def uint8_crop(uint8: transforms.Uint8TrainTransform):
         from torchvision.transforms.v2 import functional as F
 
         i, j, h, w = RandomResizedCrop.get_params(pixels, uint8.scale, uint8.ratio)
-        return F.resized_crop(pixels, i, j, h, w, uint8.size, interpolation=InterpolationMode.BICUBIC,
-                              antialias=True)
+        return F.resized_crop(
+            pixels, i, j, h, w, uint8.size, interpolation=InterpolationMode.BICUBIC, antialias=True
+        )
+
     return crop
 
 
@@ -180,29 +194,59 @@ def main() -> None:
     cpu_rates: dict[str, list[float]] = {k: [] for k in SIDES}
     bytes_per: dict[str, float] = {}
     for r in range(a.rounds):
-        order = SIDES[r % 3:] + SIDES[:r % 3]
-        for side in (order if r % 2 == 0 else order[::-1]):
+        order = SIDES[r % 3 :] + SIDES[: r % 3]
+        for side in order if r % 2 == 0 else order[::-1]:
             maker = make_openclip if side == "openclip" else make_ours
             rate, cpu_rate, bytes_per[side] = run(maker(a, shards, transform[side], tokenizer), a)
             rates[side].append(rate)
             cpu_rates[side].append(cpu_rate)
-            print(f"round {r} {side:10s} {rate:7.1f} samples/s per worker (wall), "
-                  f"{cpu_rate:7.1f} per worker CPU-second", flush=True)
+            print(
+                f"round {r} {side:10s} {rate:7.1f} samples/s per worker (wall), "
+                f"{cpu_rate:7.1f} per worker CPU-second",
+                flush=True,
+            )
 
     def ratio(table: dict[str, list[float]], s: str) -> float:
         return statistics.median(x / o for x, o in zip(table[s], table["openclip"], strict=True))
 
-    rows = [[s, statistics.median(cpu_rates[s]), ratio(cpu_rates, s), statistics.median(rates[s]),
-             ratio(rates, s), round(bytes_per[s]), bytes_per["openclip"] / bytes_per[s]] for s in SIDES]
-    columns = ["loader", "samples per worker CPU-s", "× OpenCLIP", "samples/s per worker (wall)",
-               "× OpenCLIP (wall)", "bytes/sample", "× fewer bytes"]
+    rows = [
+        [
+            s,
+            statistics.median(cpu_rates[s]),
+            ratio(cpu_rates, s),
+            statistics.median(rates[s]),
+            ratio(rates, s),
+            round(bytes_per[s]),
+            bytes_per["openclip"] / bytes_per[s],
+        ]
+        for s in SIDES
+    ]
+    columns = [
+        "loader",
+        "samples per worker CPU-s",
+        "× OpenCLIP",
+        "samples/s per worker (wall)",
+        "× OpenCLIP (wall)",
+        "bytes/sample",
+        "× fewer bytes",
+    ]
     stage_ms = stages(shards, preprocess, tokenizer, uint8)
     stage_rows = [[k, v] for k, v in stage_ms.items()]
-    report("loader", f"Train loader at {SIZE} px on img2dataset-like shards: batch {a.batch}, "
-           f"{a.workers} workers, {a.batches} batches (median of {a.rounds} rounds)",
-           columns, rows,
-           {"rounds_wall": rates, "rounds_cpu": cpu_rates, "bytes_per_sample": bytes_per,
-            "stage_ms_per_sample": stage_ms, "settings": vars(a), "shards": str(shards)})
+    report(
+        "loader",
+        f"Train loader at {SIZE} px on img2dataset-like shards: batch {a.batch}, "
+        f"{a.workers} workers, {a.batches} batches (median of {a.rounds} rounds)",
+        columns,
+        rows,
+        {
+            "rounds_wall": rates,
+            "rounds_cpu": cpu_rates,
+            "bytes_per_sample": bytes_per,
+            "stage_ms_per_sample": stage_ms,
+            "settings": vars(a),
+            "shards": str(shards),
+        },
+    )
     print(markdown_table(columns, rows))
     print(markdown_table(["stage (one core)", "ms/sample"], stage_rows))
 

@@ -52,8 +52,9 @@ def naive_hopfield_infonce(x, y, inv_tau, beta):
     u_xy, u_yx = _hopfield(y, x, beta), _hopfield(x, y, beta)
     # CLOOB's structure with InfoNCE in place of InfoLOOB: one direction per retrieval pair
     labels = torch.arange(x.shape[0], device=x.device)
-    return (F.cross_entropy(inv_tau * u_xx @ u_xy.T, labels)
-            + F.cross_entropy(inv_tau * u_yy @ u_yx.T, labels))
+    return F.cross_entropy(inv_tau * u_xx @ u_xy.T, labels) + F.cross_entropy(
+        inv_tau * u_yy @ u_yx.T, labels
+    )
 
 
 OBJECTIVES = {
@@ -69,6 +70,7 @@ def _fwd_bwd(fn, x0, y0, inv_tau, beta):
         x = x0.detach().requires_grad_()
         y = y0.detach().requires_grad_()
         fn(x, y, inv_tau, beta).backward()
+
     return step
 
 
@@ -93,17 +95,31 @@ def memory_table(quick: bool) -> None:
             if n == 4096 and not quick:
                 x = F.normalize(torch.randn(n, d), dim=-1)
                 y = F.normalize(x + 0.5 * torch.randn(n, d), dim=-1)
-                row += [time_call(_fwd_bwd(fn, x, y, 30.0, 8.0), warmup=0, repeat=1) * 1e3
-                        for fn in (naive, mine)]
+                row += [
+                    time_call(_fwd_bwd(fn, x, y, 30.0, 8.0), warmup=0, repeat=1) * 1e3
+                    for fn in (naive, mine)
+                ]
             else:
                 row += ["—", "—"]
             rows.append(row)
     clip = {r[1]: r[4] for r in rows if r[0] == "clip"}
     for r in rows:
         r.append(r[4] / clip[r[1]])
-    report("loss_memory", "Objective peak memory (GiB, traced) and time (ms, 1 round) at large N",
-           ["objective", "N", "d", "reference GiB", "ours GiB", "reference ms", "ours ms",
-            "ours ÷ our CLIP (memory)"], rows)
+    report(
+        "loss_memory",
+        "Objective peak memory (GiB, traced) and time (ms, 1 round) at large N",
+        [
+            "objective",
+            "N",
+            "d",
+            "reference GiB",
+            "ours GiB",
+            "reference ms",
+            "ours ms",
+            "ours ÷ our CLIP (memory)",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
@@ -129,11 +145,25 @@ def main() -> None:
                 t_ours = time_call(_fwd_bwd(mine, x, y, inv_tau, beta), warmup=1, repeat=repeat)
                 if name == "clip":
                     clip_time[(n, d)] = t_ours
-                rows.append([name, n, d, t_naive * 1e3, t_ours * 1e3, t_naive / t_ours,
-                             t_ours / clip_time[(n, d)], f"{diff:.1e}"])
-    report("loss", "Objective forward+backward on CPU (ms; speed-up = reference way / ours)",
-           ["objective", "N", "d", "reference ms", "ours ms", "speed-up", "÷ our CLIP", "|Δloss|"],
-           rows, {"threads": torch.get_num_threads()})
+                rows.append(
+                    [
+                        name,
+                        n,
+                        d,
+                        t_naive * 1e3,
+                        t_ours * 1e3,
+                        t_naive / t_ours,
+                        t_ours / clip_time[(n, d)],
+                        f"{diff:.1e}",
+                    ]
+                )
+    report(
+        "loss",
+        "Objective forward+backward on CPU (ms; speed-up = reference way / ours)",
+        ["objective", "N", "d", "reference ms", "ours ms", "speed-up", "÷ our CLIP", "|Δloss|"],
+        rows,
+        {"threads": torch.get_num_threads()},
+    )
     memory_table(args.quick)
 
 

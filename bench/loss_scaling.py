@@ -49,7 +49,7 @@ def _rank(rank: int, world: int, init: str, n_global: int, repeat: int, out: str
     rows = {}
     for method in losses.METHODS:
         loss_fn = losses.create_loss(method, BETA)
-        for local in ((False, True) if world > 1 else (False,)):
+        for local in (False, True) if world > 1 else (False,):
             x, y = _features(n_global // world, seed=rank)
 
             def step(x=x, y=y, loss_fn=loss_fn, local=local):
@@ -70,17 +70,31 @@ def measured(n_global: int, repeat: int) -> list[list[object]]:
     with tempfile.TemporaryDirectory() as tmp:
         for world in (1, 2, 4):
             out = os.path.join(tmp, f"{world}.pt")
-            mp.start_processes(_rank, args=(world, os.path.join(tmp, f"init{world}"), n_global,
-                                            repeat, out), nprocs=world, start_method="fork")
+            mp.start_processes(
+                _rank,
+                args=(world, os.path.join(tmp, f"init{world}"), n_global, repeat, out),
+                nprocs=world,
+                start_method="fork",
+            )
             results[world] = torch.load(out, weights_only=False)
     rows = []
     for method in losses.METHODS:
         base_s, base_b = results[1][(method, False)]
         for world in (1, 2, 4):
-            for local in ((False, True) if world > 1 else (False,)):
+            for local in (False, True) if world > 1 else (False,):
                 s, b = results[world][(method, local)]
-                rows.append([method, world, n_global // world, "yes" if local else "no", s * 1e3,
-                             b / 2**20, base_s / s, base_b / b])
+                rows.append(
+                    [
+                        method,
+                        world,
+                        n_global // world,
+                        "yes" if local else "no",
+                        s * 1e3,
+                        b / 2**20,
+                        base_s / s,
+                        base_b / b,
+                    ]
+                )
     return rows
 
 
@@ -98,7 +112,7 @@ class _StandInGather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad[:ctx.n], None
+        return grad[: ctx.n], None
 
 
 def _one_rank(method: str, world: int, b: int, local: bool) -> tuple[float, int]:
@@ -120,8 +134,19 @@ def computed() -> list[list[object]]:
         for method in losses.METHODS:
             whole_f, whole_b = _one_rank(method, world, b, local=False)
             local_f, local_b = _one_rank(method, world, b, local=True)
-            rows.append([method, f"{world} × {b}", world * b, whole_f / 1e9, local_f / 1e9,
-                         whole_f / local_f, whole_b / 2**30, local_b / 2**30, whole_b / local_b])
+            rows.append(
+                [
+                    method,
+                    f"{world} × {b}",
+                    world * b,
+                    whole_f / 1e9,
+                    local_f / 1e9,
+                    whole_f / local_f,
+                    whole_b / 2**30,
+                    local_b / 2**30,
+                    whole_b / local_b,
+                ]
+            )
     return rows
 
 
@@ -131,14 +156,39 @@ def main() -> None:
     args = parser.parse_args()
     n_global, repeat = (512, 2) if args.quick else (2048, 3)
     rows = measured(n_global, repeat)
-    report("loss_scaling", f"Objective fwd+bwd per rank, global batch {n_global}, d = {D}, gloo "
-           "ranks on CPU (÷ = one process / this)",
-           ["objective", "ranks", "rows/rank", "local loss", "ms/rank", "peak MiB/rank",
-            "time ÷", "memory ÷"], rows)
-    report("loss_scaling_computed", f"Computed per rank (meta tensors, d = {D}): GFLOP and peak "
-           "GiB of the objective, whole vs --local-loss",
-           ["objective", "W × b", "N", "GFLOP whole", "GFLOP local", "FLOP ÷", "GiB whole",
-            "GiB local", "memory ÷"], computed())
+    report(
+        "loss_scaling",
+        f"Objective fwd+bwd per rank, global batch {n_global}, d = {D}, gloo "
+        "ranks on CPU (÷ = one process / this)",
+        [
+            "objective",
+            "ranks",
+            "rows/rank",
+            "local loss",
+            "ms/rank",
+            "peak MiB/rank",
+            "time ÷",
+            "memory ÷",
+        ],
+        rows,
+    )
+    report(
+        "loss_scaling_computed",
+        f"Computed per rank (meta tensors, d = {D}): GFLOP and peak "
+        "GiB of the objective, whole vs --local-loss",
+        [
+            "objective",
+            "W × b",
+            "N",
+            "GFLOP whole",
+            "GFLOP local",
+            "FLOP ÷",
+            "GiB whole",
+            "GiB local",
+            "memory ÷",
+        ],
+        computed(),
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,54 @@ from PIL import Image
 QUALITY = 95  # img2dataset's default encode_quality
 SHORT_SIDE = 256
 ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3)  # width / height: landscape and portrait photos
-WORDS = ["a", "man", "woman", "dog", "cat", "child", "car", "street", "house", "tree", "river", "beach", "city", "night", "sky", "people", "playing", "sitting", "standing", "in", "on", "at", "the", "with", "near", "old", "new", "red", "blue", "green", "small", "large", "view", "of", "from", "during", "summer", "winter", "field", "mountain", "road", "building", "water", "boat", "table", "food"]
+WORDS = [
+    "a",
+    "man",
+    "woman",
+    "dog",
+    "cat",
+    "child",
+    "car",
+    "street",
+    "house",
+    "tree",
+    "river",
+    "beach",
+    "city",
+    "night",
+    "sky",
+    "people",
+    "playing",
+    "sitting",
+    "standing",
+    "in",
+    "on",
+    "at",
+    "the",
+    "with",
+    "near",
+    "old",
+    "new",
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "view",
+    "of",
+    "from",
+    "during",
+    "summer",
+    "winter",
+    "field",
+    "mountain",
+    "road",
+    "building",
+    "water",
+    "boat",
+    "table",
+    "food",
+]
 
 
 def photo_shards(cache: Path, shards: int = 8, per_shard: int = 256, seed: int = 0) -> Path:
@@ -55,8 +102,12 @@ def _texture(rng: np.random.Generator, n: int = 1024) -> np.ndarray:
     fy = np.fft.rfftfreq(n)[None, :]
     f = np.hypot(fx, fy)
     f[0, 0] = 1.0
-    channels = [np.fft.irfft2((rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f**1.35,
-                              s=(n, n)) for _ in range(3)]
+    channels = [
+        np.fft.irfft2(
+            (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f**1.35, s=(n, n)
+        )
+        for _ in range(3)
+    ]
     a = np.stack(channels, -1) @ (rng.normal(size=(3, 3)) * 0.5 + np.eye(3))
     a = (a - a.mean()) / a.std()
     return np.clip(128 + 50 * a, 0, 255).astype(np.uint8)
@@ -64,10 +115,13 @@ def _texture(rng: np.random.Generator, n: int = 1024) -> np.ndarray:
 
 def _jpeg(texture: np.ndarray, rng: np.random.Generator) -> bytes:
     aspect = float(rng.choice(ASPECTS))
-    h, w = ((SHORT_SIDE, round(SHORT_SIDE * aspect)) if aspect >= 1
-            else (round(SHORT_SIDE / aspect), SHORT_SIDE))
+    h, w = (
+        (SHORT_SIDE, round(SHORT_SIDE * aspect))
+        if aspect >= 1
+        else (round(SHORT_SIDE / aspect), SHORT_SIDE)
+    )
     y, x = rng.integers(0, texture.shape[0] - h), rng.integers(0, texture.shape[1] - w)
-    window = texture[y:y + h, x:x + w]
+    window = texture[y : y + h, x : x + w]
     if rng.random() < 0.5:
         window = window[:, ::-1]
     buf = io.BytesIO()

@@ -21,15 +21,21 @@ import numpy as np
 from cloob.benchmarks.tasks.linear_probe import protocol as lp
 
 # name: (train, val (0 = carved), test, classes) at full size (CLIP's splits / the fetched ones)
-SHAPES = {"flowers102": (1020, 1020, 6149, 102), "stanford_cars": (8144, 0, 8041, 196),
-          "ucf101": (9537, 0, 3783, 101), "gtsrb": (26640, 0, 12630, 43),
-          "country211": (31650, 10550, 21100, 211)}
+SHAPES = {
+    "flowers102": (1020, 1020, 6149, 102),
+    "stanford_cars": (8144, 0, 8041, 196),
+    "ucf101": (9537, 0, 3783, 101),
+    "gtsrb": (26640, 0, 12630, 43),
+    "country211": (31650, 10550, 21100, 211),
+}
 
 
 def features(n: int, classes: int, dim: int, rng: np.random.Generator, means: np.ndarray):
     y = rng.integers(0, classes, n)
     spectrum = 1.0 / np.sqrt(np.arange(1, dim + 1))
-    x = means[y] + rng.standard_normal((n, dim)) * spectrum + 3.0  # shared offset, as CLIP features have
+    x = (
+        means[y] + rng.standard_normal((n, dim)) * spectrum + 3.0
+    )  # shared offset, as CLIP features have
     return x.astype(np.float32), y
 
 
@@ -39,7 +45,10 @@ def dataset(name: str, scale: float, dim: int, seed: int = 0):
     basis = np.linalg.qr(rng.standard_normal((dim, 32)))[0]
     means = 0.35 * rng.standard_normal((classes, 32)) @ basis.T
     n = lambda k: max(classes * 2, int(k * scale))  # noqa: E731
-    out = [features(n(train), classes, dim, rng, means), features(n(test), classes, dim, rng, means)]
+    out = [
+        features(n(train), classes, dim, rng, means),
+        features(n(test), classes, dim, rng, means),
+    ]
     out.append(features(n(val), classes, dim, rng, means) if val else (None, None))
     return out
 
@@ -68,16 +77,21 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(SHAPES))
     args = ap.parse_args()
     print(f"scale {args.scale}, dim {args.dim}, max_iter {args.max_iter}")
-    print("dataset | fits | unconverged cold / warm | final converged cold / warm | iterations cold / warm "
-          "| time warm/cold | λ cold / warm | top-1 cold / warm")
+    print(
+        "dataset | fits | unconverged cold / warm | final converged cold / warm | iterations cold / warm "
+        "| time warm/cold | λ cold / warm | top-1 cold / warm"
+    )
     for name in args.datasets.split(","):
         data = dataset(name, args.scale, args.dim)
         cold, it_cold, t_cold = run(data, args.max_iter, warm=False)
         warm, it_warm, t_warm = run(data, args.max_iter, warm=True)
-        print(f"{name} | {len(cold.search) + 1} | {cold.unconverged_search_fits + (not cold.converged)} / "
-              f"{warm.unconverged_search_fits + (not warm.converged)} | {cold.converged} / {warm.converged} | "
-              f"{it_cold} / {it_warm} | {t_warm / t_cold:.2f} | {cold.lam:.3g} / {warm.lam:.3g} | "
-              f"{100 * cold.metrics['acc1']:.2f} / {100 * warm.metrics['acc1']:.2f}", flush=True)
+        print(
+            f"{name} | {len(cold.search) + 1} | {cold.unconverged_search_fits + (not cold.converged)} / "
+            f"{warm.unconverged_search_fits + (not warm.converged)} | {cold.converged} / {warm.converged} | "
+            f"{it_cold} / {it_warm} | {t_warm / t_cold:.2f} | {cold.lam:.3g} / {warm.lam:.3g} | "
+            f"{100 * cold.metrics['acc1']:.2f} / {100 * warm.metrics['acc1']:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def _trim_only(step: Callable[[], None]) -> Callable[[], None]:
     def run() -> None:
         with _whole_last_block():
             step()
+
     return run
 
 
@@ -72,6 +73,7 @@ def _backward(fn: Callable[[], torch.Tensor], model: torch.nn.Module) -> Callabl
     def step() -> None:
         model.zero_grad(set_to_none=True)
         fn().sum().backward()
+
     return step
 
 
@@ -83,8 +85,15 @@ def text_rows(captions: list[str]) -> list[list]:
         plain = _backward(lambda m=model, t=tokens: m.encode_text(t), model)
         ours = _backward(lambda m=model, t=tokens: encode_text(m, t), model)
         full, trimmed, both = _interleaved([plain, _trim_only(ours), ours])
-        rows.append([f"{name} text tower, batch {len(captions)}",
-                     f"{tokens.shape[1]} → {trim_padding(tokens).shape[1]}", full, trimmed, both])
+        rows.append(
+            [
+                f"{name} text tower, batch {len(captions)}",
+                f"{tokens.shape[1]} → {trim_padding(tokens).shape[1]}",
+                full,
+                trimmed,
+                both,
+            ]
+        )
     return rows
 
 
@@ -96,8 +105,9 @@ def image_rows() -> list[list]:
         images = torch.randn(batch, 3, *(size if isinstance(size, tuple) else (size, size)))
         ours = copy.deepcopy(plain)
         last_block.install_image_shortcut(ours)
-        full, both = _interleaved([_backward(lambda m=m, x=images: m.encode_image(x), m)
-                                   for m in (plain, ours)])
+        full, both = _interleaved(
+            [_backward(lambda m=m, x=images: m.encode_image(x), m) for m in (plain, ours)]
+        )
         rows.append([f"{name} image tower, batch {batch}", "–", full, full, both])
     return rows
 
@@ -112,6 +122,7 @@ def training_row(captions: list[str]) -> list:
             model.zero_grad(set_to_none=True)
             img, txt, scale = model(images, toks)
             (scale * img @ txt.T).logsumexp(1).mean().backward()
+
         return run
 
     trimmed = copy.deepcopy(plain)
@@ -119,22 +130,41 @@ def training_row(captions: list[str]) -> list:
     ours = copy.deepcopy(trimmed)
     last_block.install_image_shortcut(ours)
     short = trim_padding(tokens)
-    full, trim, both = _interleaved([step(plain, tokens), _trim_only(step(trimmed, short)),
-                                     step(ours, short)], repeat=4)
-    return ["tiny-vit training step, batch 32", f"{tokens.shape[1]} → {short.shape[1]}",
-            full, trim, both]
+    full, trim, both = _interleaved(
+        [step(plain, tokens), _trim_only(step(trimmed, short)), step(ours, short)], repeat=4
+    )
+    return [
+        "tiny-vit training step, batch 32",
+        f"{tokens.shape[1]} → {short.shape[1]}",
+        full,
+        trim,
+        both,
+    ]
 
 
 def main() -> None:
     torch.manual_seed(0)
     captions = _captions(64)
     rows = [*text_rows(captions), *image_rows(), training_row(captions)]
-    table = [[work, ctx, full * 1e3, trim * 1e3, ours * 1e3, full / trim, full / ours]
-             for work, ctx, full, trim, ours in rows]
-    report("tower_shortcuts",
-           "Exact tower shortcuts on CPU, forward+backward ms (speed-up = plain ÷ ours)",
-           ["work", "text context", "plain ms", "+ text trim ms", "+ last block ms",
-            "trim ×", "both ×"], table, {"threads": torch.get_num_threads()})
+    table = [
+        [work, ctx, full * 1e3, trim * 1e3, ours * 1e3, full / trim, full / ours]
+        for work, ctx, full, trim, ours in rows
+    ]
+    report(
+        "tower_shortcuts",
+        "Exact tower shortcuts on CPU, forward+backward ms (speed-up = plain ÷ ours)",
+        [
+            "work",
+            "text context",
+            "plain ms",
+            "+ text trim ms",
+            "+ last block ms",
+            "trim ×",
+            "both ×",
+        ],
+        table,
+        {"threads": torch.get_num_threads()},
+    )
 
 
 if __name__ == "__main__":

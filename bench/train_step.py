@@ -38,8 +38,11 @@ def demo_shards(cache: Path, samples: int = 20_000) -> Path:
     out = cache / f"demo-{samples}"
     if not (out / "sizes.json").is_file():
         dataprep = Path(sys.executable).with_name("dataprep")
-        subprocess.run([str(dataprep), "fetch", "demo", "--out", str(out), "--samples", str(samples)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(dataprep), "fetch", "demo", "--out", str(out), "--samples", str(samples)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
@@ -56,14 +59,53 @@ def _env() -> dict[str, str]:
 def run_openclip(a: argparse.Namespace, data: Path, model_dir: Path, logs: Path, tag: str):
     n_shards = len(json.loads((data / "sizes.json").read_text()))
     shards = str(data / "shards" / f"{{00000..{n_shards - 1:05d}}}.tar")
-    cmd = [sys.executable, "-m", "open_clip_train.main", "--model", f"local-dir:{model_dir}",
-           "--train-data", shards, "--dataset-type", "webdataset",
-           "--train-num-samples", str(a.steps * a.batch), "--batch-size", str(a.batch),
-           "--precision", "fp32", "--workers", str(a.workers), "--epochs", "1",
-           "--log-every-n-steps", "1", "--save-frequency", "0", "--report-to", "",
-           "--logs", str(logs), "--name", tag, "--seed", "0", "--device", "cpu",
-           "--lr", "5e-4", "--warmup", str(a.warmup), "--wd", "0.1",
-           "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "open_clip_train.main",
+        "--model",
+        f"local-dir:{model_dir}",
+        "--train-data",
+        shards,
+        "--dataset-type",
+        "webdataset",
+        "--train-num-samples",
+        str(a.steps * a.batch),
+        "--batch-size",
+        str(a.batch),
+        "--precision",
+        "fp32",
+        "--workers",
+        str(a.workers),
+        "--epochs",
+        "1",
+        "--log-every-n-steps",
+        "1",
+        "--save-frequency",
+        "0",
+        "--report-to",
+        "",
+        "--logs",
+        str(logs),
+        "--name",
+        tag,
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--lr",
+        "5e-4",
+        "--warmup",
+        str(a.warmup),
+        "--wd",
+        "0.1",
+        "--beta1",
+        "0.9",
+        "--beta2",
+        "0.98",
+        "--eps",
+        "1e-6",
+    ]
     wall, rss, out = run_measured(cmd, env=_env())
     rates = [float(m) for m in _OC_STEP.findall(out)]
     return wall, rss, rates
@@ -71,13 +113,52 @@ def run_openclip(a: argparse.Namespace, data: Path, model_dir: Path, logs: Path,
 
 def run_ours(a: argparse.Namespace, method: str, data: Path, logs: Path, tag: str):
     trainer = Path(sys.executable).with_name("trainer")
-    cmd = [str(trainer), "run", "--model", "tiny-vit", "--method", method,
-           "--train-data", str(data), "--batch-size", str(a.batch), "--precision", "fp32",
-           "--workers", str(a.workers), "--max-steps", str(a.steps), "--seed", "0",
-           "--lr", "5e-4", "--warmup", str(a.warmup), "--wd", "0.1", "--beta1", "0.9",
-           "--beta2", "0.98", "--eps", "1e-6", "--learnable-inv-tau", "--device", "cpu",
-           "--log-every-n-steps", "1", "--save-frequency", "0", "--report-to", "none",
-           "--no-progress", "--logs", str(logs), "--name", tag]
+    cmd = [
+        str(trainer),
+        "run",
+        "--model",
+        "tiny-vit",
+        "--method",
+        method,
+        "--train-data",
+        str(data),
+        "--batch-size",
+        str(a.batch),
+        "--precision",
+        "fp32",
+        "--workers",
+        str(a.workers),
+        "--max-steps",
+        str(a.steps),
+        "--seed",
+        "0",
+        "--lr",
+        "5e-4",
+        "--warmup",
+        str(a.warmup),
+        "--wd",
+        "0.1",
+        "--beta1",
+        "0.9",
+        "--beta2",
+        "0.98",
+        "--eps",
+        "1e-6",
+        "--learnable-inv-tau",
+        "--device",
+        "cpu",
+        "--log-every-n-steps",
+        "1",
+        "--save-frequency",
+        "0",
+        "--report-to",
+        "none",
+        "--no-progress",
+        "--logs",
+        str(logs),
+        "--name",
+        tag,
+    ]
     wall, rss, _ = run_measured(cmd, env=_env())
     rows = [json.loads(line) for line in (logs / tag / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r]
@@ -92,8 +173,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip", type=int, default=5, help="first steps left out of steady state")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS for both trainers (0: torch's default, all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS for both trainers (0: torch's default, all cores)",
+    )
     a = parser.parse_args()
     global THREADS
     THREADS = a.threads
@@ -111,32 +196,50 @@ def main() -> None:
                     wall, rss, rates = run_openclip(a, data, model_dir, tmpd / "oc-logs", tag)
                 else:
                     wall, rss, rates = run_ours(a, side.split("-")[1], data, tmpd / "logs", tag)
-                steady = rates[a.skip:] or rates
+                steady = rates[a.skip :] or rates
                 if len(rates) < a.steps:
                     raise SystemExit(f"{side}: parsed {len(rates)} step rates, expected {a.steps}")
-                per_side[side].append({"samples_per_s": statistics.median(steady), "rss_mib": rss,
-                                       "wall_s": wall})
-                print(f"round {r} {side:10s} {statistics.median(steady):7.1f} samples/s  "
-                      f"peak RSS {rss:6.0f} MiB  wall {wall:5.1f} s", flush=True)
+                per_side[side].append(
+                    {"samples_per_s": statistics.median(steady), "rss_mib": rss, "wall_s": wall}
+                )
+                print(
+                    f"round {r} {side:10s} {statistics.median(steady):7.1f} samples/s  "
+                    f"peak RSS {rss:6.0f} MiB  wall {wall:5.1f} s",
+                    flush=True,
+                )
 
     def ratio(num: str, den: str) -> float:
-        return statistics.median(x["samples_per_s"] / y["samples_per_s"]
-                                 for x, y in zip(per_side[num], per_side[den], strict=True))
+        return statistics.median(
+            x["samples_per_s"] / y["samples_per_s"]
+            for x, y in zip(per_side[num], per_side[den], strict=True)
+        )
 
     rows = []
     for side in SIDES:
         runs = per_side[side]
-        rows.append([side, statistics.median(x["samples_per_s"] for x in runs),
-                     ratio(side, "openclip"), max(x["rss_mib"] for x in runs),
-                     statistics.median(x["wall_s"] for x in runs)])
+        rows.append(
+            [
+                side,
+                statistics.median(x["samples_per_s"] for x in runs),
+                ratio(side, "openclip"),
+                max(x["rss_mib"] for x in runs),
+                statistics.median(x["wall_s"] for x in runs),
+            ]
+        )
     cloob_over_clip_step = 1 / ratio("ours-cloob", "ours-clip")  # step time ratio
-    report("train_step",
-           f"tiny-vit training on CPU, fp32, batch {a.batch}, {a.workers} workers, {a.steps} steps, "
-           f"{a.threads or 'default'} intra-op thread(s) "
-           f"(steady-state median; × = per-round ratio vs OpenCLIP)",
-           ["trainer", "samples/s", "× OpenCLIP", "peak RSS MiB", "wall s"], rows,
-           {"cloob_over_clip_step_time": cloob_over_clip_step, "rounds": per_side,
-            "settings": vars(a)})
+    report(
+        "train_step",
+        f"tiny-vit training on CPU, fp32, batch {a.batch}, {a.workers} workers, {a.steps} steps, "
+        f"{a.threads or 'default'} intra-op thread(s) "
+        f"(steady-state median; × = per-round ratio vs OpenCLIP)",
+        ["trainer", "samples/s", "× OpenCLIP", "peak RSS MiB", "wall s"],
+        rows,
+        {
+            "cloob_over_clip_step_time": cloob_over_clip_step,
+            "rounds": per_side,
+            "settings": vars(a),
+        },
+    )
     print(f"CLOOB step / CLIP step (time): {cloob_over_clip_step:.3f}")
 
 

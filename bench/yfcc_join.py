@@ -32,11 +32,13 @@ from rich.table import Table
 CHUNK = 500_000
 SUBSET_FRACTION = 14_829_396 / 100_000_000
 RESULTS = Path(__file__).parent / "results" / "yfcc_join.json"
-_VOCABULARY = ("the a of on in at with and my our old new red blue green sunset beach city street "
-         "park dog cat bird tree river lake mountain snow winter summer spring autumn night "
-         "light bridge church house garden flower sky cloud sea boat train car festival "
-         "wedding party family friends trip holiday vacation museum market castle tower "
-         "paris london tokyo new york berlin rome beautiful view from near during after")
+_VOCABULARY = (
+    "the a of on in at with and my our old new red blue green sunset beach city street "
+    "park dog cat bird tree river lake mountain snow winter summer spring autumn night "
+    "light bridge church house garden flower sky cloud sea boat train car festival "
+    "wedding party family friends trip holiday vacation museum market castle tower "
+    "paris london tokyo new york berlin rome beautiful view from near during after"
+)
 WORDS = _VOCABULARY.split()
 
 
@@ -46,7 +48,7 @@ def _text(rng: random.Random, lo: int, hi: int) -> str:
 
 def _pools(seed: int) -> dict[str, list[str]]:
     rng = random.Random(seed)
-    html = ('<a href="http://www.flickr.com/photos/{}/">see more</a> <b>{}</b>')
+    html = '<a href="http://www.flickr.com/photos/{}/">see more</a> <b>{}</b>'
     descs = []
     for i in range(20000):
         d = _text(rng, 5, 90)
@@ -56,8 +58,10 @@ def _pools(seed: int) -> dict[str, list[str]]:
     return {
         "title": [quote_plus(_text(rng, 1, 8)) for _ in range(20000)],
         "desc": descs,
-        "tags": [",".join(quote_plus(_text(rng, 1, 2)) for _ in range(rng.randint(0, 12)))
-                 for _ in range(20000)],
+        "tags": [
+            ",".join(quote_plus(_text(rng, 1, 2)) for _ in range(rng.randint(0, 12)))
+            for _ in range(20000)
+        ],
     }
 
 
@@ -71,21 +75,42 @@ def _chunk(args: tuple[int, int, int, str]) -> tuple[int, list[int]]:
         pid = 2_000_000_000 + i * 97 + rng.randint(0, 96)
         ids.append(pid)
         desc = rng.choice(pools["desc"]) if rng.random() < 0.5 else ""
-        geo = (f"{rng.uniform(-180, 180):.6f}", f"{rng.uniform(-90, 90):.6f}", "16") \
-            if rng.random() < 0.4 else ("", "", "")
+        geo = (
+            (f"{rng.uniform(-180, 180):.6f}", f"{rng.uniform(-90, 90):.6f}", "16")
+            if rng.random() < 0.4
+            else ("", "", "")
+        )
         secret = f"{rng.getrandbits(40):010x}"
         server, farm = rng.randint(1, 9999), rng.randint(1, 9)
-        lines.append("\t".join((
-            str(i), str(pid), f"{rng.getrandbits(128):032x}", f"{rng.randint(10**7, 10**8)}@N0{farm}",
-            quote_plus(_text(rng, 1, 2)), "2010-07-12+14%3A33%3A01.0", str(1200000000 + i),
-            "Canon+EOS+400D+Digital" if rng.random() < 0.7 else "",
-            rng.choice(pools["title"]) if rng.random() < 0.9 else "", desc,
-            rng.choice(pools["tags"]), "", *geo,
-            f"http://www.flickr.com/photos/{farm}{pid % 10**8}@N00/{pid}/",
-            f"http://farm{farm}.staticflickr.com/{server}/{pid}_{secret}.jpg",
-            "Attribution-NonCommercial-ShareAlike License",
-            "http://creativecommons.org/licenses/by-nc-sa/2.0/", str(server), str(farm), secret,
-            f"{rng.getrandbits(40):010x}", "jpg", "1" if rng.random() < 0.05 else "0")))
+        lines.append(
+            "\t".join(
+                (
+                    str(i),
+                    str(pid),
+                    f"{rng.getrandbits(128):032x}",
+                    f"{rng.randint(10**7, 10**8)}@N0{farm}",
+                    quote_plus(_text(rng, 1, 2)),
+                    "2010-07-12+14%3A33%3A01.0",
+                    str(1200000000 + i),
+                    "Canon+EOS+400D+Digital" if rng.random() < 0.7 else "",
+                    rng.choice(pools["title"]) if rng.random() < 0.9 else "",
+                    desc,
+                    rng.choice(pools["tags"]),
+                    "",
+                    *geo,
+                    f"http://www.flickr.com/photos/{farm}{pid % 10**8}@N00/{pid}/",
+                    f"http://farm{farm}.staticflickr.com/{server}/{pid}_{secret}.jpg",
+                    "Attribution-NonCommercial-ShareAlike License",
+                    "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+                    str(server),
+                    str(farm),
+                    secret,
+                    f"{rng.getrandbits(40):010x}",
+                    "jpg",
+                    "1" if rng.random() < 0.05 else "0",
+                )
+            )
+        )
     data = ("\n".join(lines) + "\n").encode()
     Path(path).write_bytes(bz2.compress(data, 9))
     return len(data), ids
@@ -98,8 +123,9 @@ def generate(n: int, cache: Path, seed: int = 0) -> dict:
     if info_file.exists():
         return json.loads(info_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, min(CHUNK, n - s), seed, str(folder / f"part-{s:010d}.bz2"))
-            for s in range(0, n, CHUNK)]
+    jobs = [
+        (s, min(CHUNK, n - s), seed, str(folder / f"part-{s:010d}.bz2")) for s in range(0, n, CHUNK)
+    ]
     t0 = time.time()
     raw, subset = 0, []
     rng = random.Random(seed)
@@ -116,10 +142,20 @@ def generate(n: int, cache: Path, seed: int = 0) -> dict:
             out.write(Path(part).read_bytes())
             Path(part).unlink()
     sub = folder / "yfcc100m_subset_data.tsv.bz2"
-    sub.write_bytes(bz2.compress("".join(f"{i}\t{pid}\t{pid:032x}\n"
-                                         for i, pid in enumerate(subset_ids)).encode()))
-    info = {"rows": n, "subset_rows": len(subset_ids), "metadata": str(meta), "subset": str(sub),
-            "raw_bytes": raw, "bz2_bytes": meta.stat().st_size, "generate_s": time.time() - t0}
+    sub.write_bytes(
+        bz2.compress(
+            "".join(f"{i}\t{pid}\t{pid:032x}\n" for i, pid in enumerate(subset_ids)).encode()
+        )
+    )
+    info = {
+        "rows": n,
+        "subset_rows": len(subset_ids),
+        "metadata": str(meta),
+        "subset": str(sub),
+        "raw_bytes": raw,
+        "bz2_bytes": meta.stat().st_size,
+        "generate_s": time.time() - t0,
+    }
     info_file.write_text(json.dumps(info))
     return info
 
@@ -128,22 +164,31 @@ def measure(info: dict, work: Path) -> dict:
     """Run the list building in a fresh process; wall time and that process's peak RSS."""
     target = work / f"list-{info['rows']}.parquet"
     target.unlink(missing_ok=True)
-    code = ("import sys, json; from pathlib import Path; "
-            "from cloob.dataprep.sources.yfcc15m import build_yfcc_list; "
-            "r = build_yfcc_list(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])); "
-            "print(json.dumps(r.__dict__))")
+    code = (
+        "import sys, json; from pathlib import Path; "
+        "from cloob.dataprep.sources.yfcc15m import build_yfcc_list; "
+        "r = build_yfcc_list(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])); "
+        "print(json.dumps(r.__dict__))"
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, info["subset"], info["metadata"],
-                          str(target)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, info["subset"], info["metadata"], str(target)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     report = json.loads(out.stdout.strip().splitlines()[-1])
     target.unlink(missing_ok=True)
     return {
-        "metadata_rows": info["rows"], "subset_rows": info["subset_rows"],
-        "output_rows": report["rows"], "bz2_mb": round(info["bz2_bytes"] / 1e6, 1),
-        "raw_mb": round(info["raw_bytes"] / 1e6, 1), "seconds": round(seconds, 1),
+        "metadata_rows": info["rows"],
+        "subset_rows": info["subset_rows"],
+        "output_rows": report["rows"],
+        "bz2_mb": round(info["bz2_bytes"] / 1e6, 1),
+        "raw_mb": round(info["raw_bytes"] / 1e6, 1),
+        "seconds": round(seconds, 1),
         "rows_per_s": round(info["rows"] / seconds),
         "peak_rss_mb": round(max(peak_kib, before) / 1024),
         "projected_100m_min": round(seconds * 100_000_000 / info["rows"] / 60, 1),
@@ -166,8 +211,17 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title="yfcc_join: subset ⋈ 25-column bz2 metadata → url list (parquet)")
-    cols = ("metadata_rows", "subset_rows", "output_rows", "bz2_mb", "raw_mb", "seconds",
-            "rows_per_s", "peak_rss_mb", "projected_100m_min")
+    cols = (
+        "metadata_rows",
+        "subset_rows",
+        "output_rows",
+        "bz2_mb",
+        "raw_mb",
+        "seconds",
+        "rows_per_s",
+        "peak_rss_mb",
+        "projected_100m_min",
+    )
     for c in cols:
         table.add_column(c, justify="right")
     for _, r in sorted(results.items(), key=lambda kv: int(kv[0])):

@@ -24,8 +24,16 @@ from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task
 from cloob.dataprep.synthetic import SHAPES, random_scene, render
 
-TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} shape.", "a picture of a {}.",
-             "a {} on a background.", "a small {}.", "a large {}.", "an image of a {}."]
+TEMPLATES = [
+    "a photo of a {}.",
+    "a drawing of a {}.",
+    "a {} shape.",
+    "a picture of a {}.",
+    "a {} on a background.",
+    "a small {}.",
+    "a large {}.",
+    "an image of a {}.",
+]
 
 
 def make_folder(root: Path, n: int, size: int) -> None:
@@ -37,13 +45,20 @@ def make_folder(root: Path, n: int, size: int) -> None:
         render(scene, rng, size).save(out / f"{i:05d}.png")
 
 
-def ours(ckpt: Path, data: Path, templates: Path, batch: int, workers: int) -> tuple[float, float, torch.Tensor]:
+def ours(
+    ckpt: Path, data: Path, templates: Path, batch: int, workers: int
+) -> tuple[float, float, torch.Tensor]:
     t0 = time.perf_counter()
     loaded = load_checkpoint(ckpt)
     task = folder_task(data, templates_file=templates)
-    ev = evaluate_task(loaded.model, loaded.preprocess, loaded.tokenizer, task,
-                       batch_size=batch, workers=workers)
-    return time.perf_counter() - t0, ev.metrics["acc1"], torch.from_numpy(ev.predictions.topk_index[:, 0])
+    ev = evaluate_task(
+        loaded.model, loaded.preprocess, loaded.tokenizer, task, batch_size=batch, workers=workers
+    )
+    return (
+        time.perf_counter() - t0,
+        ev.metrics["acc1"],
+        torch.from_numpy(ev.predictions.topk_index[:, 0]),
+    )
 
 
 def clip_benchmark(ckpt: Path, model_name: str, data: Path, batch: int, workers: int):
@@ -54,8 +69,9 @@ def clip_benchmark(ckpt: Path, model_name: str, data: Path, batch: int, workers:
     ds = ImageFolder(str(data), transform=preprocess)
     classnames = [c.replace("_", " ") for c in ds.classes]
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers)
-    classifier = zero_shot_classifier(model, tokenizer, classnames,
-                                      [t.replace("{}", "{c}") for t in TEMPLATES], "cpu", amp=False)
+    classifier = zero_shot_classifier(
+        model, tokenizer, classnames, [t.replace("{}", "{c}") for t in TEMPLATES], "cpu", amp=False
+    )
     logits, target = run_classification(model, classifier, loader, "cpu", amp=False)
     pred = logits.argmax(dim=1)
     return time.perf_counter() - t0, (pred == target).float().mean().item(), pred
@@ -79,20 +95,34 @@ def main() -> None:
         make_folder(tmp / "images", args.images, size)
         (tmp / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
         rows, preds = [], {}
-        for name, fn in (("clip_benchmark", lambda: clip_benchmark(ckpt, args.model, tmp / "images",
-                                                                    args.batch_size, args.workers)),
-                         ("ours", lambda: ours(ckpt, tmp / "images", tmp / "templates.txt",
-                                               args.batch_size, args.workers))):
+        for name, fn in (
+            (
+                "clip_benchmark",
+                lambda: clip_benchmark(
+                    ckpt, args.model, tmp / "images", args.batch_size, args.workers
+                ),
+            ),
+            (
+                "ours",
+                lambda: ours(
+                    ckpt, tmp / "images", tmp / "templates.txt", args.batch_size, args.workers
+                ),
+            ),
+        ):
             seconds, acc1, pred = fn()
             preds[name] = pred
             rows.append([name, args.images, seconds, args.images / seconds, acc1])
     same = bool(torch.equal(preds["ours"].cpu(), preds["clip_benchmark"].cpu()))
     ratio = rows[1][3] / rows[0][3]
     rows = [r + [r[3] / rows[0][3]] for r in rows]
-    report("zeroshot", f"Zero-shot eval, {args.model} fp32, {len(SHAPES)} classes × {len(TEMPLATES)} "
-           f"templates, batch {args.batch_size}, {args.workers} workers (identical predictions: {same})",
-           ["tool", "images", "seconds", "images/s", "top-1", "× clip_benchmark"], rows,
-           {"identical_predictions": same, "speedup": ratio, "args": vars(args)})
+    report(
+        "zeroshot",
+        f"Zero-shot eval, {args.model} fp32, {len(SHAPES)} classes × {len(TEMPLATES)} "
+        f"templates, batch {args.batch_size}, {args.workers} workers (identical predictions: {same})",
+        ["tool", "images", "seconds", "images/s", "top-1", "× clip_benchmark"],
+        rows,
+        {"identical_predictions": same, "speedup": ratio, "args": vars(args)},
+    )
     if not same:
         raise SystemExit("predictions differ between the two tools")
 

@@ -61,7 +61,9 @@ def test_the_cli_framework_floors_are_true(tmp_path: Path) -> None:
     if uv is None:
         pytest.skip("needs uv")
     venv = tmp_path / "floors"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+    }
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True, env=env)
     python = venv / "bin" / "python"
     install = [uv, "pip", "install", "-q", "--python", str(python)]
@@ -69,11 +71,16 @@ def test_the_cli_framework_floors_are_true(tmp_path: Path) -> None:
     assert any(r.startswith("typer") for r in reqs)
     subprocess.run([*install, "--resolution", "lowest-direct", *reqs], check=True, env=env)
     # Our packages themselves, without their (heavy) dependencies.
-    subprocess.run([*install, "--no-deps", *(str(ROOT / "packages" / p) for p in PACKAGES)],
-                   check=True, env=env)
+    subprocess.run(
+        [*install, "--no-deps", *(str(ROOT / "packages" / p) for p in PACKAGES)],
+        check=True,
+        env=env,
+    )
     out = subprocess.run([str(python), "-c", DRIVE], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
-    floor = max((re.search(r">=\s*([\w.]+)", r).group(1) for r in reqs if r.startswith("typer")),
-                key=lambda v: tuple(int(x) for x in v.split(".")))
+    floor = max(
+        (re.search(r">=\s*([\w.]+)", r).group(1) for r in reqs if r.startswith("typer")),
+        key=lambda v: tuple(int(x) for x in v.split(".")),
+    )
     got = out.stdout.split()[1]
     assert got == floor or got.startswith(floor + "."), (got, floor)  # really at the floor

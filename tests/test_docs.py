@@ -21,8 +21,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TOOLS = {"dataprep": "cloob.dataprep.cli", "trainer": "cloob.trainer.cli",
-         "benchmarks": "cloob.benchmarks.cli"}
+TOOLS = {
+    "dataprep": "cloob.dataprep.cli",
+    "trainer": "cloob.trainer.cli",
+    "benchmarks": "cloob.benchmarks.cli",
+}
 ELLIPSES = {"...", "…"}  # "the rest of the command": required options may then be missing
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _INLINE = re.compile(r"`(uv run (?:dataprep|trainer|benchmarks)\b[^`]*)`")
@@ -93,7 +96,7 @@ def _tool_args(words: list[str]) -> tuple[str, list[str]] | None:
         return words[0], words[1:]
     for tool, module in TOOLS.items():
         if module in words and words[0] in ("torchrun", "python", "python3"):
-            return tool, words[words.index(module) + 1:]
+            return tool, words[words.index(module) + 1 :]
     return None
 
 
@@ -107,8 +110,11 @@ def collect(paths: list[Path], root: Path = ROOT) -> list[DocCommand]:
                 if hit:
                     tool, args = hit
                     kept = tuple(a for a in args if a not in ELLIPSES)
-                    found.append(DocCommand(f"{path.relative_to(root)}:{n}", tool, kept,
-                                            len(kept) != len(args)))
+                    found.append(
+                        DocCommand(
+                            f"{path.relative_to(root)}:{n}", tool, kept, len(kept) != len(args)
+                        )
+                    )
     return found
 
 
@@ -165,15 +171,24 @@ def test_documented_command_parses(cmd: DocCommand):
     assert parse_error(cmd) is None, parse_error(cmd)
 
 
-@pytest.mark.parametrize("line, why", [
-    ("uv run trainer run --method cloob --no-such-flag 3", "No such option"),
-    ("uv run dataprep fetch cc3m --tsv a.tsv --out d --processes", "requires an argument"),
-    ("uv run benchmarks zeroshot-all --ckpt x", "No such command"),
-    ("uv run dataprep stats", "Missing argument"),
-    ("DATAPREP_SPARK_MASTER=spark://h:7077 uv run dataprep fetch cc3m --tsv a --out b "
-     "--distributer ray", "No such option"),
-    ("uv run torchrun --nproc-per-node 2 -m -- cloob.trainer.cli run --epochz 3", "No such option"),
-])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("uv run trainer run --method cloob --no-such-flag 3", "No such option"),
+        ("uv run dataprep fetch cc3m --tsv a.tsv --out d --processes", "requires an argument"),
+        ("uv run benchmarks zeroshot-all --ckpt x", "No such command"),
+        ("uv run dataprep stats", "Missing argument"),
+        (
+            "DATAPREP_SPARK_MASTER=spark://h:7077 uv run dataprep fetch cc3m --tsv a --out b "
+            "--distributer ray",
+            "No such option",
+        ),
+        (
+            "uv run torchrun --nproc-per-node 2 -m -- cloob.trainer.cli run --epochz 3",
+            "No such option",
+        ),
+    ],
+)
 def test_a_wrong_command_in_a_doc_fails(tmp_path, line, why):
     """The check can fail: a doc with a flag that does not exist is reported, with its line."""
     doc = tmp_path / "bad.md"
@@ -191,7 +206,9 @@ def test_collect_joins_continuations_chains_and_inline_spans(tmp_path):
         "uv run trainer run --method clip --name clip && uv run benchmarks list   # comment\n"
         "uv run dataprep fetch demo \\\n    --out d --samples 10\n"
         "trainer run … --resume latest\n"
-        "```\n\n```python\nimport dataprep\n```\n", encoding="utf-8")
+        "```\n\n```python\nimport dataprep\n```\n",
+        encoding="utf-8",
+    )
     got = [(c.where, c.tool, c.args, c.elided) for c in collect([doc], root=tmp_path)]
     assert got == [
         ("x.md:1", "trainer", ("run", "--help"), False),
@@ -219,8 +236,9 @@ def module_map(readme: Path = ROOT / "README.md") -> tuple[list[str], list[str]]
             base = words[0]
             folders.append(base)
             words = words[1:]
-        files += [base + w.strip("·,;()") for w in words
-                  if re.fullmatch(r"[\w/.-]+\.(py|json)[·,;)]*", w)]
+        files += [
+            base + w.strip("·,;()") for w in words if re.fullmatch(r"[\w/.-]+\.(py|json)[·,;)]*", w)
+        ]
     return folders, files
 
 
@@ -228,8 +246,11 @@ def map_problems(readme: Path = ROOT / "README.md", root: Path = ROOT) -> list[s
     """Paths the map names that do not exist, and modules under packages/*/src it leaves out."""
     folders, files = module_map(readme)
     problems = [f"no such path: {p}" for p in folders + files if not (root / p).exists()]
-    modules = {str(p.relative_to(root)) for p in root.glob("packages/*/src/**/*.py")
-               if p.name != "__init__.py"}
+    modules = {
+        str(p.relative_to(root))
+        for p in root.glob("packages/*/src/**/*.py")
+        if p.name != "__init__.py"
+    }
     problems += [f"not on the map: {m}" for m in sorted(modules - set(files))]
     return problems if files else ["no module map found"]
 
@@ -244,8 +265,11 @@ def test_module_map_check_can_fail(tmp_path):
     for name in ("cli.py", "new.py", "__init__.py"):
         (pkg / name).write_text("")
     readme = tmp_path / "README.md"
-    readme.write_text("## How it fits together\n\n```\npackages/x/src/cloob/x/   the x\n"
-                      "  cli.py   commands        gone.py  removed\n```\n", encoding="utf-8")
+    readme.write_text(
+        "## How it fits together\n\n```\npackages/x/src/cloob/x/   the x\n"
+        "  cli.py   commands        gone.py  removed\n```\n",
+        encoding="utf-8",
+    )
     assert map_problems(readme, tmp_path) == [
         "no such path: packages/x/src/cloob/x/gone.py",
         "not on the map: packages/x/src/cloob/x/new.py",
@@ -271,12 +295,16 @@ def performance_problems(text: str, root: Path = ROOT) -> list[str]:
 
 
 def test_every_performance_number_names_its_bench_script():
-    assert performance_problems((ROOT / "docs" / "performance.md").read_text(encoding="utf-8")) == []
+    assert (
+        performance_problems((ROOT / "docs" / "performance.md").read_text(encoding="utf-8")) == []
+    )
 
 
 def test_performance_check_can_fail():
-    text = ("# Performance\n\n## Loader\n\n| a | b |\n|---|---|\n| ours | 1.27 |\n\n"
-            "## Loss\n\n`uv run python bench/no_such.py`: 3 ms\n")
+    text = (
+        "# Performance\n\n## Loader\n\n| a | b |\n|---|---|\n| ours | 1.27 |\n\n"
+        "## Loss\n\n`uv run python bench/no_such.py`: 3 ms\n"
+    )
     assert performance_problems(text) == [
         "'Loader': numbers without the bench script that made them",
         "'Loss': bench/no_such.py does not exist",
@@ -321,10 +349,14 @@ def test_doc_links_lead_somewhere():
 def test_link_check_can_fail(tmp_path):
     (tmp_path / "a.md").write_text("# A\n\n## Exact resume\n", encoding="utf-8")
     doc = tmp_path / "b.md"
-    doc.write_text("[ok](a.md#exact-resume) [x](a.md#resume) [y](c.md) [z](https://x.org/c.md)\n",
-                   encoding="utf-8")
-    assert link_problems([doc], tmp_path) == ["b.md → a.md#resume: no such heading",
-                                              "b.md → c.md: no such file"]
+    doc.write_text(
+        "[ok](a.md#exact-resume) [x](a.md#resume) [y](c.md) [z](https://x.org/c.md)\n",
+        encoding="utf-8",
+    )
+    assert link_problems([doc], tmp_path) == [
+        "b.md → a.md#resume: no such heading",
+        "b.md → c.md: no such file",
+    ]
 
 
 # ----------------------------------------------------------------------------- named code
@@ -348,7 +380,9 @@ def named_code_problems(paths: list[Path], root: Path = ROOT) -> list[str]:
             _, pkg, name = dotted.split(".")[:3]
             base = root / "packages" / pkg / "src" / "cloob" / pkg / name
             if not (base.with_suffix(".py").is_file() or base.is_dir()):
-                problems.append(f"{path.relative_to(root)}: no module {'.'.join(['cloob', pkg, name])}")
+                problems.append(
+                    f"{path.relative_to(root)}: no module {'.'.join(['cloob', pkg, name])}"
+                )
     return problems
 
 
@@ -361,7 +395,11 @@ def test_named_code_check_can_fail(tmp_path):
     (tmp_path / "packages/common/src/cloob/common/files.py").write_text("")
     (tmp_path / "tests").mkdir()
     doc = tmp_path / "d.md"
-    doc.write_text("`cloob.common.files.atomic_path`, `cloob.common.gone`, `tests/test_x.py`\n",
-                   encoding="utf-8")
-    assert named_code_problems([doc], tmp_path) == ["d.md: no file tests/test_x.py",
-                                                    "d.md: no module cloob.common.gone"]
+    doc.write_text(
+        "`cloob.common.files.atomic_path`, `cloob.common.gone`, `tests/test_x.py`\n",
+        encoding="utf-8",
+    )
+    assert named_code_problems([doc], tmp_path) == [
+        "d.md: no file tests/test_x.py",
+        "d.md: no module cloob.common.gone",
+    ]

@@ -16,9 +16,14 @@ import gpu_probe  # noqa: E402
 
 
 def dry_run(*flags: str, **env: str) -> list[str]:
-    out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", *flags],
-                         check=True, text=True, capture_output=True, env={**os.environ, **env},
-                         timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", *flags],
+        check=True,
+        text=True,
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=120,
+    ).stdout
     return [line for line in out.splitlines() if not line.startswith("#")]
 
 
@@ -30,7 +35,8 @@ def test_dry_run_lists_the_whole_check_and_every_trainer_command_parses():
     assert not any(c.startswith("uv ") or " uv run " in c for c in cmds)
     ours = [c for c in cmds if "cloob.trainer.cli run --model" in c]
     assert {(m, p) for m in ("clip", "cloob") for p in ("amp", "amp_bf16")} <= {
-        (c.split("--method ")[1].split()[0], c.split("--precision ")[1].split()[0]) for c in ours}
+        (c.split("--method ")[1].split()[0], c.split("--precision ")[1].split()[0]) for c in ours
+    }
     assert sum("--torchcompile" in c for c in ours) == 2
     assert not any("--local-loss" in c for c in ours)  # a no-op on one GPU
     oc = [c for c in cmds if "open_clip_train.main" in c]
@@ -55,8 +61,10 @@ def test_cpu_mode_has_the_same_steps_with_micro_settings(tmp_path):
 
 
 def test_openclip_rate_is_its_window_means_after_the_first():
-    line = ("Train Epoch: 0 [ 2560/13056 (20%)] Data (t): {d} Batch (t): {b}, 9999.0/s, "
-            "9999.0/s/gpu LR: 0.000100 Logit Scale: 14.286 Contrastive_loss: 5.5 (5.5)")
+    line = (
+        "Train Epoch: 0 [ 2560/13056 (20%)] Data (t): {d} Batch (t): {b}, 9999.0/s, "
+        "9999.0/s/gpu LR: 0.000100 Logit Scale: 14.286 Contrastive_loss: 5.5 (5.5)"
+    )
     out = "\n".join(line.format(d=d, b=b) for d, b in [(0.5, 2.0), (0.01, 0.1), (0.03, 0.2)])
     rates, share = gpu_check.openclip_windows(out, batch=256, nproc=2)
     assert rates == [512 / 0.1, 512 / 0.2]  # the printed rate (last step only) is ignored
@@ -74,9 +82,11 @@ def test_loader_share_counts_waits_between_the_first_and_last_fetch():
 def test_a_failed_step_is_recorded_and_the_next_one_runs(tmp_path, monkeypatch):
     s = gpu_check.Settings.from_env(cpu=True)
     py = sys.executable
-    steps = [gpu_check.Step("card", "card", [py, "-c", "import sys; sys.exit(3)"], 30),
-             gpu_check.Step("slow", "readme", [py, "-c", "import time; time.sleep(60)"], 1),
-             gpu_check.Step("openclip-clip-amp", "openclip", [py, "-c", "print('no rate')"], 30)]
+    steps = [
+        gpu_check.Step("card", "card", [py, "-c", "import sys; sys.exit(3)"], 30),
+        gpu_check.Step("slow", "readme", [py, "-c", "import time; time.sleep(60)"], 1),
+        gpu_check.Step("openclip-clip-amp", "openclip", [py, "-c", "print('no rate')"], 30),
+    ]
     payload = gpu_check.run_all(s, steps, tmp_path / "logs", tmp_path / "out")
     assert [r["status"] for r in payload["steps"]] == ["failed", "timeout", "no measurement"]
     saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())

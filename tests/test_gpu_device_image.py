@@ -25,10 +25,19 @@ from gpu_image import WHEEL_DIR  # noqa: E402
 def _carried_tree(dest: Path, venv_python: Path) -> Path:
     """What the run tool ships: the tree git sees (tracked and untracked, not ignored) plus the
     one ignored path that travels, `.whl/` (downloaded here by bench/gpu_wheels.py)."""
-    subprocess.run([str(venv_python), str(ROOT / "bench" / "gpu_wheels.py")], check=True,
-                   capture_output=True, timeout=600)
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    subprocess.run(
+        [str(venv_python), str(ROOT / "bench" / "gpu_wheels.py")],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     for rel in filter(None, files.split("\0")):
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -40,8 +49,11 @@ def _carried_tree(dest: Path, venv_python: Path) -> Path:
 def _no_network(cmd: list[str]) -> tuple[list[str], bool]:
     """`cmd` in a fresh network namespace with only loopback up (torchrun's rendezvous), when
     this machine lets us make one."""
-    usable = shutil.which("unshare") and shutil.which("ip") and subprocess.run(
-        ["unshare", "-n", "true"], capture_output=True).returncode == 0
+    usable = (
+        shutil.which("unshare")
+        and shutil.which("ip")
+        and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    )
     if usable:
         return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd], True
     return cmd, False
@@ -59,12 +71,21 @@ def test_device_entry_point_runs_in_the_image_without_uv_or_network(tmp_path):
     # a script, not a link: python finds its venv from the path it was started by
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {venv}/bin/python3 "$@"\n')
     (bin_dir / "python3").chmod(0o755)
-    path = os.pathsep.join([str(bin_dir), "/usr/local/sbin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    path = os.pathsep.join(
+        [str(bin_dir), "/usr/local/sbin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    )
     assert shutil.which("uv", path=path) is None
     out = tmp_path / "out"
-    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "OUT": str(out),
-           "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "OMP_NUM_THREADS": "1",
-           "CLOOB_CACHE": str(tmp_path / "cache"), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": path,
+        "HOME": os.environ.get("HOME", "/root"),
+        "OUT": str(out),
+        "PIP_NO_INDEX": "1",
+        "PIP_CONFIG_FILE": os.devnull,
+        "OMP_NUM_THREADS": "1",
+        "CLOOB_CACHE": str(tmp_path / "cache"),
+        "LANG": "C.UTF-8",
+    }
     cmd, isolated = _no_network(["bash", "bench/gpu_check.sh", "--device-image", "--cpu"])
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=3300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -75,7 +96,9 @@ def test_device_entry_point_runs_in_the_image_without_uv_or_network(tmp_path):
     expected = [s.label for s in plan(Settings.from_env(cpu=True), tmp_path)]
     steps = {r["label"]: r for r in result["steps"]}
     assert list(steps) == expected  # the same steps as on the GPU, all measured
-    assert all(r["status"] == "ok" for r in steps.values()), {k: r["status"] for k, r in steps.items()}
+    assert all(r["status"] == "ok" for r in steps.values()), {
+        k: r["status"] for k, r in steps.items()
+    }
     assert result["card"]["matmul_bf16_tflops"] > 0 and result["card"]["train_flops_per_sample"] > 0
     assert steps["readme"]["zeroshot_table"] and "colours" in steps["readme"]["table_text"]
     for r in steps.values():
@@ -89,5 +112,9 @@ def test_device_entry_point_runs_in_the_image_without_uv_or_network(tmp_path):
     assert not {"s3fs", "img2dataset", "clip_benchmark"} & set(steps["readme"]["modules"])
     assert "| clip-amp_bf16 | ok |" in (out / "gpu_check.md").read_text()
     assert "=== readme: ok" in (out / "gpu_check.log").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gpu_check.json",
+        "gpu_check.log",
+        "gpu_check.md",
+    ]
     print(f"network namespace: {isolated}")

@@ -20,13 +20,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gpu_image import CARRIED, IMAGE, IMAGE_PACKAGES, OURS  # noqa: E402
 
 BENCH_ROOTS = ("gpu_check", "gpu_probe", "gpu_measure")
-MODULE_ROOTS = ("cloob.trainer.cli", "cloob.trainer.loop", "cloob.dataprep.sources.demo",
-                "cloob.benchmarks.tasks.zeroshot.evaluate")
+MODULE_ROOTS = (
+    "cloob.trainer.cli",
+    "cloob.trainer.loop",
+    "cloob.dataprep.sources.demo",
+    "cloob.benchmarks.tasks.zeroshot.evaluate",
+)
 # (importing module, imported top-level name) → why the check's path never executes it.
 OFF_PATH = {
     ("cloob.trainer.loop", "wandb"): "only with --report-to wandb; the check passes none",
-    ("cloob.common.storage", "s3fs"): "only in limit_s3fs_rounds, for img2dataset's workers writing "
-                                      "to a bucket; the check writes locally",
+    (
+        "cloob.common.storage",
+        "s3fs",
+    ): "only in limit_s3fs_rounds, for img2dataset's workers writing "
+    "to a bucket; the check writes locally",
 }
 
 
@@ -56,8 +63,11 @@ def _imports(path: Path, module: str) -> list[str]:
     return names
 
 
-def path_imports(bench: Path = ROOT / "bench", bench_roots: tuple[str, ...] = BENCH_ROOTS,
-                 module_roots: tuple[str, ...] = MODULE_ROOTS) -> dict[str, set[str]]:
+def path_imports(
+    bench: Path = ROOT / "bench",
+    bench_roots: tuple[str, ...] = BENCH_ROOTS,
+    module_roots: tuple[str, ...] = MODULE_ROOTS,
+) -> dict[str, set[str]]:
     """Third-party top-level name → the modules of ours that import it, over the path."""
     found: dict[str, set[str]] = {}
     todo = [(f"bench.{b}", bench / f"{b}.py") for b in bench_roots]
@@ -87,8 +97,11 @@ def allowed() -> set[str]:
 def test_every_import_on_the_gpu_path_resolves_on_the_lent_machine():
     found = path_imports()
     assert {"torch", "open_clip", "webdataset", "typer"} <= set(found)  # the walk sees the path
-    stray = {name: sorted(m for m in mods if (m, name) not in OFF_PATH)
-             for name, mods in found.items() if name not in allowed()}
+    stray = {
+        name: sorted(m for m in mods if (m, name) not in OFF_PATH)
+        for name, mods in found.items()
+        if name not in allowed()
+    }
     stray = {name: mods for name, mods in stray.items() if mods}
     assert not stray, f"imported on the GPU path but neither in the image nor carried: {stray}"
 

@@ -13,7 +13,9 @@ from PIL import Image
 
 
 def _get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None):
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
+    return urllib.request.urlopen(
+        urllib.request.Request(url, headers=headers or {}), timeout=timeout
+    )
 
 
 def test_serves_generated_images(http_server, image_factory):
@@ -88,6 +90,7 @@ def test_many_concurrent_clients(http_server, image_factory):
 
     images = image_factory(2)
     with ThreadPoolExecutor(64) as pool:
-        sizes = list(pool.map(lambda i: len(_get(http_server.url(images[i % 2].relpath)).read()),
-                              range(200)))
+        sizes = list(
+            pool.map(lambda i: len(_get(http_server.url(images[i % 2].relpath)).read()), range(200))
+        )
     assert set(sizes) == {images[0].path.stat().st_size, images[1].path.stat().st_size}

@@ -30,17 +30,27 @@ class Mirror:
 
 @pytest.fixture
 def mirror(http_server, http_root, tmp_path) -> Mirror:
-    lists = {"birdsnap": (BIRDS, ["a photo of a {}, a type of bird."]),
-             "flowers102": (FLOWERS, ["a photo of a {}, a type of flower."])}
+    lists = {
+        "birdsnap": (BIRDS, ["a photo of a {}, a type of bird."]),
+        "flowers102": (FLOWERS, ["a photo of a {}, a type of flower."]),
+    }
     (http_root / "zeroshot_data.py").write_text(standin_cloob_metadata(lists))
-    (http_root / "prompts.md").write_text(standin_clip_prompts(
-        {"Birdsnap": (sorted(BIRDS), lists["birdsnap"][1]), "Flowers102": lists["flowers102"]}))
+    (http_root / "prompts.md").write_text(
+        standin_clip_prompts(
+            {"Birdsnap": (sorted(BIRDS), lists["birdsnap"][1]), "Flowers102": lists["flowers102"]}
+        )
+    )
     cloob_zip(http_root / "flowers102.zip", "flowers102", {name: 2 for name in FLOWERS}, seed=1)
     cloob_zip(http_root / "birdsnap.zip", "birdsnap", BIRD_COUNTS, seed=2)
-    imagenetv2_targz(http_root / "imagenetv2-matched-frequency.tar.gz",
-                     {"0": 1, "1": 1, "2": 1, "10": 1, "100": 2, "999": 1}, seed=3)
+    imagenetv2_targz(
+        http_root / "imagenetv2-matched-frequency.tar.gz",
+        {"0": 1, "1": 1, "2": 1, "10": 1, "100": 2, "999": 1},
+        seed=3,
+    )
     checksums = tmp_path / "checksums.sha256"
-    checksums.write_text("".join(f"{sha256(http_root / n)}  {n}\n" for n in ("zeroshot_data.py", "prompts.md")))
+    checksums.write_text(
+        "".join(f"{sha256(http_root / n)}  {n}\n" for n in ("zeroshot_data.py", "prompts.md"))
+    )
     return Mirror(http_server.base_url, http_root, checksums, http_server)
 
 

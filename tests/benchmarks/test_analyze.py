@@ -36,7 +36,9 @@ def test_fixed_points():
     assert effective_rank(np.ones(7)) == pytest.approx(7.0)
     assert effective_rank(np.array([3.0, 0, 0])) == pytest.approx(1.0)
     # ±e1, ±e2: covariance diag(0.5, 0.5, 0) with the n-1 normalisation 4/3 · 0.5
-    assert spectrum(np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])) == pytest.approx([2 / 3, 2 / 3, 0])
+    assert spectrum(np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])) == pytest.approx(
+        [2 / 3, 2 / 3, 0]
+    )
     # hardest negative: the largest off-diagonal similarity of each row
     y = _unit(np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]))
     assert hardest_negative(y, y) == pytest.approx((0.6 + 0.8 + 0.8) / 3)
@@ -47,13 +49,21 @@ def test_gap_and_cosines_on_a_shifted_copy():
     x = _unit(rng.normal(size=(50, 8)))
     shift = np.zeros(8)
     shift[0] = 3.0
-    y = _unit(x + shift)  # captions = images pushed towards one direction: a modality gap, high positives
+    y = _unit(
+        x + shift
+    )  # captions = images pushed towards one direction: a modality gap, high positives
     metrics, spectra = geometry(x, y)
     assert metrics["modality_gap"] == pytest.approx(np.linalg.norm(x.mean(0) - y.mean(0)))
-    assert metrics["modality_gap"] > 0.5 and metrics["positive_cosine"] == pytest.approx(np.mean(np.sum(x * y, 1)))
-    assert metrics["uniformity_text"] > metrics["uniformity_image"]  # the pushed copy is more concentrated
+    assert metrics["modality_gap"] > 0.5 and metrics["positive_cosine"] == pytest.approx(
+        np.mean(np.sum(x * y, 1))
+    )
+    assert (
+        metrics["uniformity_text"] > metrics["uniformity_image"]
+    )  # the pushed copy is more concentrated
     assert metrics["effective_rank_text"] < metrics["effective_rank_image"] <= 8
-    assert len(spectra["image"]) == 8 and math.isclose(sum(spectra["image"]), np.trace(np.cov(x.T)), rel_tol=1e-6)
+    assert len(spectra["image"]) == 8 and math.isclose(
+        sum(spectra["image"]), np.trace(np.cov(x.T)), rel_tol=1e-6
+    )
 
 
 def test_first_caption_of_each_image():
@@ -73,32 +83,62 @@ def ckpts(tmp_path_factory):
 def test_cli_two_checkpoints(cli, tmp_path, ckpts):
     shards = write_shards(tmp_path / "val", 1, 16, seed=2)
     out = tmp_path / "out"
-    code, _, err = cli("analyze", "--ckpt", ckpts[0], "--ckpt", ckpts[1], "--data", shards, "--max-images", "12",
-                       "--out", out, "--workers", "0", "--no-progress")
+    code, _, err = cli(
+        "analyze",
+        "--ckpt",
+        ckpts[0],
+        "--ckpt",
+        ckpts[1],
+        "--data",
+        shards,
+        "--max-images",
+        "12",
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--no-progress",
+    )
     assert code == 0, err
     analysis = json.loads((out / "analysis.json").read_text())["records"]
     assert [r["label"] for r in analysis] == ["clip", "cloob"] and analysis[0]["n_images"] == 12
     assert len(analysis[0]["spectra"]["image"]) == 32 and len(analysis[0]["projection"]["xy"]) == 24
     results = json.loads((out / "results.json").read_text())["records"]
-    assert "spectra" not in results[0] and results[0]["checkpoint_sha256"] and "alignment" in results[0]["protocol"]
-    assert set(results[0]["metrics"]) == {"alignment", "uniformity_image", "uniformity_text", "modality_gap",
-                                          "effective_rank_image", "effective_rank_text", "positive_cosine",
-                                          "hardest_negative_cosine_i2t", "hardest_negative_cosine_t2i"}
+    assert (
+        "spectra" not in results[0]
+        and results[0]["checkpoint_sha256"]
+        and "alignment" in results[0]["protocol"]
+    )
+    assert set(results[0]["metrics"]) == {
+        "alignment",
+        "uniformity_image",
+        "uniformity_text",
+        "modality_gap",
+        "effective_rank_image",
+        "effective_rank_text",
+        "positive_cosine",
+        "hardest_negative_cosine_i2t",
+        "hardest_negative_cosine_t2i",
+    }
     assert "eff. rank img" in (out / "results.md").read_text() and (out / "results.csv").is_file()
     for png in ("spectra.png", "projection.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--projection", "tsne"], "unknown projection 'tsne'"),
-    (["--projection", "umap"], "needs umap-learn"),
-    (["--max-images", "2"], "Invalid value for '--max-images'"),
-    ([], "give --data (dataprep folder or shards) or --karpathy"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--projection", "tsne"], "unknown projection 'tsne'"),
+        (["--projection", "umap"], "needs umap-learn"),
+        (["--max-images", "2"], "Invalid value for '--max-images'"),
+        ([], "give --data (dataprep folder or shards) or --karpathy"),
+    ],
+)
 def test_bad_input(cli, tmp_path, ckpts, args, message):
     if "umap" in args:
         try:
             import umap  # noqa: F401
+
             pytest.skip("umap-learn is installed here")
         except ImportError:
             pass

@@ -49,16 +49,28 @@ def open_clip_weights(scratch: Path) -> Path:
 
 def s3_object(key: str, body: bytes | None):
     """The s3:// URL of `key` in the test bucket (put there with `body` unless None)."""
+
     def url(scratch: Path) -> str:
         if body is not None:
             scratch.s3.client().put_object(Bucket=scratch.s3.bucket, Key=key, Body=body)
         return scratch.s3.url(key)
+
     return url
 
 
 def zeroshot_ckpt(ckpt) -> callable:
-    return lambda s: ["zeroshot", "--ckpt", ckpt(s), "--dataset-dir", task(s), "--out", s / "out",
-                      "--workers", "0", "--no-progress"]
+    return lambda s: [
+        "zeroshot",
+        "--ckpt",
+        ckpt(s),
+        "--dataset-dir",
+        task(s),
+        "--out",
+        s / "out",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
 
 
 def unreadable_task(scratch: Path) -> Path:
@@ -68,14 +80,28 @@ def unreadable_task(scratch: Path) -> Path:
 
 def probe_pair(counts: dict[str, int], unreadable: bool = False):
     """linear-probe on a train/test folder pair with these images per class (all undecodable)."""
+
     def make(scratch: Path) -> list:
         files = class_tree(counts)
         if unreadable:
             files = {rel: b"not an image" for rel in files}
         for split in ("train", "test"):
             write_tree(scratch / split, files)
-        return ["linear-probe", "--ckpt", trainer_ckpt(scratch), "--train-dir", scratch / "train",
-                "--test-dir", scratch / "test", "--out", scratch / "out", "--workers", "0", "--no-progress"]
+        return [
+            "linear-probe",
+            "--ckpt",
+            trainer_ckpt(scratch),
+            "--train-dir",
+            scratch / "train",
+            "--test-dir",
+            scratch / "test",
+            "--out",
+            scratch / "out",
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
+
     return make
 
 
@@ -83,7 +109,9 @@ def unreadable_shards(scratch: Path) -> Path:
     """A dataprep-style shard whose three samples have captions and undecodable images."""
     (scratch / "data" / "shards").mkdir(parents=True)
     with tarfile.open(scratch / "data" / "shards" / "00000.tar", "w") as tf:
-        for key, (ext, data) in enumerate([("jpg", b"not a jpeg"), ("png", b""), ("webp", b"RIFF")]):
+        for key, (ext, data) in enumerate(
+            [("jpg", b"not a jpeg"), ("png", b""), ("webp", b"RIFF")]
+        ):
             for name, body in ((f"{key:05d}.{ext}", data), (f"{key:05d}.txt", b"a red square")):
                 info = tarfile.TarInfo(name)
                 info.size = len(body)
@@ -92,25 +120,59 @@ def unreadable_shards(scratch: Path) -> Path:
 
 
 def on_unreadable_shards(command: str):
-    return lambda s: [command, "--ckpt", trainer_ckpt(s), "--data", unreadable_shards(s), "--out", s / "out",
-                      "--workers", "0", "--no-progress"]
+    return lambda s: [
+        command,
+        "--ckpt",
+        trainer_ckpt(s),
+        "--data",
+        unreadable_shards(s),
+        "--out",
+        s / "out",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
 
 
 def karpathy(images: object):
     """retrieval on a Karpathy JSON whose `images` is the given value (an image folder beside it)."""
+
     def make(scratch: Path) -> list:
         write_tree(scratch / "coco", class_tree({"val2014": 1}))
         (scratch / "k.json").write_text(json.dumps({"images": images}))
-        return ["retrieval", "--ckpt", trainer_ckpt(scratch), "--karpathy", scratch / "k.json", "--images",
-                scratch / "coco", "--out", scratch / "out", "--workers", "0", "--no-progress"]
+        return [
+            "retrieval",
+            "--ckpt",
+            trainer_ckpt(scratch),
+            "--karpathy",
+            scratch / "k.json",
+            "--images",
+            scratch / "coco",
+            "--out",
+            scratch / "out",
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
+
     return make
 
 
 def existing_out_with_unreadable_task(scratch: Path) -> list:
     """A results folder from an earlier run (a foreign file, an old classifier) must stay as it was."""
     write_tree(scratch / "out", {"notes.txt": b"mine", ".classifiers/old.pt": b"an earlier run's"})
-    return ["zeroshot", "--ckpt", trainer_ckpt(scratch), "--dataset-dir", unreadable_task(scratch),
-            "--out", scratch / "out", "--workers", "0", "--no-progress"]
+    return [
+        "zeroshot",
+        "--ckpt",
+        trainer_ckpt(scratch),
+        "--dataset-dir",
+        unreadable_task(scratch),
+        "--out",
+        scratch / "out",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
 
 
 def bad_crc_zip(path: Path) -> None:
@@ -132,61 +194,175 @@ def fetch_with(make_zip):
         mirror = scratch.mirror  # set by the test: the loopback mirror fixture
         make_zip(mirror.root / "flowers102.zip")
         (scratch / "bench").mkdir()
-        return ["fetch", "flowers102", "--root", scratch / "bench", "--base-url", mirror.url,
-                "--checksums", mirror.checksums, "--no-progress"]
+        return [
+            "fetch",
+            "flowers102",
+            "--root",
+            scratch / "bench",
+            "--base-url",
+            mirror.url,
+            "--checksums",
+            mirror.checksums,
+            "--no-progress",
+        ]
+
     return make
 
 
 FETCHED_BEFORE_EXTRACTING = frozenset({"bench/.metadata", "bench/.downloads"})
 CASES = [
-    BadInput("zeroshot-batch-size-0",
-             lambda s: ["zeroshot", "--ckpt", trainer_ckpt(s), "--dataset-dir", task(s),
-                        "--batch-size", "0"],
-             "Invalid value for '--batch-size'"),
-    BadInput("zeroshot-unknown-option", lambda s: ["zeroshot", "--colour", "red"], "No such option"),
-    BadInput("zeroshot-pretrained-file-with-code",
-             lambda s: ["zeroshot", "--model", "RN50", "--pretrained", evil_weights(s),
-                        "--dataset-dir", task(s), "--out", s / "out"],
-             "refusing to load objects other than tensors"),
-    BadInput("zeroshot-no-readable-image",
-             lambda s: ["zeroshot", "--ckpt", trainer_ckpt(s), "--dataset-dir", unreadable_task(s),
-                        "--out", s / "out", "--workers", "0", "--no-progress"],
-             "none of its 2 images could be read"),  # and no classifier cache left behind in out/
-    BadInput("zeroshot-no-readable-image-in-an-existing-out", existing_out_with_unreadable_task,
-             "none of its 2 images could be read"),
-    BadInput("linear-probe-no-readable-train-image", probe_pair({"a": 3, "b": 3}, unreadable=True),
-             "scratch train: none of its 6 images could be read"),
-    BadInput("linear-probe-one-class", probe_pair({"a": 3}),
-             "a linear probe needs train images of at least 2 classes, found 1"),
-    BadInput("linear-probe-one-train-image-per-class", probe_pair({"a": 1, "b": 1}),
-             "the validation split carved from train (--val-fraction 0.2 of each class, one image always kept"),
-    BadInput("retrieval-no-readable-image-in-shards", on_unreadable_shards("retrieval"),
-             "data images: none of its 3 images could be read"),
-    BadInput("analyze-no-readable-image-in-shards", on_unreadable_shards("analyze"),
-             "data images: none of its 3 images could be read"),
-    BadInput("retrieval-karpathy-images-is-a-dict", karpathy({"img_000.png": {}}),
-             "k.json: not a Karpathy-split JSON ('images' is a dict, not a list)"),
-    BadInput("retrieval-karpathy-images-are-numbers", karpathy([1, 2]),
-             "k.json: images[0] is a int, not an object with 'filename' and 'sentences'"),
-    BadInput("retrieval-karpathy-entry-without-filename",
-             karpathy([{"split": "test", "sentences": [{"raw": "x"}]}]), "k.json: images[0] has no 'filename'"),
-    BadInput("retrieval-karpathy-sentence-without-raw",
-             karpathy([{"split": "test", "filepath": "val2014", "filename": "img_000.png",
-                        "sentences": [{"tokens": ["x"]}]}]), "(img_000.png): sentences[0] has no 'raw' text"),
-    BadInput("retrieval-karpathy-sentence-null",
-             karpathy([{"split": "test", "filepath": "val2014", "filename": "img_000.png", "sentences": [None]}]),
-             "(img_000.png): sentences[0] has no 'raw' text"),
-    BadInput("zeroshot-open-clip-checkpoint-without-params-txt", zeroshot_ckpt(open_clip_weights),
-             "cannot tell GELU from QuickGELU: add --model NAME"),
-    BadInput("zeroshot-ckpt-s3-without-bucket", zeroshot_ckpt(lambda s: "s3://"), "s3://: no bucket named"),
-    BadInput("zeroshot-ckpt-s3-missing-object", zeroshot_ckpt(s3_object("runs/r/epoch_9.pt", None)),
-             "/runs/r/epoch_9.pt: no such checkpoint"),
-    BadInput("zeroshot-ckpt-s3-not-a-checkpoint", zeroshot_ckpt(s3_object("runs/r/bad.pt", b"garbage")),
-             "/runs/r/bad.pt: not a readable checkpoint"),
-    BadInput("fetch-zip-member-with-a-bad-crc", fetch_with(bad_crc_zip), "damaged archive",
-             leaves=FETCHED_BEFORE_EXTRACTING),
-    BadInput("fetch-zip-with-a-path-both-file-and-folder", fetch_with(file_and_folder_zip),
-             "'flowers102/a.png' is both a file and a folder", leaves=FETCHED_BEFORE_EXTRACTING),
+    BadInput(
+        "zeroshot-batch-size-0",
+        lambda s: [
+            "zeroshot",
+            "--ckpt",
+            trainer_ckpt(s),
+            "--dataset-dir",
+            task(s),
+            "--batch-size",
+            "0",
+        ],
+        "Invalid value for '--batch-size'",
+    ),
+    BadInput(
+        "zeroshot-unknown-option", lambda s: ["zeroshot", "--colour", "red"], "No such option"
+    ),
+    BadInput(
+        "zeroshot-pretrained-file-with-code",
+        lambda s: [
+            "zeroshot",
+            "--model",
+            "RN50",
+            "--pretrained",
+            evil_weights(s),
+            "--dataset-dir",
+            task(s),
+            "--out",
+            s / "out",
+        ],
+        "refusing to load objects other than tensors",
+    ),
+    BadInput(
+        "zeroshot-no-readable-image",
+        lambda s: [
+            "zeroshot",
+            "--ckpt",
+            trainer_ckpt(s),
+            "--dataset-dir",
+            unreadable_task(s),
+            "--out",
+            s / "out",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+        "none of its 2 images could be read",
+    ),  # and no classifier cache left behind in out/
+    BadInput(
+        "zeroshot-no-readable-image-in-an-existing-out",
+        existing_out_with_unreadable_task,
+        "none of its 2 images could be read",
+    ),
+    BadInput(
+        "linear-probe-no-readable-train-image",
+        probe_pair({"a": 3, "b": 3}, unreadable=True),
+        "scratch train: none of its 6 images could be read",
+    ),
+    BadInput(
+        "linear-probe-one-class",
+        probe_pair({"a": 3}),
+        "a linear probe needs train images of at least 2 classes, found 1",
+    ),
+    BadInput(
+        "linear-probe-one-train-image-per-class",
+        probe_pair({"a": 1, "b": 1}),
+        "the validation split carved from train (--val-fraction 0.2 of each class, one image always kept",
+    ),
+    BadInput(
+        "retrieval-no-readable-image-in-shards",
+        on_unreadable_shards("retrieval"),
+        "data images: none of its 3 images could be read",
+    ),
+    BadInput(
+        "analyze-no-readable-image-in-shards",
+        on_unreadable_shards("analyze"),
+        "data images: none of its 3 images could be read",
+    ),
+    BadInput(
+        "retrieval-karpathy-images-is-a-dict",
+        karpathy({"img_000.png": {}}),
+        "k.json: not a Karpathy-split JSON ('images' is a dict, not a list)",
+    ),
+    BadInput(
+        "retrieval-karpathy-images-are-numbers",
+        karpathy([1, 2]),
+        "k.json: images[0] is a int, not an object with 'filename' and 'sentences'",
+    ),
+    BadInput(
+        "retrieval-karpathy-entry-without-filename",
+        karpathy([{"split": "test", "sentences": [{"raw": "x"}]}]),
+        "k.json: images[0] has no 'filename'",
+    ),
+    BadInput(
+        "retrieval-karpathy-sentence-without-raw",
+        karpathy(
+            [
+                {
+                    "split": "test",
+                    "filepath": "val2014",
+                    "filename": "img_000.png",
+                    "sentences": [{"tokens": ["x"]}],
+                }
+            ]
+        ),
+        "(img_000.png): sentences[0] has no 'raw' text",
+    ),
+    BadInput(
+        "retrieval-karpathy-sentence-null",
+        karpathy(
+            [
+                {
+                    "split": "test",
+                    "filepath": "val2014",
+                    "filename": "img_000.png",
+                    "sentences": [None],
+                }
+            ]
+        ),
+        "(img_000.png): sentences[0] has no 'raw' text",
+    ),
+    BadInput(
+        "zeroshot-open-clip-checkpoint-without-params-txt",
+        zeroshot_ckpt(open_clip_weights),
+        "cannot tell GELU from QuickGELU: add --model NAME",
+    ),
+    BadInput(
+        "zeroshot-ckpt-s3-without-bucket",
+        zeroshot_ckpt(lambda s: "s3://"),
+        "s3://: no bucket named",
+    ),
+    BadInput(
+        "zeroshot-ckpt-s3-missing-object",
+        zeroshot_ckpt(s3_object("runs/r/epoch_9.pt", None)),
+        "/runs/r/epoch_9.pt: no such checkpoint",
+    ),
+    BadInput(
+        "zeroshot-ckpt-s3-not-a-checkpoint",
+        zeroshot_ckpt(s3_object("runs/r/bad.pt", b"garbage")),
+        "/runs/r/bad.pt: not a readable checkpoint",
+    ),
+    BadInput(
+        "fetch-zip-member-with-a-bad-crc",
+        fetch_with(bad_crc_zip),
+        "damaged archive",
+        leaves=FETCHED_BEFORE_EXTRACTING,
+    ),
+    BadInput(
+        "fetch-zip-with-a-path-both-file-and-folder",
+        fetch_with(file_and_folder_zip),
+        "'flowers102/a.png' is both a file and a folder",
+        leaves=FETCHED_BEFORE_EXTRACTING,
+    ),
 ]
 
 

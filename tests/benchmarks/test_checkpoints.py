@@ -13,7 +13,13 @@ from cloob.common.cli import UsageError
 from support.benchmark_data import class_tree, tiny_cfg, tiny_model, write_tree
 from support.s3 import BROKEN_STORES, break_store
 
-TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+TEXT_KEYS = (
+    "token_embedding.",
+    "positional_embedding",
+    "transformer.",
+    "ln_final.",
+    "text_projection",
+)
 
 
 def to_reference_layout(sd: dict) -> dict:
@@ -30,9 +36,19 @@ def to_reference_layout(sd: dict) -> dict:
 
 
 def trainer_checkpoint(model, method: str = "cloob") -> dict:
-    return {"state_dict": model.state_dict(), "model_name": "tiny-vit", "model_cfg": tiny_cfg(),
-            "method": method, "inv_tau": 30.0, "hopfield_beta": 8.0, "epoch": 3, "step": 120,
-            "optimizer": {}, "config": {"lr": 1e-3}, "name": "run"}
+    return {
+        "state_dict": model.state_dict(),
+        "model_name": "tiny-vit",
+        "model_cfg": tiny_cfg(),
+        "method": method,
+        "inv_tau": 30.0,
+        "hopfield_beta": 8.0,
+        "epoch": 3,
+        "step": 120,
+        "optimizer": {},
+        "config": {"lr": 1e-3},
+        "name": "run",
+    }
 
 
 def same_embeddings(a, b) -> None:
@@ -52,11 +68,18 @@ def original():
 
 def test_trainer_checkpoint(tmp_path, original):
     ckpt = trainer_checkpoint(original)
-    ckpt["state_dict"] = {**ckpt["state_dict"], "log_hopfield_beta": torch.tensor(2.0)}  # eval ignores it
+    ckpt["state_dict"] = {
+        **ckpt["state_dict"],
+        "log_hopfield_beta": torch.tensor(2.0),
+    }  # eval ignores it
     ckpt_format.write(tmp_path / "epoch_3.pt", ckpt)
     loaded = load_checkpoint(tmp_path / "epoch_3.pt")
     assert loaded.info["ignored_keys"] == ["log_hopfield_beta"]
-    assert loaded.format == ckpt_format.FORMAT and loaded.method == "cloob" and loaded.name == "tiny-vit"
+    assert (
+        loaded.format == ckpt_format.FORMAT
+        and loaded.method == "cloob"
+        and loaded.name == "tiny-vit"
+    )
     assert loaded.info["epoch"] == 3 and len(loaded.sha256) == 64
     same_embeddings(loaded.model, original)
     assert loaded.preprocess.transforms[0].size == 32  # resize to the model's input size
@@ -66,9 +89,16 @@ def test_trainer_checkpoint(tmp_path, original):
 def test_reference_release_format(tmp_path, original, config):
     cfg_file = tmp_path / "tiny.json"
     cfg_file.write_text(json.dumps(tiny_cfg()))
-    ckpt = {"epoch": 28, "name": "cloob_tiny", "state_dict": to_reference_layout(original.state_dict()),
-            "optimizer": {}, "scheduler": {},
-            "model_config_file": str(cfg_file) if config == "json-path" else "/gone/src/training/model_configs/Tiny-Arch.json"}
+    ckpt = {
+        "epoch": 28,
+        "name": "cloob_tiny",
+        "state_dict": to_reference_layout(original.state_dict()),
+        "optimizer": {},
+        "scheduler": {},
+        "model_config_file": str(cfg_file)
+        if config == "json-path"
+        else "/gone/src/training/model_configs/Tiny-Arch.json",
+    }
     torch.save(ckpt, tmp_path / "cloob_tiny_epoch_28.pt")
     loaded = load_checkpoint(tmp_path / "cloob_tiny_epoch_28.pt")
     assert loaded.format == "cloob-reference" and loaded.method == "cloob"
@@ -127,15 +157,35 @@ def test_any_open_clip_model_with_pretrained_file(tmp_path, original):
         load_open_clip("tiny-bench-test", "no-such-tag")
 
 
-@pytest.mark.parametrize(("case", "message"), [*BROKEN_STORES, ("missing-key", "other.pt: no such checkpoint")],
-                         ids=[c for c, _ in [*BROKEN_STORES, ("missing-key", "")]])
-def test_unusable_bucket_checkpoint_is_one_error_line(s3, monkeypatch, cli, tmp_path, case, message):
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [*BROKEN_STORES, ("missing-key", "other.pt: no such checkpoint")],
+    ids=[c for c, _ in [*BROKEN_STORES, ("missing-key", "")]],
+)
+def test_unusable_bucket_checkpoint_is_one_error_line(
+    s3, monkeypatch, cli, tmp_path, case, message
+):
     key = "runs/r/ckpt.pt"
     s3.client().put_object(Bucket=s3.bucket, Key=key, Body=b"never read")
-    url = s3.url("runs/r/other.pt") if case == "missing-key" else break_store(s3, monkeypatch, case, key)
+    url = (
+        s3.url("runs/r/other.pt")
+        if case == "missing-key"
+        else break_store(s3, monkeypatch, case, key)
+    )
     task = write_tree(tmp_path / "task", class_tree({"a": 1, "b": 1}))
-    code, out, err = cli("zeroshot", "--ckpt", url, "--dataset-dir", str(task), "--out",
-                         str(tmp_path / "out"), "--workers", "0", "--device", "cpu")
+    code, out, err = cli(
+        "zeroshot",
+        "--ckpt",
+        url,
+        "--dataset-dir",
+        str(task),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert message in lines[0], lines[0]

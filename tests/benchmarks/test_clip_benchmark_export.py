@@ -10,13 +10,27 @@ from clip_benchmark.cli import main_build
 from cloob.benchmarks.reporting.clip_benchmark_export import write_clip_benchmark
 
 CLASSIFICATION = {"acc1": 0.5, "acc5": 0.75, "mean_per_class_recall": 0.4}
-RECALLS = {"i2t_r1": 0.1, "i2t_r5": 0.2, "i2t_r10": 0.3, "t2i_r1": 0.4, "t2i_r5": 0.5, "t2i_r10": 0.6,
-           "mean_recall": 0.35}
+RECALLS = {
+    "i2t_r1": 0.1,
+    "i2t_r5": 0.2,
+    "i2t_r10": 0.3,
+    "t2i_r1": 0.4,
+    "t2i_r5": 0.5,
+    "t2i_r10": 0.6,
+    "mean_recall": 0.35,
+}
 
 
 def record(label: str, dataset: str, metrics: dict, task: str | None = None, **extra) -> dict:
-    base = {"label": label, "model": "RN50", "dataset": dataset, "metrics": metrics,
-            "checkpoint": f"runs/{label}.pt", "checkpoint_info": {}, **extra}
+    base = {
+        "label": label,
+        "model": "RN50",
+        "dataset": dataset,
+        "metrics": metrics,
+        "checkpoint": f"runs/{label}.pt",
+        "checkpoint_info": {},
+        **extra,
+    }
     return base if task is None else {**base, "task": task}  # zero-shot records carry no task
 
 
@@ -31,14 +45,20 @@ def test_build_reads_every_task(tmp_path):
     records = [
         record("clip/latest", "stanford_cars", CLASSIFICATION),
         record("cloob/latest", "ucf101", CLASSIFICATION),
-        record("openai", "imagenet", CLASSIFICATION, checkpoint=None,
-               checkpoint_info={"pretrained": "openai"}),
+        record(
+            "openai",
+            "imagenet",
+            CLASSIFICATION,
+            checkpoint=None,
+            checkpoint_info={"pretrained": "openai"},
+        ),
         record("clip/latest", "flowers102", CLASSIFICATION, task="linear_probe"),
         record("clip/latest", "coco", RECALLS, task="retrieval"),
         record("clip/latest", "demo", {"alignment": 1.0}, task="analyze"),  # no clip_benchmark task
     ]
     table = build(write_clip_benchmark(records, tmp_path / "out"), tmp_path).set_index(
-        ["dataset", "pretrained", "task"])
+        ["dataset", "pretrained", "task"]
+    )
     assert len(table) == 5
     cars = table.loc[("cars", "clip/latest", "zeroshot_classification")]
     assert (cars.acc1, cars.acc5, cars.mean_per_class_recall) == (0.5, 0.75, 0.4)

@@ -62,7 +62,10 @@ def test_flowers_named_folders_and_present_on_second_run(mirror, tmp_path):
     again = fetch_dataset(registry.get("flowers102"), cfg)
     assert again.status == "present" and again.n_images == 8
     assert mirror.server.hits("flowers102.zip") == hits  # verified on disk, not downloaded again
-    assert not list(tmp_path.glob(".tmp-*")) and not (tmp_path / ".downloads" / "flowers102.zip").exists()
+    assert (
+        not list(tmp_path.glob(".tmp-*"))
+        and not (tmp_path / ".downloads" / "flowers102.zip").exists()
+    )
 
 
 def test_imagenetv2_labels_are_int_folder(mirror, tmp_path):
@@ -82,7 +85,9 @@ def test_imagenet_val_folder_uses_sorted_wnids(tmp_path):
     assert result.n_images == 4
     task = registry_task(registry.get("imagenet"), tmp_path / "root")
     assert labels_by_folder(task) == {wnids[0]: {0}, wnids[1]: {1}, wnids[999]: {999}}
-    assert task.classnames[0] == "tench" and task.classnames[999] == "toilet paper"  # open_clip's CLIP names
+    assert (
+        task.classnames[0] == "tench" and task.classnames[999] == "toilet paper"
+    )  # open_clip's CLIP names
 
 
 def test_interrupted_download_resumes_with_range(mirror, tmp_path):
@@ -96,9 +101,14 @@ def test_checksum_mismatch_keeps_previous_copy(mirror, tmp_path):
     cfg = config(mirror, tmp_path)
     fetch_dataset(registry.get("flowers102"), cfg)
     before = (tmp_path / "flowers102" / "SOURCE.json").read_text()
-    cloob_zip(mirror.root / "flowers102.zip", "flowers102", {n: 3 for n in FLOWERS}, seed=9)  # host changed
+    cloob_zip(
+        mirror.root / "flowers102.zip", "flowers102", {n: 3 for n in FLOWERS}, seed=9
+    )  # host changed
     cfg.force = True
-    with pytest.raises(ChecksumMismatch, match="checksum mismatch for flowers102.zip.*previous copy .*flowers102 is kept"):
+    with pytest.raises(
+        ChecksumMismatch,
+        match="checksum mismatch for flowers102.zip.*previous copy .*flowers102 is kept",
+    ):
         fetch_dataset(registry.get("flowers102"), cfg)
     assert (tmp_path / "flowers102" / "SOURCE.json").read_text() == before
     assert len(registry_task(registry.get("flowers102"), tmp_path).samples) == 8
@@ -116,7 +126,7 @@ def _zip_with(path: Path, name: str, *, symlink: bool = False) -> Path:
         zf.writestr("ok/test/a/img.png", b"x")
         info = zipfile.ZipInfo(name)
         if symlink:
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
         zf.writestr(info, b"/etc/passwd" if symlink else b"owned")
     return path
 
@@ -172,6 +182,12 @@ def test_zeroshot_eval_on_fetched_and_raw_folders(mirror, tmp_path):
     assert (flowers["n_images"], flowers["n_classes"]) == (8, 4)
     one = tmp_path / "one.txt"
     one.write_text("a photo of a {}.\n")  # 1 template instead of 80 keeps the text pass small
-    v2 = zeroshot_eval(model, pp, tok, "imagenetv2",
-                       tmp_path / "imagenetv2" / "imagenetv2-matched-frequency-format-val", templates_file=one)
+    v2 = zeroshot_eval(
+        model,
+        pp,
+        tok,
+        "imagenetv2",
+        tmp_path / "imagenetv2" / "imagenetv2-matched-frequency-format-val",
+        templates_file=one,
+    )
     assert (v2["n_images"], v2["n_classes"], v2["label_rule"]) == (7, 1000, "int(folder)")

@@ -15,10 +15,16 @@ from cloob.common.cli import UsageError
 # Few, similar names, so that they collide in the ways that matter: `a b`, `a_b` and `A  b` are one
 # class name; `1`, `01` and `001` are one number.
 DIGITS = st.builds("{}{}".format, st.sampled_from(["", "0", "00"]), st.integers(0, 4))
-WORDS = st.builds("{}{}{}".format, st.sampled_from(["a", "A", "b"]),
-                  st.sampled_from(["", " ", "_", "  "]), st.sampled_from(["", "b", "c"]))
+WORDS = st.builds(
+    "{}{}{}".format,
+    st.sampled_from(["a", "A", "b"]),
+    st.sampled_from(["", " ", "_", "  "]),
+    st.sampled_from(["", "b", "c"]),
+)
 NAME = st.one_of(DIGITS, WORDS)
-FOLDERS = st.one_of(*(st.lists(s, min_size=1, max_size=5, unique=True) for s in (DIGITS, WORDS, NAME)))
+FOLDERS = st.one_of(
+    *(st.lists(s, min_size=1, max_size=5, unique=True) for s in (DIGITS, WORDS, NAME))
+)
 RULES = st.sampled_from([registry.BY_INDEX, registry.BY_INT, registry.BY_WNID])
 
 
@@ -48,8 +54,10 @@ def test_a_rule_refuses_or_gives_every_folder_its_own_label():
 
 
 @settings(deadline=None)
-@given(st.lists(st.text("abcdef", min_size=1, max_size=4), min_size=1, max_size=8, unique=True),
-       st.data())
+@given(
+    st.lists(st.text("abcdef", min_size=1, max_size=4), min_size=1, max_size=8, unique=True),
+    st.data(),
+)
 def test_folders_named_after_classes_get_their_index(classnames, data):
     chosen = data.draw(st.lists(st.sampled_from(classnames), min_size=1, unique=True))
     folders = [c.replace(" ", "_") for c in chosen]

@@ -69,7 +69,7 @@ def imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
         for target in targets:
             if not target.startswith(PACKAGE + "."):
                 continue
-            dotted = target[len(PACKAGE) + 1:]
+            dotted = target[len(PACKAGE) + 1 :]
             while dotted and dotted not in known:  # `from pkg.mod import function` → pkg.mod
                 dotted = dotted.rpartition(".")[0]
             if dotted and dotted != name:
@@ -88,7 +88,7 @@ def floors(g: dict[str, set[str]]) -> dict[str, int]:
 
     def visit(name: str, chain: tuple[str, ...]) -> int:
         if name in chain:
-            raise AssertionError("import cycle: " + " → ".join([*chain[chain.index(name):], name]))
+            raise AssertionError("import cycle: " + " → ".join([*chain[chain.index(name) :], name]))
         if name not in floor:
             floor[name] = 1 + max((visit(d, (*chain, name)) for d in g[name]), default=0)
         return floor[name]
@@ -124,8 +124,10 @@ def problems(g: dict[str, set[str]]) -> list[str]:
     deepest = floors(g)
     over = {n: f for n, f in deepest.items() if f > MAX_FLOORS}
     if over:
-        out.append(f"{max(deepest.values())} import floors (at most {MAX_FLOORS}): "
-                   + ", ".join(f"{n} on floor {f}" for n, f in sorted(over.items())))
+        out.append(
+            f"{max(deepest.values())} import floors (at most {MAX_FLOORS}): "
+            + ", ".join(f"{n} on floor {f}" for n, f in sorted(over.items()))
+        )
     return out
 
 
@@ -139,13 +141,22 @@ def test_the_graph_sees_function_level_imports():
     assert {"data.registry", "data.fetch", "data.train_splits"} <= g["cli"]
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    ({"analyze": {"retrieval"}}, "analyze: a module outside data/, models/, tasks/, reporting/"),
-    ({"tasks.analyze": {"tasks.retrieval"}}, "tasks.analyze imports tasks.retrieval: a task"),
-    ({"data.extract": {"models.checkpoints"}}, "data.extract imports models.checkpoints: data/ may"),
-    ({"reporting.paper": {"models.features"}}, "reporting.paper imports models.features"),
-    ({"data.registry": {"cli"}}, "import cycle"),
-])
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            {"analyze": {"retrieval"}},
+            "analyze: a module outside data/, models/, tasks/, reporting/",
+        ),
+        ({"tasks.analyze": {"tasks.retrieval"}}, "tasks.analyze imports tasks.retrieval: a task"),
+        (
+            {"data.extract": {"models.checkpoints"}},
+            "data.extract imports models.checkpoints: data/ may",
+        ),
+        ({"reporting.paper": {"models.features"}}, "reporting.paper imports models.features"),
+        ({"data.registry": {"cli"}}, "import cycle"),
+    ],
+)
 def test_the_checks_can_fail(edit, expected):
     g = {name: set(deps) for name, deps in graph().items()}
     for name, deps in edit.items():
@@ -160,8 +171,11 @@ def test_the_checks_can_fail(edit, expected):
 
 
 def test_the_floor_count_can_fail():
-    chain = {"cli": {"data.a0"}, f"data.a{MAX_FLOORS - 1}": set(),
-             **{f"data.a{i}": {f"data.a{i + 1}"} for i in range(MAX_FLOORS - 1)}}
+    chain = {
+        "cli": {"data.a0"},
+        f"data.a{MAX_FLOORS - 1}": set(),
+        **{f"data.a{i}": {f"data.a{i + 1}"} for i in range(MAX_FLOORS - 1)},
+    }
     assert floors(chain)["cli"] == MAX_FLOORS + 1
     n = MAX_FLOORS + 1
     assert problems(chain) == [f"{n} import floors (at most {MAX_FLOORS}): cli on floor {n}"]

@@ -64,7 +64,10 @@ def pair(tmp_path_factory):
 
 def _features(model, data, kind="pre-projection"):
     with image_feature_mode(model, kind):
-        return [encode_images(model, ImageList(t.samples, tiny_preprocess())) for t in (data.train, data.test)]
+        return [
+            encode_images(model, ImageList(t.samples, tiny_preprocess()))
+            for t in (data.train, data.test)
+        ]
 
 
 def test_feature_kinds(pair):
@@ -73,7 +76,9 @@ def test_feature_kinds(pair):
     pre, _ = _features(model, data)
     emb, _ = _features(model, data, "embedding")
     assert pre.x.shape == (48, 64) and emb.x.shape == (48, 32)  # ViT width 64, embed_dim 32
-    assert np.allclose(pre.x @ model.visual.proj.detach().numpy(), emb.x, atol=1e-5)  # proj put back
+    assert np.allclose(
+        pre.x @ model.visual.proj.detach().numpy(), emb.x, atol=1e-5
+    )  # proj put back
     assert isinstance(model.visual.proj, torch.nn.Parameter)
 
 
@@ -95,20 +100,41 @@ def _clip_benchmark_probe(monkeypatch, train_x, train_y, val_x, val_y, test_x, t
     monkeypatch.setattr(lp, "accuracy", accuracy)
 
     def loader(x, y, shuffle=True):
-        return DataLoader(lp.FeatureDataset(torch.tensor(x), torch.tensor(y)), batch_size=64, shuffle=shuffle)
+        return DataLoader(
+            lp.FeatureDataset(torch.tensor(x), torch.tensor(y)), batch_size=64, shuffle=shuffle
+        )
 
     n_in, n_out = train_x.shape[1], int(train_y.max()) + 1
-    args = dict(input_shape=n_in, output_shape=n_out, lr=0.1, epochs=epochs, amp=False, device="cpu",
-                verbose=False, seed=0)
+    args = dict(
+        input_shape=n_in,
+        output_shape=n_out,
+        lr=0.1,
+        epochs=epochs,
+        amp=False,
+        device="cpu",
+        verbose=False,
+        seed=0,
+    )
     wd = np.logspace(-6, 2, num=97).tolist()
     start = [i for i, v in enumerate(wd) if v in np.logspace(-6, 2, num=7).tolist()]
     train, val = loader(train_x, train_y), loader(val_x, val_y)
     peak, span = lp.find_peak(wd, start, train, val, **args), 8
     while span > 0:
-        peak = lp.find_peak(wd, [max(peak - span, 0), peak, min(peak + span, len(wd) - 1)], train, val, **args)
+        peak = lp.find_peak(
+            wd, [max(peak - span, 0), peak, min(peak + span, len(wd) - 1)], train, val, **args
+        )
         span //= 2
-    final = lp.train(loader(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])), n_in, n_out,
-                     wd[peak], 0.1, epochs, False, "cpu", 0)
+    final = lp.train(
+        loader(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])),
+        n_in,
+        n_out,
+        wd[peak],
+        0.1,
+        epochs,
+        False,
+        "cpu",
+        0,
+    )
     logits, target = lp.infer(final, loader(test_x, test_y, shuffle=False), False, "cpu")
     return (logits.argmax(1) == target).float().mean().item()
 
@@ -122,14 +148,24 @@ def test_parity_with_clip_benchmark(tmp_path, monkeypatch):
     # accuracy is not 100% and both probes must agree on what is learnable
     for c, folder in enumerate(folders):
         for i in range(4):
-            test[f"{folder}/wrong_{i}.png"] = class_image((c + 1 + i) % len(folders), 10_000 + 10 * c + i, noise=2)
+            test[f"{folder}/wrong_{i}.png"] = class_image(
+                (c + 1 + i) % len(folders), 10_000 + 10 * c + i, noise=2
+            )
     write_tree(tmp_path / "test", test)
     data = folder_probe(tmp_path / "train", tmp_path / "test")
     train, test_f = _features(tiny_model(0), data)
     tr, va = carve_validation(train.labels, 0.2, seed=0)
     ours = probe(train.x, train.labels, test_f.x, test_f.labels, ProbeConfig())
-    theirs = _clip_benchmark_probe(monkeypatch, train.x[tr], train.labels[tr], train.x[va], train.labels[va],
-                                   test_f.x, test_f.labels, epochs=15)
+    theirs = _clip_benchmark_probe(
+        monkeypatch,
+        train.x[tr],
+        train.labels[tr],
+        train.x[va],
+        train.labels[va],
+        test_f.x,
+        test_f.labels,
+        epochs=15,
+    )
     assert len(test_f.labels) == 224 and ours.n_train == len(tr) and ours.n_val == len(va)
     assert 0.5 < ours.metrics["acc1"] < 1.0
     print(f"parity: ours {100 * ours.metrics['acc1']:.2f}%  clip_benchmark {100 * theirs:.2f}%")
@@ -147,22 +183,49 @@ def ckpt(tmp_path_factory):
 
 def test_cli_folder_pair_writes_results_and_reuses_cached_features(cli, pair, ckpt, tmp_path):
     out = tmp_path / "out"
-    args = ("linear-probe", "--ckpt", ckpt, "--train-dir", pair / "train", "--test-dir", pair / "test",
-            "--out", out, "--workers", "0", "--no-progress", "--compare-paper", "yfcc-rn50-linear")
+    args = (
+        "linear-probe",
+        "--ckpt",
+        ckpt,
+        "--train-dir",
+        pair / "train",
+        "--test-dir",
+        pair / "test",
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--no-progress",
+        "--compare-paper",
+        "yfcc-rn50-linear",
+    )
     code, _, err = cli(*args)
     assert code == 0, err
     record = json.loads((out / "results.json").read_text())["records"][0]
     assert record["task"] == "linear_probe" and record["dataset"] == pair.name
-    assert (record["n_train"], record["n_val"], record["n_images"], record["n_classes"]) == (36, 12, 36, 6)
+    assert (record["n_train"], record["n_val"], record["n_images"], record["n_classes"]) == (
+        36,
+        12,
+        36,
+        6,
+    )
     assert record["features"] == "pre-projection" and record["feature_dim"] == 64
     assert "before visual.proj" in record["feature_description"] and "L-BFGS" in record["protocol"]
-    assert record["checkpoint_sha256"] and "scikit-learn" in record["software"] and record["precision"] == "fp32"
+    assert (
+        record["checkpoint_sha256"]
+        and "scikit-learn" in record["software"]
+        and record["precision"] == "fp32"
+    )
     assert 1e-6 <= record["lambda"] <= 1e6 and len(record["lambda_search"]) <= 15
     assert record["features_cached"] == {"train": False, "test": False}
     assert "# Linear-probe results" in (out / "results.md").read_text()
     assert {"features", "lambda"} <= set(pd.read_csv(out / "results.csv").columns)
     side = pd.read_csv(out / "side_by_side.csv", index_col=0)
-    assert list(side.columns) == ["clip_run", "paper yfcc-rn50-linear CLIP", "paper yfcc-rn50-linear CLOOB"]
+    assert list(side.columns) == [
+        "clip_run",
+        "paper yfcc-rn50-linear CLIP",
+        "paper yfcc-rn50-linear CLOOB",
+    ]
     assert len(list((out / ".features").glob("*.npz"))) == 2
 
     code, _, err = cli(*args)  # the second probe reads the features from the cache
@@ -181,29 +244,62 @@ def _bad_inputs(tmp_path, pair):
     (tmp_path / "noimages" / "class_0").mkdir(parents=True)
     (tmp_path / "root").mkdir()
     return {
-        "missing test split": (["--train-dir", pair / "train", "--test-dir", tmp_path / "nope"],
-                               "no such test folder"),
-        "train without test": (["--train-dir", pair / "train"], "--train-dir and --test-dir go together"),
-        "no images": (["--train-dir", tmp_path / "noimages", "--test-dir", tmp_path / "noimages"], "no images found"),
-        "class-count mismatch": (["--train-dir", pair / "train", "--test-dir", tmp_path / "fewer"],
-                                 "class-count mismatch: 6 class folders in train"),
-        "different classes": (["--train-dir", pair / "train", "--test-dir", tmp_path / "other"],
-                              "train and test class folders differ"),
-        "no train split": (["--datasets", "birdsnap", "--root", tmp_path / "root"],
-                           "birdsnap has no train split under"),
-        "imagenetv2 needs imagenet train": (["--datasets", "imagenetv2", "--root", tmp_path / "root"],
-                                            "benchmarks fetch imagenet --root"),
-        "nothing to probe": (["--datasets", "all", "--root", tmp_path / "root"], "nothing to probe"),
-        "unknown dataset": (["--datasets", "mnist", "--root", tmp_path / "root"], "unknown dataset 'mnist'"),
+        "missing test split": (
+            ["--train-dir", pair / "train", "--test-dir", tmp_path / "nope"],
+            "no such test folder",
+        ),
+        "train without test": (
+            ["--train-dir", pair / "train"],
+            "--train-dir and --test-dir go together",
+        ),
+        "no images": (
+            ["--train-dir", tmp_path / "noimages", "--test-dir", tmp_path / "noimages"],
+            "no images found",
+        ),
+        "class-count mismatch": (
+            ["--train-dir", pair / "train", "--test-dir", tmp_path / "fewer"],
+            "class-count mismatch: 6 class folders in train",
+        ),
+        "different classes": (
+            ["--train-dir", pair / "train", "--test-dir", tmp_path / "other"],
+            "train and test class folders differ",
+        ),
+        "no train split": (
+            ["--datasets", "birdsnap", "--root", tmp_path / "root"],
+            "birdsnap has no train split under",
+        ),
+        "imagenetv2 needs imagenet train": (
+            ["--datasets", "imagenetv2", "--root", tmp_path / "root"],
+            "benchmarks fetch imagenet --root",
+        ),
+        "nothing to probe": (
+            ["--datasets", "all", "--root", tmp_path / "root"],
+            "nothing to probe",
+        ),
+        "unknown dataset": (
+            ["--datasets", "mnist", "--root", tmp_path / "root"],
+            "unknown dataset 'mnist'",
+        ),
         "bad precision": (["--precision", "fp8"], "unknown precision"),
         "bad feature kind": (["--features", "logits"], "unknown feature kind"),
         "bad paper key": (["--compare-paper", "laion"], "unknown paper setting"),
     }
 
 
-BAD = ["missing test split", "train without test", "no images", "class-count mismatch", "different classes",
-       "no train split", "imagenetv2 needs imagenet train", "nothing to probe", "unknown dataset", "bad precision",
-       "bad feature kind", "bad paper key"]
+BAD = [
+    "missing test split",
+    "train without test",
+    "no images",
+    "class-count mismatch",
+    "different classes",
+    "no train split",
+    "imagenetv2 needs imagenet train",
+    "nothing to probe",
+    "unknown dataset",
+    "bad precision",
+    "bad feature kind",
+    "bad paper key",
+]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -211,9 +307,13 @@ def test_bad_input_matrix(cli, tmp_path, pair, ckpt, case):
     """input → exit 2, one `error:` line naming the problem, no result files."""
     args, message = _bad_inputs(tmp_path, pair)[case]
     out = tmp_path / "out"
-    code, _, err = cli("linear-probe", "--ckpt", ckpt, "--out", out, "--workers", "0", "--no-progress", *args)
+    code, _, err = cli(
+        "linear-probe", "--ckpt", ckpt, "--out", out, "--workers", "0", "--no-progress", *args
+    )
     lines = err.strip().splitlines()
-    assert (code, len(lines)) == (2, 1) and lines[0].startswith("error: ") and message in lines[0], err
+    assert (
+        (code, len(lines)) == (2, 1) and lines[0].startswith("error: ") and message in lines[0]
+    ), err
     assert not out.exists()
 
 
@@ -221,14 +321,32 @@ def test_an_unconverged_fit_is_warned_about_and_marked(cli, pair, ckpt, tmp_path
     """--max-iter 1 cannot converge: one warning line for the (checkpoint, dataset), and the
     headline cell marked † with its footnote in the printed table and results.md."""
     out = tmp_path / "out"
-    code, stdout, err = cli("linear-probe", "--ckpt", ckpt, "--train-dir", pair / "train", "--test-dir",
-                            pair / "test", "--out", out, "--workers", "0", "--no-progress", "--max-iter", "1")
+    code, stdout, err = cli(
+        "linear-probe",
+        "--ckpt",
+        ckpt,
+        "--train-dir",
+        pair / "train",
+        "--test-dir",
+        pair / "test",
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--no-progress",
+        "--max-iter",
+        "1",
+    )
     assert code == 0, err
     record = json.loads((out / "results.json").read_text())["records"][0]
     assert record["converged"] is False and record["iterations"] == 1
     assert record["unconverged_search_fits"] == len(record["lambda_search"])
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and f"clip_run · {pair.name}" in warnings[0] and "--max-iter 1 " in warnings[0]
+    assert (
+        len(warnings) == 1
+        and f"clip_run · {pair.name}" in warnings[0]
+        and "--max-iter 1 " in warnings[0]
+    )
     markdown = (out / "results.md").read_text()
     # the bold headline cell (value and its interval), then the mark
     headline = re.search(r"\*\*(\d+\.\d+)[^*]*\*\*†", markdown)
@@ -250,7 +368,7 @@ def test_warm_starts_change_the_path_not_the_optimum():
 
     def objective(model) -> float:  # sklearn's: mean log loss + ||W||² / (2 C n)
         proba = model.predict_proba(x)[np.arange(len(y)), np.searchsorted(model.classes_, y)]
-        return float(-np.log(proba).mean() + lam * (model.coef_ ** 2).sum() / (2 * len(y)))
+        return float(-np.log(proba).mean() + lam * (model.coef_**2).sum() / (2 * len(y)))
 
     near, _ = fit(x, y, 1.0, 1000)
     cold, cold_ok = fit(x, y, lam, 1000)

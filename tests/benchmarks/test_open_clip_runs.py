@@ -58,7 +58,9 @@ def test_without_params_txt_model_names_the_architecture(open_clip_runs, tmp_pat
 
 
 def test_params_txt_and_model_that_disagree_are_refused(open_clip_runs):
-    with pytest.raises(UsageError, match="params.txt says model 'tiny-oc-quickgelu', --model says 'tiny-oc'"):
+    with pytest.raises(
+        UsageError, match="params.txt says model 'tiny-oc-quickgelu', --model says 'tiny-oc'"
+    ):
         load_checkpoint(open_clip_runs.checkpoint("quickgelu"), model="tiny-oc")
 
 
@@ -68,8 +70,11 @@ def test_zeroshot_on_a_run_equals_open_clips_own_loading(open_clip_runs, cli, tm
     ckpt = open_clip_runs.checkpoint("quickgelu")
     task = write_tree(tmp_path / "task", class_tree({"a": 3, "b": 3, "c": 3}))
     common = ["--dataset-dir", task, "--workers", "0", "--no-progress", "--device", "cpu"]
-    runs = {"params": ["--ckpt", ckpt], "own": ["--model", MODELS["quickgelu"], "--pretrained", ckpt],
-            "flag": ["--ckpt", shutil.copy(ckpt, tmp_path / "bare.pt"), "--model", MODELS["quickgelu"]]}
+    runs = {
+        "params": ["--ckpt", ckpt],
+        "own": ["--model", MODELS["quickgelu"], "--pretrained", ckpt],
+        "flag": ["--ckpt", shutil.copy(ckpt, tmp_path / "bare.pt"), "--model", MODELS["quickgelu"]],
+    }
     scores = {}
     for how, args in runs.items():
         code, _, err = cli("zeroshot", *args, *common, "--out", tmp_path / how)

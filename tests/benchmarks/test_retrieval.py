@@ -34,9 +34,17 @@ def karpathy_set(root, n_images=14):
     entries = []
     for i, img in enumerate(made):
         n_captions = 2 + i % 2
-        entries.append({"filepath": "val2014", "filename": img.path.name, "imgid": i,
-                        "split": "test" if i >= 2 else "train",
-                        "sentences": [{"raw": f"{img.caption} ({j})", "tokens": []} for j in range(n_captions)]})
+        entries.append(
+            {
+                "filepath": "val2014",
+                "filename": img.path.name,
+                "imgid": i,
+                "split": "test" if i >= 2 else "train",
+                "sentences": [
+                    {"raw": f"{img.caption} ({j})", "tokens": []} for j in range(n_captions)
+                ],
+            }
+        )
     (root / "dataset_coco.json").write_text(json.dumps({"images": entries, "dataset": "coco"}))
     return root / "dataset_coco.json", root / "images"
 
@@ -49,7 +57,9 @@ def test_karpathy_and_shards_inputs(tmp_path):
     import io
     import tarfile
 
-    with tarfile.open(shards / "shards" / "extra.tar", "w") as tf:  # a sample without caption is skipped
+    with tarfile.open(
+        shards / "shards" / "extra.tar", "w"
+    ) as tf:  # a sample without caption is skipped
         info = tarfile.TarInfo("lonely.jpg")
         info.size = 3
         tf.addfile(info, io.BytesIO(b"abc"))
@@ -65,7 +75,11 @@ def test_parity_with_clip_benchmark(tmp_path):
     from torch.utils.data import DataLoader, Dataset
 
     pairs = from_karpathy(*karpathy_set(tmp_path))
-    model, preprocess, tokenizer = tiny_model(5), tiny_preprocess(), open_clip.get_tokenizer("ViT-B-32")
+    model, preprocess, tokenizer = (
+        tiny_model(5),
+        tiny_preprocess(),
+        open_clip.get_tokenizer("ViT-B-32"),
+    )
     emb = embed(model, preprocess, tokenizer, pairs, batch_size=5)
     ours = recalls(emb.images, emb.texts, pairs.caption_image)
 
@@ -74,11 +88,15 @@ def test_parity_with_clip_benchmark(tmp_path):
             return len(pairs.images)
 
         def __getitem__(self, i):
-            return preprocess(pairs.images[i].open()), [c for c, o in zip(pairs.captions, pairs.caption_image,
-                                                                          strict=True) if o == i]
+            return preprocess(pairs.images[i].open()), [
+                c for c, o in zip(pairs.captions, pairs.caption_image, strict=True) if o == i
+            ]
 
-    loader = DataLoader(ImageCaptions(), batch_size=4, collate_fn=lambda b: (torch.stack([x for x, _ in b]),
-                                                                              [t for _, t in b]))
+    loader = DataLoader(
+        ImageCaptions(),
+        batch_size=4,
+        collate_fn=lambda b: (torch.stack([x for x, _ in b]), [t for _, t in b]),
+    )
     theirs = cb.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
     for k in (1, 5, 10):
         assert ours[f"t2i_r{k}"] == theirs[f"image_retrieval_recall@{k}"]
@@ -95,17 +113,50 @@ def ckpt(tmp_path_factory):
 
 def test_cli_shards_and_karpathy(cli, tmp_path, ckpt):
     shards = write_shards(tmp_path / "cc3m-val", 1, 12, seed=1)
-    code, _, err = cli("retrieval", "--ckpt", ckpt, "--data", shards, "--out", tmp_path / "o1", "--workers", "0",
-                       "--no-progress")
+    code, _, err = cli(
+        "retrieval",
+        "--ckpt",
+        ckpt,
+        "--data",
+        shards,
+        "--out",
+        tmp_path / "o1",
+        "--workers",
+        "0",
+        "--no-progress",
+    )
     assert code == 0, err
     record = json.loads((tmp_path / "o1" / "results.json").read_text())["records"][0]
-    assert record["task"] == "retrieval" and record["dataset"] == "cc3m-val" and record["method"] == "cloob"
+    assert (
+        record["task"] == "retrieval"
+        and record["dataset"] == "cc3m-val"
+        and record["method"] == "cloob"
+    )
     assert (record["n_images"], record["n_captions"]) == (12, 12) and record["checkpoint_sha256"]
-    assert set(record["metrics"]) == {f"{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} | {"mean_recall"}
-    assert "Recall" in (tmp_path / "o1" / "results.md").read_text() and (tmp_path / "o1" / "results.csv").is_file()
+    assert set(record["metrics"]) == {f"{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} | {
+        "mean_recall"
+    }
+    assert (
+        "Recall" in (tmp_path / "o1" / "results.md").read_text()
+        and (tmp_path / "o1" / "results.csv").is_file()
+    )
     json_path, images = karpathy_set(tmp_path / "k")
-    code, _, err = cli("retrieval", "--ckpt", ckpt, "--karpathy", json_path, "--images", images, "--out",
-                       tmp_path / "o2", "--workers", "0", "--no-progress", "--precision", "amp_bf16")
+    code, _, err = cli(
+        "retrieval",
+        "--ckpt",
+        ckpt,
+        "--karpathy",
+        json_path,
+        "--images",
+        images,
+        "--out",
+        tmp_path / "o2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--precision",
+        "amp_bf16",
+    )
     record = json.loads((tmp_path / "o2" / "results.json").read_text())["records"][0]
     assert code == 0 and record["n_captions"] == 30 and record["precision"] == "amp_bf16"
 
@@ -123,23 +174,49 @@ def _bad(tmp_path):
         tf.addfile(info, io.BytesIO(b"x"))
     (tmp_path / "broken.json").write_text("[1, 2]")
     return {
-        "missing split": (["--karpathy", json_path, "--images", images, "--split", "val"],
-                          "no images in split 'val' (splits present: test, train)"),
-        "missing image folder": (["--karpathy", json_path, "--images", tmp_path / "nope"], "no such image folder"),
-        "not karpathy": (["--karpathy", tmp_path / "broken.json", "--images", images], "not a Karpathy-split JSON"),
+        "missing split": (
+            ["--karpathy", json_path, "--images", images, "--split", "val"],
+            "no images in split 'val' (splits present: test, train)",
+        ),
+        "missing image folder": (
+            ["--karpathy", json_path, "--images", tmp_path / "nope"],
+            "no such image folder",
+        ),
+        "not karpathy": (
+            ["--karpathy", tmp_path / "broken.json", "--images", images],
+            "not a Karpathy-split JSON",
+        ),
         "no shards": (["--data", tmp_path / "empty"], "no .tar shards"),
         "no pairs": (["--data", tmp_path / "nocap"], "no image–caption pairs found"),
         "both inputs": (["--data", tmp_path / "nocap", "--karpathy", json_path], "not both"),
         "karpathy without images": (["--karpathy", json_path], "--karpathy needs --images"),
-        "bad precision": (["--data", tmp_path / "nocap", "--precision", "fp8"], "unknown precision"),
+        "bad precision": (
+            ["--data", tmp_path / "nocap", "--precision", "fp8"],
+            "unknown precision",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["missing split", "missing image folder", "not karpathy", "no shards", "no pairs",
-                                  "both inputs", "karpathy without images", "bad precision"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing split",
+        "missing image folder",
+        "not karpathy",
+        "no shards",
+        "no pairs",
+        "both inputs",
+        "karpathy without images",
+        "bad precision",
+    ],
+)
 def test_bad_input_matrix(cli, tmp_path, ckpt, case):
     args, message = _bad(tmp_path)[case]
-    code, _, err = cli("retrieval", "--ckpt", ckpt, "--out", tmp_path / "out", "--no-progress", *args)
+    code, _, err = cli(
+        "retrieval", "--ckpt", ckpt, "--out", tmp_path / "out", "--no-progress", *args
+    )
     lines = err.strip().splitlines()
-    assert (code, len(lines)) == (2, 1) and lines[0].startswith("error: ") and message in lines[0], err
+    assert (
+        (code, len(lines)) == (2, 1) and lines[0].startswith("error: ") and message in lines[0]
+    ), err
     assert not (tmp_path / "out").exists()

@@ -56,7 +56,9 @@ def test_mcnemar_hand_computed_table():
     assert stats.mcnemar_exact(a, a)["p_value"] == 1.0
 
 
-@pytest.mark.parametrize(("a_only", "b_only"), [(0, 5), (3, 4), (17, 40), (250, 310), (20000, 20400)])
+@pytest.mark.parametrize(
+    ("a_only", "b_only"), [(0, 5), (3, 4), (17, 40), (250, 310), (20000, 20400)]
+)
 def test_mcnemar_equals_scipy_binomtest(a_only, b_only):
     a = np.r_[np.ones(a_only), np.zeros(b_only), np.ones(7)]
     b = np.r_[np.zeros(a_only), np.ones(b_only), np.ones(7)]
@@ -81,10 +83,21 @@ def _record(label: str, correct: np.ndarray) -> tuple[dict, stats.Items]:
     labels = np.zeros(len(correct), dtype=int)
     topk = np.where(correct[:, None], 0, 1) * np.ones((1, 2), dtype=int)
     items = stats.classification_items(np.arange(len(correct)), labels, topk)
-    record = {"label": label, "model": "m", "method": "clip", "dataset": "d", "n_images": len(correct),
-              "n_classes": 2, "headline": "acc1", "precision": "fp32",
-              "metrics": {"acc1": correct.mean(), "acc5": correct.mean(),
-                          "mean_per_class_recall": correct.mean()}}
+    record = {
+        "label": label,
+        "model": "m",
+        "method": "clip",
+        "dataset": "d",
+        "n_images": len(correct),
+        "n_classes": 2,
+        "headline": "acc1",
+        "precision": "fp32",
+        "metrics": {
+            "acc1": correct.mean(),
+            "acc5": correct.mean(),
+            "mean_per_class_recall": correct.mean(),
+        },
+    }
     stats.attach_intervals(record, items, 300)
     record[stats.ITEMS] = items
     return record, items
@@ -97,12 +110,17 @@ def test_report_carries_intervals_and_paired_tests(tmp_path):
     data = json.loads(written["json"].read_text())
     assert [stats.ITEMS not in r for r in data["records"]] == [True, True]
     (pair,) = data["comparisons"]
-    assert pair["a_only"] == 15 and pair["b_only"] == 0 and pair["difference"] == pytest.approx(0.15)
+    assert (
+        pair["a_only"] == 15 and pair["b_only"] == 0 and pair["difference"] == pytest.approx(0.15)
+    )
     assert pair["p_value"] == pytest.approx(binomtest(15, 15, 0.5).pvalue)
     lo, hi = data["records"][0]["intervals"]["acc1"]
     assert lo < 0.6 < hi
     md = written["md"].read_text()
-    assert "## Paired comparisons (same images)" in md and f"| {60:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" in md
+    assert (
+        "## Paired comparisons (same images)" in md
+        and f"| {60:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" in md
+    )
     assert {"acc1_lo", "acc1_hi"} <= set(written["csv"].read_text().splitlines()[0].split(","))
     assert written["comparisons"].is_file() and written["png"].is_file()
 

@@ -28,14 +28,16 @@ def tokenizer():
 def test_hand_computed_metrics():
     # 6 images, 6 classes; labels 0,0,1,1,2,5 (class 3, 4 never appear)
     labels = np.array([0, 0, 1, 1, 2, 5])
-    top = np.array([
-        [0, 1, 2, 3, 4],  # top-1 hit
-        [1, 2, 3, 4, 0],  # hit at rank 5
-        [1, 0, 2, 3, 4],  # top-1 hit
-        [0, 2, 3, 4, 5],  # miss (1 not in top-5)
-        [3, 2, 0, 1, 4],  # hit at rank 2
-        [5, 0, 1, 2, 3],  # top-1 hit
-    ])
+    top = np.array(
+        [
+            [0, 1, 2, 3, 4],  # top-1 hit
+            [1, 2, 3, 4, 0],  # hit at rank 5
+            [1, 0, 2, 3, 4],  # top-1 hit
+            [0, 2, 3, 4, 5],  # miss (1 not in top-5)
+            [3, 2, 0, 1, 4],  # hit at rank 2
+            [5, 0, 1, 2, 3],  # top-1 hit
+        ]
+    )
     pred = Predictions(labels, top, np.zeros(top.shape), 1.0)
     m = metrics(pred)
     assert m["acc1"] == pytest.approx(3 / 6)
@@ -71,20 +73,32 @@ def test_image_features_equal_to_class_embeddings_score_100(tmp_path, model, tok
             Image.new("RGB", (8, 8), (20 * i, j, 0)).save(folder / f"{j}.png")
     templates = tmp_path / "templates.txt"
     templates.write_text("a photo of a {}.\nan image of the {}\n")
-    classifier = build_classifier(model, tokenizer, names, ["a photo of a {}.", "an image of the {}"])
+    classifier = build_classifier(
+        model, tokenizer, names, ["a photo of a {}.", "an image of the {}"]
+    )
     oracle = _Oracle(model, classifier)
-    result = zeroshot_eval(oracle, transforms.ToTensor(), tokenizer, "folder", tmp_path / "data",
-                           templates_file=templates)
+    result = zeroshot_eval(
+        oracle,
+        transforms.ToTensor(),
+        tokenizer,
+        "folder",
+        tmp_path / "data",
+        templates_file=templates,
+    )
     assert result["n_images"] == 14 and result["n_classes"] == 7
     assert result["acc1"] == result["acc5"] == result["mean_per_class_recall"] == 1.0
 
 
 def test_classifier_is_mean_of_normalised_template_embeddings(model, tokenizer):
     names, templates = ["cat", "dog"], ["a {}.", "the {} here", "my {}!"]
-    got = build_classifier(model, tokenizer, names, templates, text_batch=4)  # batches cross classes
+    got = build_classifier(
+        model, tokenizer, names, templates, text_batch=4
+    )  # batches cross classes
     with torch.no_grad():
         for i, name in enumerate(names):
-            emb = F.normalize(model.encode_text(tokenizer([t.format(name) for t in templates])), dim=-1)
+            emb = F.normalize(
+                model.encode_text(tokenizer([t.format(name) for t in templates])), dim=-1
+            )
             assert torch.allclose(got[i], F.normalize(emb.mean(0), dim=0), atol=1e-6)
 
 
@@ -101,12 +115,20 @@ def test_parity_with_clip_benchmark(tmp_path, model, tokenizer):
     (tmp_path / "templates.txt").write_text("\n".join(templates))
     preprocess = tiny_preprocess()
 
-    ours = zeroshot_eval(model, preprocess, tokenizer, "folder", tmp_path / "data",
-                         classnames_file=tmp_path / "names.txt", templates_file=tmp_path / "templates.txt",
-                         batch_size=7)
+    ours = zeroshot_eval(
+        model,
+        preprocess,
+        tokenizer,
+        "folder",
+        tmp_path / "data",
+        classnames_file=tmp_path / "names.txt",
+        templates_file=tmp_path / "templates.txt",
+        batch_size=7,
+    )
 
-    theirs_clf = cb.zero_shot_classifier(model, tokenizer, names, [t.replace("{}", "{c}") for t in templates],
-                                         "cpu", amp=False)
+    theirs_clf = cb.zero_shot_classifier(
+        model, tokenizer, names, [t.replace("{}", "{c}") for t in templates], "cpu", amp=False
+    )
     ours_clf = build_classifier(model, tokenizer, names, templates)
     assert (ours_clf.T - theirs_clf).abs().max().item() < 1e-6
     dataset = ImageFolder(str(tmp_path / "data"), transform=preprocess)
@@ -116,7 +138,8 @@ def test_parity_with_clip_benchmark(tmp_path, model, tokenizer):
     assert ours["acc1"] == pytest.approx((logits.argmax(1) == target).float().mean().item())
     assert ours["acc5"] == pytest.approx((top5 == target[:, None]).any(1).float().mean().item())
     assert ours["mean_per_class_recall"] == pytest.approx(
-        balanced_accuracy_score(target.numpy(), logits.argmax(1).numpy()))
+        balanced_accuracy_score(target.numpy(), logits.argmax(1).numpy())
+    )
 
 
 def test_zeroshot_eval_restores_training_mode_and_accepts_task_dir(tmp_path, model, tokenizer):
@@ -137,5 +160,7 @@ def test_zeroshot_eval_restores_training_mode_and_accepts_task_dir(tmp_path, mod
 
 def test_bf16_precision_runs(tmp_path, model, tokenizer):
     write_tree(tmp_path / "d", class_tree({"a": 2, "b": 2}))
-    result = zeroshot_eval(model, tiny_preprocess(), tokenizer, "folder", tmp_path / "d", precision="amp_bf16")
+    result = zeroshot_eval(
+        model, tiny_preprocess(), tokenizer, "folder", tmp_path / "d", precision="amp_bf16"
+    )
     assert result["n_images"] == 4

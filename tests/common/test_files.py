@@ -36,8 +36,11 @@ def test_atomic_files_honour_the_umask(umask, tmp_path):
     with open(tmp_path / "plain.txt", "w") as f:  # the reference: what open() gives
         f.write("x")
     assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
-        "sizes.json": expected, "results.md": expected, "latest.pt": expected,
-        "plain.txt": expected}
+        "sizes.json": expected,
+        "results.md": expected,
+        "latest.pt": expected,
+        "plain.txt": expected,
+    }
 
 
 def test_rewriting_keeps_the_file_complete_and_leaves_no_temp(tmp_path):

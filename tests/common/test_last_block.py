@@ -15,8 +15,12 @@ import cloob.trainer.models  # noqa: F401 - registers the bundled 64 px configs 
 from cloob.common.last_block import install_image_shortcut
 from cloob.common.text import install, trim_padding
 
-CAPTIONS = ["a red circle", "a small blue square on a green background with a yellow border",
-            "x", "two green triangles"]
+CAPTIONS = [
+    "a red circle",
+    "a small blue square on a green background with a yellow border",
+    "x",
+    "two green triangles",
+]
 
 
 def _image_size(model) -> tuple[int, int]:
@@ -33,8 +37,9 @@ def _step(model, images, tokens, weights):
     return image_features.detach(), text_features.detach(), grads
 
 
-@pytest.mark.parametrize(("name", "checkpointing"), [
-    ("micro-vit", False), ("micro-vit", True), ("tiny-vit", False)])
+@pytest.mark.parametrize(
+    ("name", "checkpointing"), [("micro-vit", False), ("micro-vit", True), ("tiny-vit", False)]
+)
 def test_features_and_gradients_equal_plain_open_clip(name, checkpointing):
     torch.manual_seed(0)
     plain = open_clip.create_model(name)

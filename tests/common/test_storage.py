@@ -50,14 +50,18 @@ def test_storage_options_reach_child_processes(s3: S3Server, monkeypatch) -> Non
         storage.configure("{endpoint")
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("missing bucket", "bucket does not exist"),
-    ("wrong secret", "access denied"),
-    ("unknown key", "access denied"),
-    ("unreachable endpoint", "cannot be reached"),
-])
-def test_unusable_store_is_one_clear_error(s3: S3Server, monkeypatch, case: str,
-                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing bucket", "bucket does not exist"),
+        ("wrong secret", "access denied"),
+        ("unknown key", "access denied"),
+        ("unreachable endpoint", "cannot be reached"),
+    ],
+)
+def test_unusable_store_is_one_clear_error(
+    s3: S3Server, monkeypatch, case: str, message: str
+) -> None:
     url = s3.url("x")
     if case == "missing bucket":
         url = "s3://no-such-bucket/x"

@@ -60,6 +60,7 @@ def cli():
 @pytest.fixture
 def dataprep(capfd: pytest.CaptureFixture[str]):
     """Run the `dataprep` CLI in-process: `dataprep("stats", DIR)` → Result(code, out, err)."""
+
     def run(*args: object) -> Result:
         capfd.readouterr()
         code = call_cli(*args)

@@ -61,8 +61,16 @@ def test_unreachable_subset_and_metadata(dataprep, http_server, tmp_path):
     dead = f"http://127.0.0.1:{_unused_port()}/yfcc100m_subset_data.tsv.bz2"
     result = dataprep("fetch", "yfcc15m", "--subset", dead, "--metadata", meta, "--out", out)
     _assert_usage_error(result, out, "could not download")
-    result = dataprep("fetch", "yfcc15m", "--subset", http_server.url("subset.tsv.bz2"),
-                      "--metadata", meta, "--out", out)
+    result = dataprep(
+        "fetch",
+        "yfcc15m",
+        "--subset",
+        http_server.url("subset.tsv.bz2"),
+        "--metadata",
+        meta,
+        "--out",
+        out,
+    )
     _assert_usage_error(result, out, "404")
 
 
@@ -92,8 +100,9 @@ def test_bad_url_lists(dataprep, tmp_path):
     _assert_usage_error(result, out, "url")
     header_only = tmp_path / "empty.csv"
     header_only.write_text("url,caption\n")
-    _assert_usage_error(dataprep("fetch", "urls", "--input", header_only, "--out", out), out,
-                        "no rows")
+    _assert_usage_error(
+        dataprep("fetch", "urls", "--input", header_only, "--out", out), out, "no rows"
+    )
     odd = tmp_path / "list.xlsx"
     odd.write_text("x")
     _assert_usage_error(dataprep("fetch", "urls", "--input", odd, "--out", out), out, "format")
@@ -103,13 +112,22 @@ def test_bad_options_and_dirs(dataprep, tmp_path):
     out = tmp_path / "out"
     tsv = tmp_path / "t.tsv"
     tsv.write_text("a caption\thttp://h/1.jpg\n")
-    _assert_usage_error(dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out, "--distributor",
-                                 "slurm"), out, "--distributor")
-    _assert_usage_error(dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out,
-                                 "--samples-per-shard", "0"), out, "--samples-per-shard")
+    _assert_usage_error(
+        dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out, "--distributor", "slurm"),
+        out,
+        "--distributor",
+    )
+    _assert_usage_error(
+        dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out, "--samples-per-shard", "0"),
+        out,
+        "--samples-per-shard",
+    )
     if importlib.util.find_spec("ray") is None:
-        _assert_usage_error(dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out,
-                                     "--distributor", "ray"), out, "needs ray installed")
+        _assert_usage_error(
+            dataprep("fetch", "cc3m", "--tsv", tsv, "--out", out, "--distributor", "ray"),
+            out,
+            "needs ray installed",
+        )
     mine = tmp_path / "home"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")

@@ -44,6 +44,7 @@ def urls_to(out: str, *extra: object):
         csv = scratch / "list.csv"
         csv.write_text(f"url,caption\n{DEAD_URL},a caption\n")
         return ["fetch", "urls", "--input", csv, "--out", out, *extra]
+
     return make
 
 
@@ -52,45 +53,77 @@ def cc3m(*extra: object):
 
 
 CASES = [
-    BadInput("cc3m-random-bytes-named-gz",
-             lambda s: ["fetch", "cc3m", "--tsv", junk(s, "t.tsv.gz"), "--out", s / "out"],
-             "not a CC3M TSV"),
-    BadInput("cc3m-random-bytes-into-an-empty-dir",
-             lambda s: ["fetch", "cc3m", "--tsv", junk(s, "t.tsv.gz"), "--out", folder(s, "out")],
-             "not a CC3M TSV"),
-    BadInput("urls-random-bytes-named-gz",
-             lambda s: ["fetch", "urls", "--input", junk(s, "l.csv.gz"), "--out", s / "out"],
-             "cannot read as csv"),
+    BadInput(
+        "cc3m-random-bytes-named-gz",
+        lambda s: ["fetch", "cc3m", "--tsv", junk(s, "t.tsv.gz"), "--out", s / "out"],
+        "not a CC3M TSV",
+    ),
+    BadInput(
+        "cc3m-random-bytes-into-an-empty-dir",
+        lambda s: ["fetch", "cc3m", "--tsv", junk(s, "t.tsv.gz"), "--out", folder(s, "out")],
+        "not a CC3M TSV",
+    ),
+    BadInput(
+        "urls-random-bytes-named-gz",
+        lambda s: ["fetch", "urls", "--input", junk(s, "l.csv.gz"), "--out", s / "out"],
+        "cannot read as csv",
+    ),
     BadInput("max-samples-0", cc3m("--max-samples", "0"), "--max-samples must be at least 1"),
-    BadInput("max-samples-not-a-number", cc3m("--max-samples", "x"),
-             "Invalid value for '--max-samples'"),
+    BadInput(
+        "max-samples-not-a-number", cc3m("--max-samples", "x"), "Invalid value for '--max-samples'"
+    ),
     BadInput("unknown-option", cc3m("--colour", "red"), "No such option: --colour"),
-    BadInput("missing-option", lambda s: ["fetch", "cc3m", "--out", s / "out"],
-             "Missing option '--tsv'"),
-    BadInput("out-is-a-handmade-webdataset",
-             lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", handmade(s)], "did not write"),
-    BadInput("out-is-a-handmade-webdataset-with-force",
-             lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", handmade(s), "--force"],
-             "did not write"),
-    BadInput("stats-on-a-handmade-webdataset", lambda s: ["stats", handmade(s)],
-             "not a dataprep dataset directory"),
-    BadInput("verify-on-a-handmade-webdataset", lambda s: ["verify", handmade(s)],
-             "not a dataprep dataset directory"),
-    BadInput("query-on-a-handmade-webdataset", lambda s: ["query", handmade(s), "SELECT 1"],
-             "not a dataprep dataset directory"),
-    BadInput("retry-on-a-handmade-webdataset", lambda s: ["retry", handmade(s)],
-             "not a dataprep dataset directory"),
+    BadInput(
+        "missing-option", lambda s: ["fetch", "cc3m", "--out", s / "out"], "Missing option '--tsv'"
+    ),
+    BadInput(
+        "out-is-a-handmade-webdataset",
+        lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", handmade(s)],
+        "did not write",
+    ),
+    BadInput(
+        "out-is-a-handmade-webdataset-with-force",
+        lambda s: ["fetch", "cc3m", "--tsv", tsv(s), "--out", handmade(s), "--force"],
+        "did not write",
+    ),
+    BadInput(
+        "stats-on-a-handmade-webdataset",
+        lambda s: ["stats", handmade(s)],
+        "not a dataprep dataset directory",
+    ),
+    BadInput(
+        "verify-on-a-handmade-webdataset",
+        lambda s: ["verify", handmade(s)],
+        "not a dataprep dataset directory",
+    ),
+    BadInput(
+        "query-on-a-handmade-webdataset",
+        lambda s: ["query", handmade(s), "SELECT 1"],
+        "not a dataprep dataset directory",
+    ),
+    BadInput(
+        "retry-on-a-handmade-webdataset",
+        lambda s: ["retry", handmade(s)],
+        "not a dataprep dataset directory",
+    ),
     # Object-store addresses that are wrong in themselves: refused before any request is sent.
     BadInput("out-s3-url-without-bucket", urls_to("s3://"), "s3://: no bucket in the URL"),
     BadInput("out-s3-url-with-empty-bucket", urls_to("s3:///prefix"), "no bucket in the URL"),
-    BadInput("storage-options-endpoint-not-a-url",
-             urls_to("s3://bucket/ds", "--storage-options", '{"endpoint_url": "not a url"}'),
-             "endpoint_url 'not a url' is not an http(s) URL"),
-    BadInput("storage-options-config-not-an-object",
-             urls_to("s3://bucket/ds", "--storage-options", '{"config_kwargs": 3}'),
-             "config_kwargs must be a JSON object"),
-    BadInput("demo-into-a-bucket", lambda s: ["fetch", "demo", "--out", "s3://bucket/demo"],
-             "fetch demo writes a local folder"),
+    BadInput(
+        "storage-options-endpoint-not-a-url",
+        urls_to("s3://bucket/ds", "--storage-options", '{"endpoint_url": "not a url"}'),
+        "endpoint_url 'not a url' is not an http(s) URL",
+    ),
+    BadInput(
+        "storage-options-config-not-an-object",
+        urls_to("s3://bucket/ds", "--storage-options", '{"config_kwargs": 3}'),
+        "config_kwargs must be a JSON object",
+    ),
+    BadInput(
+        "demo-into-a-bucket",
+        lambda s: ["fetch", "demo", "--out", "s3://bucket/demo"],
+        "fetch demo writes a local folder",
+    ),
 ]
 
 

@@ -18,8 +18,18 @@ FAULTS = {  # row → (fault kind, options, expected status)
     22: ("noai", {}, "failed_to_download"),
 }
 N_ROWS = 26  # rows 0..22 are images (18..22 faulty), 23 not an image, 24 missing, 25 quoted
-FETCH_OPTS = ["--processes", "1", "--threads", "4", "--samples-per-shard", "10", "--timeout",
-              "2", "--image-size", "64"]
+FETCH_OPTS = [
+    "--processes",
+    "1",
+    "--threads",
+    "4",
+    "--samples-per-shard",
+    "10",
+    "--timeout",
+    "2",
+    "--image-size",
+    "64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +38,11 @@ def cc3m(served, cli, write_cc3m_tsv, tmp_path_factory):
     rows = [(img.caption, served.server.url(img.relpath)) for img in served.images[:23]]
     for row, (kind, options, _) in FAULTS.items():
         served.server.fault(served.images[row].relpath, kind, **options)
-    rows += [("a text file", served.server.url("notimage.txt")),
-             ("gone", served.server.url("img/missing.jpg")),
-             ('a "quoted" caption, with \'quotes\'', served.server.url(served.images[25].relpath))]
+    rows += [
+        ("a text file", served.server.url("notimage.txt")),
+        ("gone", served.server.url("img/missing.jpg")),
+        ("a \"quoted\" caption, with 'quotes'", served.server.url(served.images[25].relpath)),
+    ]
     tsv = write_cc3m_tsv(base / "Validation_GCC-1.1.0-Validation.tsv", rows)
     out = base / "cc3m"
     assert cli("fetch", "cc3m", "--tsv", tsv, "--out", out, *FETCH_OPTS) == 0
@@ -39,8 +51,10 @@ def cc3m(served, cli, write_cc3m_tsv, tmp_path_factory):
 
 def _samples(out: Path) -> list[tuple]:
     with duckdb.connect(str(out / "manifest.duckdb"), read_only=True) as con:
-        return con.execute("SELECT source_id, status, error_message, caption, url, sha256, key "
-                           "FROM samples ORDER BY source_id").fetchall()
+        return con.execute(
+            "SELECT source_id, status, error_message, caption, url, sha256, key "
+            "FROM samples ORDER BY source_id"
+        ).fetchall()
 
 
 def test_every_row_is_in_the_manifest_with_its_status(cc3m):
@@ -73,8 +87,9 @@ def test_shards_sizes_and_tar_members(cc3m):
     assert {n.rsplit(".", 1)[1] for n in names} == {"jpg", "txt", "json"}
     assert first["source_id"] == 0 and first["caption"] == rows[0][0]
     with duckdb.connect(str(out / "manifest.duckdb"), read_only=True) as con:
-        shards = con.execute("SELECT shard, n_rows, n_success, n_failed, complete FROM shards "
-                             "ORDER BY shard").fetchall()
+        shards = con.execute(
+            "SELECT shard, n_rows, n_success, n_failed, complete FROM shards ORDER BY shard"
+        ).fetchall()
         runs = con.execute("SELECT command, rows, success, versions FROM runs").fetchall()
     assert [s[1] for s in shards] == [10, 10, 6] and all(s[4] for s in shards)
     assert runs[0][:3] == ("fetch", N_ROWS, sum(sizes.values()))
@@ -108,7 +123,9 @@ def test_stats_verify_query(cc3m, dataprep):
     assert "X-Robots-Tag" in stats.out
     verify = dataprep("verify", out)
     assert verify.code == 0 and "ok" in verify.out
-    query = dataprep("query", out, "SELECT status, count(*) AS n FROM samples GROUP BY ALL ORDER BY status")
+    query = dataprep(
+        "query", out, "SELECT status, count(*) AS n FROM samples GROUP BY ALL ORDER BY status"
+    )
     assert query.code == 0 and "failed_to_download" in query.out and "success" in query.out
     bad = dataprep("query", out, "SELECT nope FROM samples")
     assert bad.code == 2 and bad.err.startswith("error: query failed")

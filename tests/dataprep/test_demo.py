@@ -18,8 +18,9 @@ from cloob.dataprep.synthetic import BACKGROUNDS, COLOURS, SHAPES, held_out_pair
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return build_demo(tmp_path_factory.mktemp("demo") / "ds", samples=2300, seed=3,
-                      image_size=32, per_class=4)
+    return build_demo(
+        tmp_path_factory.mktemp("demo") / "ds", samples=2300, seed=3, image_size=32, per_class=4
+    )
 
 
 def test_layout_sizes_and_manifest(demo):
@@ -29,9 +30,12 @@ def test_layout_sizes_and_manifest(demo):
     for name in ("00000.parquet", "00000_stats.json", "00002.tar"):
         assert (demo.shards_dir / name).exists()
     with duckdb.connect(str(demo.manifest), read_only=True) as con:
-        assert con.execute("SELECT count(*), count(DISTINCT source_id) FROM samples "
-                           "WHERE status = 'success'").fetchall() == [(2300, 2300)]
-        assert con.execute("SELECT sum(n_success) FROM shards WHERE complete").fetchall() == [(2300,)]
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT source_id) FROM samples WHERE status = 'success'"
+        ).fetchall() == [(2300, 2300)]
+        assert con.execute("SELECT sum(n_success) FROM shards WHERE complete").fetchall() == [
+            (2300,)
+        ]
 
 
 def test_manifest_opens_with_the_oldest_allowed_duckdb(demo):
@@ -41,7 +45,9 @@ def test_manifest_opens_with_the_oldest_allowed_duckdb(demo):
     import struct
     import tomllib
 
-    project = tomllib.loads((Path(__file__).parents[2] / "packages/dataprep/pyproject.toml").read_text())
+    project = tomllib.loads(
+        (Path(__file__).parents[2] / "packages/dataprep/pyproject.toml").read_text()
+    )
     assert "duckdb>=1.1" in project["project"]["dependencies"]
     header = demo.manifest.read_bytes()[:20]
     assert header[8:12] == b"DUCK" and struct.unpack("<Q", header[12:20])[0] == 64
@@ -56,8 +62,11 @@ def test_training_data_never_shows_held_out_pairs(demo):
 
 def test_benchmark_tasks(demo):
     assert set(demo.tasks) == {"shapes", "colours", "backgrounds"}
-    for task, classes in (("shapes", sorted(SHAPES)), ("colours", sorted(COLOURS)),
-                          ("backgrounds", sorted(BACKGROUNDS))):
+    for task, classes in (
+        ("shapes", sorted(SHAPES)),
+        ("colours", sorted(COLOURS)),
+        ("backgrounds", sorted(BACKGROUNDS)),
+    ):
         t = demo.tasks[task]
         assert t.classnames_file.read_text().splitlines() == classes
         folders = [c.replace(" ", "_") for c in classes]  # "pale blue" → pale_blue/
@@ -76,9 +85,10 @@ def test_background_task_shows_its_class(demo):
     for name, rgb in BACKGROUNDS.items():
         for f in sorted((t.images_dir / name.replace(" ", "_")).glob("*.png")):
             corner = Image.open(f).convert("RGB").getpixel((0, 0))
-            assert any(all(abs(c - k * b) <= 12 for c, b in zip(corner, rgb, strict=True))
-                       for k in (1, 0.75)), (
-                name, corner)
+            assert any(
+                all(abs(c - k * b) <= 12 for c, b in zip(corner, rgb, strict=True))
+                for k in (1, 0.75)
+            ), (name, corner)
 
 
 def test_verify_and_stats_run_on_the_demo(demo, dataprep):
@@ -102,15 +112,31 @@ def test_idempotent_and_kill_safe(demo, tmp_path):
 
 
 def test_dataprep_never_imports_torch():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import cloob.dataprep.cli, cloob.dataprep.sources.demo, cloob.dataprep.fetch, "
-            "cloob.dataprep.report\nprint('ok')")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "ok"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import cloob.dataprep.cli, cloob.dataprep.sources.demo, cloob.dataprep.fetch, "
+        "cloob.dataprep.report\nprint('ok')"
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "ok"
+    )
 
 
 def test_cli_demo(dataprep, tmp_path: Path):
-    result = dataprep("fetch", "demo", "--out", tmp_path / "d", "--samples", "30",
-                      "--per-class", "1", "--image-size", "16")
+    result = dataprep(
+        "fetch",
+        "demo",
+        "--out",
+        tmp_path / "d",
+        "--samples",
+        "30",
+        "--per-class",
+        "1",
+        "--image-size",
+        "16",
+    )
     assert result.code == 0, result.err
     assert (tmp_path / "d" / "benchmark" / "shapes" / "classnames.txt").exists()

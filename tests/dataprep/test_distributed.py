@@ -23,16 +23,30 @@ from support.bad_input import BadInput, check
 from support.sockets import SilentPort
 
 N, PER_SHARD = 12, 4  # 3 shards
-OPTS = ["--samples-per-shard", str(PER_SHARD), "--processes", "1", "--threads", "2",
-        "--timeout", "5", "--image-size", "64"]
+OPTS = [
+    "--samples-per-shard",
+    str(PER_SHARD),
+    "--processes",
+    "1",
+    "--threads",
+    "2",
+    "--timeout",
+    "5",
+    "--image-size",
+    "64",
+]
 
 
 @pytest.fixture(scope="module")
 def url_csv(served, tmp_path_factory) -> Path:
     csv = tmp_path_factory.mktemp("urls") / "list.csv"
-    csv.write_text("url,caption\n" + "".join(
-        f'{served.server.url(img.relpath)},"{img.caption}, no. {i}"\n'
-        for i, img in enumerate(served.images[:N])))
+    csv.write_text(
+        "url,caption\n"
+        + "".join(
+            f'{served.server.url(img.relpath)},"{img.caption}, no. {i}"\n'
+            for i, img in enumerate(served.images[:N])
+        )
+    )
     return csv
 
 
@@ -46,16 +60,23 @@ def multiprocessing_run(url_csv, cli, tmp_path_factory) -> Path:
 def fingerprint(out: Path) -> dict:
     """Everything a distributor must not change: samples, shards, sizes, tar members."""
     with duckdb.connect(str(out / "manifest.duckdb"), read_only=True) as con:
-        samples = con.execute("SELECT source_id, key, shard, status, sha256, caption, width, "
-                              "height FROM samples ORDER BY source_id").fetchall()
-        shards = con.execute("SELECT shard, n_rows, n_success, n_failed, complete FROM shards "
-                             "ORDER BY shard").fetchall()
+        samples = con.execute(
+            "SELECT source_id, key, shard, status, sha256, caption, width, "
+            "height FROM samples ORDER BY source_id"
+        ).fetchall()
+        shards = con.execute(
+            "SELECT shard, n_rows, n_success, n_failed, complete FROM shards ORDER BY shard"
+        ).fetchall()
     members = {}
     for tar in sorted((out / "shards").glob("*.tar")):
         with tarfile.open(tar) as t:
             members[tar.name] = sorted(t.getnames())
-    return {"samples": samples, "shards": shards, "members": members,
-            "sizes": json.loads((out / "sizes.json").read_text())}
+    return {
+        "samples": samples,
+        "shards": shards,
+        "members": members,
+        "sizes": json.loads((out / "sizes.json").read_text()),
+    }
 
 
 @pytest.fixture
@@ -66,14 +87,17 @@ def tag(monkeypatch) -> Iterator[str]:
 
 
 def fetch(cli, url_csv: Path, out: Path, distributor: str) -> int:
-    return cli("fetch", "urls", "--input", url_csv, "--out", out, *OPTS,
-               "--distributor", distributor)
+    return cli(
+        "fetch", "urls", "--input", url_csv, "--out", out, *OPTS, "--distributor", distributor
+    )
 
 
 # --- Spark -----------------------------------------------------------------------------------
 
-def test_spark_local_matches_multiprocessing(url_csv, multiprocessing_run, cli, tag, monkeypatch,
-                                             tmp_path):
+
+def test_spark_local_matches_multiprocessing(
+    url_csv, multiprocessing_run, cli, tag, monkeypatch, tmp_path
+):
     clusters.engine_env(monkeypatch, tmp_path)
     out = tmp_path / "ds"
     assert fetch(cli, url_csv, out, "pyspark") == 0
@@ -89,9 +113,9 @@ def spark_cluster(tag, monkeypatch, tmp_path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_spark_standalone_cluster_matches_multiprocessing(spark_cluster, url_csv,
-                                                          multiprocessing_run, cli, monkeypatch,
-                                                          tmp_path):
+def test_spark_standalone_cluster_matches_multiprocessing(
+    spark_cluster, url_csv, multiprocessing_run, cli, monkeypatch, tmp_path
+):
     monkeypatch.setenv("DATAPREP_SPARK_MASTER", spark_cluster)
     out = tmp_path / "ds"
     assert fetch(cli, url_csv, out, "pyspark") == 0
@@ -106,14 +130,15 @@ def python_without_img2dataset(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-def test_spark_executors_without_img2dataset_fail_in_one_line(url_csv, python_without_img2dataset,
-                                                              dataprep, tag, monkeypatch,
-                                                              tmp_path):
+def test_spark_executors_without_img2dataset_fail_in_one_line(
+    url_csv, python_without_img2dataset, dataprep, tag, monkeypatch, tmp_path
+):
     clusters.engine_env(monkeypatch, tmp_path)
     monkeypatch.setenv("PYSPARK_PYTHON", python_without_img2dataset)
     out = tmp_path / "ds"
-    result = dataprep("fetch", "urls", "--input", url_csv, "--out", out, *OPTS,
-                      "--distributor", "pyspark")
+    result = dataprep(
+        "fetch", "urls", "--input", url_csv, "--out", out, *OPTS, "--distributor", "pyspark"
+    )
     assert result.code == 1, result.err
     assert "Traceback" not in result.err
     errors = [line for line in result.err.splitlines() if line.startswith("error:")]
@@ -125,12 +150,17 @@ def test_spark_executors_without_img2dataset_fail_in_one_line(url_csv, python_wi
     assert "Traceback" in log and "No module named 'img2dataset'" in log
 
     monkeypatch.delenv("PYSPARK_PYTHON")  # fixed: the same command now finishes the fetch
-    assert dataprep("fetch", "urls", "--input", url_csv, "--out", out, *OPTS,
-                    "--distributor", "pyspark").code == 0
+    assert (
+        dataprep(
+            "fetch", "urls", "--input", url_csv, "--out", out, *OPTS, "--distributor", "pyspark"
+        ).code
+        == 0
+    )
     assert dataprep("verify", out).code == 0
 
 
 # --- Ray -------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def ray_tmp(tag, monkeypatch) -> Iterator[Path]:
@@ -151,8 +181,9 @@ def ray_head(tag, ray_tmp, monkeypatch, tmp_path) -> Iterator[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # today: hangs (the driver waits for a raylet that is not there)
-def test_ray_cluster_matches_multiprocessing(ray_head, url_csv, multiprocessing_run, cli,
-                                             monkeypatch, tmp_path):
+def test_ray_cluster_matches_multiprocessing(
+    ray_head, url_csv, multiprocessing_run, cli, monkeypatch, tmp_path
+):
     """The README's commands: a head started with the loopback variable, then the fetch with
     only RAY_ADDRESS=127.0.0.1:PORT set (the variable is not in the fetch's own environment)."""
     monkeypatch.setenv("RAY_ADDRESS", ray_head)
@@ -164,8 +195,9 @@ def test_ray_cluster_matches_multiprocessing(ray_head, url_csv, multiprocessing_
 
 
 @pytest.mark.slow
-def test_ray_without_a_cluster_starts_a_local_one(url_csv, multiprocessing_run, cli, tag,
-                                                  ray_tmp, monkeypatch, tmp_path):
+def test_ray_without_a_cluster_starts_a_local_one(
+    url_csv, multiprocessing_run, cli, tag, ray_tmp, monkeypatch, tmp_path
+):
     clusters.engine_env(monkeypatch, tmp_path)
     out = tmp_path / "ds"
     assert fetch(cli, url_csv, out, "ray") == 0
@@ -182,30 +214,59 @@ def urls_fetch(distributor: str):
     def make(scratch: Path) -> list:
         csv = scratch / "list.csv"
         csv.write_text("url,caption\nhttp://127.0.0.1:9/a.jpg,a caption\n")
-        return ["fetch", "urls", "--input", csv, "--out", scratch / "out",
-                "--distributor", distributor]
+        return [
+            "fetch",
+            "urls",
+            "--input",
+            csv,
+            "--out",
+            scratch / "out",
+            "--distributor",
+            distributor,
+        ]
+
     return make
 
 
 ENGINE_CASES = [
-    ({"DATAPREP_SPARK_MASTER": f"spark://{DEAD}"},
-     BadInput("spark-master-unreachable", urls_fetch("pyspark"),
-              f"cannot reach the Spark master spark://{DEAD}")),
-    ({"DATAPREP_SPARK_MASTER": "spark://head"},
-     BadInput("spark-master-without-port", urls_fetch("pyspark"), "expected spark://HOST:PORT")),
-    ({"JAVA_HOME": "/nonexistent/jdk"},
-     BadInput("spark-without-java", urls_fetch("pyspark"), "needs Java 17 or newer")),
-    ({"RAY_ADDRESS": DEAD},
-     BadInput("ray-address-unreachable", urls_fetch("ray"), f"cannot reach the Ray cluster {DEAD}")),
-    ({"RAY_ADDRESS": f"ray://{DEAD}"},
-     BadInput("ray-client-address-unreachable", urls_fetch("ray"), "cannot reach the Ray cluster")),
-    ({"RAY_ADDRESS": "head-node"},
-     BadInput("ray-address-without-port", urls_fetch("ray"), "expected HOST:PORT")),
+    (
+        {"DATAPREP_SPARK_MASTER": f"spark://{DEAD}"},
+        BadInput(
+            "spark-master-unreachable",
+            urls_fetch("pyspark"),
+            f"cannot reach the Spark master spark://{DEAD}",
+        ),
+    ),
+    (
+        {"DATAPREP_SPARK_MASTER": "spark://head"},
+        BadInput("spark-master-without-port", urls_fetch("pyspark"), "expected spark://HOST:PORT"),
+    ),
+    (
+        {"JAVA_HOME": "/nonexistent/jdk"},
+        BadInput("spark-without-java", urls_fetch("pyspark"), "needs Java 17 or newer"),
+    ),
+    (
+        {"RAY_ADDRESS": DEAD},
+        BadInput(
+            "ray-address-unreachable", urls_fetch("ray"), f"cannot reach the Ray cluster {DEAD}"
+        ),
+    ),
+    (
+        {"RAY_ADDRESS": f"ray://{DEAD}"},
+        BadInput(
+            "ray-client-address-unreachable", urls_fetch("ray"), "cannot reach the Ray cluster"
+        ),
+    ),
+    (
+        {"RAY_ADDRESS": "head-node"},
+        BadInput("ray-address-without-port", urls_fetch("ray"), "expected HOST:PORT"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("env", "case"),
-                         [pytest.param(env, case, id=case.id) for env, case in ENGINE_CASES])
+@pytest.mark.parametrize(
+    ("env", "case"), [pytest.param(env, case, id=case.id) for env, case in ENGINE_CASES]
+)
 def test_engine_that_cannot_start(env, case, dataprep, monkeypatch, tmp_path):
     for var in ("DATAPREP_SPARK_MASTER", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
@@ -221,6 +282,7 @@ def test_engine_that_cannot_start(env, case, dataprep, monkeypatch, tmp_path):
 
 # --- clusters that accept connections and never answer ---------------------------------------
 
+
 @pytest.mark.timeout(90)  # today: no answer after 3 minutes (Ray retries its GCS without end)
 @pytest.mark.parametrize("loopback_var", [None, "0"], ids=["plain", "with-ray-loopback-var"])
 def test_ray_address_that_never_answers(loopback_var, dataprep, tag, monkeypatch, tmp_path):
@@ -229,9 +291,12 @@ def test_ray_address_that_never_answers(loopback_var, dataprep, tag, monkeypatch
         monkeypatch.setenv(clusters.RAY_LOOPBACK, loopback_var)
     with SilentPort() as silent:
         monkeypatch.setenv("RAY_ADDRESS", silent.address)
-        case = BadInput("ray-address-never-answers", urls_fetch("ray"),
-                        f"the Ray cluster {silent.address} (RAY_ADDRESS) accepts connections "
-                        "but does not answer")
+        case = BadInput(
+            "ray-address-never-answers",
+            urls_fetch("ray"),
+            f"the Ray cluster {silent.address} (RAY_ADDRESS) accepts connections "
+            "but does not answer",
+        )
 
         def run(*args):
             result = dataprep(*args)
@@ -247,18 +312,29 @@ def test_spark_master_that_never_answers_is_named(url_csv, dataprep, tag, monkey
     with SilentPort() as silent:
         master = f"spark://{silent.address}"
         monkeypatch.setenv("DATAPREP_SPARK_MASTER", master)
-        result = dataprep("fetch", "urls", "--input", url_csv, "--out", tmp_path / "ds", *OPTS,
-                          "--distributor", "pyspark")
+        result = dataprep(
+            "fetch",
+            "urls",
+            "--input",
+            url_csv,
+            "--out",
+            tmp_path / "ds",
+            *OPTS,
+            "--distributor",
+            "pyspark",
+        )
     lines = result.err.strip().splitlines()
     assert result.code == 1 and "Traceback" not in result.err, result.err
     errors = [line for line in lines if "error" in line.lower()]
     # today: "Spark failed: Py4JJavaError: An error occurred while calling None...SparkSession"
-    assert len(errors) == 1 and errors[0].startswith("error: Spark failed: the Spark master "
-                                                     f"{master} did not answer"), result.err
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: Spark failed: the Spark master {master} did not answer"
+    ), result.err
     assert "All masters are unresponsive" in errors[0]
 
 
 # --- verify on a fetch that did not finish -----------------------------------------------------
+
 
 @pytest.mark.parametrize("keep", [0, 2])
 def test_verify_on_an_unfinished_fetch_fails(keep, multiprocessing_run, dataprep, tmp_path):

@@ -17,8 +17,10 @@ class Py4JJavaError(Exception):  # what pyspark raises, by name
 
 def test_spark_master_that_gave_up_is_named_from_the_log(monkeypatch):
     monkeypatch.setenv("DATAPREP_SPARK_MASTER", "spark://head:7077")
-    err = Py4JJavaError("An error occurred while calling None.org.apache.spark.api.java."
-                        "JavaSparkContext.\n: java.lang.IllegalStateException: ...")
+    err = Py4JJavaError(
+        "An error occurred while calling None.org.apache.spark.api.java."
+        "JavaSparkContext.\n: java.lang.IllegalStateException: ..."
+    )
     line = explain("pyspark", err, None, SPARK_GAVE_UP)
     assert line.startswith("Spark failed: the Spark master spark://head:7077 did not answer")
     assert "All masters are unresponsive! Giving up." in line and "\n" not in line
@@ -26,8 +28,16 @@ def test_spark_master_that_gave_up_is_named_from_the_log(monkeypatch):
     assert "Py4JJavaError" in explain("pyspark", err, None, "")
 
 
-@pytest.mark.parametrize(("address", "loopback"), [
-    ("127.0.0.1:6379", True), ("ray://127.0.0.1:10001", True), ("localhost:6379", True),
-    ("head:6379", False), ("10.0.0.5:6379", False), ("ray://head:10001", False)])
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("localhost:6379", True),
+        ("head:6379", False),
+        ("10.0.0.5:6379", False),
+        ("ray://head:10001", False),
+    ],
+)
 def test_loopback_addresses(address, loopback):
     assert is_loopback(address) is loopback

@@ -15,8 +15,18 @@ import pytest
 
 from cloob.dataprep.allowed_urls import REFUSED_MESSAGE
 
-FETCH_OPTS = ["--processes", "1", "--threads", "4", "--samples-per-shard", "4", "--timeout", "2",
-              "--image-size", "32"]
+FETCH_OPTS = [
+    "--processes",
+    "1",
+    "--threads",
+    "4",
+    "--samples-per-shard",
+    "4",
+    "--timeout",
+    "2",
+    "--image-size",
+    "32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +38,19 @@ def hostile(served, cli, tmp_path_factory):
     shutil.copy(served.images[0].path, secret)
     data_url = "data:image/jpeg;base64," + base64.b64encode(secret.read_bytes()).decode()
     http = [served.server.url(img.relpath) for img in served.images[1:4]]
-    refused = [f"file://{secret}", f"file://localhost{secret}", f"FILE://{secret}", data_url,
-               f" {http[0]}", f"<URL:file://{secret}>"]
+    refused = [
+        f"file://{secret}",
+        f"file://localhost{secret}",
+        f"FILE://{secret}",
+        data_url,
+        f" {http[0]}",
+        f"<URL:file://{secret}>",
+    ]
     urls = [http[0], *refused[:3], http[1], *refused[3:], http[2]]
     listing = base / "list.jsonl"
-    listing.write_text("".join(f'{{"url": "{u}", "caption": "row {i}"}}\n'
-                               for i, u in enumerate(urls)))
+    listing.write_text(
+        "".join(f'{{"url": "{u}", "caption": "row {i}"}}\n' for i, u in enumerate(urls))
+    )
     cwd = base / "cwd"
     for shadow in ("ray", "torch", "img2dataset"):
         (cwd / shadow).mkdir(parents=True)
@@ -49,8 +66,9 @@ def hostile(served, cli, tmp_path_factory):
 
 def _samples(out: Path) -> list[tuple]:
     with duckdb.connect(str(out / "manifest.duckdb"), read_only=True) as con:
-        return con.execute("SELECT source_id, url, status, error_message, shard FROM samples "
-                           "ORDER BY source_id").fetchall()
+        return con.execute(
+            "SELECT source_id, url, status, error_message, shard FROM samples ORDER BY source_id"
+        ).fetchall()
 
 
 def test_a_package_named_folder_in_the_working_directory_does_not_break_the_fetch(hostile):
@@ -97,7 +115,7 @@ def test_verify_flags_a_shard_cut_on_a_block_boundary(hostile, dataprep, tmp_pat
     with tarfile.open(tar) as archive:
         last = archive.getmembers()[-3]  # the first member of the last sample
     # Cut exactly where that sample's first header starts: a valid tar, one sample short.
-    tar.write_bytes(tar.read_bytes()[:last.offset])
+    tar.write_bytes(tar.read_bytes()[: last.offset])
     assert last.offset % 512 == 0
     result = dataprep("verify", copy)
     assert result.code == 1

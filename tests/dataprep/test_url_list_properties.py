@@ -32,12 +32,33 @@ from cloob.dataprep.sources.cc3m import build_cc3m_list
 from cloob.dataprep.sources.urls import build_urls_list
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-SCHEMES = ["http", "https", "HTTP", "hTtPs", "file", "FILE", "data", "ftp", "javascript", "",
-           " http", "\thttps", "<URL:file", "<URL:http", "http\n", "htt"]
+SCHEMES = [
+    "http",
+    "https",
+    "HTTP",
+    "hTtPs",
+    "file",
+    "FILE",
+    "data",
+    "ftp",
+    "javascript",
+    "",
+    " http",
+    "\thttps",
+    "<URL:file",
+    "<URL:http",
+    "http\n",
+    "htt",
+]
 URLS = st.one_of(
-    st.builds("{}{}{}".format, st.sampled_from(SCHEMES),
-              st.sampled_from(["://", ":", ":///", "//", "://localhost/"]), TEXT),
-    TEXT)
+    st.builds(
+        "{}{}{}".format,
+        st.sampled_from(SCHEMES),
+        st.sampled_from(["://", ":", ":///", "//", "://localhost/"]),
+        TEXT,
+    ),
+    TEXT,
+)
 
 
 def urllib_type(url: str) -> str | None:
@@ -69,8 +90,9 @@ def write_list(folder: Path, rows: list[tuple[str, str]], fmt: str) -> Path:
         csv.writer(buf).writerows([("url", "caption"), *rows])
         path.write_text(buf.getvalue(), encoding="utf-8")
     elif fmt == "jsonl":
-        path.write_text("".join(json.dumps({"url": u, "caption": c}) + "\n" for u, c in rows),
-                        encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps({"url": u, "caption": c}) + "\n" for u, c in rows), encoding="utf-8"
+        )
     else:
         base = fmt.removesuffix(".gz")
         options = pacsv.WriteOptions(delimiter="\t" if base == "tsv" else ",")
@@ -82,8 +104,10 @@ def write_list(folder: Path, rows: list[tuple[str, str]], fmt: str) -> Path:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(URLS, TEXT), min_size=1, max_size=12),
-       st.sampled_from(["csv", "tsv", "jsonl", "parquet", "csv.gz", "tsv.gz", "minimal.csv"]))
+@given(
+    st.lists(st.tuples(URLS, TEXT), min_size=1, max_size=12),
+    st.sampled_from(["csv", "tsv", "jsonl", "parquet", "csv.gz", "tsv.gz", "minimal.csv"]),
+)
 def test_url_lists_read_back_row_for_row_or_are_refused(rows, fmt):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -101,8 +125,9 @@ def test_url_lists_read_back_row_for_row_or_are_refused(rows, fmt):
 
 
 # CC3M's TSV has no quoting: a field holds anything but a tab or a line break.
-FIELD = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n\r"),
-                max_size=30)
+FIELD = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n\r"), max_size=30
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -119,20 +144,35 @@ def test_cc3m_tsv_reads_back_row_for_row(rows):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=30), st.integers(1, 7),
-       st.none() | st.integers(1, 40))
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=30),
+    st.integers(1, 7),
+    st.none() | st.integers(1, 40),
+)
 def test_img2dataset_parts_hold_exactly_the_fetchable_rows(fetchable, part_rows, limit):
-    urls = [f"http://h/{i}.jpg" if ok else f"file:///tmp/{i}.jpg"
-            for i, ok in enumerate(fetchable)]
+    urls = [f"http://h/{i}.jpg" if ok else f"file:///tmp/{i}.jpg" for i, ok in enumerate(fetchable)]
     with tempfile.TemporaryDirectory() as tmp:
         layout = Layout(Path(tmp))
-        pq.write_table(pa.table({"source_id": pa.array(range(len(urls)), pa.int64()),
-                                 "url": urls, "caption": ["c"] * len(urls)}), layout.url_list)
+        pq.write_table(
+            pa.table(
+                {
+                    "source_id": pa.array(range(len(urls)), pa.int64()),
+                    "url": urls,
+                    "caption": ["c"] * len(urls),
+                }
+            ),
+            layout.url_list,
+        )
         rows, kept = _write_parts(layout, part_rows, limit)
-        parts = [pq.read_table(p)["source_id"].to_pylist()
-                 for p in sorted(layout.inputs.glob("*.parquet"))]
-        refused = (pq.read_table(layout.refused).to_pydict() if layout.refused.exists()
-                   else {"source_id": [], "status": [], "error_message": []})
+        parts = [
+            pq.read_table(p)["source_id"].to_pylist()
+            for p in sorted(layout.inputs.glob("*.parquet"))
+        ]
+        refused = (
+            pq.read_table(layout.refused).to_pydict()
+            if layout.refused.exists()
+            else {"source_id": [], "status": [], "error_message": []}
+        )
     first = range(len(urls) if limit is None else min(limit, len(urls)))
     assert rows == len(first)
     assert [i for part in parts for i in part] == [i for i in first if fetchable[i]]

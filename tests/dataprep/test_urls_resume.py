@@ -14,8 +14,22 @@ from cloob.dataprep.sources.urls import build_urls_list
 from support.cli import kill_dataprep_when
 
 N = 20
-OPTS = ["--url-col", "image_url", "--caption-col", "text", "--samples-per-shard", "5",
-        "--processes", "1", "--threads", "2", "--timeout", "5", "--image-size", "64"]
+OPTS = [
+    "--url-col",
+    "image_url",
+    "--caption-col",
+    "text",
+    "--samples-per-shard",
+    "5",
+    "--processes",
+    "1",
+    "--threads",
+    "2",
+    "--timeout",
+    "5",
+    "--image-size",
+    "64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +54,9 @@ def uninterrupted(url_csv, cli, tmp_path_factory) -> Path:
 
 def _sample_set(out: Path) -> list[tuple]:
     with duckdb.connect(str(out / "manifest.duckdb"), read_only=True) as con:
-        return con.execute("SELECT source_id, key, shard, status, sha256, caption FROM samples "
-                           "ORDER BY source_id").fetchall()
+        return con.execute(
+            "SELECT source_id, key, shard, status, sha256, caption FROM samples ORDER BY source_id"
+        ).fetchall()
 
 
 def test_fetch_urls_csv(uninterrupted, url_csv):
@@ -57,9 +72,11 @@ def test_kill_mid_fetch_then_resume_matches_uninterrupted(uninterrupted, url_csv
     out = tmp_path / "ds"
     shards = out / "shards"
     # Kill once shard 0 is finished and shard 1's tar is being written.
-    kill_dataprep_when(["fetch", "urls", "--input", url_csv, "--out", out, *OPTS],
-                       lambda: (shards / "00000_stats.json").exists()
-                       and (shards / "00001.tar").exists(), timeout=120)
+    kill_dataprep_when(
+        ["fetch", "urls", "--input", url_csv, "--out", out, *OPTS],
+        lambda: (shards / "00000_stats.json").exists() and (shards / "00001.tar").exists(),
+        timeout=120,
+    )
     assert not (shards / "00001_stats.json").exists()  # shard 1 was cut mid-write
     assert not (out / "manifest.duckdb").exists()
     done_tar = shards / "00000.tar"
@@ -68,14 +85,20 @@ def test_kill_mid_fetch_then_resume_matches_uninterrupted(uninterrupted, url_csv
     assert cli("fetch", "urls", "--input", url_csv, "--out", out, *OPTS) == 0
     assert done_tar.stat().st_mtime_ns == mtime  # the finished shard was not downloaded again
     assert _sample_set(out) == _sample_set(uninterrupted)
-    assert json.loads((out / "sizes.json").read_text()) == \
-        json.loads((uninterrupted / "sizes.json").read_text())
+    assert json.loads((out / "sizes.json").read_text()) == json.loads(
+        (uninterrupted / "sizes.json").read_text()
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "csv.gz"])
 def test_list_formats(fmt, tmp_path):
-    table = pa.table({"u": [f"http://h/{i}.jpg" for i in range(5)],
-                      "c": [f"caption, {i}" for i in range(5)], "x": list(range(5))})
+    table = pa.table(
+        {
+            "u": [f"http://h/{i}.jpg" for i in range(5)],
+            "c": [f"caption, {i}" for i in range(5)],
+            "x": list(range(5)),
+        }
+    )
     path = tmp_path / f"in.{fmt}"
     if fmt == "parquet":
         pq.write_table(table, path)

@@ -25,8 +25,9 @@ LIMIT = 2.0  # the watch's "one call" in fake seconds; a real question is cut at
 
 
 def _watch(s3: S3Server, log: Path, monkeypatch, endpoint: str | None = None):
-    monkeypatch.setitem(fsspec.config.conf, "s3", {
-        "config_kwargs": {"connect_timeout": 1, "read_timeout": 1}})
+    monkeypatch.setitem(
+        fsspec.config.conf, "s3", {"config_kwargs": {"connect_timeout": 1, "read_timeout": 1}}
+    )
     if endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     s3.client().put_object(Bucket=s3.bucket, Key="ds/shards/00000.tar", Body=b"x")
@@ -58,8 +59,9 @@ def test_silent_store_and_quiet_child_is_a_stall(s3: S3Server, monkeypatch, tmp_
     assert time.monotonic() - started < 4 * LIMIT + 5  # each question ends in bounded time
 
 
-def test_quiet_child_with_a_store_that_answers_is_no_stall(s3: S3Server, monkeypatch,
-                                                           tmp_path: Path) -> None:
+def test_quiet_child_with_a_store_that_answers_is_no_stall(
+    s3: S3Server, monkeypatch, tmp_path: Path
+) -> None:
     """A long shard download: nothing new in the log or the bucket for minutes, store fine."""
     log = tmp_path / "img2dataset.log"
     watch, now = _watch(s3, log, monkeypatch)
@@ -67,8 +69,9 @@ def test_quiet_child_with_a_store_that_answers_is_no_stall(s3: S3Server, monkeyp
     assert watch.last_error == ""
 
 
-def test_silent_store_while_the_child_still_logs_is_no_stall(s3: S3Server, monkeypatch,
-                                                             tmp_path: Path) -> None:
+def test_silent_store_while_the_child_still_logs_is_no_stall(
+    s3: S3Server, monkeypatch, tmp_path: Path
+) -> None:
     """Workers whose store calls fail write a traceback per shard and end by themselves."""
     log = tmp_path / "img2dataset.log"
     with SilentPort() as silent:
@@ -77,8 +80,11 @@ def test_silent_store_while_the_child_still_logs_is_no_stall(s3: S3Server, monke
 
 
 def test_call_limit_follows_the_storage_options(monkeypatch) -> None:
-    monkeypatch.setitem(fsspec.config.conf, "s3", {
-        "config_kwargs": {"read_timeout": 2, "retries": {"max_attempts": 2}}})
+    monkeypatch.setitem(
+        fsspec.config.conf,
+        "s3",
+        {"config_kwargs": {"read_timeout": 2, "retries": {"max_attempts": 2}}},
+    )
     # 3 attempts x (5 s connect + 2 s read) + backoff 1 s + 2 s
     assert call_limit_s() == pytest.approx(3 * 7 + 3)
 
@@ -92,10 +98,13 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stop_group_ends_the_child_and_its_workers() -> None:
-    code = ("import subprocess, sys, time, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-            "p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    code = (
+        "import subprocess, sys, time, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     worker = int(proc.stdout.readline())
     started = time.monotonic()
     _stop_group(proc, signal.SIGTERM, grace_s=1)  # the leader ignores SIGTERM: SIGKILL follows
@@ -108,15 +117,17 @@ def test_stop_group_ends_the_child_and_its_workers() -> None:
 
 
 def test_a_child_stuck_while_the_store_is_silent_is_stopped_in_one_line(
-        s3: S3Server, monkeypatch, tmp_path: Path, capsys) -> None:
+    s3: S3Server, monkeypatch, tmp_path: Path, capsys
+) -> None:
     """run_img2dataset's wait, with a child that waits forever (as img2dataset's worker did in the
     upload closing a shard) and a store that accepts connections and never answers."""
     from cloob.common import storage
     from cloob.common.cli import UsageError
     from cloob.dataprep.download import _wait
 
-    monkeypatch.setitem(fsspec.config.conf, "s3", {
-        "config_kwargs": {"connect_timeout": 1, "read_timeout": 1}})
+    monkeypatch.setitem(
+        fsspec.config.conf, "s3", {"config_kwargs": {"connect_timeout": 1, "read_timeout": 1}}
+    )
     monkeypatch.setattr(storage, "call_limit_s", lambda: 1.0)
     log = tmp_path / "img2dataset.log"
     with SilentPort() as silent:
@@ -125,8 +136,9 @@ def test_a_child_stuck_while_the_store_is_silent_is_stopped_in_one_line(
         started = time.monotonic()
         with pytest.raises(UsageError) as raised:
             _wait(proc, location(s3.url("ds/shards")), log, proc_stderr_is_ours=True)
-    assert str(raised.value).startswith(f"{s3.url('ds/shards')}: the storage endpoint did not "
-                                        "answer in time (a listing"), raised.value
+    assert str(raised.value).startswith(
+        f"{s3.url('ds/shards')}: the storage endpoint did not answer in time (a listing"
+    ), raised.value
     assert proc.returncode == -signal.SIGTERM
     assert time.monotonic() - started < 10
     assert capsys.readouterr().err == "\n"  # the progress bar's line is ended before ours

@@ -27,23 +27,45 @@ BATCH = 64
 LIMIT_S = 1500
 
 
-def _run_demo(tmp_path: Path, method: str, samples: int) -> tuple[subprocess.CompletedProcess, Path]:
+def _run_demo(
+    tmp_path: Path, method: str, samples: int
+) -> tuple[subprocess.CompletedProcess, Path]:
     env = {**os.environ, "CLOOB_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     proc = subprocess.run(
-        [str(BIN / "trainer"), "run", "--method", method, "--demo-samples", str(samples),
-         "--batch-size", str(BATCH), "--logs", str(tmp_path / "runs"), "--name", "demo", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=LIMIT_S)
+        [
+            str(BIN / "trainer"),
+            "run",
+            "--method",
+            method,
+            "--demo-samples",
+            str(samples),
+            "--batch-size",
+            str(BATCH),
+            "--logs",
+            str(tmp_path / "runs"),
+            "--name",
+            "demo",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=LIMIT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, tmp_path / "runs" / "demo"
 
 
-def _check_default_path(tmp_path: Path, proc: subprocess.CompletedProcess, run: Path,
-                        samples: int) -> list[dict]:
+def _check_default_path(
+    tmp_path: Path, proc: subprocess.CompletedProcess, run: Path, samples: int
+) -> list[dict]:
     assert (tmp_path / "cache" / f"demo-{samples}" / "sizes.json").is_file()
     assert (run / "checkpoints" / "latest.pt").is_file() and (run / "curves.png").is_file()
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["model"] == "micro-rn" and config["data"]["batch_size"] == BATCH
-    assert config["model"]["init_inv_tau"] == 14.3 and config["model"]["init_scale_hopfield"] == 14.3
+    assert (
+        config["model"]["init_inv_tau"] == 14.3 and config["model"]["init_scale_hopfield"] == 14.3
+    )
     assert "zero-shot" in proc.stdout and "colours" in proc.stdout and str(run) in proc.stdout
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -64,9 +86,13 @@ def test_default_command_learns(tmp_path: Path, method: str):
         assert colours >= 3 / 8, f"colour zero-shot {colours:.3f} is not well above chance (0.125)"
         return
     best = max(colours / (1 / 8), backgrounds / (1 / 6))
-    assert best >= 3, (f"CLOOB zero-shot colours {colours:.3f} / backgrounds {backgrounds:.3f}: "
-                       "neither is 3× chance (1/8, 1/6)")
+    assert best >= 3, (
+        f"CLOOB zero-shot colours {colours:.3f} / backgrounds {backgrounds:.3f}: "
+        "neither is 3× chance (1/8, 1/6)"
+    )
     losses = [r["loss"] for r in rows if "loss" in r]
     collapsed = 2 * math.log(BATCH - 1) / 14.3
     end = sum(losses[-3:]) / 3  # each a mean over 10 steps: the last ~30 steps
-    assert end < 0.9 * collapsed, f"CLOOB loss {end:.3f} ends near the collapsed value {collapsed:.3f}"
+    assert end < 0.9 * collapsed, (
+        f"CLOOB loss {end:.3f} ends near the collapsed value {collapsed:.3f}"
+    )

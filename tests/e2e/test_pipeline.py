@@ -26,9 +26,12 @@ FLOWERS = ["pink primrose", "sweet pea", "tiger lily"]
 
 def run_cli(tool: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
-    proc = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-    assert proc.returncode == 0, f"{tool} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [str(BIN / tool), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert proc.returncode == 0, (
+        f"{tool} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -50,8 +53,12 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     (www / "zeroshot_data.py").write_text(standin_cloob_metadata(lists))
     (www / "prompts.md").write_text(standin_clip_prompts({"Flowers102": lists["flowers102"]}))
     checksums = base / "checksums.sha256"
-    checksums.write_text("".join(f"{hashlib.sha256((www / n).read_bytes()).hexdigest()}  {n}\n"
-                                 for n in ("zeroshot_data.py", "prompts.md")))
+    checksums.write_text(
+        "".join(
+            f"{hashlib.sha256((www / n).read_bytes()).hexdigest()}  {n}\n"
+            for n in ("zeroshot_data.py", "prompts.md")
+        )
+    )
     with LoopbackServer(www) as server:
         # The published CC3M TSV: caption<TAB>url, no header; three rows that cannot succeed.
         server.fault(images[N_GOOD].relpath, "404")
@@ -61,22 +68,82 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         tsv = base / "Validation_GCC-1.1.0-Validation.tsv"
         tsv.write_text("".join(f"{c}\t{u}\n" for c, u in rows))
         shards = base / "cc3m"
-        run_cli("dataprep", "fetch", "cc3m", "--tsv", tsv, "--out", shards, "--processes", "1",
-                "--threads", "4", "--samples-per-shard", "16", "--image-size", "64", "--timeout", "5")
+        run_cli(
+            "dataprep",
+            "fetch",
+            "cc3m",
+            "--tsv",
+            tsv,
+            "--out",
+            shards,
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+            "--samples-per-shard",
+            "16",
+            "--image-size",
+            "64",
+            "--timeout",
+            "5",
+        )
 
         checkpoints = {}
         for method in ("cloob", "clip"):
-            run_cli("trainer", "run", "--method", method, "--model", "tiny-vit", "--train-data",
-                    shards, "--batch-size", "8", "--max-steps", "3", "--warmup", "1", "--workers",
-                    "0", "--logs", base / "runs", "--name", method, "--no-progress")
+            run_cli(
+                "trainer",
+                "run",
+                "--method",
+                method,
+                "--model",
+                "tiny-vit",
+                "--train-data",
+                shards,
+                "--batch-size",
+                "8",
+                "--max-steps",
+                "3",
+                "--warmup",
+                "1",
+                "--workers",
+                "0",
+                "--logs",
+                base / "runs",
+                "--name",
+                method,
+                "--no-progress",
+            )
             checkpoints[method] = base / "runs" / method / "checkpoints" / "latest.pt"
 
         bench_root = base / "zeroshot"
-        run_cli("benchmarks", "fetch", "flowers102", "--root", bench_root, "--base-url",
-                server.base_url, "--checksums", checksums)
+        run_cli(
+            "benchmarks",
+            "fetch",
+            "flowers102",
+            "--root",
+            bench_root,
+            "--base-url",
+            server.base_url,
+            "--checksums",
+            checksums,
+        )
     results = base / "results"
-    run_cli("benchmarks", "zeroshot", "--ckpt", checkpoints["cloob"], "--ckpt", checkpoints["clip"],
-            "--datasets", "flowers102", "--root", bench_root, "--out", results, "--workers", "0")
+    run_cli(
+        "benchmarks",
+        "zeroshot",
+        "--ckpt",
+        checkpoints["cloob"],
+        "--ckpt",
+        checkpoints["clip"],
+        "--datasets",
+        "flowers102",
+        "--root",
+        bench_root,
+        "--out",
+        results,
+        "--workers",
+        "0",
+    )
     return Pipeline(shards, checkpoints, bench_root, results)
 
 
@@ -84,7 +151,9 @@ def test_fetch_counts_successes_and_failures(pipeline: Pipeline):
     sizes = json.loads((pipeline.shards / "sizes.json").read_text())
     assert sum(sizes.values()) == N_GOOD
     with duckdb.connect(str(pipeline.shards / "manifest.duckdb"), read_only=True) as con:
-        counts = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY status").fetchall())
+        counts = dict(
+            con.execute("SELECT status, count(*) FROM samples GROUP BY status").fetchall()
+        )
     assert counts["success"] == N_GOOD
     assert sum(counts.values()) == N_GOOD + len(BROKEN)
 
@@ -102,8 +171,9 @@ def test_training_writes_loadable_checkpoints(pipeline: Pipeline):
 def test_zeroshot_reports_both_checkpoints_side_by_side(pipeline: Pipeline):
     records = json.loads((pipeline.results / "results.json").read_text())["records"]
     assert {r["method"] for r in records} == {"cloob", "clip"}
-    assert all(r["dataset"] == "flowers102" and r["n_images"] == 9 and r["n_classes"] == 3
-               for r in records)
+    assert all(
+        r["dataset"] == "flowers102" and r["n_images"] == 9 and r["n_classes"] == 3 for r in records
+    )
     assert all(0.0 <= r["metrics"]["acc1"] <= 1.0 for r in records)
     assert {r["label"] for r in records} == {"cloob/latest", "clip/latest"}
     assert (pipeline.results / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -28,15 +28,58 @@ def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, c
     images = make_images(tmp_path / "www", 16, seed=3, subdir="img")
     with LoopbackServer(tmp_path / "www") as server:
         csv = tmp_path / "list.csv"
-        csv.write_text("url,caption\n" + "".join(f"{server.url(im.relpath)},\"{im.caption}\"\n"
-                                                 for im in images))
-        assert _cli("dataprep", "dataprep", "fetch", "urls", "--input", csv, "--out",
-                    s3.url("data"), "--work", tmp_path / "work", "--samples-per-shard", "8",
-                    "--processes", "1", "--threads", "4", "--image-size", "32") == 0
-    train = ["run", "--train-data", s3.url("data"), "--model", MICRO, "--method", "cloob",
-             "--batch-size", "4", "--workers", "0", "--logs", tmp_path / "logs", "--name", "r",
-             "--remote-sync", s3.url("runs"), "--save-every-n-steps", "2", "--report-to", "none",
-             "--no-progress", "--warmup", "1"]
+        csv.write_text(
+            "url,caption\n" + "".join(f'{server.url(im.relpath)},"{im.caption}"\n' for im in images)
+        )
+        assert (
+            _cli(
+                "dataprep",
+                "dataprep",
+                "fetch",
+                "urls",
+                "--input",
+                csv,
+                "--out",
+                s3.url("data"),
+                "--work",
+                tmp_path / "work",
+                "--samples-per-shard",
+                "8",
+                "--processes",
+                "1",
+                "--threads",
+                "4",
+                "--image-size",
+                "32",
+            )
+            == 0
+        )
+    train = [
+        "run",
+        "--train-data",
+        s3.url("data"),
+        "--model",
+        MICRO,
+        "--method",
+        "cloob",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--logs",
+        tmp_path / "logs",
+        "--name",
+        "r",
+        "--remote-sync",
+        s3.url("runs"),
+        "--save-every-n-steps",
+        "2",
+        "--report-to",
+        "none",
+        "--no-progress",
+        "--warmup",
+        "1",
+    ]
     assert _cli("trainer", "trainer", *train, "--max-steps", "2") == 0
     marker = json.loads(s3.read("runs/r/checkpoints/latest.json"))
     assert marker["step"] == 2 and f"runs/r/checkpoints/{marker['checkpoint']}" in s3.list_keys()
@@ -47,13 +90,31 @@ def test_fetch_train_resume_zeroshot_in_a_bucket(s3: S3Server, tmp_path: Path, c
 
     from cloob.benchmarks.models.checkpoints import load_checkpoint
 
-    url = s3.url(f"runs/r/checkpoints/{json.loads(s3.read('runs/r/checkpoints/latest.json'))['checkpoint']}")
+    url = s3.url(
+        f"runs/r/checkpoints/{json.loads(s3.read('runs/r/checkpoints/latest.json'))['checkpoint']}"
+    )
     loaded = load_checkpoint(url)
     assert loaded.info.get("step") == 4 and loaded.path == url and loaded.method == "cloob"
     task = write_tree(tmp_path / "task", class_tree({"circle": 2, "square": 2}))
-    assert _cli("benchmarks", "benchmarks", "zeroshot", "--ckpt", url, "--dataset-dir", task,
-                "--out", tmp_path / "results", "--workers", "0", "--device", "cpu",
-                "--no-progress") == 0
+    assert (
+        _cli(
+            "benchmarks",
+            "benchmarks",
+            "zeroshot",
+            "--ckpt",
+            url,
+            "--dataset-dir",
+            task,
+            "--out",
+            tmp_path / "results",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert url in json.dumps(results) and "acc1" in json.dumps(results)
 

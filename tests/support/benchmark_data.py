@@ -49,8 +49,9 @@ def tiny_model(seed: int = 0):
 def write_tiny_checkpoint(path: Path, seed: int = 0, method: str | None = "clip", **extra) -> Path:
     """A cloob-toolkit/1 checkpoint of `tiny_model(seed)` through the format's own writer;
     `extra` adds reader fields (epoch, step, inv_tau, ...) or overrides one."""
-    payload = ckpt_format.ModelCheckpoint(state_dict=tiny_model(seed).state_dict(),
-                                          model_name="tiny-vit", model_cfg=tiny_cfg())
+    payload = ckpt_format.ModelCheckpoint(
+        state_dict=tiny_model(seed).state_dict(), model_name="tiny-vit", model_cfg=tiny_cfg()
+    )
     if method is not None:
         payload["method"] = method
     return ckpt_format.write(path, {**payload, **extra})
@@ -67,7 +68,10 @@ def png_bytes(seed: int, size: int = 40) -> bytes:
     img = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
     for _ in range(6):  # some structure so different images embed differently
         x, y = rng.randrange(size), rng.randrange(size)
-        img.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, min(size, x + 12), min(size, y + 12)))
+        img.paste(
+            tuple(rng.randrange(256) for _ in range(3)),
+            (x, y, min(size, x + 12), min(size, y + 12)),
+        )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -125,7 +129,9 @@ def cloob_zip(path: Path, name: str, counts: dict[str, int], seed: int = 0) -> P
 
 
 def imagenetv2_targz(path: Path, counts: dict[str, int], seed: int = 0) -> Path:
-    return write_targz(path, class_tree(counts, seed), prefix="imagenetv2-matched-frequency-format-val/")
+    return write_targz(
+        path, class_tree(counts, seed), prefix="imagenetv2-matched-frequency-format-val/"
+    )
 
 
 def standin_cloob_metadata(lists: dict[str, tuple[list[str], list[str]]]) -> str:
@@ -143,10 +149,13 @@ def standin_clip_prompts(sections: dict[str, tuple[list[str], list[str]]]) -> st
     """Markdown shaped like CLIP's data/prompts.md."""
     out = ["# Prompts for Image Classification\n"]
     for title, (names, templates) in sections.items():
-        out.append(f"## {title}\n\n```bash\nclasses = [\n"
-                   + "".join(f"    {n!r},\n" for n in names)
-                   + "]\n\ntemplates = [\n" + "".join(f"    {t!r},\n" for t in templates)
-                   + "]\n```\n\n")
+        out.append(
+            f"## {title}\n\n```bash\nclasses = [\n"
+            + "".join(f"    {n!r},\n" for n in names)
+            + "]\n\ntemplates = [\n"
+            + "".join(f"    {t!r},\n" for t in templates)
+            + "]\n```\n\n"
+        )
     return "\n".join(out)
 
 

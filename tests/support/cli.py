@@ -28,9 +28,13 @@ def kill_dataprep_when(args: list[object], ready: Callable[[], bool], *, timeout
     import time
 
     cmd = [sys.executable, "-c", "from cloob.dataprep.cli import main; main()", *map(str, args)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+    )
     deadline = time.monotonic() + timeout
     try:
         while not ready():

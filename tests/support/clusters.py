@@ -24,13 +24,16 @@ from pathlib import Path
 
 VENV_BIN = str(Path(sys.executable).parent)  # what `uv run` puts first on PATH
 # spark-submit's own way to take configuration: the driver binds loopback, no web UI.
-SPARK_SUBMIT_ARGS = ("--conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1 "
-                     "--conf spark.ui.enabled=false pyspark-shell")
+SPARK_SUBMIT_ARGS = (
+    "--conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1 "
+    "--conf spark.ui.enabled=false pyspark-shell"
+)
 TAG = "DATAPREP_TEST_TAG"
 RAY_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: Ray keeps 127.0.0.1 as given
 
 
 # --- process bookkeeping ---------------------------------------------------------------------
+
 
 def tagged(tag: str) -> list[int]:
     """Pids of live processes that are ours: TAG=tag in their environment, or an open file or
@@ -45,8 +48,9 @@ def tagged(tag: str) -> list[int]:
         try:
             if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            if needle in (entry / "environ").read_bytes().split(b"\0") or \
-                    (roots and _uses(entry, roots)):
+            if needle in (entry / "environ").read_bytes().split(b"\0") or (
+                roots and _uses(entry, roots)
+            ):
                 pids.append(int(entry.name))
         except OSError:
             continue
@@ -97,8 +101,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float,
-             proc: subprocess.Popen | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert proc is None or proc.poll() is None, f"{what}: the process exited"
@@ -125,6 +130,7 @@ def engine_env(monkeypatch, tmp: Path) -> None:
 
 # --- clusters ----------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def spark_standalone(tag: str, tmp: Path) -> Iterator[str]:
     """A standalone master and one worker, as the README starts them, on 127.0.0.1; yields the
@@ -137,18 +143,49 @@ def spark_standalone(tag: str, tmp: Path) -> Iterator[str]:
 
     def start(name: str, *args: str) -> subprocess.Popen:
         with open(logs / f"{name}.log", "wb") as log:
-            return subprocess.Popen(["spark-class", *args], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                ["spark-class", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     try:
-        master = start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                       "--port", str(port), "--webui-port", str(free_port()))
-        worker = start("worker", "org.apache.spark.deploy.worker.Worker", master_url,
-                       "--host", "127.0.0.1", "--webui-port", str(free_port()), "--cores", "2",
-                       "--memory", "2g", "--work-dir", str(tmp / "spark-work"))
-        wait_for(lambda: "Successfully registered with master" in
-                 (logs / "worker.log").read_text(errors="replace"), "the Spark worker", 120,
-                 worker)
+        master = start(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(free_port()),
+        )
+        worker = start(
+            "worker",
+            "org.apache.spark.deploy.worker.Worker",
+            master_url,
+            "--host",
+            "127.0.0.1",
+            "--webui-port",
+            str(free_port()),
+            "--cores",
+            "2",
+            "--memory",
+            "2g",
+            "--work-dir",
+            str(tmp / "spark-work"),
+        )
+        wait_for(
+            lambda: (
+                "Successfully registered with master"
+                in (logs / "worker.log").read_text(errors="replace")
+            ),
+            "the Spark worker",
+            120,
+            worker,
+        )
         assert master.poll() is None
         yield master_url
     finally:
@@ -163,12 +200,32 @@ def ray_head(tag: str, tmp: Path) -> Iterator[str]:
     log = tmp / "ray-head.log"
     with open(log, "wb") as out:
         head = subprocess.Popen(
-            ["ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
-             str(port), "--include-dashboard", "false", "--disable-usage-stats", "--num-cpus",
-             "2"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "ray",
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--num-cpus",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: "Ray runtime started" in log.read_text(errors="replace"), "the Ray head",
-                 120, head)
+        wait_for(
+            lambda: "Ray runtime started" in log.read_text(errors="replace"),
+            "the Ray head",
+            120,
+            head,
+        )
         yield f"127.0.0.1:{port}"
     finally:
         kill_tagged(tag)
@@ -177,6 +234,14 @@ def ray_head(tag: str, tmp: Path) -> Iterator[str]:
 def bare_python(folder: Path) -> str:
     """An interpreter of the same version with nothing installed (a bare venv in `folder`)."""
     venv = folder / "venv"
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv",
-                    "--without-pip", str(venv)], check=True)
+    subprocess.run(
+        [
+            getattr(sys, "_base_executable", sys.executable),
+            "-m",
+            "venv",
+            "--without-pip",
+            str(venv),
+        ],
+        check=True,
+    )
     return str(venv / "bin" / "python")

@@ -33,9 +33,21 @@ def python312() -> str | None:
 
 def _constraints() -> str:
     """uv.lock's pins for every package (3.12 markers are applied by the installer)."""
-    return subprocess.run(["uv", "export", "--frozen", "--no-hashes", "--all-packages",
-                           "--no-emit-workspace", "--quiet"], cwd=ROOT, check=True, text=True,
-                          capture_output=True).stdout
+    return subprocess.run(
+        [
+            "uv",
+            "export",
+            "--frozen",
+            "--no-hashes",
+            "--all-packages",
+            "--no-emit-workspace",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        check=True,
+        text=True,
+        capture_output=True,
+    ).stdout
 
 
 def image_venv() -> Path:
@@ -55,9 +67,21 @@ def image_venv() -> Path:
         venv = work / "venv"
         subprocess.run(["uv", "venv", "--quiet", "--seed", "--python", py, str(venv)], check=True)
         (work / "constraints.txt").write_text(constraints)
-        subprocess.run(["uv", "pip", "install", "--quiet", "--compile-bytecode", "--python",
-                        str(venv / "bin" / "python3"), "-c", str(work / "constraints.txt"),
-                        *IMAGE_PACKAGES], check=True)
+        subprocess.run(
+            [
+                "uv",
+                "pip",
+                "install",
+                "--quiet",
+                "--compile-bytecode",
+                "--python",
+                str(venv / "bin" / "python3"),
+                "-c",
+                str(work / "constraints.txt"),
+                *IMAGE_PACKAGES,
+            ],
+            check=True,
+        )
         (venv / ".complete").write_text("\n".join(IMAGE_PACKAGES) + "\n")
         if target.exists():  # a half-built leftover of an interrupted build
             shutil.rmtree(target)

@@ -18,8 +18,9 @@ class GeneratedImage:
     colour: str
 
 
-def make_images(root: Path, n: int, *, seed: int = 0, size: int = 64, fmt: str = "jpeg",
-                subdir: str = "") -> list[GeneratedImage]:
+def make_images(
+    root: Path, n: int, *, seed: int = 0, size: int = 64, fmt: str = "jpeg", subdir: str = ""
+) -> list[GeneratedImage]:
     """Write `n` images under `root/subdir` and return them with their captions."""
     rng = random.Random(seed)
     out = Path(root) / subdir
@@ -30,8 +31,15 @@ def make_images(root: Path, n: int, *, seed: int = 0, size: int = 64, fmt: str =
         scene = random_scene(rng)
         file = out / f"img_{i:05d}.{ext}"
         render(scene, rng, size).save(file, format=fmt.upper())
-        made.append(GeneratedImage(file, file.relative_to(root).as_posix(), describe(scene, rng),
-                                   scene.shape, scene.colour))
+        made.append(
+            GeneratedImage(
+                file,
+                file.relative_to(root).as_posix(),
+                describe(scene, rng),
+                scene.shape,
+                scene.colour,
+            )
+        )
     return made
 
 

@@ -59,8 +59,13 @@ def write_configs(folder: Path) -> Path:
 def train(root: Path) -> OpenClipRuns:
     runs = OpenClipRuns(write_configs(root / "configs"), root / "logs")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-c", _TRAIN, str(runs.configs), str(runs.logs), *MODELS.values()],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN, str(runs.configs), str(runs.logs), *MODELS.values()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for variant in MODELS:
         assert runs.checkpoint(variant).is_file(), proc.stderr[-3000:]

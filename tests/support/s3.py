@@ -42,12 +42,19 @@ class S3Server:
 
         # The next three requests go unchecked (moto's switch for turning authentication on).
         requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"3", timeout=10)
-        iam = boto3.client("iam", endpoint_url=self.endpoint, aws_access_key_id="bootstrap",
-                           aws_secret_access_key="bootstrap", region_name="us-east-1")
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+            region_name="us-east-1",
+        )
         iam.create_user(UserName="cloob")
         key = iam.create_access_key(UserName="cloob")["AccessKey"]
-        policy = {"Version": "2012-10-17",
-                  "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
         iam.put_user_policy(UserName="cloob", PolicyName="all", PolicyDocument=json.dumps(policy))
         self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
 
@@ -64,8 +71,12 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """What a user sets to reach this server (botocore reads AWS_ENDPOINT_URL itself)."""
-        return {"AWS_ACCESS_KEY_ID": self.key_id, "AWS_SECRET_ACCESS_KEY": self.secret,
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def url(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}".rstrip("/")
@@ -73,13 +84,21 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key_id,
-                            aws_secret_access_key=self.secret, region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+        )
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Every object key under `prefix`, sorted."""
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                          Prefix=prefix)
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
+        )
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
     def read(self, key: str) -> bytes:
@@ -99,16 +118,22 @@ class S3Server:
 
 
 # How a store can be unusable, and the words the one `error:` line must contain.
-BROKEN_STORES = [("missing-bucket", "bucket does not exist"), ("wrong-secret", "access denied"),
-                 ("unknown-key", "access denied"), ("unreachable-endpoint", "cannot be reached")]
+BROKEN_STORES = [
+    ("missing-bucket", "bucket does not exist"),
+    ("wrong-secret", "access denied"),
+    ("unknown-key", "access denied"),
+    ("unreachable-endpoint", "cannot be reached"),
+]
 
 
 def break_store(s3: S3Server, monkeypatch, case: str, key: str) -> str:
     """Break one thing about the store (a `BROKEN_STORES` case); the URL of `key` to use."""
     if case == "missing-bucket":
         return f"s3://no-such-bucket/{key}"
-    env = {"wrong-secret": ("AWS_SECRET_ACCESS_KEY", "not-" + s3.secret),
-           "unknown-key": ("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000"),
-           "unreachable-endpoint": ("AWS_ENDPOINT_URL", "http://127.0.0.1:9")}
+    env = {
+        "wrong-secret": ("AWS_SECRET_ACCESS_KEY", "not-" + s3.secret),
+        "unknown-key": ("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000"),
+        "unreachable-endpoint": ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    }
     monkeypatch.setenv(*env[case])
     return s3.url(key)

@@ -86,8 +86,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             extra["X-Robots-Tag"] = "noai, noimageai"
         self._serve_body(body, _content_type(file), head, extra, fault)
 
-    def _serve_body(self, body: bytes, ctype: str, head: bool, extra: dict[str, str],
-                    fault: Fault | None) -> None:
+    def _serve_body(
+        self, body: bytes, ctype: str, head: bool, extra: dict[str, str], fault: Fault | None
+    ) -> None:
         total = len(body)
         rng = self.headers.get("Range")
         code, start, end = 200, 0, total
@@ -123,8 +124,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
 
-    def _send(self, code: int, body: bytes, ctype: str, head: bool,
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, code: int, body: bytes, ctype: str, head: bool, extra: dict[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(code)
             self._headers(ctype, len(body), extra or {})
@@ -137,9 +139,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def _content_type(file: Path) -> str:
     return {
-        ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-        ".txt": "text/plain", ".tsv": "text/tab-separated-values", ".json": "application/json",
-        ".zip": "application/zip", ".gz": "application/gzip", ".bz2": "application/x-bzip2",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".png": "image/png",
+        ".txt": "text/plain",
+        ".tsv": "text/tab-separated-values",
+        ".json": "application/json",
+        ".zip": "application/zip",
+        ".gz": "application/gzip",
+        ".bz2": "application/x-bzip2",
     }.get(file.suffix.lower(), "application/octet-stream")
 
 

@@ -12,8 +12,9 @@ import webdataset as wds
 from cloob.dataprep.synthetic import describe, random_scene, render
 
 
-def write_shards(root: Path, n_shards: int, per_shard: int, *, seed: int = 0, size: int = 64,
-                 fmt: str = "jpeg") -> Path:
+def write_shards(
+    root: Path, n_shards: int, per_shard: int, *, seed: int = 0, size: int = 64, fmt: str = "jpeg"
+) -> Path:
     """Write a dataprep-style output folder of procedural scenes and return it.
 
     Members per sample: `{key}.jpg|png`, `{key}.txt` (caption), `{key}.json`; `sizes.json` is written
@@ -31,9 +32,14 @@ def write_shards(root: Path, n_shards: int, per_shard: int, *, seed: int = 0, si
                 buf = io.BytesIO()
                 render(scene, rng, size).save(buf, format=fmt.upper())
                 key = f"{s:05d}{i:04d}"
-                sink.write({"__key__": key, ext: buf.getvalue(),
-                            "txt": describe(scene, rng).encode(),
-                            "json": json.dumps({"key": key, "shape": scene.shape}).encode()})
+                sink.write(
+                    {
+                        "__key__": key,
+                        ext: buf.getvalue(),
+                        "txt": describe(scene, rng).encode(),
+                        "json": json.dumps({"key": key, "shape": scene.shape}).encode(),
+                    }
+                )
         sizes[name] = per_shard
     for where in (Path(root), shard_dir):
         (where / "sizes.json").write_text(json.dumps(sizes))

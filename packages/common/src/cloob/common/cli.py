@@ -47,8 +47,13 @@ def make_app(name: str, help: str, dist: str) -> typer.Typer:  # typer's own wor
 
     @app.callback()
     def _root(
-        _version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
-                                      help="Show the version and exit."),
+        _version: bool = typer.Option(
+            False,
+            "--version",
+            callback=show_version,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
     ) -> None:
         pass
 

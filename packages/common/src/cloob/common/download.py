@@ -27,8 +27,15 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-def download(url: str, target: str | os.PathLike[str], *, retries: int = 3, timeout: float = 60.0,
-             progress: bool = True, chunk: int = 1 << 20) -> Path:
+def download(
+    url: str,
+    target: str | os.PathLike[str],
+    *,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: bool = True,
+    chunk: int = 1 << 20,
+) -> Path:
     """Fetch `url` into `target`, resuming a previous `.part`; returns `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +80,10 @@ def _fetch_into(url: str, part: Path, timeout: float, progress: bool, chunk: int
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         label = url.rsplit("/", 1)[-1][:40]
-        with open(part, "ab" if have else "wb") as out, \
-                progress_bar(progress, label, total, done=have, unit="bytes") as bar:
+        with (
+            open(part, "ab" if have else "wb") as out,
+            progress_bar(progress, label, total, done=have, unit="bytes") as bar,
+        ):
             while block := resp.read(chunk):
                 out.write(block)
                 bar(len(block))

@@ -24,10 +24,15 @@ def blocks_supported(transformer: Any) -> bool:
     """open_clip's plain pre-norm blocks, batch first (what this module re-implements)."""
     from open_clip.transformer import ResidualAttentionBlock, Transformer
 
-    return (isinstance(transformer, Transformer) and transformer.batch_first
-            and len(transformer.resblocks) > 0
-            and all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv")
-                    for b in transformer.resblocks))
+    return (
+        isinstance(transformer, Transformer)
+        and transformer.batch_first
+        and len(transformer.resblocks) > 0
+        and all(
+            type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv")
+            for b in transformer.resblocks
+        )
+    )
 
 
 def run_blocks(transformer: Any, x: Any, attn_mask: Any = None) -> Any:
@@ -75,9 +80,13 @@ def image_shortcut_supported(visual: Any) -> bool:
     """ViT towers that pool the class token (per-token LN, no attention pooler, no token output)."""
     from open_clip.transformer import VisionTransformer
 
-    return (isinstance(visual, VisionTransformer) and visual.attn_pool is None
-            and visual.pool_type == "tok" and not visual.output_tokens
-            and blocks_supported(visual.transformer))
+    return (
+        isinstance(visual, VisionTransformer)
+        and visual.attn_pool is None
+        and visual.pool_type == "tok"
+        and not visual.output_tokens
+        and blocks_supported(visual.transformer)
+    )
 
 
 def install_image_shortcut(model: Any) -> bool:
@@ -94,5 +103,7 @@ def install_image_shortcut(model: Any) -> bool:
 def _vit_forward(visual: Any, images: Any) -> Any:
     """open_clip's VisionTransformer.forward for class-token pooling, last block at that token."""
     x = run_blocks(visual.transformer, visual._embeds(images))
-    pooled = visual.ln_post(last_block_at(visual.transformer, x))  # LN is per token: same either way
+    pooled = visual.ln_post(
+        last_block_at(visual.transformer, x)
+    )  # LN is per token: same either way
     return pooled @ visual.proj if visual.proj is not None else pooled

@@ -22,11 +22,21 @@ class ProgressBar:
     """A bar with `label`, `total` (None: unknown), `done` already; `unit` "items" or "bytes";
     `stats=True` adds a text column that `show()` updates. Disabled, every call is a no-op."""
 
-    def __init__(self, enabled: bool, label: str, total: int | None, *, done: int = 0,
-                 unit: str = "items", stats: bool = False, transient: bool = True) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        label: str,
+        total: int | None,
+        *,
+        done: int = 0,
+        unit: str = "items",
+        stats: bool = False,
+        transient: bool = True,
+    ) -> None:
         columns: list[ProgressColumn] = [TextColumn("[bold]{task.description}"), BarColumn()]
-        columns += ([DownloadColumn(), TransferSpeedColumn()] if unit == "bytes"
-                    else [MofNCompleteColumn()])
+        columns += (
+            [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
+        )
         columns.append(TimeRemainingColumn())
         if stats:
             columns.append(TextColumn("{task.fields[stats]}"))
@@ -54,8 +64,9 @@ class ProgressBar:
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool, label: str, total: int | None, *, done: int = 0,
-                 unit: str = "items") -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    enabled: bool, label: str, total: int | None, *, done: int = 0, unit: str = "items"
+) -> Iterator[Callable[[int], None]]:
     """`with progress_bar(...) as advance: advance(n)` — the bar for a loop over `total` things."""
     with ProgressBar(enabled, label, total, done=done, unit=unit) as bar:
         yield bar.advance

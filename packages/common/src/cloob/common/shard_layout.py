@@ -34,7 +34,9 @@ def shard_files(root: Path) -> list[Path]: ...
 def shard_files(root: RemotePath) -> list[RemotePath]: ...
 @overload
 def shard_files(root: Folder) -> list[Folder]: ...
-def shard_files(root: Folder) -> list[Any]:  # list[Any]: the overloads above say which kind comes back
+def shard_files(
+    root: Folder,
+) -> list[Any]:  # list[Any]: the overloads above say which kind comes back
     """The tars of a dataprep folder (`root/shards/*.tar`) or of a plain folder of tars, sorted."""
     return _tars(root / SHARDS) or _tars(root)
 

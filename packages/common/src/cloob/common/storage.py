@@ -37,8 +37,11 @@ _ENV = "FSSPEC_S3"  # fsspec reads per-protocol defaults from FSSPEC_<PROTOCOL> 
 
 
 def is_remote(url: str | os.PathLike[str]) -> bool:
-    return isinstance(url, RemotePath) or str(url).split("://", 1)[0] in REMOTE_SCHEMES \
+    return (
+        isinstance(url, RemotePath)
+        or str(url).split("://", 1)[0] in REMOTE_SCHEMES
         and "://" in str(url)
+    )
 
 
 def location(url: str | os.PathLike[str]) -> Path | RemotePath:
@@ -47,8 +50,10 @@ def location(url: str | os.PathLike[str]) -> Path | RemotePath:
         return url
     text = str(url)
     if "://" in text and not is_remote(text):
-        raise UsageError(f"{text}: unsupported storage (local paths and "
-                         f"{', '.join(s + '://' for s in REMOTE_SCHEMES)} are)")
+        raise UsageError(
+            f"{text}: unsupported storage (local paths and "
+            f"{', '.join(s + '://' for s in REMOTE_SCHEMES)} are)"
+        )
     if not is_remote(text):
         return Path(text).expanduser()
     if not text.split("://", 1)[1].split("/", 1)[0]:
@@ -62,8 +67,11 @@ def location(url: str | os.PathLike[str]) -> Path | RemotePath:
 # store that stops answering mid-run costs 5 rounds x 5 attempts x 15 s per call: a hang. Worst
 # case for one call: `call_limit_s`, 4 x (5 + 15) s plus backoff. `--storage-options '{"config_kwargs": {...}}'`
 # overrides any of these.
-LIMITS = {"connect_timeout": 5, "read_timeout": 15,
-          "retries": {"max_attempts": 3, "mode": "standard"}}
+LIMITS = {
+    "connect_timeout": 5,
+    "read_timeout": 15,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
 S3FS_ROUNDS = 1
 
 
@@ -89,11 +97,15 @@ def configure(options_json: str | None) -> None:
 
 def _check_options(options: dict) -> None:
     endpoint = options.get("endpoint_url")
-    if endpoint is not None and (not isinstance(endpoint, str) or
-                                 urlsplit(endpoint).scheme not in ("http", "https") or
-                                 not urlsplit(endpoint).netloc):
-        raise UsageError(f"--storage-options: endpoint_url {endpoint!r} is not an http(s) URL "
-                         "(e.g. http://host:9000)")
+    if endpoint is not None and (
+        not isinstance(endpoint, str)
+        or urlsplit(endpoint).scheme not in ("http", "https")
+        or not urlsplit(endpoint).netloc
+    ):
+        raise UsageError(
+            f"--storage-options: endpoint_url {endpoint!r} is not an http(s) URL "
+            "(e.g. http://host:9000)"
+        )
     config = options.get("config_kwargs", {})
     if not isinstance(config, dict):
         raise UsageError("--storage-options: config_kwargs must be a JSON object")
@@ -118,8 +130,9 @@ def _filesystem(protocol: str):
 
     # Listings must not be cached: other processes (img2dataset's workers, another rank) add and
     # remove objects while we look. One client per process is reused (fsspec's instance cache).
-    fs = fsspec.filesystem(protocol, use_listings_cache=False,
-                           **_with_limits(fsspec.config.conf.get(protocol, {})))
+    fs = fsspec.filesystem(
+        protocol, use_listings_cache=False, **_with_limits(fsspec.config.conf.get(protocol, {}))
+    )
     fs.retries = S3FS_ROUNDS
     return fs
 
@@ -162,7 +175,7 @@ class RemotePath:
     def relative_to(self, other: Path | RemotePath) -> str:
         if not isinstance(other, RemotePath):
             raise ValueError(f"{self.url} is not under the local path {other}")
-        return self.url[len(other.url):].lstrip("/")
+        return self.url[len(other.url) :].lstrip("/")
 
     def exists(self) -> bool:
         with translated(self.url):
@@ -194,8 +207,7 @@ class RemotePath:
             info = self._fs.info(self._key)
         modified = info.get("LastModified")
         mtime = modified.timestamp() if modified is not None else 0.0
-        return os.stat_result((0o644, 0, 0, 1, 0, 0, int(info.get("size", 0)), mtime, mtime,
-                               mtime))
+        return os.stat_result((0o644, 0, 0, 1, 0, 0, int(info.get("size", 0)), mtime, mtime, mtime))
 
     def open(self, mode: str = "rb", **kwargs: Any) -> IO:
         if "r" not in mode:
@@ -255,6 +267,7 @@ def open_stream(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> IO
 
 # --- writes that are whole or absent, local or remote -----------------------------------------
 
+
 def write_json(target: Path | RemotePath, obj: Any) -> None:
     if isinstance(target, RemotePath):
         target.write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode())
@@ -299,8 +312,11 @@ def modified_times(folder: Path | RemotePath) -> dict[str, float]:
                 entries = folder._fs.ls(folder._key, detail=True)
             except FileNotFoundError:
                 return {}
-        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e["LastModified"].timestamp()
-                for e in entries if e.get("type") == "file" and e.get("LastModified")}
+        return {
+            e["name"].rstrip("/").rsplit("/", 1)[-1]: e["LastModified"].timestamp()
+            for e in entries
+            if e.get("type") == "file" and e.get("LastModified")
+        }
     try:
         with os.scandir(folder) as it:
             return {e.name: e.stat().st_mtime for e in it if e.is_file()}
@@ -316,6 +332,7 @@ def attach_to_duckdb(con: Any, url: Path | RemotePath) -> None:
 
 
 # --- errors -------------------------------------------------------------------------------------
+
 
 def check_access(url: str | RemotePath) -> None:
     """Fail early, in one line, when the bucket of `url` cannot be used: no such bucket, refused
@@ -360,11 +377,14 @@ def call_limit_s() -> float:
     config = _with_limits(fsspec.config.conf.get("s3", {}))["config_kwargs"]
     retries = config.get("retries") or {}
     # botocore: total_max_attempts counts the first request, max_attempts only the retries.
-    attempts = int(retries["total_max_attempts"]) if "total_max_attempts" in retries \
+    attempts = (
+        int(retries["total_max_attempts"])
+        if "total_max_attempts" in retries
         else int(retries.get("max_attempts", 3)) + 1
+    )
     attempts = max(1, attempts)
     per_try = float(config.get("connect_timeout", 60)) + float(config.get("read_timeout", 60))
-    backoff = sum(min(2.0 ** i, 20.0) for i in range(attempts - 1))
+    backoff = sum(min(2.0**i, 20.0) for i in range(attempts - 1))
     return S3FS_ROUNDS * (attempts * per_try + backoff)
 
 
@@ -381,22 +401,32 @@ def translated(url: str) -> Iterator[None]:
             raise UsageError(f"{url}: the bucket does not exist") from None
         raise
     except PermissionError as err:
-        raise UsageError(f"{url}: access denied ({_short(err)}); check AWS_ACCESS_KEY_ID / "
-                         "AWS_SECRET_ACCESS_KEY or --storage-options") from None
+        raise UsageError(
+            f"{url}: access denied ({_short(err)}); check AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY or --storage-options"
+        ) from None
     except Exception as err:
         if _is_timeout(err):
-            raise UsageError(f"{url}: the storage endpoint did not answer in time ({_short(err)}); "
-                             "check that it is up, or raise config_kwargs.read_timeout in "
-                             "--storage-options") from None
+            raise UsageError(
+                f"{url}: the storage endpoint did not answer in time ({_short(err)}); "
+                "check that it is up, or raise config_kwargs.read_timeout in "
+                "--storage-options"
+            ) from None
         if _is_unreachable(err):
-            raise UsageError(f"{url}: the storage endpoint cannot be reached ({_short(err)}); "
-                             "check AWS_ENDPOINT_URL or --storage-options") from None
+            raise UsageError(
+                f"{url}: the storage endpoint cannot be reached ({_short(err)}); "
+                "check AWS_ENDPOINT_URL or --storage-options"
+            ) from None
         if isinstance(err, ValueError) and "Invalid endpoint" in str(err):
-            raise UsageError(f"{url}: {_short(err)} (the endpoint must be an http(s) URL; check "
-                             "AWS_ENDPOINT_URL or --storage-options)") from None
+            raise UsageError(
+                f"{url}: {_short(err)} (the endpoint must be an http(s) URL; check "
+                "AWS_ENDPOINT_URL or --storage-options)"
+            ) from None
         if _is_no_credentials(err):
-            raise UsageError(f"{url}: no credentials found (set AWS_ACCESS_KEY_ID and "
-                             "AWS_SECRET_ACCESS_KEY, or --storage-options)") from None
+            raise UsageError(
+                f"{url}: no credentials found (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or --storage-options)"
+            ) from None
         raise
 
 
@@ -406,17 +436,26 @@ def _is_missing_bucket(err: BaseException) -> bool:
 
 def _is_unreachable(err: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(err)}
-    return bool(names & {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionError",
-                         "ClientConnectorError", "ServerDisconnectedError",
-                         "ConnectionRefusedError"})
+    return bool(
+        names
+        & {
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ConnectionError",
+            "ClientConnectorError",
+            "ServerDisconnectedError",
+            "ConnectionRefusedError",
+        }
+    )
 
 
 def _is_timeout(err: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(err)}
     if names & {"ConnectTimeoutError", "EndpointConnectionError"}:
         return False  # never connected: unreachable, not slow
-    return bool(names & {"ReadTimeoutError", "FSTimeoutError", "TimeoutError",
-                         "ServerTimeoutError"})
+    return bool(
+        names & {"ReadTimeoutError", "FSTimeoutError", "TimeoutError", "ServerTimeoutError"}
+    )
 
 
 def _is_no_credentials(err: BaseException) -> bool:

@@ -22,9 +22,12 @@ def trimmable(model: Any) -> bool:
 
     from cloob.common.last_block import blocks_supported
 
-    return (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", None) == "argmax"
-            and getattr(model, "attn_mask", None) is not None
-            and blocks_supported(model.transformer))
+    return (
+        isinstance(model, open_clip.CLIP)
+        and getattr(model, "text_pool_type", None) == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+        and blocks_supported(model.transformer)
+    )
 
 
 def trim_padding(tokens: Any) -> Any:
@@ -72,4 +75,3 @@ def _encode_trimmed(model: Any, tokens: Any, normalize: bool = False) -> Any:
     elif model.text_projection is not None:
         x = x @ model.text_projection
     return F.normalize(x, dim=-1) if normalize else x
-

@@ -25,9 +25,11 @@ def safe_load(path: str | Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" in str(err) or "global" in str(err).lower():
-            raise UsageError(f"{path}: not a readable checkpoint: refusing to load objects other than "
-                             f"tensors and plain containers, which could execute code "
-                             f"({first_line(err)})") from None
+            raise UsageError(
+                f"{path}: not a readable checkpoint: refusing to load objects other than "
+                f"tensors and plain containers, which could execute code "
+                f"({first_line(err)})"
+            ) from None
         raise UsageError(f"{path}: not a readable checkpoint ({first_line(err)})") from None
     except Exception as err:  # torch's unpickler raises many types on garbage
         raise UsageError(f"{path}: not a readable checkpoint ({first_line(err)})") from None

@@ -57,8 +57,15 @@ class EngineError(IncompleteError):
     """img2dataset or its engine (Spark, Ray) raised; the message names the cause in one line."""
 
 
-def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptions, *,
-                    extra_columns: tuple[str, ...], log: Path, extend: bool = False) -> None:
+def run_img2dataset(
+    inputs: Path,
+    shards: Path | RemotePath,
+    opts: DownloadOptions,
+    *,
+    extra_columns: tuple[str, ...],
+    log: Path,
+    extend: bool = False,
+) -> None:
     """Download every row of the parquet parts under `inputs` into webdataset shards in `shards`.
 
     `extend=False` resumes (shards with a stats file are skipped); `extend=True` appends new shards
@@ -67,17 +74,26 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
     args_file = log.parent / ".img2dataset-args.json"  # beside the log: `shards` may be remote
     error_file = log.parent / ".img2dataset-error.txt"
     error_file.unlink(missing_ok=True)
-    args_file.write_text(json.dumps({
-        "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),
-        "error_file": str(error_file), "log": str(log),
-        # where this run's part of the (appended) log starts: older runs' causes are not ours
-        "log_start": log.stat().st_size if log.exists() else 0}))
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1",
-           # Ray's `uv run` detection would make workers run `uv run … python` in a copy of the
-           # working directory; engines.py gives them this interpreter instead.
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
-           # Ray reports usage statistics over the internet unless told not to.
-           "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    args_file.write_text(
+        json.dumps(
+            {
+                "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),
+                "error_file": str(error_file),
+                "log": str(log),
+                # where this run's part of the (appended) log starts: older runs' causes are not ours
+                "log_start": log.stat().st_size if log.exists() else 0,
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        # Ray's `uv run` detection would make workers run `uv run … python` in a copy of the
+        # working directory; engines.py gives them this interpreter instead.
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
+        # Ray reports usage statistics over the internet unless told not to.
+        "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),
+    }
     remote = not isinstance(shards, Path)
     if remote:
         env["DATAPREP_REMOTE_OUTPUT"] = "1"
@@ -86,13 +102,20 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
             # -P: `python -m` would put the working directory first on sys.path, and a folder
             # there named like a package (`ray/`, `torch/`) would shadow the installed one.
             # Spark's JVM and Ray's processes write pages of logs to stderr: into the log too.
-            proc = subprocess.Popen([sys.executable, "-P", "-m", "cloob.dataprep.download",
-                                     str(args_file)], stdout=out, env=env,
-                                    stderr=None if opts.distributor == "multiprocessing" else out,
-                                    # its own process group, so that a stall stops all of it
-                                    start_new_session=remote)
-            returncode = _wait(proc, shards if remote else None, log,
-                               proc_stderr_is_ours=opts.distributor == "multiprocessing")
+            proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "cloob.dataprep.download", str(args_file)],
+                stdout=out,
+                env=env,
+                stderr=None if opts.distributor == "multiprocessing" else out,
+                # its own process group, so that a stall stops all of it
+                start_new_session=remote,
+            )
+            returncode = _wait(
+                proc,
+                shards if remote else None,
+                log,
+                proc_stderr_is_ours=opts.distributor == "multiprocessing",
+            )
         cause = error_file.read_text().strip() if error_file.exists() else None
     finally:
         args_file.unlink(missing_ok=True)
@@ -102,12 +125,14 @@ def run_img2dataset(inputs: Path, shards: Path | RemotePath, opts: DownloadOptio
     if cause:
         raise EngineError(f"{cause} (traceback in {log})")
     if returncode != 0:
-        raise IncompleteError(f"img2dataset failed (exit {returncode}, see {log}); "
-                              "re-run the same command to resume")
+        raise IncompleteError(
+            f"img2dataset failed (exit {returncode}, see {log}); re-run the same command to resume"
+        )
 
 
-def _wait(proc: subprocess.Popen, shards: RemotePath | None, log: Path, *,
-          proc_stderr_is_ours: bool) -> int:
+def _wait(
+    proc: subprocess.Popen, shards: RemotePath | None, log: Path, *, proc_stderr_is_ours: bool
+) -> int:
     """The child's exit status. Writing to a store (`shards`), the child runs in its own process
     group: Ctrl-C is passed on to it, and when the store stops answering and the child stops
     moving (watchdog.py), the whole group is stopped and that is one UsageError line."""
@@ -130,7 +155,8 @@ def _wait(proc: subprocess.Popen, shards: RemotePath | None, log: Path, *,
                 raise UsageError(
                     f"{shards}: the storage endpoint did not answer in time ({watch.last_error}; "
                     f"img2dataset made no progress for {watch.limit_s:.0f} s and was stopped); "
-                    "re-run the same command once it answers: finished shards are kept")
+                    "re-run the same command once it answers: finished shards are kept"
+                )
     except KeyboardInterrupt:
         _stop_group(proc, signal.SIGINT)
         raise
@@ -147,8 +173,13 @@ def _stop_group(proc: subprocess.Popen, sig: int, grace_s: float = 10) -> None:
     proc.wait()
 
 
-def _img2dataset_args(inputs: Path, shards: Path | RemotePath, opts: DownloadOptions,
-                      extra_columns: tuple[str, ...], extend: bool) -> dict:
+def _img2dataset_args(
+    inputs: Path,
+    shards: Path | RemotePath,
+    opts: DownloadOptions,
+    extra_columns: tuple[str, ...],
+    extend: bool,
+) -> dict:
     return {
         "url_list": str(inputs),
         "input_format": "parquet",
@@ -188,8 +219,9 @@ def _main(args_file: str) -> int:
     except Exception as err:  # noqa: BLE001 - any failure becomes one line plus the log
         traceback.print_exc(file=sys.stdout)  # stdout is the log
         sys.stdout.flush()
-        Path(spec["error_file"]).write_text(explain(distributor, err, workers_python,
-                                                    _log_tail(spec["log"], spec["log_start"])))
+        Path(spec["error_file"]).write_text(
+            explain(distributor, err, workers_python, _log_tail(spec["log"], spec["log_start"]))
+        )
         return 3
     finally:
         stop_engine(distributor)

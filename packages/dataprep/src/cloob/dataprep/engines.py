@@ -39,14 +39,17 @@ def preflight(distributor: str) -> None:
     if distributor == "multiprocessing":
         return
     if importlib.util.find_spec(distributor) is None:
-        raise UsageError(f"--distributor {distributor} needs {distributor} installed: "
-                         f"pip install 'cloob-dataprep[{EXTRAS[distributor]}]'")
+        raise UsageError(
+            f"--distributor {distributor} needs {distributor} installed: "
+            f"pip install 'cloob-dataprep[{EXTRAS[distributor]}]'"
+        )
     if distributor == "pyspark":
         _check_java()
         master = os.environ.get(SPARK_MASTER_ENV)
         if master:
-            _check_reachable(f"the Spark master {master} ({SPARK_MASTER_ENV})",
-                             _spark_master_hosts(master))
+            _check_reachable(
+                f"the Spark master {master} ({SPARK_MASTER_ENV})", _spark_master_hosts(master)
+            )
     elif distributor == "ray":
         address = os.environ.get("RAY_ADDRESS", "")
         hostport = _ray_hostport(address)
@@ -60,8 +63,10 @@ def _check_java() -> None:
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
     if not java or not os.access(java, os.X_OK):
         where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no `java` on PATH"
-        raise UsageError(f"--distributor pyspark needs Java 17 or newer ({where}; on Debian: "
-                         "apt-get install default-jre-headless)")
+        raise UsageError(
+            f"--distributor pyspark needs Java 17 or newer ({where}; on Debian: "
+            "apt-get install default-jre-headless)"
+        )
 
 
 def _spark_master_hosts(master: str) -> list[tuple[str, int]]:
@@ -116,9 +121,11 @@ def _check_ray_answers(address: str, hostport: tuple[str, int]) -> None:
     try:
         grpc.channel_ready_future(channel).result(timeout=_HANDSHAKE_TIMEOUT_S)
     except grpc.FutureTimeoutError:
-        raise UsageError(f"the Ray cluster {address} (RAY_ADDRESS) accepts connections but does "
-                         f"not answer as Ray within {_HANDSHAKE_TIMEOUT_S:.0f} s: is a Ray head "
-                         "running on that port (`ray start --head --port ...`)?") from None
+        raise UsageError(
+            f"the Ray cluster {address} (RAY_ADDRESS) accepts connections but does "
+            f"not answer as Ray within {_HANDSHAKE_TIMEOUT_S:.0f} s: is a Ray head "
+            "running on that port (`ray start --head --port ...`)?"
+        ) from None
     finally:
         channel.close()
 
@@ -165,8 +172,7 @@ def _start_spark(processes: int) -> tuple[str, str]:
         conf.setIfMissing("spark.driver.host", "127.0.0.1")
         conf.setIfMissing("spark.driver.bindAddress", "127.0.0.1")
     # conf first: it holds spark-submit's spark.master (local[*]), which ours replaces.
-    spark = SparkSession.builder.config(conf=conf).master(master).appName("dataprep") \
-        .getOrCreate()
+    spark = SparkSession.builder.config(conf=conf).master(master).appName("dataprep").getOrCreate()
     return f"pyspark: master {master}", spark.sparkContext.pythonExec
 
 
@@ -182,8 +188,13 @@ def _start_ray(processes: int) -> tuple[str, str]:
 
     if address is None:
         # No cluster: a local instance for this run only, on loopback (nothing else joins it).
-        ray.init(address="local", num_cpus=processes, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", runtime_env=runtime_env)
+        ray.init(
+            address="local",
+            num_cpus=processes,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            runtime_env=runtime_env,
+        )
         where = "a local instance on 127.0.0.1"
     else:
         ray.init(address=address, runtime_env=runtime_env)
@@ -251,16 +262,21 @@ _WRONG_PYTHON = re.compile(r"Python in worker has different version[^\n]*")
 
 # Causes the JVM logs but does not put in the exception Python sees: (pattern, what it means).
 _SPARK_LOG_CAUSES = [
-    ("All masters are unresponsive! Giving up.",
-     "the Spark master {master} did not answer (Spark: \"All masters are unresponsive! Giving "
-     "up.\"); check " + SPARK_MASTER_ENV + " and that the master is running"),
-    ("Application has been killed. Reason:",
-     "the Spark master {master} killed the application (see the log)"),
+    (
+        "All masters are unresponsive! Giving up.",
+        'the Spark master {master} did not answer (Spark: "All masters are unresponsive! Giving '
+        'up."); check ' + SPARK_MASTER_ENV + " and that the master is running",
+    ),
+    (
+        "Application has been killed. Reason:",
+        "the Spark master {master} killed the application (see the log)",
+    ),
 ]
 
 
-def explain(distributor: str, err: BaseException, workers_python: str | None,
-            log_text: str = "") -> str:
+def explain(
+    distributor: str, err: BaseException, workers_python: str | None, log_text: str = ""
+) -> str:
     """One line naming why the engine failed (the full traceback goes to the log);
     `workers_python` is what `start_engine` chose, None if it did not get that far; `log_text`
     is the end of the engine's log (the JVM writes there what Py4J's exception leaves out)."""
@@ -275,13 +291,18 @@ def explain(distributor: str, err: BaseException, workers_python: str | None,
     python = workers_python or "not started"
     if m := _MISSING_MODULE.search(text):
         fix = "PYSPARK_PYTHON" if engine == "Spark" else RAY_RUNTIME_ENV
-        return (f"{engine} {workers} cannot import {m.group(1)} (their Python: {python}); point "
-                f"{fix} at an interpreter with cloob-dataprep installed on every node")
+        return (
+            f"{engine} {workers} cannot import {m.group(1)} (their Python: {python}); point "
+            f"{fix} at an interpreter with cloob-dataprep installed on every node"
+        )
     if m := _WRONG_PYTHON.search(text):
         return f"{engine} {workers}: {m.group(0).strip()}"
     if isinstance(err, ConnectionError):  # Ray's reason (e.g. a token it wants) is the cause
-        why = f" ({type(err.__cause__).__name__}: {_first_line(str(err.__cause__))[:240]})" \
-            if err.__cause__ else ""
+        why = (
+            f" ({type(err.__cause__).__name__}: {_first_line(str(err.__cause__))[:240]})"
+            if err.__cause__
+            else ""
+        )
         return f"{engine}: cannot connect: {_first_line(str(err))}{why}"
     # Java and Ray wrap the Python error; the innermost Python exception line names the cause.
     found = [m for m in _PY_ERROR.finditer(text) if not m.group(1).startswith(("Py4J", "Spark"))]

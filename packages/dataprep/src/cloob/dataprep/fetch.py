@@ -34,9 +34,23 @@ from cloob.dataprep.shards import complete_shards, remove_incomplete, write_size
 # Parts of the list given to img2dataset: it reads each part whole, so bounded parts bound memory.
 PART_ROWS = 1_000_000
 # What a fetch writes into DIR; anything else there means DIR is not ours to write into.
-_OURS = {"shards", "urls.parquet", "urls.json", "input", "input.tmp", "retry", "sources",
-         "fetch.json", "runs.json", "manifest.duckdb", "sizes.json", "img2dataset.log", ".lock",
-         "refused.parquet", ".dataprep"}
+_OURS = {
+    "shards",
+    "urls.parquet",
+    "urls.json",
+    "input",
+    "input.tmp",
+    "retry",
+    "sources",
+    "fetch.json",
+    "runs.json",
+    "manifest.duckdb",
+    "sizes.json",
+    "img2dataset.log",
+    ".lock",
+    "refused.parquet",
+    ".dataprep",
+}
 
 
 @dataclass
@@ -55,9 +69,17 @@ class Counts:
 ListBuilder = Callable[[Path], str]
 
 
-def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadOptions, *,
-          data: str | None = None, force: bool = False, command: str = "fetch",
-          say: Callable[[str], None] = print) -> Counts:
+def fetch(
+    root: Path,
+    spec: SourceSpec,
+    build_list: ListBuilder,
+    opts: DownloadOptions,
+    *,
+    data: str | None = None,
+    force: bool = False,
+    command: str = "fetch",
+    say: Callable[[str], None] = print,
+) -> Counts:
     layout = Layout(root, data)
     if data:
         storage.check_access(data)
@@ -71,8 +93,10 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
         with locked(root):
             pull_records(layout)
             if not layout.marker.exists():
-                write_json(layout.marker, {"made_by": "cloob-dataprep",
-                                           "version": package_version("cloob-dataprep")})
+                write_json(
+                    layout.marker,
+                    {"made_by": "cloob-dataprep", "version": package_version("cloob-dataprep")},
+                )
             identity = {"source": spec.name, "args": spec.args, **opts.identity()}
             if not force:
                 _refuse_other_options(layout, identity)
@@ -84,10 +108,12 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
             downloading = True
             if layout.is_remote:  # claim the prefix before the first shard lands there
                 storage.put_file(layout.marker, layout.dataset / layout.marker.name)
-            _download(layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False,
-                      say=say)
-            counts = _finish(layout, command, {**asdict(opts), "source": spec.name, **spec.args},
-                             started)
+            _download(
+                layout, opts, spec.extra_columns, range(state["n_shards"]), extend=False, say=say
+            )
+            counts = _finish(
+                layout, command, {**asdict(opts), "source": spec.name, **spec.args}, started
+            )
     except Exception:
         if not downloading:  # bad input: leave DIR as it was found
             _undo_start(root, before)
@@ -95,8 +121,9 @@ def fetch(root: Path, spec: SourceSpec, build_list: ListBuilder, opts: DownloadO
     return counts
 
 
-def retry(root: Path, overrides: dict, *, data: str | None = None,
-          say: Callable[[str], None] = print) -> Counts:
+def retry(
+    root: Path, overrides: dict, *, data: str | None = None, say: Callable[[str], None] = print
+) -> Counts:
     """Download the failed samples again into new shards, then update sizes and manifest."""
     layout = Layout(root, data)
     if data:
@@ -113,16 +140,25 @@ def retry(root: Path, overrides: dict, *, data: str | None = None,
         remove_incomplete(layout.shards)
         missing = set(range(state["n_shards"])) - {int(n) for n in complete_shards(layout.shards)}
         if missing:
-            raise UsageError(f"{len(missing)} shards of the fetch are not finished: re-run the "
-                             "fetch command first")
+            raise UsageError(
+                f"{len(missing)} shards of the fetch are not finished: re-run the "
+                "fetch command first"
+            )
         build_manifest(layout)
         n = _write_retry_input(layout)
         if n == 0:
             say("nothing to retry: every sample succeeded (or has a URL that is never fetched)")
         else:
             say(f"retrying {n} failed samples")
-            _download(layout, opts, tuple(state.get("extra_columns", ())), None, extend=True,
-                      inputs=layout.retries, say=say)
+            _download(
+                layout,
+                opts,
+                tuple(state.get("extra_columns", ())),
+                None,
+                extend=True,
+                inputs=layout.retries,
+                say=say,
+            )
         shutil.rmtree(layout.retries, ignore_errors=True)
         return _finish(layout, "retry", {**asdict(opts)}, started)
 
@@ -135,19 +171,26 @@ def _entries(root: Path) -> set[str] | None:
 def _check_ours(layout: Layout, names: set[str]) -> None:
     """A non-empty DIR must be one dataprep made, holding nothing else: we never write, delete or
     overwrite files in someone else's folder (a hand-made shards/ and sizes.json look like ours)."""
-    strangers = names if not layout.made_by_dataprep() else \
-        {n for n in names if n not in _OURS and not n.startswith(".")}
+    strangers = (
+        names
+        if not layout.made_by_dataprep()
+        else {n for n in names if n not in _OURS and not n.startswith(".")}
+    )
     if strangers:
-        raise UsageError(f"{layout.root} holds files dataprep did not write "
-                         f"({', '.join(sorted(strangers)[:3])}): use a new or empty directory")
+        raise UsageError(
+            f"{layout.root} holds files dataprep did not write "
+            f"({', '.join(sorted(strangers)[:3])}): use a new or empty directory"
+        )
 
 
 def _check_ours_remote(layout: Layout) -> None:
     """The same rule for a bucket prefix: empty, or marked as ours by an earlier fetch."""
     names = {p.name for p in layout.dataset.iterdir()}
     if names and layout.marker.name not in names:
-        raise UsageError(f"{layout.data} holds objects dataprep did not write "
-                         f"({', '.join(sorted(names)[:3])}): use a new or empty prefix")
+        raise UsageError(
+            f"{layout.data} holds objects dataprep did not write "
+            f"({', '.join(sorted(names)[:3])}): use a new or empty prefix"
+        )
 
 
 def _undo_start(root: Path, before: set[str] | None) -> None:
@@ -169,12 +212,23 @@ def _start_over(layout: Layout) -> None:
     for name in ("input", "input.tmp", "retry"):
         shutil.rmtree(layout.root / name, ignore_errors=True)
     storage.rmtree(layout.shards)
-    for path in (layout.fetch_json, layout.runs_json, layout.manifest, layout.sizes_json,
-                 layout.log, layout.refused):
+    for path in (
+        layout.fetch_json,
+        layout.runs_json,
+        layout.manifest,
+        layout.sizes_json,
+        layout.log,
+        layout.refused,
+    ):
         path.unlink(missing_ok=True)
     if layout.is_remote:  # or a killed --force run would find the old records there again
-        for path in (layout.fetch_json, layout.runs_json, layout.manifest, layout.log,
-                     layout.refused):
+        for path in (
+            layout.fetch_json,
+            layout.runs_json,
+            layout.manifest,
+            layout.log,
+            layout.refused,
+        ):
             (layout.dataset / path.name).unlink(missing_ok=True)
 
 
@@ -185,15 +239,20 @@ def _refuse_other_options(layout: Layout, identity: dict) -> None:
     if before != identity:
         diff = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
         shown = ", ".join(f"{k}: {before.get(k)!r} → {identity.get(k)!r}" for k in diff)
-        raise UsageError(f"{layout.root} was made with different options ({shown}); "
-                         "use --force to start over")
+        raise UsageError(
+            f"{layout.root} was made with different options ({shown}); use --force to start over"
+        )
 
 
-def _ensure_list(layout: Layout, spec: SourceSpec, build_list: ListBuilder,
-                 say: Callable[[str], None]) -> None:
+def _ensure_list(
+    layout: Layout, spec: SourceSpec, build_list: ListBuilder, say: Callable[[str], None]
+) -> None:
     wanted = {"source": spec.name, "args": spec.args}
-    if layout.url_list.exists() and layout.url_list_meta.exists() and \
-            json.loads(layout.url_list_meta.read_text()) == wanted:
+    if (
+        layout.url_list.exists()
+        and layout.url_list_meta.exists()
+        and json.loads(layout.url_list_meta.read_text()) == wanted
+    ):
         say(f"reusing url list {layout.url_list}")
         return
     fresh = layout.root / ".urls.new.parquet"
@@ -204,15 +263,19 @@ def _ensure_list(layout: Layout, spec: SourceSpec, build_list: ListBuilder,
     write_json(layout.url_list_meta, wanted)
 
 
-def _ensure_inputs(layout: Layout, identity: dict, opts: DownloadOptions,
-                   spec: SourceSpec) -> dict:
+def _ensure_inputs(layout: Layout, identity: dict, opts: DownloadOptions, spec: SourceSpec) -> dict:
     """Cut the list into img2dataset's input parts once; fetch.json marks them complete."""
     if layout.fetch_json.exists() and layout.inputs.is_dir():
         return json.loads(layout.fetch_json.read_text())
     spp = opts.samples_per_shard
     rows, fetchable = _write_parts(layout, spp * max(1, PART_ROWS // spp), opts.max_samples)
-    state = {"identity": identity, "options": asdict(opts), "rows": rows,
-             "n_shards": math.ceil(fetchable / spp), "extra_columns": list(spec.extra_columns)}
+    state = {
+        "identity": identity,
+        "options": asdict(opts),
+        "rows": rows,
+        "n_shards": math.ceil(fetchable / spp),
+        "extra_columns": list(spec.extra_columns),
+    }
     write_json(layout.fetch_json, state)
     return state
 
@@ -267,10 +330,15 @@ class _RefusedRows:
         if not batch.num_rows:
             return
         n = batch.num_rows
-        table = pa.table({"source_id": batch.column("source_id"), "url": batch.column("url"),
-                          "caption": batch.column("caption"),
-                          "status": pa.array([REFUSED_STATUS] * n, pa.string()),
-                          "error_message": pa.array([REFUSED_MESSAGE] * n, pa.string())})
+        table = pa.table(
+            {
+                "source_id": batch.column("source_id"),
+                "url": batch.column("url"),
+                "caption": batch.column("caption"),
+                "status": pa.array([REFUSED_STATUS] * n, pa.string()),
+                "error_message": pa.array([REFUSED_MESSAGE] * n, pa.string()),
+            }
+        )
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema)
         self.writer.write_table(table)
@@ -291,7 +359,8 @@ def _write_retry_input(layout: Layout) -> int:
         failed = con.sql(
             f"""SELECT l.* FROM read_parquet('{layout.url_list}') l
                 WHERE l.source_id IN (SELECT source_id FROM samples WHERE status <> 'success')
-                ORDER BY l.source_id""").to_arrow_table()
+                ORDER BY l.source_id"""
+        ).to_arrow_table()
     # Refused rows (and any non-http(s) row of a dataset made before they were refused) stay failed.
     failed = failed.filter(fetchable_mask(failed.column("url")))
     if failed.num_rows:
@@ -299,9 +368,16 @@ def _write_retry_input(layout: Layout) -> int:
     return failed.num_rows
 
 
-def _download(layout: Layout, opts: DownloadOptions, extra_columns: tuple[str, ...],
-              expected: range | None, *, extend: bool, inputs: Path | None = None,
-              say: Callable[[str], None] = print) -> None:
+def _download(
+    layout: Layout,
+    opts: DownloadOptions,
+    extra_columns: tuple[str, ...],
+    expected: range | None,
+    *,
+    extend: bool,
+    inputs: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
     remove_incomplete(layout.shards)
     done = {int(n) for n in complete_shards(layout.shards)}
     if expected is not None and set(expected) <= done:
@@ -309,13 +385,20 @@ def _download(layout: Layout, opts: DownloadOptions, extra_columns: tuple[str, .
     before = set(done)
     if opts.distributor != "multiprocessing":
         say(f"downloading with {opts.distributor}; its output goes to {layout.log}")
-    run_img2dataset(inputs or layout.inputs, layout.shards, opts, extra_columns=extra_columns,
-                    log=layout.log, extend=extend)
+    run_img2dataset(
+        inputs or layout.inputs,
+        layout.shards,
+        opts,
+        extra_columns=extra_columns,
+        log=layout.log,
+        extend=extend,
+    )
     done = {int(n) for n in complete_shards(layout.shards)}
     if expected is not None and not set(expected) <= done:
         failed = len(set(expected) - done)
-        raise IncompleteError(f"{failed} shards did not finish (see {layout.log}); "
-                              "re-run the same command to resume")
+        raise IncompleteError(
+            f"{failed} shards did not finish (see {layout.log}); re-run the same command to resume"
+        )
     if extend and done == before:
         raise IncompleteError(f"the retry wrote no shard (see {layout.log})")
 
@@ -325,11 +408,17 @@ def _finish(layout: Layout, command: str, options: dict, started: datetime) -> C
     build_manifest(layout)
     with connect(layout) as con:
         rows, success = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples").fetchall()[0]
+            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples"
+        ).fetchall()[0]
         shards = con.execute("SELECT count(*) FROM shards").fetchall()[0][0]
     counts = Counts(rows=rows, success=success, failed=rows - success, shards=shards)
-    record_run(layout, command, options, started,
-               {"rows": rows, "success": success, "failed": rows - success})
+    record_run(
+        layout,
+        command,
+        options,
+        started,
+        {"rows": rows, "success": success, "failed": rows - success},
+    )
     build_manifest(layout)  # again, so `runs` includes this run
     push_records(layout)
     return counts

@@ -105,8 +105,16 @@ class Layout:
 
     def records(self) -> list[Path]:
         """The local files that are copied to a remote dataset, the commit (fetch.json) last."""
-        return [self.marker, self.url_list, self.url_list_meta, self.refused, self.log,
-                self.manifest, self.runs_json, self.fetch_json]
+        return [
+            self.marker,
+            self.url_list,
+            self.url_list_meta,
+            self.refused,
+            self.log,
+            self.manifest,
+            self.runs_json,
+            self.fetch_json,
+        ]
 
 
 def push_records(layout: Layout) -> None:

@@ -23,8 +23,20 @@ from cloob.common.files import atomic_path, write_json
 from cloob.dataprep.layout import Layout
 from cloob.dataprep.shards import complete_shards, shard_names
 
-SAMPLE_COLUMNS = ("key", "shard", "source_id", "url", "caption", "status", "error_message",
-                  "width", "height", "original_width", "original_height", "sha256")
+SAMPLE_COLUMNS = (
+    "key",
+    "shard",
+    "source_id",
+    "url",
+    "caption",
+    "status",
+    "error_message",
+    "width",
+    "height",
+    "original_width",
+    "original_height",
+    "sha256",
+)
 _ATTEMPTS_DDL = """CREATE TABLE attempts (key VARCHAR, shard VARCHAR, source_id BIGINT,
     url VARCHAR, caption VARCHAR, status VARCHAR, error_message VARCHAR, width INTEGER,
     height INTEGER, original_width INTEGER, original_height INTEGER, sha256 VARCHAR)"""
@@ -59,10 +71,15 @@ def build_manifest(layout: Layout) -> Path:
                 con.execute(
                     f"INSERT INTO attempts BY NAME SELECT {cols}, "
                     "regexp_extract(filename, '(\\d+)\\.parquet$', 1) || '.tar' AS shard "
-                    "FROM read_parquet(?, filename = true, union_by_name = true)", [files])
+                    "FROM read_parquet(?, filename = true, union_by_name = true)",
+                    [files],
+                )
             if layout.refused.exists():  # rows never downloaded: failed, in no shard
-                con.execute("INSERT INTO attempts BY NAME SELECT source_id, url, caption, status, "
-                            "error_message FROM read_parquet(?)", [str(layout.refused)])
+                con.execute(
+                    "INSERT INTO attempts BY NAME SELECT source_id, url, caption, status, "
+                    "error_message FROM read_parquet(?)",
+                    [str(layout.refused)],
+                )
             con.execute("""CREATE TABLE samples AS
                 SELECT * EXCLUDE (rn) FROM (
                     SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY shard DESC) AS rn,
@@ -98,18 +115,21 @@ def connect(layout: Layout) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(ensure_manifest(layout)), read_only=True)
 
 
-def record_run(layout: Layout, command: str, options: dict, started: datetime,
-               counts: dict) -> None:
+def record_run(
+    layout: Layout, command: str, options: dict, started: datetime, counts: dict
+) -> None:
     """Append this run to `DIR/runs.json` (rewritten atomically; the manifest loads it)."""
     runs = _load_runs(layout)
-    runs.append({
-        "command": command,
-        "options": options,
-        "versions": {dist: package_version(dist) for dist in _VERSIONED},
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now().isoformat(timespec="seconds"),
-        **counts,
-    })
+    runs.append(
+        {
+            "command": command,
+            "options": options,
+            "versions": {dist: package_version(dist) for dist in _VERSIONED},
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now().isoformat(timespec="seconds"),
+            **counts,
+        }
+    )
     write_json(layout.runs_json, runs)
 
 
@@ -123,29 +143,39 @@ def _load_runs(layout: Layout) -> list[dict]:
 
 def _runs_table(layout: Layout) -> pa.Table:
     rows = _load_runs(layout)
-    return pa.table({
-        "command": pa.array([r.get("command") for r in rows], pa.string()),
-        "options": pa.array([json.dumps(r.get("options", {})) for r in rows], pa.string()),
-        "versions": pa.array([json.dumps(r.get("versions", {})) for r in rows], pa.string()),
-        "started": pa.array([r.get("started") for r in rows], pa.string()).cast(pa.timestamp("s")),
-        "finished": pa.array([r.get("finished") for r in rows], pa.string()).cast(pa.timestamp("s")),
-        "rows": pa.array([r.get("rows") for r in rows], pa.int64()),
-        "success": pa.array([r.get("success") for r in rows], pa.int64()),
-        "failed": pa.array([r.get("failed") for r in rows], pa.int64()),
-    })
+    return pa.table(
+        {
+            "command": pa.array([r.get("command") for r in rows], pa.string()),
+            "options": pa.array([json.dumps(r.get("options", {})) for r in rows], pa.string()),
+            "versions": pa.array([json.dumps(r.get("versions", {})) for r in rows], pa.string()),
+            "started": pa.array([r.get("started") for r in rows], pa.string()).cast(
+                pa.timestamp("s")
+            ),
+            "finished": pa.array([r.get("finished") for r in rows], pa.string()).cast(
+                pa.timestamp("s")
+            ),
+            "rows": pa.array([r.get("rows") for r in rows], pa.int64()),
+            "success": pa.array([r.get("success") for r in rows], pa.int64()),
+            "failed": pa.array([r.get("failed") for r in rows], pa.int64()),
+        }
+    )
 
 
 def _shards_table(layout: Layout, done: dict[str, dict]) -> pa.Table:
     names = shard_names(layout.shards)
     tars = [layout.shards / f"{n}.tar" for n in names]
     stats = [done.get(n) for n in names]
-    return pa.table({
-        "shard": pa.array([t.name for t in tars], pa.string()),
-        "path": pa.array([str(t.relative_to(layout.dataset)) for t in tars], pa.string()),
-        "n_rows": pa.array([s["count"] if s else None for s in stats], pa.int64()),
-        "n_success": pa.array([s["successes"] if s else None for s in stats], pa.int64()),
-        "n_failed": pa.array([s["failed_to_download"] + s["failed_to_resize"] if s else None
-                              for s in stats], pa.int64()),
-        "bytes": pa.array([t.stat().st_size if t.exists() else None for t in tars], pa.int64()),
-        "complete": pa.array([s is not None for s in stats], pa.bool_()),
-    })
+    return pa.table(
+        {
+            "shard": pa.array([t.name for t in tars], pa.string()),
+            "path": pa.array([str(t.relative_to(layout.dataset)) for t in tars], pa.string()),
+            "n_rows": pa.array([s["count"] if s else None for s in stats], pa.int64()),
+            "n_success": pa.array([s["successes"] if s else None for s in stats], pa.int64()),
+            "n_failed": pa.array(
+                [s["failed_to_download"] + s["failed_to_resize"] if s else None for s in stats],
+                pa.int64(),
+            ),
+            "bytes": pa.array([t.stat().st_size if t.exists() else None for t in tars], pa.int64()),
+            "complete": pa.array([s is not None for s in stats], pa.bool_()),
+        }
+    )

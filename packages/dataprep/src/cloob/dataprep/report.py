@@ -46,13 +46,23 @@ def print_stats(root: Path | Layout) -> None:
         summary.add_row("shards", f"{n_shards:,}")
         summary.add_row("bytes", f"{n_bytes:,} ({n_bytes / 2**20:.1f} MiB)")
         console.print(summary)
-        _print_result(con.execute(
-            "SELECT status, error_message, count(*) AS n FROM samples WHERE status <> 'success' "
-            "GROUP BY ALL ORDER BY n DESC, error_message LIMIT 10"), "top errors", 10)
-        _print_result(con.execute(
-            "SELECT shard, n_rows, n_success, n_failed, "
-            "round(100.0 * n_success / nullif(n_rows, 0), 1) AS success_pct, bytes, complete "
-            "FROM shards ORDER BY shard"), "shards", 10**9)
+        _print_result(
+            con.execute(
+                "SELECT status, error_message, count(*) AS n FROM samples WHERE status <> 'success' "
+                "GROUP BY ALL ORDER BY n DESC, error_message LIMIT 10"
+            ),
+            "top errors",
+            10,
+        )
+        _print_result(
+            con.execute(
+                "SELECT shard, n_rows, n_success, n_failed, "
+                "round(100.0 * n_success / nullif(n_rows, 0), 1) AS success_pct, bytes, complete "
+                "FROM shards ORDER BY shard"
+            ),
+            "shards",
+            10**9,
+        )
 
 
 def print_query(root: Path | Layout, sql: str, limit: int) -> None:
@@ -75,20 +85,25 @@ def verify_dir(root: Path | Layout) -> bool:
     bad: list[tuple[str, str]] = []
     checked = 0
     with connect(layout) as con:
-        for name in track(shard_names(layout.shards), description="verifying", console=console,
-                          transient=True):
+        for name in track(
+            shard_names(layout.shards), description="verifying", console=console, transient=True
+        ):
             tar = layout.shards / f"{name}.tar"
             if name not in done:
                 bad.append((tar.name, "incomplete: no stats file (re-run the fetch)"))
                 continue
-            keys = {k for (k,) in con.execute(
-                "SELECT key FROM attempts WHERE shard = ? AND status = 'success'",
-                [tar.name]).fetchall()}
+            keys = {
+                k
+                for (k,) in con.execute(
+                    "SELECT key FROM attempts WHERE shard = ? AND status = 'success'", [tar.name]
+                ).fetchall()
+            }
             check = check_tar(tar, keys)
             checked += check.samples
             if check.samples != done[name]["successes"]:
-                check.problems.append(f"{check.samples} samples, stats say "
-                                      f"{done[name]['successes']}")
+                check.problems.append(
+                    f"{check.samples} samples, stats say {done[name]['successes']}"
+                )
             bad.extend((tar.name, p) for p in check.problems[:5])
     if unfinished:
         console.print(f"[red]incomplete[/red]: {unfinished}")
@@ -117,17 +132,22 @@ def _unfinished(layout: Layout, done: dict[str, dict]) -> str | None:
         expected = int(json.loads(layout.fetch_json.read_text())["n_shards"])
     except (OSError, ValueError, KeyError, TypeError):
         expected = None  # a `fetch demo` directory, one from before fetch.json, a fresh --work
-    finished = len(done) if expected is None else \
-        len(set(range(expected)) & {int(name) for name in done})
+    finished = (
+        len(done) if expected is None else len(set(range(expected)) & {int(name) for name in done})
+    )
     if layout.is_remote and not (layout.dataset / layout.fetch_json.name).exists():
         of = "" if expected is None else f" of {expected}"
-        return (f"{finished}{of} shards finished; the fetch did not complete ({layout.data} has "
-                "no fetch.json, which a fetch copies there when it ends; re-run the same fetch "
-                "command to finish it)")
+        return (
+            f"{finished}{of} shards finished; the fetch did not complete ({layout.data} has "
+            "no fetch.json, which a fetch copies there when it ends; re-run the same fetch "
+            "command to finish it)"
+        )
     if expected is None or finished == expected:
         return None
-    return (f"{finished} of {expected} shards finished; the fetch did not complete "
-            "(re-run the same fetch command to finish it)")
+    return (
+        f"{finished} of {expected} shards finished; the fetch did not complete "
+        "(re-run the same fetch command to finish it)"
+    )
 
 
 def _print_result(result: duckdb.DuckDBPyConnection, title: str | None, limit: int) -> None:

@@ -82,8 +82,10 @@ def remove_incomplete(shards: Location) -> list[str]:
 
 def write_sizes(layout: Layout) -> dict[str, int]:
     """sizes.json (tar name → successful samples) in DIR and next to the shards."""
-    sizes = {f"{name}.tar": int(stats["successes"])
-             for name, stats in complete_shards(layout.shards).items()}
+    sizes = {
+        f"{name}.tar": int(stats["successes"])
+        for name, stats in complete_shards(layout.shards).items()
+    }
     storage.write_json(layout.sizes_json, sizes)
     storage.write_json(layout.shard_sizes_json, sizes)
     return sizes
@@ -132,8 +134,9 @@ def check_tar(tar: Location, expected_keys: set[str] | None) -> ShardCheck:
     if expected_keys is not None:
         missing, extra = expected_keys - samples.keys(), samples.keys() - expected_keys
         if missing:
-            check.problems.append(f"{len(missing)} samples of the manifest missing "
-                                  f"(e.g. {min(missing)})")
+            check.problems.append(
+                f"{len(missing)} samples of the manifest missing (e.g. {min(missing)})"
+            )
         if extra:
             check.problems.append(f"{len(extra)} samples not in the manifest (e.g. {min(extra)})")
     return check

@@ -99,9 +99,14 @@ def random_scene(rng: random.Random, *, held_out: bool | None = None) -> Scene:
 
 def scene_with(rng: random.Random, shape: str, colour: str) -> Scene:
     """A random scene with a given shape and colour (benchmark images of one class)."""
-    return Scene(shape=shape, colour=colour, size=rng.choice(SIZES),
-                 position=rng.choice(POSITIONS), texture=rng.choice(TEXTURES),
-                 background=rng.choice(list(BACKGROUNDS)))
+    return Scene(
+        shape=shape,
+        colour=colour,
+        size=rng.choice(SIZES),
+        position=rng.choice(POSITIONS),
+        texture=rng.choice(TEXTURES),
+        background=rng.choice(list(BACKGROUNDS)),
+    )
 
 
 def describe(scene: Scene, rng: random.Random) -> str:
@@ -155,13 +160,23 @@ def _centre(position: str, big: int, radius: float, rng: random.Random) -> tuple
 def _polygon(cx: float, cy: float, radii: list[float], turn: float) -> list[tuple[float, float]]:
     n = len(radii)
     return [
-        (cx + r * math.sin(turn + 2 * math.pi * k / n), cy - r * math.cos(turn + 2 * math.pi * k / n))
+        (
+            cx + r * math.sin(turn + 2 * math.pi * k / n),
+            cy - r * math.cos(turn + 2 * math.pi * k / n),
+        )
         for k, r in enumerate(radii)
     ]
 
 
-def _shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-           fill: tuple[int, ...], turn: float) -> None:
+def _shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    fill: tuple[int, ...],
+    turn: float,
+) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     elif shape == "square":

@@ -26,8 +26,14 @@ from cloob.benchmarks.data.images import Task
 from cloob.common.cli import UsageError
 
 
-def build_task(name: str, root: Path, classnames: list[str], templates: list[str], rule: str,
-               headline: str = "acc1") -> Task:
+def build_task(
+    name: str,
+    root: Path,
+    classnames: list[str],
+    templates: list[str],
+    rule: str,
+    headline: str = "acc1",
+) -> Task:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such dataset folder")
     mapping, rule_words = registry.label_map(rule, class_folders(root), classnames)
@@ -37,8 +43,12 @@ def build_task(name: str, root: Path, classnames: list[str], templates: list[str
     return Task(name, root, classnames, templates, samples, rule_words, headline)
 
 
-def folder_task(path: str | Path, classnames_file: str | Path | None = None,
-                templates_file: str | Path | None = None, name: str | None = None) -> Task:
+def folder_task(
+    path: str | Path,
+    classnames_file: str | Path | None = None,
+    templates_file: str | Path | None = None,
+    name: str | None = None,
+) -> Task:
     """An ImageFolder dir; also a task dir holding `images/`, `classnames.txt`, `templates.txt`."""
     path = Path(path)
     if not path.is_dir():
@@ -50,7 +60,9 @@ def folder_task(path: str | Path, classnames_file: str | Path | None = None,
         name = name or path.name
         path = path / "images"
     folders = class_folders(path)
-    classnames = read_lines(classnames_file) if classnames_file else [f.replace("_", " ") for f in folders]
+    classnames = (
+        read_lines(classnames_file) if classnames_file else [f.replace("_", " ") for f in folders]
+    )
     templates = read_templates(templates_file) if templates_file else [DEFAULT_TEMPLATE]
     return build_task(name or path.name, path, classnames, templates, registry.BY_INDEX)
 
@@ -62,19 +74,26 @@ def registry_task(spec: registry.DatasetSpec, path: str | Path) -> Task:
         path = path / spec.name
     source = path / SOURCE_FILE
     if not source.is_file():
-        raise FileNotFoundError(f"{spec.title} is not prepared under {path}; run: "
-                                f"{registry.fetch_command(spec, str(path.parent))}")
+        raise FileNotFoundError(
+            f"{spec.title} is not prepared under {path}; run: "
+            f"{registry.fetch_command(spec, str(path.parent))}"
+        )
     info = json.loads(source.read_text(encoding="utf-8"))
     classnames = read_lines(path / CLASSNAMES_FILE)
     templates = read_templates(path / TEMPLATES_FILE)
-    task = build_task(spec.name, path / info["images"], classnames, templates, spec.label_rule,
-                      spec.headline)
+    task = build_task(
+        spec.name, path / info["images"], classnames, templates, spec.label_rule, spec.headline
+    )
     task.extra["source"] = {k: info.get(k) for k in ("url", "sha256", "size", "metadata")}
     return task
 
 
-def resolve_task(dataset: str, path: str | Path, classnames_file: str | Path | None = None,
-                 templates_file: str | Path | None = None) -> Task:
+def resolve_task(
+    dataset: str,
+    path: str | Path,
+    classnames_file: str | Path | None = None,
+    templates_file: str | Path | None = None,
+) -> Task:
     """`dataset` is "folder", "imagenet" (a val/<wnid>/ folder), "imagenetv2" (integer folders) or a
     registry name; a folder fetched by `benchmarks fetch` is recognised by its SOURCE.json."""
     if dataset == "folder":

@@ -75,7 +75,9 @@ def _extract_zip(archive: Path, target: Path) -> None:
             _check_name(archive, info.filename)
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no unix type recorded → a plain file
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise UnsafeArchive(f"{archive.name}: refusing link or special file {info.filename!r}")
+                raise UnsafeArchive(
+                    f"{archive.name}: refusing link or special file {info.filename!r}"
+                )
         _check_tree(archive, ((info.filename, info.is_dir()) for info in members))
         for info in members:
             out = target.joinpath(*_check_name(archive, info.filename).parts)
@@ -93,7 +95,9 @@ def _extract_tar(archive: Path, target: Path) -> None:
         for member in members:
             _check_name(archive, member.name)
             if not (member.isfile() or member.isdir()):
-                raise UnsafeArchive(f"{archive.name}: refusing link or special file {member.name!r}")
+                raise UnsafeArchive(
+                    f"{archive.name}: refusing link or special file {member.name!r}"
+                )
         _check_tree(archive, ((member.name, member.isdir()) for member in members))
         # The stdlib "data" filter re-checks the same rules as a second line of defence.
         tf.extractall(target, members=members, filter="data")

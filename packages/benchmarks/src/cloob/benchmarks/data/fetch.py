@@ -86,6 +86,7 @@ class FetchResult:
 
 # ---------------------------------------------------------------- metadata
 
+
 def fetch_metadata(cfg: FetchConfig) -> dict[str, Path]:
     """The pinned class-name/template files in `ROOT/.metadata/`, each checked against its sha256."""
     out = {}
@@ -93,14 +94,25 @@ def fetch_metadata(cfg: FetchConfig) -> dict[str, Path]:
         expected = cfg.checksums.get(pin.filename, pin.sha256)
         target = cfg.root / METADATA_DIR / pin.filename
         if not (target.is_file() and sha256_file(target) == expected):
-            _download_verified(cfg.url_for(pin.filename, pin.url), target, expected, cfg,
-                               hint="pinned" if pin.filename not in cfg.checksums else "from --checksums")
+            _download_verified(
+                cfg.url_for(pin.filename, pin.url),
+                target,
+                expected,
+                cfg,
+                hint="pinned" if pin.filename not in cfg.checksums else "from --checksums",
+            )
         out[pin.filename] = target
     return out
 
 
-def _download_verified(url: str, target: Path, expected: str | None, cfg: FetchConfig, hint: str,
-                       previous: Path | None = None) -> str:
+def _download_verified(
+    url: str,
+    target: Path,
+    expected: str | None,
+    cfg: FetchConfig,
+    hint: str,
+    previous: Path | None = None,
+) -> str:
     """Download to a side name, check sha256, then rename onto `target` (kept intact on mismatch)."""
     incoming = target.with_name(target.name + ".incoming")
     download(url, incoming, retries=cfg.retries, timeout=cfg.timeout, progress=cfg.progress)
@@ -111,12 +123,15 @@ def _download_verified(url: str, target: Path, expected: str | None, cfg: FetchC
         keep = f"; the previous copy {previous} is kept" if previous.exists() else ""
         raise ChecksumMismatch(
             f"checksum mismatch for {target.name} from {url}: sha256 {got}, expected {expected} "
-            f"({hint}){keep}. A mirror serving different bytes needs --checksums FILE")
+            f"({hint}){keep}. A mirror serving different bytes needs --checksums FILE"
+        )
     os.replace(incoming, target)
     return got
 
 
-def class_lists(spec: registry.DatasetSpec, files: dict[str, Path]) -> tuple[list[str], list[str], dict]:
+def class_lists(
+    spec: registry.DatasetSpec, files: dict[str, Path]
+) -> tuple[list[str], list[str], dict]:
     """Class names + templates for a zip dataset (CLOOB's lists: the zips' folder order)."""
     cloob = metadata.load_cloob(files["zeroshot_data.py"])
     clip = metadata.load_clip(files["prompts.md"])
@@ -124,19 +139,27 @@ def class_lists(spec: registry.DatasetSpec, files: dict[str, Path]) -> tuple[lis
         raise UsageError(f"zeroshot_data.py has no {spec.metadata_key}_classnames/_templates")
     chosen = cloob[spec.metadata_key]
     other = clip.get(spec.clip_section)
-    notes = {"classnames": "zeroshot_data.py", "templates": "zeroshot_data.py",
-             "templates_match_clip_prompts_md": bool(other and other.templates == chosen.templates),
-             "classnames_match_clip_order": bool(other and other.classnames == chosen.classnames)}
+    notes = {
+        "classnames": "zeroshot_data.py",
+        "templates": "zeroshot_data.py",
+        "templates_match_clip_prompts_md": bool(other and other.templates == chosen.templates),
+        "classnames_match_clip_order": bool(other and other.classnames == chosen.classnames),
+    }
     return chosen.classnames, chosen.templates, notes
 
 
 # ---------------------------------------------------------------- datasets
 
-def fetch_dataset(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str, Path] | None = None) -> FetchResult:
+
+def fetch_dataset(
+    spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str, Path] | None = None
+) -> FetchResult:
     """Make `ROOT/<name>` present and verified; download only what is missing."""
     url, archive_name = spec.url, spec.archive  # archive_name is None exactly when url is
     if url is None or archive_name is None:
-        raise UsageError(f"{spec.title} is not downloadable; run: {registry.fetch_command(spec, str(cfg.root))}")
+        raise UsageError(
+            f"{spec.title} is not downloadable; run: {registry.fetch_command(spec, str(cfg.root))}"
+        )
     dest = cfg.root / spec.name
     record = _record(dest)
     if record and not cfg.force:
@@ -154,32 +177,51 @@ def fetch_dataset(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str,
         classnames, templates, notes = class_lists(spec, files)
     else:
         classnames, templates = metadata.imagenet_classnames(), metadata.imagenet_templates()
-        notes = {"classnames": "open_clip IMAGENET_CLASSNAMES", "templates": "open_clip OPENAI_IMAGENET_TEMPLATES"}
+        notes = {
+            "classnames": "open_clip IMAGENET_CLASSNAMES",
+            "templates": "open_clip OPENAI_IMAGENET_TEMPLATES",
+        }
     with _staging(cfg.root, spec.name) as tmp:
         extract(archive, tmp)
         info = describe(spec, tmp, classnames)
         _write_lists(tmp, classnames, templates)
-        write_json(tmp / SOURCE_FILE, {
-            "name": spec.name, "title": spec.title, "url": cfg.url_for(archive_name, url),
-            "archive": archive_name, "size": size, "sha256": got,
-            "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            **info, "metadata": _metadata_record(files, notes)})
+        write_json(
+            tmp / SOURCE_FILE,
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "url": cfg.url_for(archive_name, url),
+                "archive": archive_name,
+                "size": size,
+                "sha256": got,
+                "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                **info,
+                "metadata": _metadata_record(files, notes),
+            },
+        )
         _swap_into_place(tmp, dest)
     if not cfg.keep_archives:
         archive.unlink(missing_ok=True)
     return FetchResult(spec.name, "fetched", info["n_images"], dest)
 
 
-def describe(spec: registry.DatasetSpec, folder: Path, classnames: list[str], images: Path | None = None) -> dict:
+def describe(
+    spec: registry.DatasetSpec, folder: Path, classnames: list[str], images: Path | None = None
+) -> dict:
     """Find the class-folder root, check the label rule works, count images and empty folders."""
     images = images or find_class_root(folder)
     folders = class_folders(images)
     mapping, rule = registry.label_map(spec.label_rule, folders, classnames)
     samples = list_samples(images, mapping)
     used = {label for _, label in samples}
-    return {"images": images.relative_to(folder).as_posix(), "n_images": len(samples),
-            "n_classes": len(classnames), "n_class_folders": len(folders), "label_rule": rule,
-            "empty_class_folders": sorted(f for f in folders if mapping[f] not in used)}
+    return {
+        "images": images.relative_to(folder).as_posix(),
+        "n_images": len(samples),
+        "n_classes": len(classnames),
+        "n_class_folders": len(folders),
+        "label_rule": rule,
+        "empty_class_folders": sorted(f for f in folders if mapping[f] not in used),
+    }
 
 
 def find_class_root(folder: Path) -> Path:
@@ -189,7 +231,9 @@ def find_class_root(folder: Path) -> Path:
         subdirs = class_folders(current)
         if "test" in subdirs:
             current = current / "test"
-        elif len(subdirs) == 1 and not any(p.is_file() for p in current.iterdir() if p.suffix != ".json"):
+        elif len(subdirs) == 1 and not any(
+            p.is_file() for p in current.iterdir() if p.suffix != ".json"
+        ):
             current = current / subdirs[0]
         else:
             return current
@@ -200,11 +244,15 @@ def verify_present(spec: registry.DatasetSpec, dest: Path, record: dict, cfg: Fe
     classnames = (dest / CLASSNAMES_FILE).read_text(encoding="utf-8").splitlines()
     now = describe(spec, dest, [c for c in classnames if c], dest / record["images"])
     if now["n_images"] != record["n_images"]:
-        raise UsageError(f"{dest}: {now['n_images']} images but {record['n_images']} were unpacked; "
-                         f"re-fetch with: benchmarks fetch {spec.name} --root {cfg.root} --force")
+        raise UsageError(
+            f"{dest}: {now['n_images']} images but {record['n_images']} were unpacked; "
+            f"re-fetch with: benchmarks fetch {spec.name} --root {cfg.root} --force"
+        )
     archive = cfg.root / DOWNLOADS / (spec.archive or "")
     if archive.is_file() and sha256_file(archive) != record["sha256"]:
-        raise ChecksumMismatch(f"{archive}: sha256 differs from the one recorded in {dest / SOURCE_FILE}")
+        raise ChecksumMismatch(
+            f"{archive}: sha256 differs from the one recorded in {dest / SOURCE_FILE}"
+        )
     return now["n_images"]
 
 
@@ -221,8 +269,11 @@ def _write_lists(folder: Path, classnames: list[str], templates: list[str]) -> N
 
 
 def _metadata_record(files: dict[str, Path] | None, notes: dict) -> dict:
-    sources = {name: {"url": pin.url, "sha256": sha256_file(files[name])}
-               for name, pin in metadata.PINNED.items() if files and name in files}
+    sources = {
+        name: {"url": pin.url, "sha256": sha256_file(files[name])}
+        for name, pin in metadata.PINNED.items()
+        if files and name in files
+    }
     return {**notes, "files": sources}
 
 
@@ -266,6 +317,7 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
 
 # ---------------------------------------------------------------- ImageNet from user files
 
+
 def prepare_imagenet(source: str | Path, cfg: FetchConfig) -> FetchResult:
     """`source`: a `val/<wnid>/` folder (linked, not copied), or the raw val tar + devkit."""
     source = Path(source).expanduser().resolve()
@@ -282,21 +334,38 @@ def prepare_imagenet(source: str | Path, cfg: FetchConfig) -> FetchResult:
         else:
             tar, devkit = _raw_files(source) or (None, None)
             if not (tar and devkit):
-                raise UsageError(f"{source}: expected a val/<wnid>/ folder, or ILSVRC2012_img_val.tar "
-                                 "with ILSVRC2012_devkit_t12.tar.gz beside it")
+                raise UsageError(
+                    f"{source}: expected a val/<wnid>/ folder, or ILSVRC2012_img_val.tar "
+                    "with ILSVRC2012_devkit_t12.tar.gz beside it"
+                )
             from cloob.benchmarks.data.imagenet_raw import unpack_val
 
             unpack_val(tar, devkit, tmp / "val")
-            origin = {"source": str(tar), "devkit": str(devkit), "kind": "raw tar + devkit",
-                      "sha256": sha256_file(tar), "size": tar.stat().st_size}
+            origin = {
+                "source": str(tar),
+                "devkit": str(devkit),
+                "kind": "raw tar + devkit",
+                "sha256": sha256_file(tar),
+                "size": tar.stat().st_size,
+            }
         classnames = metadata.imagenet_classnames()
         info = describe(spec, tmp, classnames, tmp / "val")
         _write_lists(tmp, classnames, metadata.imagenet_templates())
-        write_json(tmp / SOURCE_FILE, {
-            "name": spec.name, "title": spec.title, "url": None, **origin,
-            "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **info,
-            "metadata": {"classnames": "open_clip IMAGENET_CLASSNAMES",
-                         "templates": "open_clip OPENAI_IMAGENET_TEMPLATES"}})
+        write_json(
+            tmp / SOURCE_FILE,
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "url": None,
+                **origin,
+                "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                **info,
+                "metadata": {
+                    "classnames": "open_clip IMAGENET_CLASSNAMES",
+                    "templates": "open_clip OPENAI_IMAGENET_TEMPLATES",
+                },
+            },
+        )
         _swap_into_place(tmp, dest)
     return FetchResult(spec.name, "fetched", info["n_images"], dest)
 

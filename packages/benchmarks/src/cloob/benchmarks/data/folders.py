@@ -28,7 +28,9 @@ def read_templates(path: str | Path) -> list[str]:
     templates = read_lines(path)
     bad = [t for t in templates if t.count("{}") != 1]
     if bad or not templates:
-        raise UsageError(f"{path}: every template needs exactly one '{{}}' (bad: {bad[:1] or 'empty file'})")
+        raise UsageError(
+            f"{path}: every template needs exactly one '{{}}' (bad: {bad[:1] or 'empty file'})"
+        )
     return templates
 
 

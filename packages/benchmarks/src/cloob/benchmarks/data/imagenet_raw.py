@@ -22,17 +22,22 @@ _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 def read_devkit(devkit: Path) -> tuple[list[str], list[str]]:
     """(all 1000 leaf wnids, the wnid of every val image in image-number order)."""
     from scipy.io import loadmat  # imported here: only this path reads MATLAB files
+
     meta = truth = None
     with tarfile.open(devkit) as tf:
         for member in tf.getmembers():
             if member.isfile() and member.name.endswith("data/meta.mat"):
                 meta = _member_file(tf, member).read()
-            elif member.isfile() and member.name.endswith("data/ILSVRC2012_validation_ground_truth.txt"):
+            elif member.isfile() and member.name.endswith(
+                "data/ILSVRC2012_validation_ground_truth.txt"
+            ):
                 truth = _member_file(tf, member).read().decode()
     if meta is None or truth is None:
         raise UsageError(f"{devkit}: no data/meta.mat or validation ground truth inside")
     synsets = loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
-    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    id_to_wnid = {
+        int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0
+    }
     return sorted(id_to_wnid.values()), [id_to_wnid[int(line)] for line in truth.split()]
 
 
@@ -50,7 +55,10 @@ def unpack_val(tar: Path, devkit: Path, out: Path) -> int:
             index = int(match.group(1)) - 1
             if index >= len(wnids):
                 raise UsageError(f"{tar}: {member.name} has no ground-truth label in the devkit")
-            with _member_file(tf, member) as src, open(out / wnids[index] / match.group(0), "wb") as dst:
+            with (
+                _member_file(tf, member) as src,
+                open(out / wnids[index] / match.group(0), "wb") as dst,
+            ):
                 shutil.copyfileobj(src, dst, 1 << 20)
             n += 1
     return n

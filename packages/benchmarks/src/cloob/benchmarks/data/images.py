@@ -125,7 +125,9 @@ class ReadableBatches:
         self.skipped = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        with progress_bar(self.progress, self.label, len(cast(Sized, self.loader.dataset))) as advance:
+        with progress_bar(
+            self.progress, self.label, len(cast(Sized, self.loader.dataset))
+        ) as advance:
             for images, targets, positions, n_bad in self.loader:
                 self.skipped += n_bad
                 advance(len(targets) + n_bad)

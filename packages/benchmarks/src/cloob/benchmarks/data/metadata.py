@@ -17,10 +17,14 @@ from pathlib import Path
 
 from cloob.common.cli import UsageError
 
-CLIP_PROMPTS_URL = ("https://raw.githubusercontent.com/openai/CLIP/"
-                    "e184f608c5d5e58165682f7c332c3a8b4c1545f2/data/prompts.md")
-CLOOB_DATA_URL = ("https://raw.githubusercontent.com/ml-jku/cloob/"
-                  "d1312e3897b2a6df586e70b7b395799a7245312a/src/training/zeroshot_data.py")
+CLIP_PROMPTS_URL = (
+    "https://raw.githubusercontent.com/openai/CLIP/"
+    "e184f608c5d5e58165682f7c332c3a8b4c1545f2/data/prompts.md"
+)
+CLOOB_DATA_URL = (
+    "https://raw.githubusercontent.com/ml-jku/cloob/"
+    "d1312e3897b2a6df586e70b7b395799a7245312a/src/training/zeroshot_data.py"
+)
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,15 @@ class PinnedFile:
 
 PINNED = {
     "prompts.md": PinnedFile(
-        "prompts.md", CLIP_PROMPTS_URL,
-        "f98d2d25e78cc1fee650240b519f7cb58a83cfcc5aa538cde52514809cf4a1c9"),
+        "prompts.md",
+        CLIP_PROMPTS_URL,
+        "f98d2d25e78cc1fee650240b519f7cb58a83cfcc5aa538cde52514809cf4a1c9",
+    ),
     "zeroshot_data.py": PinnedFile(
-        "zeroshot_data.py", CLOOB_DATA_URL,
-        "0bc2e409e39774e48ad185f23acc5c2e472aeaf928b660a81bf21efac64e8226"),
+        "zeroshot_data.py",
+        CLOOB_DATA_URL,
+        "0bc2e409e39774e48ad185f23acc5c2e472aeaf928b660a81bf21efac64e8226",
+    ),
 }
 
 
@@ -67,14 +75,20 @@ def parse_cloob(source: str) -> dict[str, ClassList]:
     names: dict[str, list[str]] = {}
     templates: dict[str, list[str]] = {}
     for node in tree.body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.List | ast.Tuple)):
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.List | ast.Tuple)
+        ):
             continue
         var = node.targets[0].id
         if var.endswith("_classnames"):
             names[var.removesuffix("_classnames")] = [_string(e) for e in node.value.elts]
         elif var.endswith("_templates"):
-            templates[var.removesuffix("_templates")] = [_lambda_template(e) for e in node.value.elts]
+            templates[var.removesuffix("_templates")] = [
+                _lambda_template(e) for e in node.value.elts
+            ]
     return {k: ClassList(names[k], templates[k]) for k in names if k in templates}
 
 
@@ -94,8 +108,11 @@ def _lambda_template(node: ast.expr) -> str:
         for piece in node.body.values:
             if isinstance(piece, ast.Constant):
                 parts.append(str(piece.value).replace("{", "{{").replace("}", "}}"))
-            elif isinstance(piece, ast.FormattedValue) and isinstance(piece.value, ast.Name) \
-                    and piece.value.id == arg:
+            elif (
+                isinstance(piece, ast.FormattedValue)
+                and isinstance(piece.value, ast.Name)
+                and piece.value.id == arg
+            ):
                 parts.append("{}")
             else:
                 break
@@ -113,12 +130,15 @@ def parse_clip_prompts(text: str) -> dict[str, ClassList]:
     out: dict[str, ClassList] = {}
     heads = list(_SECTION.finditer(text))
     for i, head in enumerate(heads):
-        body = text[head.end(): heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+        body = text[head.end() : heads[i + 1].start() if i + 1 < len(heads) else len(text)]
         values: dict[str, list[str]] = {}
         for block in _FENCE.findall(body):
             for node in ast.parse(block).body:
-                if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                        and node.targets[0].id in ("classes", "templates")):
+                if (
+                    isinstance(node, ast.Assign)
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in ("classes", "templates")
+                ):
                     values[node.targets[0].id] = list(ast.literal_eval(node.value))
         if "classes" in values and "templates" in values:
             out[head.group(1)] = ClassList(values["classes"], values["templates"])

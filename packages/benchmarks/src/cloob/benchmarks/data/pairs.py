@@ -38,7 +38,9 @@ def shard_files(paths: list[Path]) -> list[Path]:
         if path.is_dir():
             found = shard_layout.shard_files(path)
             if not found:
-                raise UsageError(f"{path}: no .tar shards (expected {path}/shards/*.tar or {path}/*.tar)")
+                raise UsageError(
+                    f"{path}: no .tar shards (expected {path}/shards/*.tar or {path}/*.tar)"
+                )
             out.extend(found)
         elif path.is_file():
             out.append(path)
@@ -73,11 +75,21 @@ def from_shards(paths: list[Path], name: str | None = None) -> Pairs:
             images.append(ImageRef(str(tar), image.offset_data, image.size))
             captions.append(caption_bytes[key].decode("utf-8").strip())
     if not images:
-        raise UsageError(f"{', '.join(map(str, paths))}: no image–caption pairs found in {len(files)} shard(s)")
+        raise UsageError(
+            f"{', '.join(map(str, paths))}: no image–caption pairs found in {len(files)} shard(s)"
+        )
     first = Path(paths[0])
-    return Pairs(name or (first.name if first.is_dir() else first.parent.name), images, captions,
-                 np.arange(len(images)), {"kind": "webdataset shards", "shards": [str(f) for f in files],
-                                          "skipped_samples": skipped})
+    return Pairs(
+        name or (first.name if first.is_dir() else first.parent.name),
+        images,
+        captions,
+        np.arange(len(images)),
+        {
+            "kind": "webdataset shards",
+            "shards": [str(f) for f in files],
+            "skipped_samples": skipped,
+        },
+    )
 
 
 def _member_bytes(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -88,7 +100,9 @@ def _member_bytes(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return f.read()
 
 
-def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: str | None = None) -> Pairs:
+def from_karpathy(
+    json_path: Path, image_root: Path, split: str = "test", name: str | None = None
+) -> Pairs:
     """Every image of `split` with all its captions (`sentences[*].raw`)."""
     json_path, image_root = Path(json_path), Path(image_root)
     if not json_path.is_file():
@@ -101,36 +115,54 @@ def from_karpathy(json_path: Path, image_root: Path, split: str = "test", name: 
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"{json_path}: not a Karpathy-split JSON (no 'images' list)") from None
     if not isinstance(entries, list):
-        raise UsageError(f"{json_path}: not a Karpathy-split JSON ('images' is a {type(entries).__name__}, "
-                         f"not a list)")
+        raise UsageError(
+            f"{json_path}: not a Karpathy-split JSON ('images' is a {type(entries).__name__}, "
+            f"not a list)"
+        )
     for i, e in enumerate(entries):
         _check_entry(json_path, i, e)
     chosen = [e for e in entries if e.get("split") == split]
     if not chosen:
         present = sorted({str(e.get("split")) for e in entries})
-        raise UsageError(f"{json_path}: no images in split {split!r} (splits present: {', '.join(present) or 'none'})")
+        raise UsageError(
+            f"{json_path}: no images in split {split!r} (splits present: {', '.join(present) or 'none'})"
+        )
     images: list[ImageRef] = []
     captions: list[str] = []
     owner: list[int] = []
     for e in chosen:
         path = image_root / e.get("filepath", "") / e["filename"]
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: image listed in {json_path.name} not found under {image_root}")
+            raise FileNotFoundError(
+                f"{path}: image listed in {json_path.name} not found under {image_root}"
+            )
         texts = [s["raw"].strip() for s in e.get("sentences", [])]
         if not texts:
             raise UsageError(f"{json_path}: image {e['filename']} has no sentences")
         owner.extend([len(images)] * len(texts))
         images.append(ImageRef(str(path)))
         captions.extend(texts)
-    return Pairs(name or data.get("dataset") or json_path.stem, images, captions, np.array(owner),
-                 {"kind": "Karpathy split", "json": str(json_path), "images": str(image_root), "split": split})
+    return Pairs(
+        name or data.get("dataset") or json_path.stem,
+        images,
+        captions,
+        np.array(owner),
+        {
+            "kind": "Karpathy split",
+            "json": str(json_path),
+            "images": str(image_root),
+            "split": split,
+        },
+    )
 
 
 def _check_entry(json_path: Path, i: int, e: object) -> None:
     """One `images` entry as the Karpathy format has it, or a UsageError naming what is wrong."""
     where = f"{json_path}: images[{i}]"
     if not isinstance(e, dict):
-        raise UsageError(f"{where} is a {type(e).__name__}, not an object with 'filename' and 'sentences'")
+        raise UsageError(
+            f"{where} is a {type(e).__name__}, not an object with 'filename' and 'sentences'"
+        )
     if not isinstance(e.get("filename"), str) or not e["filename"]:
         raise UsageError(f"{where} has no 'filename'")
     if not isinstance(e.get("filepath", ""), str):
@@ -143,14 +175,22 @@ def _check_entry(json_path: Path, i: int, e: object) -> None:
             raise UsageError(f"{where} ({e['filename']}): sentences[{j}] has no 'raw' text")
 
 
-def resolve_pairs(data: list[Path] | None, karpathy: Path | None, images: Path | None, split: str,
-                  name: str | None = None) -> Pairs:
+def resolve_pairs(
+    data: list[Path] | None,
+    karpathy: Path | None,
+    images: Path | None,
+    split: str,
+    name: str | None = None,
+) -> Pairs:
     if bool(data) == bool(karpathy):
-        raise UsageError("give --data (dataprep folder or shards) or --karpathy JSON --images DIR, not both")
+        raise UsageError(
+            "give --data (dataprep folder or shards) or --karpathy JSON --images DIR, not both"
+        )
     if karpathy:
         if images is None:
-            raise UsageError("--karpathy needs --images DIR (the folder its filenames are relative to)")
+            raise UsageError(
+                "--karpathy needs --images DIR (the folder its filenames are relative to)"
+            )
         return from_karpathy(karpathy, images, split, name)
     assert data  # the either-or check above: no --karpathy means --data was given
     return from_shards(list(data), name)
-

@@ -47,26 +47,40 @@ def registry_probe(spec: registry.DatasetSpec, root: Path) -> ProbeData:
     info_file = folder / SOURCE_FILE
     if not info_file.is_file():
         why = "" if source.kind == "download" else f" ({source.note})"
-        raise UsageError(f"{spec.name} has no train split under {root}{why}; run: {train_command(spec, str(root))}")
+        raise UsageError(
+            f"{spec.name} has no train split under {root}{why}; run: {train_command(spec, str(root))}"
+        )
     info = json.loads(info_file.read_text(encoding="utf-8"))
     classnames = read_lines(folder / CLASSNAMES_FILE)
     rule = registry.get(source.train_from or spec.name).label_rule
 
     def split(key: str) -> Task:
         # named after the dataset that owns the split: ImageNet V2's probe reuses ImageNet's cached features
-        return build_task(f"{source.train_from or spec.name}:{key}", folder / info["splits"][key], classnames,
-                          [DEFAULT_TEMPLATE], rule, spec.headline)
+        return build_task(
+            f"{source.train_from or spec.name}:{key}",
+            folder / info["splits"][key],
+            classnames,
+            [DEFAULT_TEMPLATE],
+            rule,
+            spec.headline,
+        )
 
     train = split("train")
     val = split("val") if "val" in info["splits"] else None
     if "test" in info["splits"] and source.train_from is None:
         test, test_from = split("test"), f"{folder.name}/{info['splits']['test']}"
     else:
-        test, test_from = registry_task(spec, root / spec.name), f"{spec.name} (the zero-shot test set)"
+        test, test_from = (
+            registry_task(spec, root / spec.name),
+            f"{spec.name} (the zero-shot test set)",
+        )
     test.name = spec.name
-    words = {"train": f"{folder.name}/{info['splits']['train']}", "test": test_from,
-             "val": f"{folder.name}/{info['splits']['val']}" if val else None,
-             "train_origin": info.get("origin")}
+    words = {
+        "train": f"{folder.name}/{info['splits']['train']}",
+        "test": test_from,
+        "val": f"{folder.name}/{info['splits']['val']}" if val else None,
+        "train_origin": info.get("origin"),
+    }
     return checked(ProbeData(spec.name, train, test, val, words))
 
 
@@ -78,27 +92,44 @@ def folder_probe(train_dir: Path, test_dir: Path, name: str | None = None) -> Pr
     train_dir, test_dir = Path(train_dir), Path(test_dir)
     train_classes, test_classes = class_folders(train_dir), class_folders(test_dir)
     if len(train_classes) != len(test_classes):
-        raise UsageError(f"class-count mismatch: {len(train_classes)} class folders in train ({train_dir}), "
-                         f"{len(test_classes)} in test ({test_dir})")
+        raise UsageError(
+            f"class-count mismatch: {len(train_classes)} class folders in train ({train_dir}), "
+            f"{len(test_classes)} in test ({test_dir})"
+        )
     if train_classes != test_classes:
         differ = sorted(set(train_classes) ^ set(test_classes))
         raise UsageError(f"train and test class folders differ: {differ[:3]}")
-    name = name or (train_dir.parent.name if train_dir.parent == test_dir.parent else train_dir.name)
+    name = name or (
+        train_dir.parent.name if train_dir.parent == test_dir.parent else train_dir.name
+    )
     classnames = [c.replace("_", " ") for c in train_classes]
-    train = build_task(f"{name}:train", train_dir, classnames, [DEFAULT_TEMPLATE], registry.BY_INDEX)
+    train = build_task(
+        f"{name}:train", train_dir, classnames, [DEFAULT_TEMPLATE], registry.BY_INDEX
+    )
     test = build_task(name, test_dir, classnames, [DEFAULT_TEMPLATE], registry.BY_INDEX)
-    return checked(ProbeData(name, train, test, None, {"train": str(train_dir), "test": str(test_dir), "val": None}))
+    return checked(
+        ProbeData(
+            name, train, test, None, {"train": str(train_dir), "test": str(test_dir), "val": None}
+        )
+    )
 
 
 def checked(data: ProbeData) -> ProbeData:
     if data.train.n_classes != data.test.n_classes:
-        raise UsageError(f"{data.name}: class-count mismatch between train ({data.train.n_classes}) "
-                         f"and test ({data.test.n_classes})")
+        raise UsageError(
+            f"{data.name}: class-count mismatch between train ({data.train.n_classes}) "
+            f"and test ({data.test.n_classes})"
+        )
     return data
 
 
-def probes_for(names: list[str] | None, root: Path | None, train_dir: Path | None, test_dir: Path | None,
-               name: str | None = None) -> list[ProbeData]:
+def probes_for(
+    names: list[str] | None,
+    root: Path | None,
+    train_dir: Path | None,
+    test_dir: Path | None,
+    name: str | None = None,
+) -> list[ProbeData]:
     """Registry datasets (explicit names; `all` = those whose train split is present) and/or a pair."""
     if (train_dir is None) != (test_dir is None):
         raise UsageError("--train-dir and --test-dir go together")
@@ -115,5 +146,7 @@ def probes_for(names: list[str] | None, root: Path | None, train_dir: Path | Non
     if train_dir is not None and test_dir is not None:  # both or neither (checked above)
         out.append(folder_probe(train_dir, test_dir, name))
     if not out:
-        raise UsageError("nothing to probe: give --datasets NAMES --root ROOT, or --train-dir and --test-dir")
+        raise UsageError(
+            "nothing to probe: give --datasets NAMES --root ROOT, or --train-dir and --test-dir"
+        )
     return out

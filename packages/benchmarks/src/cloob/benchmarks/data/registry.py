@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from cloob.common.cli import UsageError
 
 CLOOB_ZIPS = "https://ml.jku.at/research/CLOOB/downloads/zeroshot_datasets"
-IMAGENETV2_URL = ("https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
-                  "imagenetv2-matched-frequency.tar.gz")
+IMAGENETV2_URL = (
+    "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
+    "imagenetv2-matched-frequency.tar.gz"
+)
 
 # Label rules, named so results can say which one produced the labels.
 BY_INDEX = "index"  # numeric folders → int(name) (0- or 1-based, checked); else sorted names
@@ -26,8 +28,12 @@ class DatasetSpec:
     n_classes: int
     url: str | None  # None: prepared from user-supplied files (ImageNet)
     label_rule: str
-    headline: str  # the metric to quote: CLOOB reports top-1 everywhere, CLIP mean-per-class on Flowers
-    metadata: str  # where class names/templates come from: "cloob" (zeroshot_data.py) or "open_clip"
+    headline: (
+        str  # the metric to quote: CLOOB reports top-1 everywhere, CLIP mean-per-class on Flowers
+    )
+    metadata: (
+        str  # where class names/templates come from: "cloob" (zeroshot_data.py) or "open_clip"
+    )
     metadata_key: str = ""  # variable prefix in zeroshot_data.py / section in CLIP's prompts.md
     clip_section: str = ""
 
@@ -37,26 +43,35 @@ class DatasetSpec:
 
 
 def _zip(name: str, title: str, n: int, section: str, headline: str = "acc1") -> DatasetSpec:
-    return DatasetSpec(name, title, n, f"{CLOOB_ZIPS}/{name}.zip", BY_INDEX, headline, "cloob",
-                       name, section)
+    return DatasetSpec(
+        name, title, n, f"{CLOOB_ZIPS}/{name}.zip", BY_INDEX, headline, "cloob", name, section
+    )
 
 
-DATASETS: dict[str, DatasetSpec] = {d.name: d for d in [
-    _zip("birdsnap", "Birdsnap", 500, "Birdsnap"),
-    _zip("country211", "Country211", 211, "Country211"),
-    _zip("flowers102", "Flowers102", 102, "Flowers102"),
-    _zip("gtsrb", "GTSRB", 43, "GTSRB"),
-    _zip("stanford_cars", "Stanford Cars", 196, "StanfordCars"),
-    _zip("ucf101", "UCF101", 101, "UCF101"),
-    DatasetSpec("imagenet", "ImageNet", 1000, None, BY_WNID, "acc1", "open_clip"),
-    DatasetSpec("imagenetv2", "ImageNet V2", 1000, IMAGENETV2_URL, BY_INT, "acc1", "open_clip"),
-]}
+DATASETS: dict[str, DatasetSpec] = {
+    d.name: d
+    for d in [
+        _zip("birdsnap", "Birdsnap", 500, "Birdsnap"),
+        _zip("country211", "Country211", 211, "Country211"),
+        _zip("flowers102", "Flowers102", 102, "Flowers102"),
+        _zip("gtsrb", "GTSRB", 43, "GTSRB"),
+        _zip("stanford_cars", "Stanford Cars", 196, "StanfordCars"),
+        _zip("ucf101", "UCF101", 101, "UCF101"),
+        DatasetSpec("imagenet", "ImageNet", 1000, None, BY_WNID, "acc1", "open_clip"),
+        DatasetSpec("imagenetv2", "ImageNet V2", 1000, IMAGENETV2_URL, BY_INT, "acc1", "open_clip"),
+    ]
+}
 
 
 def get(name: str) -> DatasetSpec:
     key = name.lower().replace("-", "_").replace(" ", "_")
-    key = {"cars": "stanford_cars", "stanfordcars": "stanford_cars", "flowers": "flowers102",
-           "imagenet_v2": "imagenetv2", "imagenet2": "imagenetv2"}.get(key, key)
+    key = {
+        "cars": "stanford_cars",
+        "stanfordcars": "stanford_cars",
+        "flowers": "flowers102",
+        "imagenet_v2": "imagenetv2",
+        "imagenet2": "imagenetv2",
+    }.get(key, key)
     if key not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[key]
@@ -79,6 +94,7 @@ def fetch_command(spec: DatasetSpec, root: str) -> str:
 
 # ---------------------------------------------------------------- linear-probe train splits
 
+
 @dataclass(frozen=True)
 class TrainSource:
     """Where a dataset's train split comes from."""
@@ -96,7 +112,9 @@ TRAIN_SOURCES: dict[str, TrainSource] = {
     "imagenetv2": TrainSource("local", train_from="imagenet", note="ImageNet's train split"),
     "birdsnap": TrainSource("local", note="no stable public train source: your folder"),
     "stanford_cars": TrainSource("local", note="no stable public train source: your folder"),
-    "ucf101": TrainSource("local", note="no stable public train source (video frames): your folder"),
+    "ucf101": TrainSource(
+        "local", note="no stable public train source (video frames): your folder"
+    ),
 }
 
 
@@ -111,6 +129,7 @@ def train_command(spec: DatasetSpec, root: str) -> str:
 
 # ---------------------------------------------------------------- folders → labels
 
+
 def _norm(name: str) -> str:
     return " ".join(name.replace("_", " ").lower().split())
 
@@ -122,8 +141,9 @@ def label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[dic
     seen: dict[int, str] = {}
     for folder, label in sorted(mapping.items()):
         if label in seen:
-            raise UsageError(f"class folders {seen[label]!r} and {folder!r} both map to label "
-                             f"{label} ({words})")
+            raise UsageError(
+                f"class folders {seen[label]!r} and {folder!r} both map to label {label} ({words})"
+            )
         seen[label] = folder
     return mapping, words
 
@@ -134,7 +154,9 @@ def _label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[di
         raise UsageError("no class folders found")
     if rule == BY_WNID:
         if not all(_WNID.fullmatch(f) for f in folders) or len(folders) != n:
-            raise UsageError(f"ImageNet val needs {n} wnid folders (n01440764 …); found {len(folders)}")
+            raise UsageError(
+                f"ImageNet val needs {n} wnid folders (n01440764 …); found {len(folders)}"
+            )
         return {f: i for i, f in enumerate(folders)}, "sorted wnid folders"
     if rule == BY_INT:
         return _numeric(folders, n, base=0), "int(folder)"
@@ -148,11 +170,15 @@ def _label_map(rule: str, folders: list[str], classnames: list[str]) -> tuple[di
         elif n in values:
             base = 1
         else:
-            raise UsageError(f"cannot tell whether the numeric class folders are 0- or 1-based "
-                             f"({len(folders)} folders for {n} classes)")
+            raise UsageError(
+                f"cannot tell whether the numeric class folders are 0- or 1-based "
+                f"({len(folders)} folders for {n} classes)"
+            )
         return _numeric(folders, n, base), "int(folder)" if base == 0 else f"int(folder) - {base}"
     if len(folders) != n:
-        raise UsageError(f"{len(folders)} class folders but {n} class names; cannot map by sorted order")
+        raise UsageError(
+            f"{len(folders)} class folders but {n} class names; cannot map by sorted order"
+        )
     return {f: i for i, f in enumerate(folders)}, "sorted folder names"
 
 

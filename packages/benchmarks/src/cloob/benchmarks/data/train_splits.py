@@ -49,30 +49,58 @@ GTSRB_ARCHIVES = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1
 class SourceFile:
     filename: str
     url: str
-    md5: str | None = None  # published (torchvision pins it); None: sha256 recorded at first download
+    md5: str | None = (
+        None  # published (torchvision pins it); None: sha256 recorded at first download
+    )
 
 
 OFFICIAL: dict[str, tuple[SourceFile, ...]] = {
-    "country211": (SourceFile("country211.tgz", "https://openaipublic.azureedge.net/clip/data/country211.tgz",
-                              "84988d7644798601126c29e9877aab6a"),),
-    "flowers102": (SourceFile("102flowers.tgz", f"{VGG_FLOWERS}/102flowers.tgz", "52808999861908f626f3c1f4e79d11fa"),
-                   SourceFile("imagelabels.mat", f"{VGG_FLOWERS}/imagelabels.mat", "e0620be6f572b9609742df49c70aed4d"),
-                   SourceFile("setid.mat", f"{VGG_FLOWERS}/setid.mat", "a5357ecc9cb78c4bef273ce3793fc85c")),
-    "gtsrb": (SourceFile("GTSRB-Training_fixed.zip", f"{GTSRB_ARCHIVES}/GTSRB-Training_fixed.zip",
-                         "513f3c79a4c5141765e10e952eaa2478"),
-              SourceFile("GTSRB_Final_Test_Images.zip", f"{GTSRB_ARCHIVES}/GTSRB_Final_Test_Images.zip",
-                         "c7e4e6327067d32654124b0fe9e82185"),
-              SourceFile("GTSRB_Final_Test_GT.zip", f"{GTSRB_ARCHIVES}/GTSRB_Final_Test_GT.zip",
-                         "fe31e9c9270bbcd7b84b7f21a9d9d9e5")),
+    "country211": (
+        SourceFile(
+            "country211.tgz",
+            "https://openaipublic.azureedge.net/clip/data/country211.tgz",
+            "84988d7644798601126c29e9877aab6a",
+        ),
+    ),
+    "flowers102": (
+        SourceFile(
+            "102flowers.tgz", f"{VGG_FLOWERS}/102flowers.tgz", "52808999861908f626f3c1f4e79d11fa"
+        ),
+        SourceFile(
+            "imagelabels.mat", f"{VGG_FLOWERS}/imagelabels.mat", "e0620be6f572b9609742df49c70aed4d"
+        ),
+        SourceFile("setid.mat", f"{VGG_FLOWERS}/setid.mat", "a5357ecc9cb78c4bef273ce3793fc85c"),
+    ),
+    "gtsrb": (
+        SourceFile(
+            "GTSRB-Training_fixed.zip",
+            f"{GTSRB_ARCHIVES}/GTSRB-Training_fixed.zip",
+            "513f3c79a4c5141765e10e952eaa2478",
+        ),
+        SourceFile(
+            "GTSRB_Final_Test_Images.zip",
+            f"{GTSRB_ARCHIVES}/GTSRB_Final_Test_Images.zip",
+            "c7e4e6327067d32654124b0fe9e82185",
+        ),
+        SourceFile(
+            "GTSRB_Final_Test_GT.zip",
+            f"{GTSRB_ARCHIVES}/GTSRB_Final_Test_GT.zip",
+            "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
+        ),
+    ),
 }
 
 
-def fetch_probe_splits(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str, Path] | None = None) -> FetchResult:
+def fetch_probe_splits(
+    spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str, Path] | None = None
+) -> FetchResult:
     """Download the official train/val/test of `spec` into `ROOT/<name>-probe/` (present → verified count)."""
     if spec.name not in OFFICIAL:
         source = TRAIN_SOURCES[spec.name]
-        raise UsageError(f"{spec.title} has no downloadable train split ({source.note}); "
-                         f"run: benchmarks fetch {source.train_from or spec.name} --root {cfg.root} --train-dir PATH")
+        raise UsageError(
+            f"{spec.title} has no downloadable train split ({source.note}); "
+            f"run: benchmarks fetch {source.train_from or spec.name} --root {cfg.root} --train-dir PATH"
+        )
     dest = probe_folder(cfg.root, spec.name)
     if (dest / SOURCE_FILE).is_file() and not cfg.force:
         return FetchResult(f"{spec.name} (linear probe)", "present", _count(dest), dest)
@@ -86,13 +114,24 @@ def fetch_probe_splits(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict
         shutil.rmtree(raw, ignore_errors=True)
         info = {key: describe(spec, tmp, classnames, tmp / rel) for key, rel in splits.items()}
         _write_lists(tmp, classnames, templates)
-        write_json(tmp / SOURCE_FILE, {
-            "name": spec.name, "title": spec.title, "kind": "official train/val/test", "splits": splits,
-            "origin": TRAIN_SOURCES[spec.name].note,
-            "files": {name: {"url": cfg.url_for(name, _file(spec.name, name).url), **meta}
-                      for name, meta in downloaded.items()},
-            "split_info": info, "n_images": sum(i["n_images"] for i in info.values()),
-            "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "metadata": notes})
+        write_json(
+            tmp / SOURCE_FILE,
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "kind": "official train/val/test",
+                "splits": splits,
+                "origin": TRAIN_SOURCES[spec.name].note,
+                "files": {
+                    name: {"url": cfg.url_for(name, _file(spec.name, name).url), **meta}
+                    for name, meta in downloaded.items()
+                },
+                "split_info": info,
+                "n_images": sum(i["n_images"] for i in info.values()),
+                "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "metadata": notes,
+            },
+        )
         _swap_into_place(tmp, dest)
     if not cfg.keep_archives:
         for name in downloaded:
@@ -100,7 +139,9 @@ def fetch_probe_splits(spec: registry.DatasetSpec, cfg: FetchConfig, files: dict
     return FetchResult(f"{spec.name} (linear probe)", "fetched", _count(dest), dest)
 
 
-def link_train_folder(spec: registry.DatasetSpec, folder: str | Path, cfg: FetchConfig) -> FetchResult:
+def link_train_folder(
+    spec: registry.DatasetSpec, folder: str | Path, cfg: FetchConfig
+) -> FetchResult:
     """A local train folder (class sub-folders as in the dataset's test split), linked, not copied."""
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
@@ -111,9 +152,14 @@ def link_train_folder(spec: registry.DatasetSpec, folder: str | Path, cfg: Fetch
     else:
         test = cfg.root / target.name
         if not (test / CLASSNAMES_FILE).is_file():
-            raise UsageError(f"{target.title}'s class list comes with its test split; first run: "
-                             f"{registry.fetch_command(target, str(cfg.root))}")
-        classnames, templates = read_lines(test / CLASSNAMES_FILE), read_lines(test / "templates.txt")
+            raise UsageError(
+                f"{target.title}'s class list comes with its test split; first run: "
+                f"{registry.fetch_command(target, str(cfg.root))}"
+            )
+        classnames, templates = (
+            read_lines(test / CLASSNAMES_FILE),
+            read_lines(test / "templates.txt"),
+        )
     dest = probe_folder(cfg.root, target.name)
     with _staging(cfg.root, dest.name) as tmp:
         os.symlink(folder, tmp / "train", target_is_directory=True)
@@ -121,15 +167,26 @@ def link_train_folder(spec: registry.DatasetSpec, folder: str | Path, cfg: Fetch
         if info["n_images"] == 0:
             raise UsageError(f"{folder}: no images found")
         _write_lists(tmp, classnames, templates)
-        write_json(tmp / SOURCE_FILE, {
-            "name": target.name, "title": target.title, "kind": "local folder (linked)", "source": str(folder),
-            "splits": {"train": "train"}, "origin": f"local folder {folder}", "split_info": {"train": info},
-            "n_images": info["n_images"], "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+        write_json(
+            tmp / SOURCE_FILE,
+            {
+                "name": target.name,
+                "title": target.title,
+                "kind": "local folder (linked)",
+                "source": str(folder),
+                "splits": {"train": "train"},
+                "origin": f"local folder {folder}",
+                "split_info": {"train": info},
+                "n_images": info["n_images"],
+                "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
         _swap_into_place(tmp, dest)
     return FetchResult(f"{target.name} (linear-probe train)", "linked", info["n_images"], dest)
 
 
 # ---------------------------------------------------------------- download + verify
+
 
 def _get(source: SourceFile, cfg: FetchConfig, recorded: dict | None) -> dict:
     """Download one file; verify it against --checksums (sha256), else its published md5, else the
@@ -140,16 +197,28 @@ def _get(source: SourceFile, cfg: FetchConfig, recorded: dict | None) -> dict:
     if expected is None and source.md5 is None and recorded:
         expected = recorded.get("sha256")
     if not (target.is_file() and expected and sha256_file(target) == expected):
-        _download_verified(url, target, expected, cfg, "from --checksums" if source.filename in cfg.checksums
-                           else "recorded at the first download")
+        _download_verified(
+            url,
+            target,
+            expected,
+            cfg,
+            "from --checksums"
+            if source.filename in cfg.checksums
+            else "recorded at the first download",
+        )
     if source.filename not in cfg.checksums and source.md5:
         got = _md5(target)
         if got != source.md5:
             target.unlink()
-            raise ChecksumMismatch(f"checksum mismatch for {source.filename} from {url}: md5 {got}, expected the "
-                                   f"published {source.md5}. A mirror serving different bytes needs --checksums FILE")
-    return {"sha256": sha256_file(target), "size": target.stat().st_size, "md5_checked": bool(
-        source.md5 and source.filename not in cfg.checksums)}
+            raise ChecksumMismatch(
+                f"checksum mismatch for {source.filename} from {url}: md5 {got}, expected the "
+                f"published {source.md5}. A mirror serving different bytes needs --checksums FILE"
+            )
+    return {
+        "sha256": sha256_file(target),
+        "size": target.stat().st_size,
+        "md5_checked": bool(source.md5 and source.filename not in cfg.checksums),
+    }
 
 
 def _md5(path: Path) -> str:
@@ -168,7 +237,9 @@ def _previous(dest: Path) -> dict:
     import json
 
     source = dest / SOURCE_FILE
-    return json.loads(source.read_text(encoding="utf-8")).get("files", {}) if source.is_file() else {}
+    return (
+        json.loads(source.read_text(encoding="utf-8")).get("files", {}) if source.is_file() else {}
+    )
 
 
 def _count(dest: Path) -> int:
@@ -178,6 +249,7 @@ def _count(dest: Path) -> int:
 
 
 # ---------------------------------------------------------------- layouts: archives → split folders
+
 
 def _country211(files: dict[str, Path], raw: Path, tmp: Path, n_classes: int) -> dict[str, str]:
     extract(files["country211.tgz"], raw)
@@ -199,10 +271,15 @@ def _flowers(files: dict[str, Path], raw: Path, tmp: Path, n_classes: int) -> di
     labels = loadmat(files["imagelabels.mat"], squeeze_me=True)["labels"].reshape(-1)
     ids = loadmat(files["setid.mat"], squeeze_me=True)
     if labels.min() < 1 or labels.max() > n_classes:
-        raise UsageError(f"imagelabels.mat: labels {labels.min()}..{labels.max()}, expected 1..{n_classes}")
+        raise UsageError(
+            f"imagelabels.mat: labels {labels.min()}..{labels.max()}, expected 1..{n_classes}"
+        )
     splits = {}
     for key, var in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
-        rows = [(images / f"image_{int(i):05d}.jpg", int(labels[int(i) - 1]) - 1) for i in ids[var].reshape(-1)]
+        rows = [
+            (images / f"image_{int(i):05d}.jpg", int(labels[int(i) - 1]) - 1)
+            for i in ids[var].reshape(-1)
+        ]
         _sort_into(rows, tmp / key, n_classes, width=3, what="setid.mat")
         splits[key] = key
     return splits
@@ -221,7 +298,10 @@ def _gtsrb(files: dict[str, Path], raw: Path, tmp: Path, n_classes: int) -> dict
     if truth is None:
         raise UsageError("GTSRB_Final_Test_GT.zip: no GT-final_test.csv inside")
     with open(truth, newline="", encoding="utf-8") as f:
-        rows = [(images / row["Filename"], int(row["ClassId"])) for row in csv.DictReader(f, delimiter=";")]
+        rows = [
+            (images / row["Filename"], int(row["ClassId"]))
+            for row in csv.DictReader(f, delimiter=";")
+        ]
     _sort_into(rows, tmp / "test", n_classes, width=5, what="GT-final_test.csv")
     return {"train": "train", "test": "test"}
 
@@ -240,7 +320,9 @@ def _find_dir_with(folder: Path, child: str) -> Path:
     raise UsageError(f"no {child}/ folder in the archive")
 
 
-def _sort_into(rows: list[tuple[Path, int]], split: Path, n_classes: int, width: int, what: str) -> None:
+def _sort_into(
+    rows: list[tuple[Path, int]], split: Path, n_classes: int, width: int, what: str
+) -> None:
     """Move (image, 0-based label) rows into `split/<label>/`; every class folder is made."""
     for n in range(n_classes):
         (split / f"{n:0{width}d}").mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,9 @@ class LoadedModel:
     tokenizer: object
     name: str  # architecture name (open_clip config name, or the trainer's name for it)
     format: str  # "cloob-toolkit/1" | "cloob-reference" | "open_clip" | "open_clip-pretrained"
-    method: str | None = None  # clip | cloob | infoloob | hopfield_infonce | siglip, when the checkpoint says so
+    method: str | None = (
+        None  # clip | cloob | infoloob | hopfield_infonce | siglip, when the checkpoint says so
+    )
     path: str | None = None
     sha256: str | None = None
     info: dict = field(default_factory=dict)  # epoch, step, inv_tau, ... when present
@@ -51,6 +53,7 @@ class LoadedModel:
 def labels_for(models: list[LoadedModel]) -> list[str]:
     """Short unique labels: the file stem, with as many parent folders as it takes to tell
     checkpoints apart (`checkpoints/` folders say nothing: trainer runs are `<run>/checkpoints/`)."""
+
     def parts(m: LoadedModel) -> list[str]:
         if not m.path:
             return [m.label]
@@ -64,14 +67,19 @@ def labels_for(models: list[LoadedModel]) -> list[str]:
 
     split, floors = [parts(m) for m in models], [least(m) for m in models]
     for depth in range(1, max(len(p) for p in split) + 1):
-        labels = ["/".join(p[-max(depth, floor):]) for p, floor in zip(split, floors, strict=True)]
+        labels = ["/".join(p[-max(depth, floor) :]) for p, floor in zip(split, floors, strict=True)]
         if len(set(labels)) == len(labels):
             return labels
     return [f"{label} #{i + 1}" for i, label in enumerate(labels)]
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
-                    precision: str = "fp32", model: str | None = None) -> LoadedModel:
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    precision: str = "fp32",
+    model: str | None = None,
+) -> LoadedModel:
     """Load a trainer, CLOOB-reference or plain open_clip checkpoint; see the module docstring.
 
     `model` (the user's `--model NAME`) names the open_clip architecture of a plain open_clip
@@ -83,11 +91,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
     if storage.is_remote(path):
         return _load_remote(str(path), device, precision, model)
     path = Path(path)
-    return _load_local(path, device, precision, model,
-                       None if path.is_dir() else read_run_params(path))
+    return _load_local(
+        path, device, precision, model, None if path.is_dir() else read_run_params(path)
+    )
 
 
-def _load_remote(url: str, device: str | torch.device, precision: str, model: str | None) -> LoadedModel:
+def _load_remote(
+    url: str, device: str | torch.device, precision: str, model: str | None
+) -> LoadedModel:
     """Download to a temp file and load that; errors name the URL, never the temp file."""
     from cloob.common import storage
 
@@ -108,8 +119,9 @@ def _load_remote(url: str, device: str | torch.device, precision: str, model: st
     return loaded
 
 
-def _load_local(path: Path, device: str | torch.device, precision: str, model: str | None,
-                params: dict | None) -> LoadedModel:
+def _load_local(
+    path: Path, device: str | torch.device, precision: str, model: str | None, params: dict | None
+) -> LoadedModel:
     if path.is_dir():  # open_clip's hub layout (`trainer export`)
         sd, cfg, name, fmt, meta, weights = read_hub_dir(path)
     else:
@@ -126,7 +138,11 @@ def _load_local(path: Path, device: str | torch.device, precision: str, model: s
         meta["ignored_keys"] = ignored
     loaded = _finish(prec.cast_model(built), name, fmt, device, preprocess, tokenizer)
     loaded.method, loaded.path, loaded.sha256, loaded.info = (
-        meta.pop("method", None), str(path), sha256_file(weights), meta)
+        meta.pop("method", None),
+        str(path),
+        sha256_file(weights),
+        meta,
+    )
     return loaded
 
 
@@ -138,8 +154,10 @@ def read_hub_dir(path: Path) -> tuple[dict, dict, str, str, dict, Path]:
     safetensors holds tensors only: nothing in it can run code."""
     config_path, weights = path / HUB_CONFIG, path / HUB_WEIGHTS
     if not config_path.is_file() or not weights.is_file():
-        raise UsageError(f"{path}: a checkpoint folder needs {HUB_CONFIG} and {HUB_WEIGHTS} "
-                         f"(open_clip's hub layout, as `trainer export` writes)")
+        raise UsageError(
+            f"{path}: a checkpoint folder needs {HUB_CONFIG} and {HUB_WEIGHTS} "
+            f"(open_clip's hub layout, as `trainer export` writes)"
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         cfg = dict(config["model_cfg"])
@@ -151,15 +169,25 @@ def read_hub_dir(path: Path) -> tuple[dict, dict, str, str, dict, Path]:
     try:
         sd = load_file(str(weights))
     except (SafetensorError, OSError) as err:
-        raise UsageError(f"{weights}: not a readable safetensors file ({first_line(err)})") from None
+        raise UsageError(
+            f"{weights}: not a readable safetensors file ({first_line(err)})"
+        ) from None
     ours = config.get("cloob") if isinstance(config.get("cloob"), dict) else {}
-    meta = {k: v for k, v in ours.items() if k in ("epoch", "step", "name", "inv_tau",
-                                                   "hopfield_beta", "logit_bias", "method")}
+    meta = {
+        k: v
+        for k, v in ours.items()
+        if k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
+    }
     return sd, cfg, ours.get("model_name") or path.name, "open_clip-hub", meta, weights
 
 
-def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu", *,
-                   precision: str = "fp32") -> LoadedModel:
+def load_open_clip(
+    model_name: str,
+    pretrained: str | None,
+    device: str | torch.device = "cpu",
+    *,
+    precision: str = "fp32",
+) -> LoadedModel:
     """`--model NAME --pretrained TAG_OR_PATH`: any open_clip model, weights by tag or file."""
     if pretrained is not None and Path(pretrained).is_file():
         _refuse_code(Path(pretrained))  # before seconds of importing open_clip and building
@@ -167,18 +195,32 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str | torch.
 
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, weights_only=True,
-            precision=resolve(precision, device).open_clip)
+            model_name,
+            pretrained=pretrained,
+            device=device,
+            weights_only=True,
+            precision=resolve(precision, device).open_clip,
+        )
     except pickle.UnpicklingError as err:  # weights_only refused a pickle that would run code
-        raise UsageError(f"{pretrained}: not a readable checkpoint: refusing to load objects other "
-                         f"than tensors and plain containers ({first_line(err)})") from None
+        raise UsageError(
+            f"{pretrained}: not a readable checkpoint: refusing to load objects other "
+            f"than tensors and plain containers ({first_line(err)})"
+        ) from None
     except (RuntimeError, ValueError, FileNotFoundError) as err:
-        raise UsageError(f"open_clip model {model_name!r} / {pretrained!r}: {first_line(err)}") from None
+        raise UsageError(
+            f"open_clip model {model_name!r} / {pretrained!r}: {first_line(err)}"
+        ) from None
     path = pretrained if pretrained is not None and Path(pretrained).is_file() else None
-    return LoadedModel(model.eval(), preprocess, open_clip.get_tokenizer(model_name), model_name,
-                       "open_clip-pretrained", path=path,
-                       sha256=sha256_file(path) if path is not None else None,
-                       info={"pretrained": pretrained})
+    return LoadedModel(
+        model.eval(),
+        preprocess,
+        open_clip.get_tokenizer(model_name),
+        model_name,
+        "open_clip-pretrained",
+        path=path,
+        sha256=sha256_file(path) if path is not None else None,
+        info={"pretrained": pretrained},
+    )
 
 
 def _refuse_code(path: Path) -> None:
@@ -190,32 +232,49 @@ def _refuse_code(path: Path) -> None:
     except (ValueError, RuntimeError, OSError):  # not torch's zip format: open_clip decides
         return
     if unsafe:
-        raise UsageError(f"{path}: not a readable checkpoint: refusing to load objects other than "
-                         f"tensors and plain containers, which could execute code "
-                         f"({', '.join(unsafe[:3])})")
+        raise UsageError(
+            f"{path}: not a readable checkpoint: refusing to load objects other than "
+            f"tensors and plain containers, which could execute code "
+            f"({', '.join(unsafe[:3])})"
+        )
 
 
 OPEN_CLIP_RUN = "open_clip-run"  # internal: built by open_clip's factory from a model name
 PARAMS_FILE = "params.txt"  # what OpenCLIP's trainer writes in logs/<run>/, beside checkpoints/
 # params.txt lines that change the architecture or the eval transform, as open_clip's factory names them
-_FACTORY_PARAMS = ("force_quick_gelu", "force_custom_text", "force_image_size", "force_context_length",
-                   "image_mean", "image_std", "image_interpolation", "image_resize_mode")
+_FACTORY_PARAMS = (
+    "force_quick_gelu",
+    "force_custom_text",
+    "force_image_size",
+    "force_context_length",
+    "image_mean",
+    "image_std",
+    "image_interpolation",
+    "image_resize_mode",
+)
 
 
-def _interpret(ckpt: dict, path: Path, model: str | None = None,
-               params: dict | None = None) -> tuple[dict, dict, str, str, dict]:
+def _interpret(
+    ckpt: dict, path: Path, model: str | None = None, params: dict | None = None
+) -> tuple[dict, dict, str, str, dict]:
     """→ (open_clip state dict, model config, architecture name, format, metadata).
 
     For an OpenCLIP run (format OPEN_CLIP_RUN) the "config" is open_clip factory keyword arguments."""
-    meta = {k: ckpt[k] for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias",
-                                 "method")
-            if k in ckpt and isinstance(ckpt[k], int | float | str)}
+    meta = {
+        k: ckpt[k]
+        for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
+        if k in ckpt and isinstance(ckpt[k], int | float | str)
+    }
     if ckpt_format.is_toolkit(ckpt):
         ckpt_format.check(ckpt, path, ckpt_format.ModelCheckpoint)
         sd = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
         return sd, dict(ckpt["model_cfg"]), ckpt["model_name"], ckpt_format.FORMAT, meta
     sd = ckpt.get("state_dict", ckpt)
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if (
+        not isinstance(sd, dict)
+        or not sd
+        or not all(isinstance(v, torch.Tensor) for v in sd.values())
+    ):
         raise UsageError(f"{path}: no state_dict of tensors found")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     if "logit_inv_tau" in sd or any(k.startswith("transformer.transformer.") for k in sd):
@@ -232,29 +291,37 @@ def _interpret(ckpt: dict, path: Path, model: str | None = None,
         cfg = json.loads(beside.read_text(encoding="utf-8"))
         meta["architecture_from"] = beside.name
         return sd, cfg.get("model_cfg", cfg), "open_clip_config.json", "open_clip", meta
-    raise UsageError(f"{path}: an open_clip checkpoint without its run's {PARAMS_FILE}, and its weights cannot "
-                     f"tell GELU from QuickGELU: add --model NAME (the open_clip model it was trained as, "
-                     f"e.g. RN50-quickgelu)")
+    raise UsageError(
+        f"{path}: an open_clip checkpoint without its run's {PARAMS_FILE}, and its weights cannot "
+        f"tell GELU from QuickGELU: add --model NAME (the open_clip model it was trained as, "
+        f"e.g. RN50-quickgelu)"
+    )
 
 
-def open_clip_architecture(path: Path, model: str | None,
-                           params: dict | None) -> tuple[str | None, dict, str]:
+def open_clip_architecture(
+    path: Path, model: str | None, params: dict | None
+) -> tuple[str | None, dict, str]:
     """(open_clip model name, factory keyword arguments, where they came from) of a plain open_clip
     checkpoint: its run's params.txt, else `model`; (None, {}, "") when neither says."""
     import open_clip
 
     ran = params.get("model") if params else None
     if ran and model and ran != model:
-        raise UsageError(f"{path}: its run's {PARAMS_FILE} says model {ran!r}, --model says {model!r}; "
-                         f"drop --model (or fix it)")
+        raise UsageError(
+            f"{path}: its run's {PARAMS_FILE} says model {ran!r}, --model says {model!r}; "
+            f"drop --model (or fix it)"
+        )
     name = ran or model
     if not name:
         return None, {}, ""
     source = PARAMS_FILE if ran else "--model"
     if open_clip.get_model_config(name) is None:
-        raise UsageError(f"{path}: open_clip has no model {name!r} (from {source}); see "
-                         f"open_clip.list_models()")
-    factory = {k: params[k] for k in _FACTORY_PARAMS if params and params.get(k) not in (None, False, "")}
+        raise UsageError(
+            f"{path}: open_clip has no model {name!r} (from {source}); see open_clip.list_models()"
+        )
+    factory = {
+        k: params[k] for k in _FACTORY_PARAMS if params and params.get(k) not in (None, False, "")
+    }
     if params and params.get("siglip"):  # OpenCLIP's trainer adds a logit bias for SigLIP
         factory["init_logit_bias"] = -10.0
     return name, factory, source
@@ -267,8 +334,11 @@ def read_run_params(path: Path) -> dict | None:
 
 def _params_candidates(path) -> list:
     folder = path.parent  # Path or storage.RemotePath
-    return [folder.parent / PARAMS_FILE, folder / PARAMS_FILE] if folder.name == "checkpoints" \
+    return (
+        [folder.parent / PARAMS_FILE, folder / PARAMS_FILE]
+        if folder.name == "checkpoints"
         else [folder / PARAMS_FILE]
+    )
 
 
 def _read_params_text(candidates: list) -> dict | None:
@@ -326,14 +396,26 @@ def _from_json(cfg: dict) -> dict:
     """open_clip's config dict; the early OpenCLIP flat format (used by the reference) converted."""
     if "vision_cfg" in cfg:
         return cfg.get("model_cfg", cfg)
-    vision = {"image_size": cfg["image_resolution"], "layers": cfg["vision_layers"],
-              "width": cfg["vision_width"]}
+    vision = {
+        "image_size": cfg["image_resolution"],
+        "layers": cfg["vision_layers"],
+        "width": cfg["vision_width"],
+    }
     if cfg.get("vision_patch_size"):
         vision["patch_size"] = cfg["vision_patch_size"]
-    text = {"context_length": cfg["context_length"], "vocab_size": cfg["vocab_size"],
-            "width": cfg["transformer_width"], "heads": cfg["transformer_heads"],
-            "layers": cfg["transformer_layers"]}
-    return {"embed_dim": cfg["embed_dim"], "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
+    text = {
+        "context_length": cfg["context_length"],
+        "vocab_size": cfg["vocab_size"],
+        "width": cfg["transformer_width"],
+        "heads": cfg["transformer_heads"],
+        "layers": cfg["transformer_layers"],
+    }
+    return {
+        "embed_dim": cfg["embed_dim"],
+        "quick_gelu": True,
+        "vision_cfg": vision,
+        "text_cfg": text,
+    }
 
 
 def infer_cfg(sd: dict, quick_gelu: bool, path: Path | str = "checkpoint") -> dict:
@@ -343,28 +425,47 @@ def infer_cfg(sd: dict, quick_gelu: bool, path: Path | str = "checkpoint") -> di
     need = ("text_projection", "positional_embedding", "token_embedding.weight", "ln_final.weight")
     missing = [k for k in need if k not in sd]
     if missing:
-        raise UsageError(f"{path}: cannot read the architecture from the weights (no {missing[0]}); "
-                         f"use --model NAME --pretrained {path}")
+        raise UsageError(
+            f"{path}: cannot read the architecture from the weights (no {missing[0]}); "
+            f"use --model NAME --pretrained {path}"
+        )
     width = sd["ln_final.weight"].shape[0]
-    text = {"context_length": sd["positional_embedding"].shape[0], "vocab_size": sd["token_embedding.weight"].shape[0],
-            "width": width, "heads": max(1, width // 64), "layers": _count(sd, "transformer.resblocks.")}
+    text = {
+        "context_length": sd["positional_embedding"].shape[0],
+        "vocab_size": sd["token_embedding.weight"].shape[0],
+        "width": width,
+        "heads": max(1, width // 64),
+        "layers": _count(sd, "transformer.resblocks."),
+    }
     if "visual.proj" in sd:
         conv = sd["visual.conv1.weight"]
         grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        vision = {"layers": _count(sd, "visual.transformer.resblocks."), "width": conv.shape[0],
-                  "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid, "head_width": 64}
+        vision = {
+            "layers": _count(sd, "visual.transformer.resblocks."),
+            "width": conv.shape[0],
+            "patch_size": conv.shape[-1],
+            "image_size": conv.shape[-1] * grid,
+            "head_width": 64,
+        }
     elif "visual.attnpool.positional_embedding" in sd:
         grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-        vision = {"layers": [_count(sd, f"visual.layer{i}.") for i in range(1, 5)],
-                  "width": sd["visual.layer1.0.conv1.weight"].shape[0], "image_size": grid * 32}
+        vision = {
+            "layers": [_count(sd, f"visual.layer{i}.") for i in range(1, 5)],
+            "width": sd["visual.layer1.0.conv1.weight"].shape[0],
+            "image_size": grid * 32,
+        }
     else:
         raise UsageError(f"{path}: unknown image tower; use --model NAME --pretrained {path}")
-    return {"embed_dim": sd["text_projection"].shape[1], "quick_gelu": quick_gelu,
-            "vision_cfg": vision, "text_cfg": text}
+    return {
+        "embed_dim": sd["text_projection"].shape[1],
+        "quick_gelu": quick_gelu,
+        "vision_cfg": vision,
+        "text_cfg": text,
+    }
 
 
 def _count(sd: dict, prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+    return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
 def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
@@ -377,7 +478,9 @@ def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
     try:
         return cls(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
     except (TypeError, ValueError, KeyError, AssertionError) as err:
-        raise UsageError(f"model config for {name!r} is not an open_clip CLIP config: {first_line(err)}") from None
+        raise UsageError(
+            f"model config for {name!r} is not an open_clip CLIP config: {first_line(err)}"
+        ) from None
 
 
 def _build_open_clip_run(factory: dict, name: str):
@@ -386,7 +489,9 @@ def _build_open_clip_run(factory: dict, name: str):
     import open_clip
 
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **factory)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None, **factory
+        )
     except (TypeError, ValueError, KeyError, RuntimeError) as err:
         raise UsageError(f"open_clip model {name!r} ({factory}): {first_line(err)}") from None
     context = factory.get("force_context_length")
@@ -406,7 +511,9 @@ def _load_weights(model: torch.nn.Module, sd: dict, path: Path, name: str) -> li
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:
-        raise UsageError(f"{path}: weights do not fit the {name} architecture: {_mismatch(err)}") from None
+        raise UsageError(
+            f"{path}: weights do not fit the {name} architecture: {_mismatch(err)}"
+        ) from None
     return ignored
 
 
@@ -415,8 +522,14 @@ def _mismatch(err: RuntimeError) -> str:
     return lines[1] if len(lines) > 1 else lines[0]
 
 
-def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.device,
-            preprocess: object | None = None, tokenizer: object | None = None) -> LoadedModel:
+def _finish(
+    model: torch.nn.Module,
+    name: str,
+    fmt: str,
+    device: str | torch.device,
+    preprocess: object | None = None,
+    tokenizer: object | None = None,
+) -> LoadedModel:
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -429,5 +542,10 @@ def _finish(model: torch.nn.Module, name: str, fmt: str, device: str | torch.dev
     open_clip.set_model_preprocess_cfg(model, pp)
     tokenize_cfg = open_clip.get_model_tokenize_cfg(model)
     tokenizer = open_clip.SimpleTokenizer(context_length=tokenize_cfg.get("context_length", 77))
-    return LoadedModel(model.to(device).eval(), image_transform_v2(PreprocessCfg(**pp), is_train=False),
-                       tokenizer, name, fmt)
+    return LoadedModel(
+        model.to(device).eval(),
+        image_transform_v2(PreprocessCfg(**pp), is_train=False),
+        tokenizer,
+        name,
+        fmt,
+    )

@@ -69,8 +69,10 @@ def image_feature_mode(model, kind: str) -> Iterator[str]:
         return
     proj = getattr(visual, "proj", None)
     if not isinstance(proj, torch.Tensor):
-        raise UsageError(f"pre-projection features are defined for open_clip ViT and ModifiedResNet image "
-                         f"towers, not {tower}; use --features embedding")
+        raise UsageError(
+            f"pre-projection features are defined for open_clip ViT and ModifiedResNet image "
+            f"towers, not {tower}; use --features embedding"
+        )
     visual.proj = None
     try:
         yield f"pre-projection: {tower} pooled token before visual.proj ({proj.shape[0]}-d, not normalised)"
@@ -79,13 +81,28 @@ def image_feature_mode(model, kind: str) -> Iterator[str]:
 
 
 @torch.no_grad()
-def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int = 0, device: str = "cpu",
-                  precision: str = "fp32", progress: bool = False, label: str = "images",
-                  normalize: bool = False) -> Features:
+def encode_images(
+    model,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+    label: str = "images",
+    normalize: bool = False,
+) -> Features:
     """Run `encode_image` over a dataset yielding (image, label, index), or None for an image that
     does not decode (skipped and counted, as zero-shot does); float32 numpy out."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=torch.device(device).type == "cuda", collate_fn=collate_readable)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        collate_fn=collate_readable,
+    )
     prec = resolve(precision, device)  # the one precision definition zero-shot and training use
     chunks, labels, kept = [], [], []
     started = time.perf_counter()
@@ -99,20 +116,38 @@ def encode_images(model, dataset: Dataset, *, batch_size: int = 64, workers: int
         kept.append(np.asarray(positions, dtype=np.int64))
     skipped = batches.skipped
     if not chunks:
-        raise UsageError(f"{label}: none of its {skipped} images could be read" if skipped else f"{label}: no images")
-    return Features(np.concatenate(chunks), np.concatenate(labels), time.perf_counter() - started,
-                    index=np.concatenate(kept), skipped=skipped)
+        raise UsageError(
+            f"{label}: none of its {skipped} images could be read"
+            if skipped
+            else f"{label}: no images"
+        )
+    return Features(
+        np.concatenate(chunks),
+        np.concatenate(labels),
+        time.perf_counter() - started,
+        index=np.concatenate(kept),
+        skipped=skipped,
+    )
 
 
 @torch.no_grad()
-def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, device: str = "cpu",
-                 precision: str = "fp32", progress: bool = False, label: str = "captions") -> np.ndarray:
+def encode_texts(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+    label: str = "captions",
+) -> np.ndarray:
     """L2-normalised `encode_text` embeddings, float32 (N, D)."""
     prec = resolve(precision, device)
     chunks = []
     with progress_bar(progress, label, len(texts)) as advance:
         for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
+            batch = texts[start : start + batch_size]
             with prec.autocast(device):
                 # up to the batch's longest caption where that is exact, as zero-shot does
                 out = encode_text(model, tokenizer(batch).to(device))
@@ -123,6 +158,7 @@ def encode_texts(model, tokenizer, texts: list[str], *, batch_size: int = 256, d
 
 # ---------------------------------------------------------------- image–caption pairs
 
+
 @dataclass
 class Embedded:
     images: np.ndarray  # the readable images' embeddings, in `pairs` order
@@ -132,27 +168,54 @@ class Embedded:
     skipped: int = 0  # images that did not decode (left out with their captions)
 
 
-def embed(model, preprocess, tokenizer, pairs: Pairs, *, batch_size: int = 64, workers: int = 0,
-          device: str = "cpu", precision: str = "fp32", progress: bool = False) -> Embedded:
+def embed(
+    model,
+    preprocess,
+    tokenizer,
+    pairs: Pairs,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+) -> Embedded:
     """Normalised image and caption embeddings of `pairs`; an image that does not decode is
     skipped with its captions and counted."""
     started = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
-        images = encode_images(model, ImageRefs(pairs.images, preprocess), batch_size=batch_size, workers=workers,
-                               device=device, precision=precision, progress=progress, label=f"{pairs.name} images",
-                               normalize=True)
+        images = encode_images(
+            model,
+            ImageRefs(pairs.images, preprocess),
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            precision=precision,
+            progress=progress,
+            label=f"{pairs.name} images",
+            normalize=True,
+        )
         assert images.index is not None  # Features.__post_init__ fills it
         keep, owner = readable_captions(pairs.caption_image, images.index, len(pairs.images))
-        texts = encode_texts(model, tokenizer, [pairs.captions[t] for t in keep], device=device,
-                             precision=precision, progress=progress, label=f"{pairs.name} captions")
+        texts = encode_texts(
+            model,
+            tokenizer,
+            [pairs.captions[t] for t in keep],
+            device=device,
+            precision=precision,
+            progress=progress,
+            label=f"{pairs.name} captions",
+        )
     finally:
         model.train(was_training)
     return Embedded(images.x, texts, time.perf_counter() - started, owner, images.skipped)
 
 
-def readable_captions(caption_image: np.ndarray, kept_images: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+def readable_captions(
+    caption_image: np.ndarray, kept_images: np.ndarray, n_images: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the captions whose image was read, their image's row among the kept images)."""
     row = np.full(n_images, -1, dtype=np.int64)
     row[kept_images] = np.arange(len(kept_images))
@@ -166,9 +229,17 @@ def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
     with the EvalOptions fields (retrieval's, analyze's)."""
     loaded.model.to(cfg.device)
     try:
-        return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs,
-                     batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
-                     precision=cfg.precision, progress=cfg.progress)
+        return embed(
+            loaded.model,
+            loaded.preprocess,
+            loaded.tokenizer,
+            pairs,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            device=cfg.device,
+            precision=cfg.precision,
+            progress=cfg.progress,
+        )
     finally:
         loaded.model.to("cpu")
 
@@ -187,12 +258,21 @@ class FeatureCache:
 
     folder: Path | None  # None: caching off
 
-    def path(self, sha256: str | None, dataset: str, split: str, kind: str, precision: str,
-             samples: list[tuple[str, int]]) -> Path | None:
+    def path(
+        self,
+        sha256: str | None,
+        dataset: str,
+        split: str,
+        kind: str,
+        precision: str,
+        samples: list[tuple[str, int]],
+    ) -> Path | None:
         if self.folder is None or not sha256:
             return None  # weights without a file hash (open_clip tags) are not cached
-        return self.folder / (f"{sha256[:16]}-{_slug(dataset)}-{split}-{kind}-{precision}-"
-                              f"{samples_fingerprint(samples)[:12]}.npz")
+        return self.folder / (
+            f"{sha256[:16]}-{_slug(dataset)}-{split}-{kind}-{precision}-"
+            f"{samples_fingerprint(samples)[:12]}.npz"
+        )
 
     def load(self, path: Path | None) -> Features | None:
         if path is None or not path.is_file():
@@ -201,7 +281,9 @@ class FeatureCache:
             with np.load(path) as data:
                 index = data.get("index")  # None in entries from before skipping
                 skipped = int(data["skipped"]) if "skipped" in data else 0
-                return Features(data["x"], data["labels"], 0.0, cached=True, index=index, skipped=skipped)
+                return Features(
+                    data["x"], data["labels"], 0.0, cached=True, index=index, skipped=skipped
+                )
         except Exception:  # a damaged entry is recomputed, never trusted
             path.unlink(missing_ok=True)
             return None
@@ -212,8 +294,13 @@ class FeatureCache:
             return False
         assert features.index is not None  # Features.__post_init__ fills it
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, x=features.x, labels=features.labels, index=features.index,
-                     skipped=np.int64(features.skipped))
+            np.savez(
+                f,
+                x=features.x,
+                labels=features.labels,
+                index=features.index,
+                skipped=np.int64(features.skipped),
+            )
         return True
 
 

@@ -18,11 +18,20 @@ from cloob.common.files import write_json
 
 FOLDER = "clip_benchmark"
 # our dataset name → clip_benchmark's (Birdsnap and UCF101 have none there: they keep ours)
-DATASETS = {"imagenet": "imagenet1k", "imagenetv2": "imagenetv2", "stanford_cars": "cars",
-            "flowers102": "flowers", "gtsrb": "gtsrb", "country211": "country211"}
+DATASETS = {
+    "imagenet": "imagenet1k",
+    "imagenetv2": "imagenetv2",
+    "stanford_cars": "cars",
+    "flowers102": "flowers",
+    "gtsrb": "gtsrb",
+    "country211": "country211",
+}
 # our record["task"] → clip_benchmark's task (embedding-geometry analysis has no counterpart)
-TASKS = {"zeroshot": "zeroshot_classification", "linear_probe": "linear_probe",
-         "retrieval": "zeroshot_retrieval"}
+TASKS = {
+    "zeroshot": "zeroshot_classification",
+    "linear_probe": "linear_probe",
+    "retrieval": "zeroshot_retrieval",
+}
 
 
 def clip_benchmark_record(record: dict) -> dict | None:
@@ -30,9 +39,14 @@ def clip_benchmark_record(record: dict) -> dict | None:
     task = TASKS.get(record.get("task", "zeroshot"))
     if task is None:
         return None
-    return {"dataset": DATASETS.get(record["dataset"], record["dataset"]), "model": record["model"],
-            "pretrained": _pretrained(record), "task": task,
-            "metrics": _metrics(task, record["metrics"]), "language": "en"}
+    return {
+        "dataset": DATASETS.get(record["dataset"], record["dataset"]),
+        "model": record["model"],
+        "pretrained": _pretrained(record),
+        "task": task,
+        "metrics": _metrics(task, record["metrics"]),
+        "language": "en",
+    }
 
 
 def write_clip_benchmark(records: list[dict], out: Path) -> Path | None:

@@ -18,8 +18,10 @@ TITLES = {"zeroshot": "Zero-shot", "linear_probe": "Linear-probe"}  # record["ta
 
 
 UNCONVERGED = "†"  # marks a linear-probe number whose final fit stopped at --max-iter
-UNCONVERGED_NOTE = ("† the final L-BFGS fit stopped at --max-iter before converging: this number can move "
-                    "with tiny feature changes (raise --max-iter; results.json `converged`)")
+UNCONVERGED_NOTE = (
+    "† the final L-BFGS fit stopped at --max-iter before converging: this number can move "
+    "with tiny feature changes (raise --max-iter; results.json `converged`)"
+)
 
 
 def unconverged(record: dict) -> str:
@@ -34,9 +36,11 @@ def _title(records: list[dict]) -> str:
 def accuracy_line(record: dict, details: str) -> str:
     """The one progress line per (checkpoint, dataset) of zero-shot and linear-probe runs."""
     m = record["metrics"]
-    return (f"{record['label']} · {record['dataset']}: top-1 {100 * m['acc1']:.2f}  "
-            f"top-5 {100 * m['acc5']:.2f}  mean-per-class {100 * m['mean_per_class_recall']:.2f}  "
-            f"({details})")
+    return (
+        f"{record['label']} · {record['dataset']}: top-1 {100 * m['acc1']:.2f}  "
+        f"top-5 {100 * m['acc5']:.2f}  mean-per-class {100 * m['mean_per_class_recall']:.2f}  "
+        f"({details})"
+    )
 
 
 def software_versions() -> dict[str, str]:
@@ -44,51 +48,87 @@ def software_versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "open_clip": open_clip.__version__,
-            "cloob-benchmarks": package_version("cloob-benchmarks")}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "open_clip": open_clip.__version__,
+        "cloob-benchmarks": package_version("cloob-benchmarks"),
+    }
 
 
-def base_record(loaded, label: str, dataset: str, cfg, versions: dict,
-                task: str | None = None) -> dict:
+def base_record(
+    loaded, label: str, dataset: str, cfg, versions: dict, task: str | None = None
+) -> dict:
     """The fields every results record starts with: which checkpoint (path, hash, format, model,
     method, what it says of itself) under which label, the dataset, and how it ran. `loaded` is a
     `LoadedModel`, `cfg` any `EvalOptions`; zero-shot records carry no `task` (readers default to
     zero-shot)."""
-    return {**({"task": task} if task else {}),
-            "label": label, "checkpoint": loaded.path, "checkpoint_sha256": loaded.sha256,
-            "checkpoint_format": loaded.format, "model": loaded.name, "method": loaded.method,
-            "checkpoint_info": loaded.info, "dataset": dataset,
-            "precision": cfg.precision, "device": cfg.device, "software": versions}
+    return {
+        **({"task": task} if task else {}),
+        "label": label,
+        "checkpoint": loaded.path,
+        "checkpoint_sha256": loaded.sha256,
+        "checkpoint_format": loaded.format,
+        "model": loaded.name,
+        "method": loaded.method,
+        "checkpoint_info": loaded.info,
+        "dataset": dataset,
+        "precision": cfg.precision,
+        "device": cfg.device,
+        "software": versions,
+    }
 
 
 def flat(records: list[dict]) -> pd.DataFrame:
-    rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
-             "dataset": r["dataset"], "n_images": r["n_images"],
-             "n_skipped": r.get("n_skipped", 0), "n_classes": r["n_classes"],
-             **{m: r["metrics"][m] for m in METRICS}, "headline": r["headline"],
-             "precision": r["precision"], "checkpoint_path": r.get("checkpoint") or "",
-             "checkpoint_sha256": r.get("checkpoint_sha256") or "", **_interval_columns(r, METRICS),
-             **_probe_columns(r)} for r in records]
+    rows = [
+        {
+            "checkpoint": r["label"],
+            "model": r["model"],
+            "method": r.get("method") or "",
+            "dataset": r["dataset"],
+            "n_images": r["n_images"],
+            "n_skipped": r.get("n_skipped", 0),
+            "n_classes": r["n_classes"],
+            **{m: r["metrics"][m] for m in METRICS},
+            "headline": r["headline"],
+            "precision": r["precision"],
+            "checkpoint_path": r.get("checkpoint") or "",
+            "checkpoint_sha256": r.get("checkpoint_sha256") or "",
+            **_interval_columns(r, METRICS),
+            **_probe_columns(r),
+        }
+        for r in records
+    ]
     return pd.DataFrame(rows)
 
 
 def _interval_columns(record: dict, metrics) -> dict:
     """`<metric>_lo`, `<metric>_hi`: the 95% bootstrap interval (absent with --bootstrap 0)."""
     found = record.get("intervals") or {}
-    return {f"{m}_{end}": found[m][i] for m in metrics if m in found
-            for i, end in enumerate(("lo", "hi"))}
+    return {
+        f"{m}_{end}": found[m][i]
+        for m in metrics
+        if m in found
+        for i, end in enumerate(("lo", "hi"))
+    }
 
 
 def _cell(record: dict, metric: str) -> str:
-    return stats.format_interval(record["metrics"][metric], (record.get("intervals") or {}).get(metric))
+    return stats.format_interval(
+        record["metrics"][metric], (record.get("intervals") or {}).get(metric)
+    )
 
 
 def _probe_columns(record: dict) -> dict:
     if record.get("task") != "linear_probe":
         return {}
-    return {"features": record["features"], "lambda": record["lambda"], "n_train": record["n_train"],
-            "n_val": record["n_val"]}
+    return {
+        "features": record["features"],
+        "lambda": record["lambda"],
+        "n_train": record["n_train"],
+        "n_val": record["n_val"],
+    }
 
 
 def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFrame:
@@ -98,7 +138,9 @@ def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFram
         table.loc[r["dataset"], r["label"]] = 100 * r["metrics"][r["headline"]]
     if compare:
         for method, values in paper.published(compare).items():
-            table[f"paper {compare} {method.upper()}"] = [values.get(d, float("nan")) for d in table.index]
+            table[f"paper {compare} {method.upper()}"] = [
+                values.get(d, float("nan")) for d in table.index
+            ]
     table.index.name = "dataset"
     return table
 
@@ -108,22 +150,38 @@ def _boot_words(records: list[dict]) -> str:
     return f" over the test images ({n} seeded resamples)" if n else " (off: --bootstrap 0)"
 
 
-def markdown(records: list[dict], compare: str | None = None, paired: list[dict] | None = None) -> str:
-    lines = [f"# {_title(records)} results", "",
-             "Percentages; the headline metric of each dataset is in **bold**; "
-             f"[lo, hi] is the 95% bootstrap interval{_boot_words(records)}.", "",
-             "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+def markdown(
+    records: list[dict], compare: str | None = None, paired: list[dict] | None = None
+) -> str:
+    lines = [
+        f"# {_title(records)} results",
+        "",
+        "Percentages; the headline metric of each dataset is in **bold**; "
+        f"[lo, hi] is the 95% bootstrap interval{_boot_words(records)}.",
+        "",
+        "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in records:
-        cells = [f"**{_cell(r, m)}**{unconverged(r)}" if m == r["headline"] else _cell(r, m)
-                 for m in METRICS]
-        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | "
-                     f"{r.get('n_skipped', 0)} | {r['n_classes']} | "
-                     + " | ".join(cells) + f" | {r['precision']} |")
+        cells = [
+            f"**{_cell(r, m)}**{unconverged(r)}" if m == r["headline"] else _cell(r, m)
+            for m in METRICS
+        ]
+        lines.append(
+            f"| {r['label']} | {r['model']} | {r['dataset']} | {r['n_images']} | "
+            f"{r.get('n_skipped', 0)} | {r['n_classes']} | "
+            + " | ".join(cells)
+            + f" | {r['precision']} |"
+        )
     if any(unconverged(r) for r in records):
         lines += ["", UNCONVERGED_NOTE]
     if len({r["label"] for r in records}) > 1 or compare:
-        lines += ["", "## Side by side (headline metric, %)", "", _md_table(side_by_side(records, compare))]
+        lines += [
+            "",
+            "## Side by side (headline metric, %)",
+            "",
+            _md_table(side_by_side(records, compare)),
+        ]
     lines += stats.comparisons_markdown(paired or [])
     protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
     if protocols:
@@ -134,8 +192,10 @@ def markdown(records: list[dict], compare: str | None = None, paired: list[dict]
 def _md_table(table: pd.DataFrame) -> str:
     head = "| dataset | " + " | ".join(map(str, table.columns)) + " |"
     rule = "|---|" + "---:|" * len(table.columns)
-    rows = [f"| {idx} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}" for v in row) + " |"
-            for idx, row in zip(table.index, table.itertuples(index=False), strict=True)]
+    rows = [
+        f"| {idx} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}" for v in row) + " |"
+        for idx, row in zip(table.index, table.itertuples(index=False), strict=True)
+    ]
     return "\n".join([head, rule, *rows])
 
 
@@ -146,7 +206,9 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
     import matplotlib.pyplot as plt
 
     table = side_by_side(records, compare)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4.5))
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4.5)
+    )
     table.plot.bar(ax=ax, rot=30, width=0.8, yerr=_error_bars(records, table), capsize=3)
     ax.set_ylabel(f"{_title(records).lower()} accuracy (%)")
     ax.set_title(f"{_title(records)} headline metric per dataset")
@@ -178,9 +240,14 @@ def _comparisons(records: list[dict], out: Path, written: dict[str, Path]) -> li
     paired = stats.comparisons(records, stats.take_items(records), stats.resamples_of(records))
     if paired:
         written["comparisons"] = out / "comparisons.csv"
-        rows = [{**{k: v for k, v in p.items() if k != "interval"},
-                 "difference_lo": (p["interval"] or [None, None])[0],
-                 "difference_hi": (p["interval"] or [None, None])[1]} for p in paired]
+        rows = [
+            {
+                **{k: v for k, v in p.items() if k != "interval"},
+                "difference_lo": (p["interval"] or [None, None])[0],
+                "difference_hi": (p["interval"] or [None, None])[1],
+            }
+            for p in paired
+        ]
         with atomic_open(written["comparisons"], encoding="utf-8", newline="") as f:
             pd.DataFrame(rows).to_csv(f, index=False)
     return paired
@@ -192,7 +259,9 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paired = _comparisons(records, out, written)
-    write_json(written["json"], {"records": records, "compare_paper": compare, "comparisons": paired})
+    write_json(
+        written["json"], {"records": records, "compare_paper": compare, "comparisons": paired}
+    )
     with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
         flat(records).to_csv(f, index=False)
     with atomic_open(written["md"], encoding="utf-8") as f:
@@ -206,32 +275,54 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
     return written
 
 
-def write_records(records: list[dict], out: Path, title: str, columns: dict[str, str],
-                  percent: bool = True) -> dict[str, Path]:
+def write_records(
+    records: list[dict], out: Path, title: str, columns: dict[str, str], percent: bool = True
+) -> dict[str, Path]:
     """results.json / .csv / .md (and clip_benchmark/*.json) for the tasks beyond zero-shot; `columns`: metric key → heading;
     `percent`: fractions shown ×100 in the Markdown (the CSV keeps the raw values)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paired = _comparisons(records, out, written)
     write_json(written["json"], {"records": records, "comparisons": paired})
-    rows = [{"checkpoint": r["label"], "model": r["model"], "method": r.get("method") or "",
-             "dataset": r["dataset"], "n_images": r.get("n_images"), "n_skipped": r.get("n_skipped", 0),
-             **{k: r["metrics"][k] for k in columns}, **_interval_columns(r, columns),
-             "precision": r["precision"],
-             "checkpoint_path": r.get("checkpoint") or "", "checkpoint_sha256": r.get("checkpoint_sha256") or ""}
-            for r in records]
+    rows = [
+        {
+            "checkpoint": r["label"],
+            "model": r["model"],
+            "method": r.get("method") or "",
+            "dataset": r["dataset"],
+            "n_images": r.get("n_images"),
+            "n_skipped": r.get("n_skipped", 0),
+            **{k: r["metrics"][k] for k in columns},
+            **_interval_columns(r, columns),
+            "precision": r["precision"],
+            "checkpoint_path": r.get("checkpoint") or "",
+            "checkpoint_sha256": r.get("checkpoint_sha256") or "",
+        }
+        for r in records
+    ]
     with atomic_open(written["csv"], encoding="utf-8", newline="") as f:
         pd.DataFrame(rows).to_csv(f, index=False)
-    lines = [f"# {title}", "", "| checkpoint | model | dataset | " + " | ".join(columns.values()) + " |",
-             "|---|---|---|" + "---:|" * len(columns)]
+    lines = [
+        f"# {title}",
+        "",
+        "| checkpoint | model | dataset | " + " | ".join(columns.values()) + " |",
+        "|---|---|---|" + "---:|" * len(columns),
+    ]
     for r in records:
         cells = [_cell(r, k) if percent else f"{r['metrics'][k]:.4g}" for k in columns]
-        lines.append(f"| {r['label']} | {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['label']} | {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |"
+        )
     if stats.resamples_of(records):
         lines += ["", f"[lo, hi]: 95% bootstrap interval{_boot_words(records)}."]
     lines += stats.comparisons_markdown(paired)
     protocols = dict.fromkeys(r["protocol"] for r in records if r.get("protocol"))
-    lines += ["", ("Percentages. " if percent else "") + "Protocol:", "", *(f"- {p}" for p in protocols)]
+    lines += [
+        "",
+        ("Percentages. " if percent else "") + "Protocol:",
+        "",
+        *(f"- {p}" for p in protocols),
+    ]
     with atomic_open(written["md"], encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     _add_clip_benchmark(written, records, out)
@@ -248,12 +339,14 @@ def predictions_frame(task_root: Path, samples: list[tuple[str, int]], pred) -> 
     """One row per evaluated image: path relative to the dataset root, label, top-5 indices and
     scores (images that did not decode have no row)."""
     kept = range(len(samples)) if pred.index is None else pred.index
-    return pd.DataFrame({
-        "path": [Path(samples[i][0]).relative_to(task_root).as_posix() for i in kept],
-        "label": pred.labels.astype("int32"),
-        "top5_index": list(pred.topk_index.astype("int32")),
-        "top5_score": list(pred.topk_score.astype("float32")),
-    })
+    return pd.DataFrame(
+        {
+            "path": [Path(samples[i][0]).relative_to(task_root).as_posix() for i in kept],
+            "label": pred.labels.astype("int32"),
+            "top5_index": list(pred.topk_index.astype("int32")),
+            "top5_score": list(pred.topk_score.astype("float32")),
+        }
+    )
 
 
 def write_predictions(frame: pd.DataFrame, target: Path) -> Path:

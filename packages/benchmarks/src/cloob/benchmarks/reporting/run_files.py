@@ -51,7 +51,9 @@ def _remove_empty(folder: Path) -> None:
     """Remove `folder` and the folders inside it, as far as they are empty."""
     if not folder.is_dir():
         return
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    for sub in sorted(
+        (p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    ):
         with contextlib.suppress(OSError):
             sub.rmdir()
     with contextlib.suppress(OSError):

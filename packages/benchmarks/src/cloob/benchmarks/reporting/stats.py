@@ -42,7 +42,9 @@ def resamples(n: int, n_boot: int, seed: int = DEFAULT_SEED) -> Iterator[np.ndar
         done += take
 
 
-def cell_resamples(cell_counts: np.ndarray, n_boot: int, seed: int = DEFAULT_SEED) -> Iterator[np.ndarray]:
+def cell_resamples(
+    cell_counts: np.ndarray, n_boot: int, seed: int = DEFAULT_SEED
+) -> Iterator[np.ndarray]:
     """(rows, cells) counts of a resample of the n = Σ cell_counts items, rows summing to n_boot."""
     rng = np.random.default_rng(seed)
     cell_counts = np.asarray(cell_counts, dtype=np.int64)
@@ -55,8 +57,13 @@ def cell_resamples(cell_counts: np.ndarray, n_boot: int, seed: int = DEFAULT_SEE
         done += take
 
 
-def bootstrap(statistics: dict[str, Callable[[np.ndarray], np.ndarray]], n: int, n_boot: int,
-              seed: int = DEFAULT_SEED, cells: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def bootstrap(
+    statistics: dict[str, Callable[[np.ndarray], np.ndarray]],
+    n: int,
+    n_boot: int,
+    seed: int = DEFAULT_SEED,
+    cells: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Each statistic maps a (rows, n) index array, or with `cells` (the items per cell) a
     (rows, cells) count array, to (rows,) values; → name → (n_boot,) replicates."""
     out: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
@@ -81,7 +88,9 @@ def mean_of(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda idx: values[idx].mean(axis=1)
 
 
-def mean_per_class_of(correct: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def mean_per_class_of(
+    correct: np.ndarray, labels: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
     """Statistic: recall averaged over the classes present in the resample (as the metric does)."""
     correct = np.asarray(correct, dtype=np.float64)
     classes, inverse = np.unique(labels, return_inverse=True)
@@ -99,9 +108,14 @@ def mean_per_class_of(correct: np.ndarray, labels: np.ndarray) -> Callable[[np.n
     return fn
 
 
-def intervals(statistics: dict[str, Callable[[np.ndarray], np.ndarray]], n: int, n_boot: int,
-              seed: int = DEFAULT_SEED, level: float = LEVEL,
-              cells: np.ndarray | None = None) -> dict[str, list[float]]:
+def intervals(
+    statistics: dict[str, Callable[[np.ndarray], np.ndarray]],
+    n: int,
+    n_boot: int,
+    seed: int = DEFAULT_SEED,
+    level: float = LEVEL,
+    cells: np.ndarray | None = None,
+) -> dict[str, list[float]]:
     """name → [lo, hi] (empty when n_boot is 0: --bootstrap 0 turns the intervals off)."""
     if n_boot <= 0 or n == 0:
         return {}
@@ -120,15 +134,22 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, flo
     n, k = a_only + b_only, min(a_only, b_only)
     if n == 0:
         return {"a_only": 0, "b_only": 0, "p_value": 1.0}
-    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-                 for i in range(k + 1)]
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+        for i in range(k + 1)
+    ]
     top = max(log_terms)
     log_tail = top + math.log(sum(math.exp(t - top) for t in log_terms))
     return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2.0 * math.exp(log_tail))}
 
 
-def paired(a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int, seed: int = DEFAULT_SEED,
-           level: float = LEVEL) -> dict:
+def paired(
+    a_correct: np.ndarray,
+    b_correct: np.ndarray,
+    n_boot: int,
+    seed: int = DEFAULT_SEED,
+    level: float = LEVEL,
+) -> dict:
     """a − b in top-1 on the same items: the difference, its bootstrap interval and McNemar."""
     a = np.asarray(a_correct, dtype=bool)
     b = np.asarray(b_correct, dtype=bool)
@@ -136,13 +157,17 @@ def paired(a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int, seed: int 
     # cells: (a, b) = (wrong, wrong), (wrong, right), (right, wrong), (right, right)
     cells = np.bincount(2 * a.astype(np.int64) + b, minlength=4)
     diff = {"d": lambda w: (w[:, 2] - w[:, 1]) / n}
-    return {"n_items": int(n), "difference": float(a.mean() - b.mean()),
-            "interval": intervals(diff, n, n_boot, seed, level, cells).get("d"),
-            **mcnemar_exact(a, b)}
+    return {
+        "n_items": int(n),
+        "difference": float(a.mean() - b.mean()),
+        "interval": intervals(diff, n, n_boot, seed, level, cells).get("d"),
+        **mcnemar_exact(a, b),
+    }
 
 
-def format_interval(value: float, interval: list[float] | None, scale: float = 100.0,
-                    digits: int = 2) -> str:
+def format_interval(
+    value: float, interval: list[float] | None, scale: float = 100.0, digits: int = 2
+) -> str:
     """'96.50 [95.17, 97.67]' (percent by default); just the value without an interval."""
     if not interval:
         return f"{scale * value:.{digits}f}"
@@ -151,6 +176,7 @@ def format_interval(value: float, interval: list[float] | None, scale: float = 1
 
 
 # ---------------------------------------------------------------- the reports' glue
+
 
 def ratio_of(numer: np.ndarray, denom: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Statistic: Σ numer / Σ denom over the resampled items (a per-image count of hits over a
@@ -196,32 +222,54 @@ def classification_items(ids: np.ndarray, labels: np.ndarray, topk: np.ndarray) 
     statistics: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "acc1": lambda w: w.reshape(w.shape[0], k, 3)[:, :, 0].sum(1) / n,
         "acc5": lambda w: w.reshape(w.shape[0], k, 3)[:, :, :2].sum((1, 2)) / n,
-        "mean_per_class_recall": per_class}
+        "mean_per_class_recall": per_class,
+    }
     return Items(np.asarray(ids), statistics, correct1.astype(np.int8), cells=cells)
 
 
 def attach_intervals(record: dict, items: Items, n_boot: int, seed: int = DEFAULT_SEED) -> None:
     """record["intervals"] (metric → [lo, hi]) and record["bootstrap"] (how, and what it cost)."""
     started = time.perf_counter()
-    record["intervals"] = intervals(items.statistics, len(items.ids), n_boot, seed, cells=items.cells)
-    record["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": LEVEL, "unit": "test image",
-                           "seconds": round(time.perf_counter() - started, 4)}
+    record["intervals"] = intervals(
+        items.statistics, len(items.ids), n_boot, seed, cells=items.cells
+    )
+    record["bootstrap"] = {
+        "resamples": n_boot,
+        "seed": seed,
+        "level": LEVEL,
+        "unit": "test image",
+        "seconds": round(time.perf_counter() - started, 4),
+    }
 
 
-def comparisons(records: list[dict], items: list[Items | None], n_boot: int,
-                seed: int = DEFAULT_SEED) -> list[dict]:
+def comparisons(
+    records: list[dict], items: list[Items | None], n_boot: int, seed: int = DEFAULT_SEED
+) -> list[dict]:
     """Every pair of checkpoints evaluated on the same dataset: a − b in the paired metric on the
     images both evaluated (matched by id), its bootstrap interval and the exact McNemar p-value."""
     out = []
     for i, j in itertools.combinations(range(len(records)), 2):
         a, b, items_a, items_b = records[i], records[j], items[i], items[j]
-        if a["dataset"] != b["dataset"] or a["label"] == b["label"] or items_a is None or items_b is None:
+        if (
+            a["dataset"] != b["dataset"]
+            or a["label"] == b["label"]
+            or items_a is None
+            or items_b is None
+        ):
             continue
         common, ia, ib = np.intersect1d(items_a.ids, items_b.ids, return_indices=True)
         test = paired(items_a.outcome[ia], items_b.outcome[ib], n_boot, seed)
-        out.append({"dataset": a["dataset"], "a": a["label"], "b": b["label"],
-                    "metric": items_a.paired_metric, "a_value": float(items_a.outcome[ia].mean()),
-                    "b_value": float(items_b.outcome[ib].mean()), **test})
+        out.append(
+            {
+                "dataset": a["dataset"],
+                "a": a["label"],
+                "b": b["label"],
+                "metric": items_a.paired_metric,
+                "a_value": float(items_a.outcome[ia].mean()),
+                "b_value": float(items_b.outcome[ib].mean()),
+                **test,
+            }
+        )
     return out
 
 
@@ -229,15 +277,22 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     """The Markdown section for `comparisons` (empty when there is nothing to compare)."""
     if not rows:
         return []
-    lines = ["", "## Paired comparisons (same images)", "",
-             "a − b in percentage points with its 95% bootstrap interval; McNemar: exact two-sided "
-             "p-value on the images one got right and the other wrong.", "",
-             "| dataset | metric | a | b | a − b (pp) | a only | b only | McNemar p |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Paired comparisons (same images)",
+        "",
+        "a − b in percentage points with its 95% bootstrap interval; McNemar: exact two-sided "
+        "p-value on the images one got right and the other wrong.",
+        "",
+        "| dataset | metric | a | b | a − b (pp) | a only | b only | McNemar p |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['metric']} | {r['a']} | {r['b']} | "
-                     f"{format_interval(r['difference'], r['interval'])} | {r['a_only']} | "
-                     f"{r['b_only']} | {r['p_value']:.3g} |")
+        lines.append(
+            f"| {r['dataset']} | {r['metric']} | {r['a']} | {r['b']} | "
+            f"{format_interval(r['difference'], r['interval'])} | {r['a_only']} | "
+            f"{r['b_only']} | {r['p_value']:.3g} |"
+        )
     return lines
 
 

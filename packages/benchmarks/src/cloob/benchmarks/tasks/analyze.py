@@ -23,15 +23,24 @@ from cloob.benchmarks.options import EvalOptions
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path, write_json
 
-PROTOCOL = ("embedding geometry on {n} images, each paired with its first caption, L2-normalised "
-            "embeddings: alignment = mean ||x_i - y_i||^2; uniformity = log mean_(i!=j) exp(-2 ||u_i - u_j||^2) "
-            "per modality; modality gap = ||mean x - mean y||; covariance eigen-spectrum per modality with "
-            "effective rank = exp(entropy of normalised eigenvalues); mean positive cosine vs mean "
-            "hardest-negative cosine (max over the other captions / images)")
-COLUMNS = {"alignment": "alignment ↓", "uniformity_image": "uniformity img ↓", "uniformity_text": "uniformity txt ↓",
-           "modality_gap": "modality gap", "effective_rank_image": "eff. rank img",
-           "effective_rank_text": "eff. rank txt", "positive_cosine": "positive cos",
-           "hardest_negative_cosine_i2t": "hardest neg cos i→t", "hardest_negative_cosine_t2i": "hardest neg cos t→i"}
+PROTOCOL = (
+    "embedding geometry on {n} images, each paired with its first caption, L2-normalised "
+    "embeddings: alignment = mean ||x_i - y_i||^2; uniformity = log mean_(i!=j) exp(-2 ||u_i - u_j||^2) "
+    "per modality; modality gap = ||mean x - mean y||; covariance eigen-spectrum per modality with "
+    "effective rank = exp(entropy of normalised eigenvalues); mean positive cosine vs mean "
+    "hardest-negative cosine (max over the other captions / images)"
+)
+COLUMNS = {
+    "alignment": "alignment ↓",
+    "uniformity_image": "uniformity img ↓",
+    "uniformity_text": "uniformity txt ↓",
+    "modality_gap": "modality gap",
+    "effective_rank_image": "eff. rank img",
+    "effective_rank_text": "eff. rank txt",
+    "positive_cosine": "positive cos",
+    "hardest_negative_cosine_i2t": "hardest neg cos i→t",
+    "hardest_negative_cosine_t2i": "hardest neg cos t→i",
+}
 PROJECTIONS = ("pca", "umap")
 
 
@@ -74,11 +83,15 @@ def geometry(x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], dict[str, 
         raise UsageError(f"the analysis needs at least 3 image–caption pairs, got {len(x)}")
     spec = {"image": spectrum(x), "text": spectrum(y)}
     metrics = {
-        "alignment": alignment(x, y), "uniformity_image": uniformity(x), "uniformity_text": uniformity(y),
+        "alignment": alignment(x, y),
+        "uniformity_image": uniformity(x),
+        "uniformity_text": uniformity(y),
         "modality_gap": float(np.linalg.norm(x.mean(axis=0) - y.mean(axis=0))),
-        "effective_rank_image": effective_rank(spec["image"]), "effective_rank_text": effective_rank(spec["text"]),
+        "effective_rank_image": effective_rank(spec["image"]),
+        "effective_rank_text": effective_rank(spec["text"]),
         "positive_cosine": float(np.mean(np.sum(x * y, axis=1))),
-        "hardest_negative_cosine_i2t": hardest_negative(x, y), "hardest_negative_cosine_t2i": hardest_negative(y, x),
+        "hardest_negative_cosine_i2t": hardest_negative(x, y),
+        "hardest_negative_cosine_t2i": hardest_negative(y, x),
     }
     return metrics, {k: v.tolist() for k, v in spec.items()}
 
@@ -105,7 +118,9 @@ def check_projection(method: str) -> None:
         try:
             import umap  # noqa: F401
         except ImportError:
-            raise UsageError("--projection umap needs umap-learn (pip install umap-learn); pca needs nothing") from None
+            raise UsageError(
+                "--projection umap needs umap-learn (pip install umap-learn); pca needs nothing"
+            ) from None
 
 
 def project(x: np.ndarray, y: np.ndarray, method: str = "pca") -> np.ndarray:
@@ -142,21 +157,38 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
     check_projection(cfg.projection)
     keep = subsample(len(pairs.images), cfg.max_images, cfg.seed)
     first = first_captions(pairs.caption_image, len(pairs.images))[keep]
-    paired = Pairs(pairs.name, [pairs.images[i] for i in keep], [pairs.captions[t] for t in first],
-                   np.arange(len(keep)), pairs.source)
+    paired = Pairs(
+        pairs.name,
+        [pairs.images[i] for i in keep],
+        [pairs.captions[t] for t in first],
+        np.arange(len(keep)),
+        pairs.source,
+    )
     versions = report.software_versions()
     records = []
     for loaded, label in zip(models, labels_for(models), strict=True):
         emb = embed_loaded(loaded, paired, cfg)
         metrics, spectra = geometry(emb.images, emb.texts)
-        records.append({
-            **report.base_record(loaded, label, pairs.name, cfg, versions, task="analyze"),
-            "n_images": len(emb.images), "n_skipped": emb.skipped, "metrics": metrics,
-            "spectra": spectra, "projection": {"method": cfg.projection,
-                                               "xy": project(emb.images, emb.texts, cfg.projection).tolist()},
-            "source": pairs.source, "protocol": PROTOCOL.format(n=len(emb.images))})
-        echo(f"{label} · {pairs.name}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-             + (f"  ({emb.skipped} unreadable images skipped)" if emb.skipped else ""))
+        records.append(
+            {
+                **report.base_record(loaded, label, pairs.name, cfg, versions, task="analyze"),
+                "n_images": len(emb.images),
+                "n_skipped": emb.skipped,
+                "metrics": metrics,
+                "spectra": spectra,
+                "projection": {
+                    "method": cfg.projection,
+                    "xy": project(emb.images, emb.texts, cfg.projection).tolist(),
+                },
+                "source": pairs.source,
+                "protocol": PROTOCOL.format(n=len(emb.images)),
+            }
+        )
+        echo(
+            f"{label} · {pairs.name}: "
+            + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            + (f"  ({emb.skipped} unreadable images skipped)" if emb.skipped else "")
+        )
     return records
 
 
@@ -164,8 +196,9 @@ def write(records: list[dict], out: Path) -> dict[str, Path]:
     """analysis.json (everything), results.json/.md/.csv (the scalars), spectra.png, projection.png."""
     from cloob.benchmarks.reporting import report
 
-    written = report.write_records([_scalars(r) for r in records], out, "Embedding-space analysis", COLUMNS,
-                                   percent=False)
+    written = report.write_records(
+        [_scalars(r) for r in records], out, "Embedding-space analysis", COLUMNS, percent=False
+    )
     written["analysis"] = out / "analysis.json"
     write_json(written["analysis"], {"records": records})
     written["spectra"] = plot_spectra(records, out / "spectra.png")
@@ -194,8 +227,13 @@ def plot_spectra(records: list[dict], target: Path) -> Path:
         colour = f"C{i % 10}"
         for modality, style in (("image", "-"), ("text", "--")):
             ev = np.asarray(r["spectra"][modality])
-            ax.plot(np.arange(1, len(ev) + 1), ev / ev.sum(), style, color=colour,
-                    label=f"{r['label']} {modality} (eff. rank {r['metrics'][f'effective_rank_{modality}']:.1f})")
+            ax.plot(
+                np.arange(1, len(ev) + 1),
+                ev / ev.sum(),
+                style,
+                color=colour,
+                label=f"{r['label']} {modality} (eff. rank {r['metrics'][f'effective_rank_{modality}']:.1f})",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue index")
     ax.set_ylabel("share of total variance")

@@ -43,8 +43,11 @@ def numbered(batches: Iterable[pa.RecordBatch], url: str, caption: str) -> Itera
     for batch in batches:
         n = batch.num_rows
         yield pa.record_batch(
-            [pa.array(range(start, start + n), pa.int64()),
-             batch.column(url).cast(pa.string()), batch.column(caption).cast(pa.string())],
+            [
+                pa.array(range(start, start + n), pa.int64()),
+                batch.column(url).cast(pa.string()),
+                batch.column(caption).cast(pa.string()),
+            ],
             names=list(LIST_COLUMNS),
         )
         start += n

@@ -46,7 +46,8 @@ def _open(tsv: Path) -> pacsv.CSVStreamingReader:
             # Captions contain quotes; the format has no quoting at all.
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
             convert_options=pacsv.ConvertOptions(
-                column_types={"caption": pa.string(), "url": pa.string()}),
+                column_types={"caption": pa.string(), "url": pa.string()}
+            ),
         )
     except (pa.ArrowException, OSError, UnicodeDecodeError) as err:  # OSError: bad .gz/.bz2
         raise _not_cc3m(tsv, err) from None
@@ -57,8 +58,10 @@ def _check_first_row(tsv: Path, batch: pa.RecordBatch) -> None:
     if url and url.startswith(("http://", "https://")):
         return
     if caption and caption.startswith(("http://", "https://")) or caption == "url":
-        raise UsageError(f"{tsv}: columns look like url<TAB>caption (CC12M layout?); "
-                         "CC3M is caption<TAB>url without a header")
+        raise UsageError(
+            f"{tsv}: columns look like url<TAB>caption (CC12M layout?); "
+            "CC3M is caption<TAB>url without a header"
+        )
     raise UsageError(f"{tsv}: not a CC3M TSV: row 1 has no http(s) URL in column 2")
 
 

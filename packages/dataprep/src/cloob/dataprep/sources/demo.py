@@ -45,13 +45,29 @@ from cloob.dataprep.synthetic import (
 SAMPLES_PER_SHARD = 1000  # 20 shards for 20k samples: enough for several ranks × workers
 FORMAT_VERSION = 2  # 2: a third task, backgrounds
 TEMPLATES = {
-    "shapes": ("a photo of a {} shape.", "a {} object.", "a drawing of a {}.",
-               "a picture of a {}.", "an image showing a {}.", "a {} on a background."),
-    "colours": ("a photo of a {} shape.", "a {} object.", "something coloured {}.",
-                "a picture of a {} thing.", "an image showing something {}.",
-                "a drawing of a {} shape."),
-    "backgrounds": ("a {} background.", "a shape on a {} background.", "something over {}.",
-                    "a picture with a {} background.", "an image on a plain {} background."),
+    "shapes": (
+        "a photo of a {} shape.",
+        "a {} object.",
+        "a drawing of a {}.",
+        "a picture of a {}.",
+        "an image showing a {}.",
+        "a {} on a background.",
+    ),
+    "colours": (
+        "a photo of a {} shape.",
+        "a {} object.",
+        "something coloured {}.",
+        "a picture of a {} thing.",
+        "an image showing something {}.",
+        "a drawing of a {} shape.",
+    ),
+    "backgrounds": (
+        "a {} background.",
+        "a shape on a {} background.",
+        "something over {}.",
+        "a picture with a {} background.",
+        "an image on a plain {} background.",
+    ),
 }
 
 
@@ -72,8 +88,9 @@ class DemoDataset:
     samples: int
 
 
-def build_demo(out: Path, samples: int = 20000, seed: int = 0, image_size: int = 64,
-               per_class: int = 50) -> DemoDataset:
+def build_demo(
+    out: Path, samples: int = 20000, seed: int = 0, image_size: int = 64, per_class: int = 50
+) -> DemoDataset:
     """Build (or reuse) the demo dataset in `out`; idempotent and safe against kills.
 
     A complete build with the same options is reused. Otherwise everything is written to a temp
@@ -81,8 +98,13 @@ def build_demo(out: Path, samples: int = 20000, seed: int = 0, image_size: int =
     a finished one. An existing demo build with other options is replaced; any other non-empty
     directory is refused."""
     out = Path(out)
-    options = {"samples": samples, "seed": seed, "image_size": image_size,
-               "per_class": per_class, "version": FORMAT_VERSION}
+    options = {
+        "samples": samples,
+        "seed": seed,
+        "image_size": image_size,
+        "per_class": per_class,
+        "version": FORMAT_VERSION,
+    }
     marker = out / "demo.json"
     if marker.exists() and _read_json(marker) == options:
         return _dataset(out, samples)
@@ -115,9 +137,11 @@ def _build(out: Path, options: dict) -> None:
 def _dataset(out: Path, samples: int) -> DemoDataset:
     layout = Layout(out)
     tasks = {
-        task: BenchmarkTask(out / "benchmark" / task / "images",
-                            out / "benchmark" / task / "classnames.txt",
-                            out / "benchmark" / task / "templates.txt")
+        task: BenchmarkTask(
+            out / "benchmark" / task / "images",
+            out / "benchmark" / task / "classnames.txt",
+            out / "benchmark" / task / "templates.txt",
+        )
         for task in TEMPLATES
     }
     shards, sizes = layout.shards, layout.sizes_json
@@ -131,12 +155,18 @@ def _write_shards(layout: Layout, samples: int, seed: int, image_size: int) -> N
     shards.mkdir(parents=True)
     for shard in range(math.ceil(samples / SAMPLES_PER_SHARD)):
         first = shard * SAMPLES_PER_SHARD
-        _write_shard(shards, shard, range(first, min(samples, first + SAMPLES_PER_SHARD)),
-                     random.Random(f"demo-{seed}-{shard}"), image_size)
+        _write_shard(
+            shards,
+            shard,
+            range(first, min(samples, first + SAMPLES_PER_SHARD)),
+            random.Random(f"demo-{seed}-{shard}"),
+            image_size,
+        )
 
 
-def _write_shard(shards: Path, shard: int, rows: range, rng: random.Random,
-                 image_size: int) -> None:
+def _write_shard(
+    shards: Path, shard: int, rows: range, rng: random.Random, image_size: int
+) -> None:
     """One shard in img2dataset's layout: tar, parquet (one row per sample), stats last."""
     start = time.time()
     name = f"{shard:05d}"
@@ -150,24 +180,46 @@ def _write_shard(shards: Path, shard: int, rows: range, rng: random.Random,
             buf = io.BytesIO()
             render(scene, rng, image_size).save(buf, format="JPEG", quality=95)
             image = buf.getvalue()
-            meta = {"url": f"demo://{index}", "caption": caption, "source_id": index,
-                    "shape": scene.shape, "colour": scene.colour, "key": key,
-                    "status": "success", "error_message": None, "width": image_size,
-                    "height": image_size, "original_width": image_size,
-                    "original_height": image_size, "exif": None,
-                    "sha256": hashlib.sha256(image).hexdigest()}
-            for ext, data in (("jpg", image), ("txt", caption.encode()),
-                              ("json", json.dumps(meta, indent=4).encode())):
+            meta = {
+                "url": f"demo://{index}",
+                "caption": caption,
+                "source_id": index,
+                "shape": scene.shape,
+                "colour": scene.colour,
+                "key": key,
+                "status": "success",
+                "error_message": None,
+                "width": image_size,
+                "height": image_size,
+                "original_width": image_size,
+                "original_height": image_size,
+                "exif": None,
+                "sha256": hashlib.sha256(image).hexdigest(),
+            }
+            for ext, data in (
+                ("jpg", image),
+                ("txt", caption.encode()),
+                ("json", json.dumps(meta, indent=4).encode()),
+            ):
                 member = tarfile.TarInfo(f"{key}.{ext}")
                 member.size, member.mode = len(data), 0o444
                 tar.addfile(member, io.BytesIO(data))
             metas.append(meta)
     pq.write_table(pa.Table.from_pylist(metas), shards / f"{name}.parquet")
     n = len(metas)
-    write_json(shards / f"{name}_stats.json", {
-        "count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,
-        "duration": time.time() - start, "start_time": start, "end_time": time.time(),
-        "status_dict": {"success": n}})
+    write_json(
+        shards / f"{name}_stats.json",
+        {
+            "count": n,
+            "successes": n,
+            "failed_to_download": 0,
+            "failed_to_resize": 0,
+            "duration": time.time() - start,
+            "start_time": start,
+            "end_time": time.time(),
+            "status_dict": {"success": n},
+        },
+    )
 
 
 def _write_task(root: Path, task: str, seed: int, image_size: int, per_class: int) -> None:
@@ -176,8 +228,9 @@ def _write_task(root: Path, task: str, seed: int, image_size: int, per_class: in
     rng = random.Random(f"benchmark-{task}-{seed}")
     pairs = sorted(held_out_pairs())
     attribute = {"shapes": 0, "colours": 1}.get(task)  # position in a (shape, colour) pair
-    classes = sorted({"shapes": SHAPES, "colours": COLOURS, "backgrounds": BACKGROUNDS}[task],
-                     key=_folder)
+    classes = sorted(
+        {"shapes": SHAPES, "colours": COLOURS, "backgrounds": BACKGROUNDS}[task], key=_folder
+    )
     for cls in classes:
         # shapes/colours: the held-out pairs of this class; backgrounds: all of them
         options = pairs if attribute is None else [p for p in pairs if p[attribute] == cls]

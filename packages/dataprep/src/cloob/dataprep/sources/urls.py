@@ -25,8 +25,10 @@ def input_format(path: Path) -> str:
         suffixes = suffixes[:-1]
     fmt = suffixes[-1] if suffixes else ""
     if fmt not in FORMATS:
-        raise UsageError(f"{path}: unknown list format {fmt!r} (expected one of "
-                         f"{', '.join(FORMATS)}, optionally .gz)")
+        raise UsageError(
+            f"{path}: unknown list format {fmt!r} (expected one of "
+            f"{', '.join(FORMATS)}, optionally .gz)"
+        )
     return fmt
 
 
@@ -45,9 +47,12 @@ def read_urls(path: Path, url_col: str, caption_col: str) -> Iterable[pa.RecordB
             yield from table.select(cols).to_batches(65536)
             return
         reader = pacsv.open_csv(
-            path, parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","),
-            convert_options=pacsv.ConvertOptions(include_columns=cols,
-                                                 column_types={c: pa.string() for c in cols}))
+            path,
+            parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=cols, column_types={c: pa.string() for c in cols}
+            ),
+        )
         _require(path, cols, reader.schema.names)
         yield from reader
     except (pa.ArrowException, OSError) as err:
@@ -65,5 +70,6 @@ def build_urls_list(path: Path, url_col: str, caption_col: str, target: Path) ->
 def _require(path: Path, wanted: list[str], have: list[str]) -> None:
     missing = [c for c in wanted if c not in have]
     if missing:
-        raise UsageError(f"{path}: no column {', '.join(map(repr, missing))} "
-                         f"(columns: {', '.join(have)})")
+        raise UsageError(
+            f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(have)})"
+        )

@@ -33,9 +33,15 @@ EXTRA_COLUMNS = ("title", "description")
 _TSV_COLUMNS = {1: "photoid", 8: "title", 9: "description", 16: "downloadurl", 24: "marker"}
 _N_TSV_COLUMNS = 25
 _SQLITE_TABLE = "yfcc100m_dataset"
-_META_SCHEMA = pa.schema([("photoid", pa.int64()), ("title", pa.string()),
-                          ("description", pa.string()), ("downloadurl", pa.string()),
-                          ("marker", pa.string())])
+_META_SCHEMA = pa.schema(
+    [
+        ("photoid", pa.int64()),
+        ("title", pa.string()),
+        ("description", pa.string()),
+        ("downloadurl", pa.string()),
+        ("marker", pa.string()),
+    ]
+)
 _TAG = re.compile(r"<[^>]*>")
 
 
@@ -59,8 +65,15 @@ def clean_text(text: str | None) -> str:
     return " ".join(html.unescape(text).split())
 
 
-def build_yfcc_list(subset: Path, metadata: Path, target: Path, caption: str = "title+description",
-                    *, memory_limit: str = "2GB", threads: int = 2) -> JoinReport:
+def build_yfcc_list(
+    subset: Path,
+    metadata: Path,
+    target: Path,
+    caption: str = "title+description",
+    *,
+    memory_limit: str = "2GB",
+    threads: int = 2,
+) -> JoinReport:
     """Join `subset` with `metadata` into the parquet list `target`, ordered by subset line."""
     if caption not in CAPTION_MODES:
         raise UsageError(f"--caption must be one of {', '.join(CAPTION_MODES)}, not {caption!r}")
@@ -72,8 +85,7 @@ def build_yfcc_list(subset: Path, metadata: Path, target: Path, caption: str = "
             con.execute(f"SET temp_directory = '{Path(work) / 'spill'}'")
             # The string works with every duckdb >= 1.1; the enum moved module (functional → func)
             # between 1.x and 2.x, and the 2.x stubs accept only the enum.
-            con.create_function("clean_text", _clean_arrow, ["VARCHAR"], "VARCHAR",
-                                type="arrow")  # type: ignore[call-overload]
+            con.create_function("clean_text", _clean_arrow, ["VARCHAR"], "VARCHAR", type="arrow")  # type: ignore[call-overload]
             subset_ids = _load_subset(con, subset)
             _join_metadata(con, metadata)
             return _write_list(con, target, caption, subset_ids)
@@ -82,11 +94,20 @@ def build_yfcc_list(subset: Path, metadata: Path, target: Path, caption: str = "
 
 
 def _load_subset(con: duckdb.DuckDBPyConnection, subset: Path) -> int:
-    reader = _tsv_reader(subset, "subset list", ["line", "photoid", "hash"],
-                         {"line": pa.int64(), "photoid": pa.int64()}, ["line", "photoid"])
-    _create_from_stream(con, reader, "CREATE TABLE subset AS SELECT photoid, min(line) AS line "
-                        "FROM src GROUP BY photoid",
-                        subset, "subset list (line<TAB>photo id<TAB>hash)")
+    reader = _tsv_reader(
+        subset,
+        "subset list",
+        ["line", "photoid", "hash"],
+        {"line": pa.int64(), "photoid": pa.int64()},
+        ["line", "photoid"],
+    )
+    _create_from_stream(
+        con,
+        reader,
+        "CREATE TABLE subset AS SELECT photoid, min(line) AS line FROM src GROUP BY photoid",
+        subset,
+        "subset list (line<TAB>photo id<TAB>hash)",
+    )
     n = con.execute("SELECT count(*) FROM subset").fetchall()[0][0]
     if n == 0:
         raise UsageError(f"{subset}: the subset list has no rows")
@@ -99,16 +120,27 @@ def _join_metadata(con: duckdb.DuckDBPyConnection, metadata: Path) -> None:
         reader = _sqlite_reader(metadata)
     else:
         names = [_TSV_COLUMNS.get(i, f"c{i}") for i in range(_N_TSV_COLUMNS)]
-        reader = _tsv_reader(metadata, "YFCC100M metadata", names,
-                             {"photoid": pa.int64()}, list(_TSV_COLUMNS.values()))
-    _create_from_stream(con, reader, "CREATE TABLE joined AS SELECT s.line, m.photoid, m.title, "
-                        "m.description, m.downloadurl, m.marker "
-                        "FROM src m JOIN subset s USING (photoid)",
-                        metadata, "YFCC100M metadata (25-column TSV or SQLite)")
+        reader = _tsv_reader(
+            metadata,
+            "YFCC100M metadata",
+            names,
+            {"photoid": pa.int64()},
+            list(_TSV_COLUMNS.values()),
+        )
+    _create_from_stream(
+        con,
+        reader,
+        "CREATE TABLE joined AS SELECT s.line, m.photoid, m.title, "
+        "m.description, m.downloadurl, m.marker "
+        "FROM src m JOIN subset s USING (photoid)",
+        metadata,
+        "YFCC100M metadata (25-column TSV or SQLite)",
+    )
 
 
-def _create_from_stream(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader, sql: str,
-                        path: Path, what: str) -> None:
+def _create_from_stream(
+    con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader, sql: str, path: Path, what: str
+) -> None:
     """Run `sql` with the stream `reader` as table `src`; parse errors become usage errors."""
     con.register("src", reader)
     try:
@@ -119,8 +151,9 @@ def _create_from_stream(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchRe
         con.unregister("src")
 
 
-def _write_list(con: duckdb.DuckDBPyConnection, target: Path, caption: str,
-                subset_ids: int) -> JoinReport:
+def _write_list(
+    con: duckdb.DuckDBPyConnection, target: Path, caption: str, subset_ids: int
+) -> JoinReport:
     matched, videos = con.execute(
         "SELECT count(DISTINCT photoid), count(*) FILTER (WHERE trim(marker) <> '0') FROM joined"
     ).fetchall()[0]
@@ -128,8 +161,8 @@ def _write_list(con: duckdb.DuckDBPyConnection, target: Path, caption: str,
         "title": "title",
         "description": "description",
         "title+description": "CASE WHEN title = '' THEN description WHEN description = '' THEN title "
-                             "WHEN regexp_matches(title, '[.!?]$') THEN title || ' ' || description "
-                             "ELSE title || '. ' || description END",
+        "WHEN regexp_matches(title, '[.!?]$') THEN title || ' ' || description "
+        "ELSE title || '. ' || description END",
     }[caption]
     with atomic_path(target) as tmp:
         con.execute(
@@ -140,15 +173,17 @@ def _write_list(con: duckdb.DuckDBPyConnection, target: Path, caption: str,
                     FROM joined WHERE trim(marker) = '0'
                     QUALIFY row_number() OVER (PARTITION BY photoid ORDER BY line) = 1)
                 ORDER BY line
-            ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)""")
+            ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"""
+        )
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchall()[0][0]
         if rows == 0:
             raise UsageError("no photo of the subset list was found in the metadata")
     return JoinReport(subset_ids=subset_ids, matched=matched, videos=videos, rows=rows)
 
 
-def _tsv_reader(path: Path, what: str, names: list[str], types: dict[str, pa.DataType],
-                keep: list[str]) -> pacsv.CSVStreamingReader:
+def _tsv_reader(
+    path: Path, what: str, names: list[str], types: dict[str, pa.DataType], keep: list[str]
+) -> pacsv.CSVStreamingReader:
     """A streaming reader of a headerless TSV (plain, .gz or .bz2, detected from the bytes)."""
     column_types = {n: types.get(n, pa.string()) for n in keep}
     try:
@@ -158,8 +193,9 @@ def _tsv_reader(path: Path, what: str, names: list[str], types: dict[str, pa.Dat
             read_options=pacsv.ReadOptions(column_names=names, block_size=16 << 20),
             # YFCC fields are URL-encoded: no quoting, no tabs or newlines inside values.
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-            convert_options=pacsv.ConvertOptions(include_columns=keep, column_types=column_types,
-                                                 strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=keep, column_types=column_types, strings_can_be_null=False
+            ),
         )
     except (pa.ArrowException, OSError) as err:
         raise _bad_input(path, what, err) from None
@@ -181,22 +217,30 @@ def _sqlite_reader(path: Path, size: int = 100_000) -> pa.RecordBatchReader:
     # DuckDB pulls batches from its own threads, one at a time.
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
-        cur = con.execute(f"SELECT photoid, title, description, downloadurl, marker "
-                          f"FROM {_SQLITE_TABLE}")
+        cur = con.execute(
+            f"SELECT photoid, title, description, downloadurl, marker FROM {_SQLITE_TABLE}"
+        )
     except sqlite3.Error as err:
         con.close()
-        raise UsageError(f"{path}: not a YFCC100M SQLite database (need table {_SQLITE_TABLE} "
-                         f"with photoid, title, description, downloadurl, marker): {err}") from None
+        raise UsageError(
+            f"{path}: not a YFCC100M SQLite database (need table {_SQLITE_TABLE} "
+            f"with photoid, title, description, downloadurl, marker): {err}"
+        ) from None
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             while rows := cur.fetchmany(size):
                 ids, titles, descs, urls, markers = zip(*rows, strict=True)
                 yield pa.record_batch(
-                    [pa.array([int(i) for i in ids], pa.int64()), pa.array(titles, pa.string()),
-                     pa.array(descs, pa.string()), pa.array(urls, pa.string()),
-                     pa.array([str(m) for m in markers], pa.string())],
-                    schema=_META_SCHEMA)
+                    [
+                        pa.array([int(i) for i in ids], pa.int64()),
+                        pa.array(titles, pa.string()),
+                        pa.array(descs, pa.string()),
+                        pa.array(urls, pa.string()),
+                        pa.array([str(m) for m in markers], pa.string()),
+                    ],
+                    schema=_META_SCHEMA,
+                )
         finally:
             con.close()
 

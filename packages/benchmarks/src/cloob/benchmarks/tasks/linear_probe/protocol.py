@@ -23,17 +23,21 @@ GRID = np.logspace(-6, 6, 97)  # 8 steps per decade
 FIRST_STEP = 16  # the first pass: every second decade (indices 0, 16, …, 96)
 TOPK = 5
 
-PROTOCOL = ("CLIP linear probe: frozen {feature} image features; scikit-learn L-BFGS multinomial logistic "
-            "regression (max_iter {max_iter}); L2 strength λ (C = 1/λ) chosen on {val} by CLIP's parametric "
-            "search over 97 log-spaced λ in [1e-6, 1e6] (start 1e-6, 1e-4, …, 1e6, halve the interval "
-            "around the peak down to 8 steps per decade), selection metric {metric}; refit on train + "
-            "validation; top-1, top-5 and mean-per-class recall on test")
+PROTOCOL = (
+    "CLIP linear probe: frozen {feature} image features; scikit-learn L-BFGS multinomial logistic "
+    "regression (max_iter {max_iter}); L2 strength λ (C = 1/λ) chosen on {val} by CLIP's parametric "
+    "search over 97 log-spaced λ in [1e-6, 1e6] (start 1e-6, 1e-4, …, 1e6, halve the interval "
+    "around the peak down to 8 steps per decade), selection metric {metric}; refit on train + "
+    "validation; top-1, top-5 and mean-per-class recall on test"
+)
 
 
 @dataclass
 class ProbeConfig:
     max_iter: int = 1000
-    val_fraction: float = 0.2  # share of each class moved from train to validation when none is given
+    val_fraction: float = (
+        0.2  # share of each class moved from train to validation when none is given
+    )
     seed: int = 0
     select_metric: str = "acc1"  # the dataset's headline metric decides λ
 
@@ -55,7 +59,9 @@ class ProbeResult:
         return sum(not step.get("converged", True) for step in self.search)
 
 
-def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def carve_validation(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices): `fraction` of every class, seeded, at least one image of
     each class left in train (a class absent from train can never be predicted)."""
     rng = np.random.default_rng(seed)
@@ -69,17 +75,22 @@ def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
 
 
-def check_labels(train_y: np.ndarray, val_fraction: float, has_val: bool, name: str = "train split") -> None:
+def check_labels(
+    train_y: np.ndarray, val_fraction: float, has_val: bool, name: str = "train split"
+) -> None:
     """Refuse, in one line, train labels no probe can be fitted on: a single class, or (without a
     validation split of its own) no class large enough to give an image to the carved one."""
     counts = np.unique(np.asarray(train_y), return_counts=True)[1]
     if len(counts) < 2:
-        raise UsageError(f"{name}: a linear probe needs train images of at least 2 classes, found "
-                         f"{len(counts)}")
+        raise UsageError(
+            f"{name}: a linear probe needs train images of at least 2 classes, found {len(counts)}"
+        )
     if not has_val and not any(min(int(round(val_fraction * n)), n - 1) > 0 for n in counts):
-        raise UsageError(f"{name}: the validation split carved from train (--val-fraction {val_fraction:g} of "
-                         f"each class, one image always kept for training) would be empty: "
-                         f"at most {counts.max()} train image(s) per class; add images or raise --val-fraction")
+        raise UsageError(
+            f"{name}: the validation split carved from train (--val-fraction {val_fraction:g} of "
+            f"each class, one image always kept for training) would be empty: "
+            f"at most {counts.max()} train image(s) per class; add images or raise --val-fraction"
+        )
 
 
 def metrics(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict[str, float]:
@@ -91,8 +102,11 @@ def metrics(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict
     top = classes[order]
     hit = top == labels[:, None]
     recall = [hit[labels == c, 0].mean() for c in np.unique(labels)]
-    return {"acc1": float(hit[:, 0].mean()), "acc5": float(hit.any(axis=1).mean()),
-            "mean_per_class_recall": float(np.mean(recall))}
+    return {
+        "acc1": float(hit[:, 0].mean()),
+        "acc5": float(hit.any(axis=1).mean()),
+        "mean_per_class_recall": float(np.mean(recall)),
+    }
 
 
 def fit(x: np.ndarray, y: np.ndarray, lam: float, max_iter: int, start: tuple | None = None):
@@ -104,7 +118,9 @@ def fit(x: np.ndarray, y: np.ndarray, lam: float, max_iter: int, start: tuple | 
 
     if start is not None and not np.array_equal(start[2], np.unique(y)):
         start = None  # another label set (a validation split with classes train lacks): start cold
-    model = LogisticRegression(C=1.0 / lam, solver="lbfgs", max_iter=max_iter, warm_start=start is not None)
+    model = LogisticRegression(
+        C=1.0 / lam, solver="lbfgs", max_iter=max_iter, warm_start=start is not None
+    )
     if start is not None:
         model.coef_, model.intercept_ = start[0].copy(), start[1].copy()
     with warnings.catch_warnings(record=True) as caught:
@@ -141,9 +157,17 @@ def search_lambda(evaluate: Callable[[float], float]) -> tuple[int, list[dict]]:
     return peak, trace
 
 
-def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-          cfg: ProbeConfig, val_x: np.ndarray | None = None, val_y: np.ndarray | None = None,
-          on_step: Callable[[], None] | None = None, name: str = "train split") -> ProbeResult:
+def probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    cfg: ProbeConfig,
+    val_x: np.ndarray | None = None,
+    val_y: np.ndarray | None = None,
+    on_step: Callable[[], None] | None = None,
+    name: str = "train split",
+) -> ProbeResult:
     """The whole protocol on feature matrices; `val_x/val_y` None → carve validation from train."""
     check_labels(train_y, cfg.val_fraction, val_y is not None, name)
     if val_x is None:
@@ -154,7 +178,9 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     else:
         fit_x, fit_y = train_x, train_y
 
-    solutions: dict[float, tuple] = {}  # λ → (coef, intercept, classes, converged) of the search's fits
+    solutions: dict[
+        float, tuple
+    ] = {}  # λ → (coef, intercept, classes, converged) of the search's fits
 
     def nearest(lam: float) -> tuple | None:
         """Warm start from the fitted λ closest on the log scale (the search moves in small steps)."""
@@ -174,9 +200,23 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     for step in trace:
         step["converged"] = solutions[step["lambda"]][3]
     lam = float(GRID[index])
-    model, converged = fit(np.concatenate([fit_x, val_x]), np.concatenate([fit_y, val_y]), lam, cfg.max_iter,
-                           solutions[lam][:3])
+    model, converged = fit(
+        np.concatenate([fit_x, val_x]),
+        np.concatenate([fit_y, val_y]),
+        lam,
+        cfg.max_iter,
+        solutions[lam][:3],
+    )
     proba = model.predict_proba(test_x)
-    top = model.classes_[np.argsort(-proba, axis=1, kind="stable")[:, :min(TOPK, proba.shape[1])]]
-    return ProbeResult(metrics(test_y, proba, model.classes_), lam, trace, len(fit_y), len(val_y), converged,
-                       model.classes_[proba.argmax(axis=1)], top, int(np.max(model.n_iter_)))
+    top = model.classes_[np.argsort(-proba, axis=1, kind="stable")[:, : min(TOPK, proba.shape[1])]]
+    return ProbeResult(
+        metrics(test_y, proba, model.classes_),
+        lam,
+        trace,
+        len(fit_y),
+        len(val_y),
+        converged,
+        model.classes_[proba.argmax(axis=1)],
+        top,
+        int(np.max(model.n_iter_)),
+    )

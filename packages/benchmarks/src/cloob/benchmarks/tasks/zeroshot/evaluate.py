@@ -13,10 +13,20 @@ from cloob.benchmarks.data.datasets import resolve_task
 from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task
 
 
-def zeroshot_eval(model, preprocess, tokenizer, dataset: str, path: str | Path, *,
-                  classnames_file: str | Path | None = None, templates_file: str | Path | None = None,
-                  device: str | torch.device = "cpu", batch_size: int = 64, workers: int = 0,
-                  precision: str = "fp32") -> dict:
+def zeroshot_eval(
+    model,
+    preprocess,
+    tokenizer,
+    dataset: str,
+    path: str | Path,
+    *,
+    classnames_file: str | Path | None = None,
+    templates_file: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+    precision: str = "fp32",
+) -> dict:
     """Zero-shot top-1/top-5/mean-per-class recall (fractions) of an open_clip model on one dataset.
 
     `dataset`: "imagenet" (path = a `val/<wnid>/` folder), "imagenetv2" (integer class folders),
@@ -25,6 +35,14 @@ def zeroshot_eval(model, preprocess, tokenizer, dataset: str, path: str | Path, 
     mean_per_class_recall, n_images, n_classes and a few descriptive fields.
     """
     task = resolve_task(dataset, path, classnames_file, templates_file)
-    result = evaluate_task(model, preprocess, tokenizer, task, device=device, batch_size=batch_size,
-                           workers=workers, precision=precision)
+    result = evaluate_task(
+        model,
+        preprocess,
+        tokenizer,
+        task,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+    )
     return {"dataset": task.name, **result.summary()}

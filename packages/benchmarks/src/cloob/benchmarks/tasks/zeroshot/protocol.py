@@ -31,7 +31,9 @@ class Predictions:
     topk_index: np.ndarray  # (N, k) class indices, best first
     topk_score: np.ndarray  # (N, k) cosine similarities
     seconds: float  # wall time of the image pass
-    index: np.ndarray | None = None  # (N,) positions in the task's samples (unreadable ones left out)
+    index: np.ndarray | None = (
+        None  # (N,) positions in the task's samples (unreadable ones left out)
+    )
     skipped: int = 0  # images that did not decode
 
     @property
@@ -40,15 +42,22 @@ class Predictions:
 
 
 @torch.no_grad()
-def build_classifier(model, tokenizer, classnames: list[str], templates: list[str], *,
-                     device: str | torch.device = "cpu", precision: str = "fp32",
-                     text_batch: int = TEXT_BATCH) -> torch.Tensor:
+def build_classifier(
+    model,
+    tokenizer,
+    classnames: list[str],
+    templates: list[str],
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    text_batch: int = TEXT_BATCH,
+) -> torch.Tensor:
     """(n_classes, dim) unit vectors: mean of the normalised template embeddings, renormalised."""
     texts = [t.format(c) for c in classnames for t in templates]
     chunks = []
     with resolve(precision, device).autocast(device):
         for start in range(0, len(texts), text_batch):
-            tokens = tokenizer(texts[start:start + text_batch]).to(device)
+            tokens = tokenizer(texts[start : start + text_batch]).to(device)
             # only up to the chunk's longest text, where that is exact (see cloob.common.text)
             chunks.append(F.normalize(encode_text(model, tokens).float(), dim=-1))
     per_text = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
@@ -56,8 +65,16 @@ def build_classifier(model, tokenizer, classnames: list[str], templates: list[st
 
 
 @torch.no_grad()
-def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str | torch.device = "cpu",
-             precision: str = "fp32", progress: bool = False, label: str = "") -> Predictions:
+def classify(
+    model,
+    classifier: torch.Tensor,
+    loader: DataLoader,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+    label: str = "",
+) -> Predictions:
     """Top-k classes and cosine scores for every image the loader yields."""
     k = min(TOPK, classifier.shape[0])
     classifier = classifier.to(device)
@@ -77,23 +94,42 @@ def classify(model, classifier: torch.Tensor, loader: DataLoader, *, device: str
     skipped = batches.skipped
     if not labels:
         raise UsageError(f"{label or 'dataset'}: none of its {skipped} images could be read")
-    return Predictions(np.concatenate(labels), np.concatenate(index), np.concatenate(score),
-                       time.perf_counter() - started, np.concatenate(kept), skipped)
+    return Predictions(
+        np.concatenate(labels),
+        np.concatenate(index),
+        np.concatenate(score),
+        time.perf_counter() - started,
+        np.concatenate(kept),
+        skipped,
+    )
 
 
 def metrics(pred: Predictions) -> dict[str, float]:
     """top-1, top-5 (top-k with k = min(5, classes)) and recall averaged over the classes present."""
     hit = pred.topk_index == pred.labels[:, None]
     recall = [hit[pred.labels == c, 0].mean() for c in np.unique(pred.labels)]
-    return {"acc1": float(hit[:, 0].mean()), "acc5": float(hit[:, :TOPK].any(axis=1).mean()),
-            "mean_per_class_recall": float(np.mean(recall))}
+    return {
+        "acc1": float(hit[:, 0].mean()),
+        "acc5": float(hit[:, :TOPK].any(axis=1).mean()),
+        "mean_per_class_recall": float(np.mean(recall)),
+    }
 
 
-def loader_for(task: Task, preprocess, batch_size: int = 64, workers: int = 0,
-               device: str | torch.device = "cpu") -> DataLoader:
-    return DataLoader(ImageList(task.samples, preprocess), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=torch.device(device).type == "cuda",
-                      collate_fn=collate_readable)
+def loader_for(
+    task: Task,
+    preprocess,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> DataLoader:
+    return DataLoader(
+        ImageList(task.samples, preprocess),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        collate_fn=collate_readable,
+    )
 
 
 @dataclass
@@ -103,26 +139,54 @@ class Evaluation:
     metrics: dict[str, float]
 
     def summary(self) -> dict:
-        return {**self.metrics, "n_images": self.predictions.n,
-                "n_skipped": self.predictions.skipped, "n_classes": self.task.n_classes,
-                "headline": self.task.headline, "label_rule": self.task.label_rule,
-                "n_templates": len(self.task.templates),
-                "images_per_s": self.predictions.n / max(self.predictions.seconds, 1e-9)}
+        return {
+            **self.metrics,
+            "n_images": self.predictions.n,
+            "n_skipped": self.predictions.skipped,
+            "n_classes": self.task.n_classes,
+            "headline": self.task.headline,
+            "label_rule": self.task.label_rule,
+            "n_templates": len(self.task.templates),
+            "images_per_s": self.predictions.n / max(self.predictions.seconds, 1e-9),
+        }
 
 
-def evaluate_task(model, preprocess, tokenizer, task: Task, *, device: str | torch.device = "cpu",
-                  batch_size: int = 64, workers: int = 0, precision: str = "fp32",
-                  classifier: torch.Tensor | None = None, progress: bool = False) -> Evaluation:
+def evaluate_task(
+    model,
+    preprocess,
+    tokenizer,
+    task: Task,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+    precision: str = "fp32",
+    classifier: torch.Tensor | None = None,
+    progress: bool = False,
+) -> Evaluation:
     """Evaluate `model` on `task`; pass a cached `classifier` to skip the text tower."""
     was_training = model.training
     model.eval()  # the trainer calls us mid-training: restore its mode afterwards
     try:
         if classifier is None:
-            classifier = build_classifier(model, tokenizer, task.classnames, task.templates,
-                                          device=device, precision=precision)
+            classifier = build_classifier(
+                model,
+                tokenizer,
+                task.classnames,
+                task.templates,
+                device=device,
+                precision=precision,
+            )
         _check_dims(classifier, task)
-        pred = classify(model, classifier, loader_for(task, preprocess, batch_size, workers, device),
-                        device=device, precision=precision, progress=progress, label=task.name)
+        pred = classify(
+            model,
+            classifier,
+            loader_for(task, preprocess, batch_size, workers, device),
+            device=device,
+            precision=precision,
+            progress=progress,
+            label=task.name,
+        )
     finally:
         model.train(was_training)
     return Evaluation(task, pred, metrics(pred))
@@ -130,7 +194,9 @@ def evaluate_task(model, preprocess, tokenizer, task: Task, *, device: str | tor
 
 def _check_dims(classifier: torch.Tensor, task: Task) -> None:
     if classifier.shape[0] != task.n_classes:
-        raise UsageError(f"{task.name}: classifier has {classifier.shape[0]} classes, dataset {task.n_classes}")
+        raise UsageError(
+            f"{task.name}: classifier has {classifier.shape[0]} classes, dataset {task.n_classes}"
+        )
     top = max(label for _, label in task.samples)
     if top >= task.n_classes:
         raise UsageError(f"{task.name}: label {top} but only {task.n_classes} class names")

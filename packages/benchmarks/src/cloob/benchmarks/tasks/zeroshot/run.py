@@ -30,13 +30,20 @@ class ZeroshotRunConfig(EvalOptions):
     out: Path
     save_predictions: bool = False
     compare_paper: str | None = None
-    cache: bool = True  # classifiers on disk under OUT/.classifiers, per (checkpoint, dataset, texts)
+    cache: bool = (
+        True  # classifiers on disk under OUT/.classifiers, per (checkpoint, dataset, texts)
+    )
     notes: dict = field(default_factory=dict)
 
 
-def tasks_for(names: list[str] | None, root: Path | None, dataset_dir: Path | None,
-              classnames: Path | None, templates: Path | None,
-              warn: Callable[[str], None] = print) -> list[Task]:
+def tasks_for(
+    names: list[str] | None,
+    root: Path | None,
+    dataset_dir: Path | None,
+    classnames: Path | None,
+    templates: Path | None,
+    warn: Callable[[str], None] = print,
+) -> list[Task]:
     """Registry datasets under `root` (with `all`, missing ones are skipped with the fetch command)
     plus an optional custom ImageFolder."""
     tasks: list[Task] = []
@@ -49,63 +56,106 @@ def tasks_for(names: list[str] | None, root: Path | None, dataset_dir: Path | No
                     raise FileNotFoundError(f"--root is needed for {spec.name}")
                 tasks.append(registry_task(spec, root / spec.name))
             else:
-                warn(f"skipping {spec.name}: not prepared; run: {registry.fetch_command(spec, str(root))}")
+                warn(
+                    f"skipping {spec.name}: not prepared; run: {registry.fetch_command(spec, str(root))}"
+                )
     if dataset_dir is not None:
         tasks.append(folder_task(dataset_dir, classnames, templates))
     if not tasks:
-        raise FileNotFoundError(f"no datasets to evaluate under {root}; run: benchmarks fetch all --root {root}")
+        raise FileNotFoundError(
+            f"no datasets to evaluate under {root}; run: benchmarks fetch all --root {root}"
+        )
     return tasks
 
 
-def run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig,
-        echo: Callable[[str], None] = print) -> list[dict]:
+def run(
+    models: list[LoadedModel],
+    tasks: list[Task],
+    cfg: ZeroshotRunConfig,
+    echo: Callable[[str], None] = print,
+) -> list[dict]:
     """Every model on every task; a run that fails leaves cfg.out as it found it."""
     files = RunFiles(cfg.out / ".classifiers", cfg.out / "predictions")
     with files.undone_on_failure():
         return _run(models, tasks, cfg, echo, files)
 
 
-def _run(models: list[LoadedModel], tasks: list[Task], cfg: ZeroshotRunConfig, echo: Callable[[str], None],
-         files: RunFiles) -> list[dict]:
+def _run(
+    models: list[LoadedModel],
+    tasks: list[Task],
+    cfg: ZeroshotRunConfig,
+    echo: Callable[[str], None],
+    files: RunFiles,
+) -> list[dict]:
     records = []
     versions = report.software_versions()
     for loaded, label in zip(models, labels_for(models), strict=True):
         loaded.model.to(cfg.device)
         for task in tasks:
             classifier = cached_classifier(loaded, task, cfg, files)
-            result = evaluate_task(loaded.model, loaded.preprocess, loaded.tokenizer, task, device=cfg.device,
-                                   batch_size=cfg.batch_size, workers=cfg.workers, precision=cfg.precision,
-                                   classifier=classifier, progress=cfg.progress)
+            result = evaluate_task(
+                loaded.model,
+                loaded.preprocess,
+                loaded.tokenizer,
+                task,
+                device=cfg.device,
+                batch_size=cfg.batch_size,
+                workers=cfg.workers,
+                precision=cfg.precision,
+                classifier=classifier,
+                progress=cfg.progress,
+            )
             record = make_record(loaded, label, task, result, cfg, versions)
             pred = result.predictions
             items = stats.classification_items(
-                pred.index if pred.index is not None else np.arange(pred.n), pred.labels, pred.topk_index)
+                pred.index if pred.index is not None else np.arange(pred.n),
+                pred.labels,
+                pred.topk_index,
+            )
             stats.attach_intervals(record, items, cfg.bootstrap)
             record[stats.ITEMS] = items  # for the paired tests; the report takes it out
             if cfg.save_predictions:
                 target = cfg.out / "predictions" / f"{_slug(label)}__{task.name}.parquet"
-                report.write_predictions(report.predictions_frame(task.root, task.samples, result.predictions),
-                                         target)
+                report.write_predictions(
+                    report.predictions_frame(task.root, task.samples, result.predictions), target
+                )
                 files.wrote(target)
                 record["predictions"] = target.relative_to(cfg.out).as_posix()
             records.append(record)
-            echo(report.accuracy_line(record, f"{record['n_images']} images, "
-                                              f"{record['images_per_s']:.1f}/s"))
+            echo(
+                report.accuracy_line(
+                    record, f"{record['n_images']} images, {record['images_per_s']:.1f}/s"
+                )
+            )
         loaded.model.to("cpu")
     return records
 
 
-def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig,
-                      files: RunFiles | None = None) -> torch.Tensor:
+def cached_classifier(
+    loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig, files: RunFiles | None = None
+) -> torch.Tensor:
     """The text side depends only on (weights, class names, templates, precision): cache it."""
+
     def build() -> torch.Tensor:
-        return build_classifier(loaded.model, loaded.tokenizer, task.classnames, task.templates,
-                                device=cfg.device, precision=cfg.precision).cpu()
+        return build_classifier(
+            loaded.model,
+            loaded.tokenizer,
+            task.classnames,
+            task.templates,
+            device=cfg.device,
+            precision=cfg.precision,
+        ).cpu()
 
     if not (cfg.cache and loaded.sha256):
         return build()
-    texts = hashlib.sha256("\n".join([*task.classnames, "\x00", *task.templates]).encode()).hexdigest()
-    path = cfg.out / ".classifiers" / f"{loaded.sha256[:16]}-{task.name}-{texts[:12]}-{cfg.precision}.pt"
+    texts = hashlib.sha256(
+        "\n".join([*task.classnames, "\x00", *task.templates]).encode()
+    ).hexdigest()
+    path = (
+        cfg.out
+        / ".classifiers"
+        / f"{loaded.sha256[:16]}-{task.name}-{texts[:12]}-{cfg.precision}.pt"
+    )
     if path.is_file():
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -121,16 +171,23 @@ def cached_classifier(loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig,
     return classifier
 
 
-def make_record(loaded: LoadedModel, label: str, task: Task, result, cfg: ZeroshotRunConfig, versions: dict) -> dict:
+def make_record(
+    loaded: LoadedModel, label: str, task: Task, result, cfg: ZeroshotRunConfig, versions: dict
+) -> dict:
     summary = result.summary()
     return {
-        **report.base_record(loaded, label, task.name, cfg, versions), "dataset_root": str(task.root),
-        "n_images": summary["n_images"], "n_skipped": summary["n_skipped"],
+        **report.base_record(loaded, label, task.name, cfg, versions),
+        "dataset_root": str(task.root),
+        "n_images": summary["n_images"],
+        "n_skipped": summary["n_skipped"],
         "n_classes": summary["n_classes"],
-        "metrics": {m: summary[m] for m in report.METRICS}, "headline": task.headline,
-        "label_rule": task.label_rule, "templates": task.templates,
+        "metrics": {m: summary[m] for m in report.METRICS},
+        "headline": task.headline,
+        "label_rule": task.label_rule,
+        "templates": task.templates,
         "images_per_s": summary["images_per_s"],
-        "predictions": None, "source": task.extra.get("source"),
+        "predictions": None,
+        "source": task.extra.get("source"),
     }
 
 
