@@ -5,7 +5,8 @@ objectives for a fixed number of steps and prints held-out zero-shot accuracy pl
 similarity of image/image (xx), caption/caption (yy) and image/caption (xy) features: xx and yy near
 1 mean the encoders have collapsed. Not a timing benchmark; results are in bench/NOTES.md.
 
-    uv run python bench/demo_cloob.py --method cloob --batch-size 64 --beta 14.3 --inv-tau 14.3 --seed 3
+    uv run python bench/demo_cloob.py --method cloob --batch-size 64 \\
+        --beta 14.3 --inv-tau 14.3 --seed 3
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """GPU acceptance in one go, sized to the lent machine: ≤ 6 minutes on one H200 with the defaults.
 
-Steps, each with its own timeout, in this order of importance (a failing step is recorded and the next one runs;
+Steps, each with its own timeout, in this order of importance (a failing step is recorded and the
+next one runs;
 a step that would start past the budget is recorded as skipped):
 
 1. `card`: the device, its measured bf16 matmul rate (8192³) and the model's training FLOPs per

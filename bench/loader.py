@@ -1,11 +1,14 @@
-"""Training data loader throughput at 224 px: ours (uint8 and float paths) vs OpenCLIP's `get_wds_dataset`.
+"""Training data loader throughput at 224 px: ours (uint8 and float paths) vs OpenCLIP's
+`get_wds_dataset`.
 
 All sides read the same img2dataset-like shards (`photo_shards`: JPEG q95, 256 px short side, mixed
 aspect ratios, photograph-like content), with OpenCLIP's RN50 train recipe (RandomResizedCrop 224,
 scale 0.9-1, bicubic, OpenAI mean/std) and tokenizer, the same batch size and workers:
 
-- `openclip`:   `open_clip_train.data.get_wds_dataset` with its own transform (float32 from the workers);
-- `ours-float`: the trainer's ShardStream with that same transform object (the path before issue 24);
+- `openclip`:   `open_clip_train.data.get_wds_dataset` with its own transform (float32 from the
+  workers);
+- `ours-float`: the trainer's ShardStream with that same transform object (the path before issue
+  24);
 - `ours-uint8`: the trainer's ShardStream with `transforms.Uint8TrainTransform` (uint8 from the
   workers; float conversion and normalisation on the device, not counted here).
 

@@ -9,8 +9,8 @@ Two parts, one table each:
    FlopCounterMode) and peak live tensor bytes, the gathers replaced by a local stand-in of the
    same shapes.
 
-Goal: with --local-loss the per-rank cost falls about W-fold. Run: `uv run python bench/loss_scaling.py`
-(`--quick`: N = 512).
+Goal: with --local-loss the per-rank cost falls about W-fold.
+Run: `uv run python bench/loss_scaling.py` (`--quick`: N = 512).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Shards like img2dataset writes them for CC3M/YFCC, with photograph-like content, made locally.
 
 img2dataset with `--image_size 256 --resize_mode keep_ratio` stores JPEGs at quality 95 (its
-default `encode_quality`) with 256 px on the short side and the aspect ratio of the photo. Decode cost
+default `encode_quality`) with 256 px on the short side and the aspect ratio of the photo. Decode
+cost
 depends on what the JPEG holds (flat colours decode in a fraction of a photo's time), so the images
 are windows of coloured 1/f noise (amplitude ∝ f^-1.35, the power-law spectrum of natural images)
 with a random colour mix each: ~40 kB per 256 × 384 image, like CC3M at 256 px. Captions are

@@ -78,7 +78,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"scale {args.scale}, dim {args.dim}, max_iter {args.max_iter}")
     print(
-        "dataset | fits | unconverged cold / warm | final converged cold / warm | iterations cold / warm "
+        "dataset | fits | unconverged cold / warm | final converged cold / warm "
+        "| iterations cold / warm "
         "| time warm/cold | λ cold / warm | top-1 cold / warm"
     )
     for name in args.datasets.split(","):
@@ -86,8 +87,10 @@ def main() -> None:
         cold, it_cold, t_cold = run(data, args.max_iter, warm=False)
         warm, it_warm, t_warm = run(data, args.max_iter, warm=True)
         print(
-            f"{name} | {len(cold.search) + 1} | {cold.unconverged_search_fits + (not cold.converged)} / "
-            f"{warm.unconverged_search_fits + (not warm.converged)} | {cold.converged} / {warm.converged} | "
+            f"{name} | {len(cold.search) + 1} | "
+            f"{cold.unconverged_search_fits + (not cold.converged)} / "
+            f"{warm.unconverged_search_fits + (not warm.converged)} | {cold.converged} / "
+            f"{warm.converged} | "
             f"{it_cold} / {it_warm} | {t_warm / t_cold:.2f} | {cold.lam:.3g} / {warm.lam:.3g} | "
             f"{100 * cold.metrics['acc1']:.2f} / {100 * warm.metrics['acc1']:.2f}",
             flush=True,

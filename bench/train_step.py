@@ -4,7 +4,8 @@ Same model config (tiny-vit, exported to OpenCLIP as `--model local-dir:DIR`), s
 demo set, 20 × 1000 JPEGs at 64 px), same batch size, workers, fp32, steps, lr/warmup/wd/Adam
 betas and cosine schedule, and the same intra-op thread count (`--threads`, default 1: on a
 2-core machine shared with other jobs, two OpenMP threads per trainer collapse to a fraction of the
-one-thread speed whenever another process holds a core; pass 0 for torch's default). Each run is a fresh subprocess; steady-state samples/s is the median of
+one-thread speed whenever another process holds a core; pass 0 for torch's default). Each run is a
+fresh subprocess; steady-state samples/s is the median of
 the per-step throughput after the first `--skip` steps (ours: metrics.jsonl `samples_per_s` logged
 every step; OpenCLIP: its per-step log lines). Sides alternate within each round and the order
 reverses every round, so a noisy shared machine affects all alike; ratios are taken per round.

@@ -118,7 +118,8 @@ def main() -> None:
     report(
         "zeroshot",
         f"Zero-shot eval, {args.model} fp32, {len(SHAPES)} classes × {len(TEMPLATES)} "
-        f"templates, batch {args.batch_size}, {args.workers} workers (identical predictions: {same})",
+        f"templates, batch {args.batch_size}, {args.workers} workers (identical predictions: "
+        f"{same})",
         ["tool", "images", "seconds", "images/s", "top-1", "× clip_benchmark"],
         rows,
         {"identical_predictions": same, "speedup": ratio, "args": vars(args)},

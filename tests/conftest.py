@@ -49,7 +49,8 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    """The S3 server with a new empty bucket, and the AWS_* variables that reach it set for this test
+    """The S3 server with a new empty bucket, and the AWS_* variables that reach it set for this
+    test
     (subprocesses inherit them). Credentials from the machine never leak in."""
     for name in list(os.environ):
         if name.startswith(("AWS_", "FSSPEC_")):

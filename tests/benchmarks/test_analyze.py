@@ -1,4 +1,5 @@
-"""Embedding geometry: fixed points of each metric, the CLI's files for two checkpoints, bad input."""
+"""Embedding geometry: fixed points of each metric, the CLI's files for two checkpoints, bad
+input."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def task(scratch: Path) -> Path:
 
 
 def open_clip_weights(scratch: Path) -> Path:
-    """A plain open_clip state dict, as OpenCLIP's trainer saves it, without the run's params.txt."""
+    """A plain open_clip state dict, as OpenCLIP's trainer saves it, without the run's
+    params.txt."""
     from support.benchmark_data import tiny_model
 
     sd = {"module." + k: v for k, v in tiny_model().state_dict().items()}
@@ -135,7 +136,8 @@ def on_unreadable_shards(command: str):
 
 
 def karpathy(images: object):
-    """retrieval on a Karpathy JSON whose `images` is the given value (an image folder beside it)."""
+    """retrieval on a Karpathy JSON whose `images` is the given value (an image folder beside
+    it)."""
 
     def make(scratch: Path) -> list:
         write_tree(scratch / "coco", class_tree({"val2014": 1}))
@@ -159,7 +161,8 @@ def karpathy(images: object):
 
 
 def existing_out_with_unreadable_task(scratch: Path) -> list:
-    """A results folder from an earlier run (a foreign file, an old classifier) must stay as it was."""
+    """A results folder from an earlier run (a foreign file, an old classifier) must stay as it
+    was."""
     write_tree(scratch / "out", {"notes.txt": b"mine", ".classifiers/old.pt": b"an earlier run's"})
     return [
         "zeroshot",
@@ -276,7 +279,8 @@ CASES = [
     BadInput(
         "linear-probe-one-train-image-per-class",
         probe_pair({"a": 1, "b": 1}),
-        "the validation split carved from train (--val-fraction 0.2 of each class, one image always kept",
+        "the validation split carved from train (--val-fraction 0.2 of each class, one image "
+        "always kept",
     ),
     BadInput(
         "retrieval-no-readable-image-in-shards",

@@ -1,4 +1,5 @@
-"""Checkpoint formats: trainer, CLOOB reference release, plain open_clip — same embeddings as the source."""
+"""Checkpoint formats: trainer, CLOOB reference release, plain open_clip — same embeddings as the
+source."""
 
 from __future__ import annotations
 

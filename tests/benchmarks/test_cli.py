@@ -151,7 +151,8 @@ def test_zeroshot_demo_task_dir(cli, tmp_path, ckpts):
         assert code == 0, err
         record = json.loads((tmp_path / "o" / "results.json").read_text())["records"][0]
         assert record["n_images"] == 4 and record["templates"] == ["a drawing of a {}."]
-    # and clip_benchmark's `build` aggregates the export (it fails on results.json: KeyError 'metrics')
+    # and clip_benchmark's `build` aggregates the export (it fails on results.json: KeyError
+    # 'metrics')
     csv = tmp_path / "benchmark.csv"
     main_build(argparse.Namespace(files=[str(tmp_path / "o" / "clip_benchmark")], output=str(csv)))
     row = pd.read_csv(csv).iloc[0]

@@ -1,4 +1,5 @@
-"""The linear-probe protocol: λ search, validation carve, clip_benchmark parity, the CLI, bad input."""
+"""The linear-probe protocol: λ search, validation carve, clip_benchmark parity, the CLI, bad
+input."""
 
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ def _clip_benchmark_probe(monkeypatch, train_x, train_y, val_x, val_y, test_x, t
 
 
 def test_parity_with_clip_benchmark(tmp_path, monkeypatch):
-    """Same features, same train/val/test: our L-BFGS probe within 0.5 points of clip_benchmark's."""
+    """Same features, same train/val/test: our L-BFGS probe within 0.5 points of
+    clip_benchmark's."""
     folders = [f"c{c}" for c in range(8)]
     write_tree(tmp_path / "train", class_split(folders, 25, seed=1, noise=2))
     test = class_split(folders, 24, seed=2, noise=2)

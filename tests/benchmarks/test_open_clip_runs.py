@@ -66,7 +66,8 @@ def test_params_txt_and_model_that_disagree_are_refused(open_clip_runs):
 
 def test_zeroshot_on_a_run_equals_open_clips_own_loading(open_clip_runs, cli, tmp_path):
     """`--ckpt logs/run/checkpoints/epoch_1.pt` gives the numbers of `--model NAME --pretrained
-    FILE` (open_clip's own loading), and `--ckpt FILE --model NAME` is that file, not a second model."""
+    FILE` (open_clip's own loading), and `--ckpt FILE --model NAME` is that file, not a second
+    model."""
     ckpt = open_clip_runs.checkpoint("quickgelu")
     task = write_tree(tmp_path / "task", class_tree({"a": 3, "b": 3, "c": 3}))
     common = ["--dataset-dir", task, "--workers", "0", "--no-progress", "--device", "cpu"]

@@ -1,4 +1,5 @@
-"""Image–text retrieval: hand-computed recalls, clip_benchmark parity, shards and Karpathy inputs, the CLI."""
+"""Image–text retrieval: hand-computed recalls, clip_benchmark parity, shards and Karpathy inputs,
+the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from support.shards import write_shards
 
 
 def test_hand_computed_recalls():
-    # 3 images on the axes; captions 0 and 1 belong to image 0, caption 2 to image 1, caption 3 to image 2
+    # 3 images on the axes; captions 0 and 1 belong to image 0, caption 2 to image 1, caption 3 to
+    # image 2
     images = np.eye(3, dtype=np.float32)
     texts = np.array([[1, 0, 0], [0.1, 0.995, 0], [0.6, 0.8, 0], [0.8, 0, 0.6]], dtype=np.float32)
     m = recalls(images, texts, np.array([0, 0, 1, 2]), ks=(1, 2))
@@ -69,7 +71,8 @@ def test_karpathy_and_shards_inputs(tmp_path):
 
 
 def test_parity_with_clip_benchmark(tmp_path):
-    """Same model, same images and captions: identical recalls to clip_benchmark's zero-shot retrieval."""
+    """Same model, same images and captions: identical recalls to clip_benchmark's zero-shot
+    retrieval."""
     import open_clip
     from clip_benchmark.metrics import zeroshot_retrieval as cb
     from torch.utils.data import DataLoader, Dataset

@@ -1,4 +1,5 @@
-"""The statistics behind every interval and paired test (cloob.benchmarks.reporting.stats), checked against
+"""The statistics behind every interval and paired test (cloob.benchmarks.reporting.stats), checked
+against
 closed forms: the bootstrap of a 0/1 mean is exactly Binomial(n, p̂)/n, and the exact McNemar
 test is scipy's two-sided binomial test on the discordant images (and a table worked by hand)."""
 

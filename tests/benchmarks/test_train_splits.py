@@ -1,4 +1,5 @@
-"""`benchmarks fetch --linear-probe` / `--train-dir` from a loopback mirror in the official layouts."""
+"""`benchmarks fetch --linear-probe` / `--train-dir` from a loopback mirror in the official
+layouts."""
 
 from __future__ import annotations
 

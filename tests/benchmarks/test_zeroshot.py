@@ -1,4 +1,5 @@
-"""The zero-shot protocol: fixed points, a hand-computed case, clip_benchmark parity, the trainer API."""
+"""The zero-shot protocol: fixed points, a hand-computed case, clip_benchmark parity, the trainer
+API."""
 
 from __future__ import annotations
 

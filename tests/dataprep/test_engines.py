@@ -6,9 +6,12 @@ import pytest
 
 from cloob.dataprep.engines import explain, is_loopback
 
-SPARK_GAVE_UP = """26/12/03 08:00:01 WARN StandaloneAppClient$ClientEndpoint: Failed to connect to master
-26/12/03 08:01:01 ERROR StandaloneSchedulerBackend: Application has been killed. Reason: All masters are unresponsive! Giving up.
-"""
+# Two log lines as Spark prints them.
+SPARK_GAVE_UP = (
+    "26/12/03 08:00:01 WARN StandaloneAppClient$ClientEndpoint: Failed to connect to master\n"
+    "26/12/03 08:01:01 ERROR StandaloneSchedulerBackend: Application has been killed. "
+    "Reason: All masters are unresponsive! Giving up.\n"
+)
 
 
 class Py4JJavaError(Exception):  # what pyspark raises, by name

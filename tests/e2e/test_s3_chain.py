@@ -1,7 +1,8 @@
 """The whole chain with everything in one S3 bucket (moto on 127.0.0.1): `dataprep fetch urls
 --out s3://…` → `trainer run --train-data s3://… --remote-sync s3://…` → the local run folder is
 lost → `trainer run --resume latest` continues from the bucket → the checkpoint loads from s3://
-and `benchmarks zeroshot --ckpt s3://…` evaluates it. The secret key shows nowhere in what was printed or written."""
+and `benchmarks zeroshot --ckpt s3://…` evaluates it. The secret key shows nowhere in what was
+printed or written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Generated stand-ins for linear probing and retrieval: class-structured images, official archive layouts."""
+"""Generated stand-ins for linear probing and retrieval: class-structured images, official archive
+layouts."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def class_image(label: int, seed: int, size: int = 32, noise: int = 6) -> bytes:
 def class_split(
     folders: list[str], per_class: int, seed: int, noise: int = 6, ext: str = "png"
 ) -> dict[str, bytes]:
-    """{'<folder>/<n>.<ext>': bytes} with `per_class` images for each folder (label = its position)."""
+    """{'<folder>/<n>.<ext>': bytes} with `per_class` images for each folder (label = its
+    position)."""
     files = {}
     for label, folder in enumerate(folders):
         for i in range(per_class):
@@ -67,7 +69,8 @@ def country211_tgz(path, codes: list[str], per_split: dict[str, int]) -> None:
 
 
 def flowers_files(folder, labels: list[int], splits: dict[str, list[int]]) -> None:
-    """VGG's 102flowers.tgz (flat `jpg/image_NNNNN.jpg`), imagelabels.mat, setid.mat (1-based ids)."""
+    """VGG's 102flowers.tgz (flat `jpg/image_NNNNN.jpg`), imagelabels.mat, setid.mat (1-based
+    ids)."""
     import numpy as np
     from scipy.io import savemat
 
@@ -84,7 +87,8 @@ def flowers_files(folder, labels: list[int], splits: dict[str, list[int]]) -> No
 
 
 def gtsrb_zips(folder, train_counts: list[int], test_labels: list[int]) -> None:
-    """The three GTSRB zips: Training/<5-digit class>/*.ppm + GT-<class>.csv; flat Final_Test/Images;
+    """The three GTSRB zips: Training/<5-digit class>/*.ppm + GT-<class>.csv; flat
+    Final_Test/Images;
     GT-final_test.csv (`;`-separated, with ClassId)."""
     from support.benchmark_data import write_zip
 

@@ -17,7 +17,8 @@ def write_shards(
 ) -> Path:
     """Write a dataprep-style output folder of procedural scenes and return it.
 
-    Members per sample: `{key}.jpg|png`, `{key}.txt` (caption), `{key}.json`; `sizes.json` is written
+    Members per sample: `{key}.jpg|png`, `{key}.txt` (caption), `{key}.json`; `sizes.json` is
+    written
     both at `root/` and at `root/shards/`."""
     rng = random.Random(seed)
     shard_dir = Path(root) / "shards"

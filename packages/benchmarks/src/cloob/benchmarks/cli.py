@@ -88,7 +88,8 @@ class Evaluation:
     def load_models(self) -> list:
         """--ckpt files, then --model/--pretrained, with the weights in the run's precision.
 
-        `--ckpt PATH --model NAME` (no --pretrained): NAME is the architecture of the plain open_clip
+        `--ckpt PATH --model NAME` (no --pretrained): NAME is the architecture of the plain
+        open_clip
         checkpoints whose run left no params.txt, not a model of its own."""
         from cloob.benchmarks.models.checkpoints import load_checkpoint, load_open_clip
 
@@ -233,7 +234,8 @@ def fetch(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records sha256)."""
+    """Download, verify and unpack datasets into ROOT/<name>/ (resumable; SOURCE.json records
+    sha256)."""
     from cloob.benchmarks.data.fetch import (
         FetchConfig,
         fetch_dataset,
@@ -330,7 +332,8 @@ def zeroshot(
         False, "--save-predictions", help="Per-image top-5 parquet files."
     ),
 ) -> None:
-    """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side, PNG)."""
+    """CLIP's zero-shot protocol on the datasets; writes results.json/.md/.csv (+ side-by-side,
+    PNG)."""
     from cloob.benchmarks.reporting import paper, report
     from cloob.benchmarks.tasks.zeroshot.run import ZeroshotRunConfig, run, tasks_for
 
@@ -495,7 +498,8 @@ def analyze(
     ),
     out: Path = typer.Option(Path("results/analyze"), "--out", help="Results folder."),
 ) -> None:
-    """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs hardest-negative
+    """Alignment, uniformity, modality gap, eigen-spectra/effective rank, positive vs
+    hardest-negative
     cosine; writes analysis.json, results.json/.md/.csv, spectra.png and projection.png."""
     from cloob.benchmarks.data.pairs import resolve_pairs
     from cloob.benchmarks.tasks import analyze as geometry

@@ -4,7 +4,8 @@ One home for the contract between the trainer (writes, resumes) and benchmarks (
 `torch.save`d dict of tensors and plain containers, so `torch.load(weights_only=True)` reads it.
 `state_dict` is in open_clip's key layout (no `module.` prefix, `logit_scale` = ln τ⁻¹), so
 `open_clip.create_model(name, pretrained=path)` loads it; beside it the model config, the method,
-τ⁻¹, β (siglip: its bias) and everything an exact resume needs (optimizer, scheduler, scaler, step, epoch, RNG states,
+τ⁻¹, β (siglip: its bias) and everything an exact resume needs (optimizer, scheduler, scaler, step,
+epoch, RNG states,
 every rank's data position, the resolved config).
 
 The TypedDicts below are the description: the validator walks their annotations, so a field added
@@ -126,7 +127,8 @@ def read(path: str | Path) -> TrainerCheckpoint:
 
 
 def check(ckpt: Any, path: str | Path, kind: type = ModelCheckpoint) -> dict[str, Any]:
-    """`ckpt` if it is a `kind` (ModelCheckpoint or TrainerCheckpoint), else a one-line UsageError."""
+    """`ckpt` if it is a `kind` (ModelCheckpoint or TrainerCheckpoint), else a one-line
+    UsageError."""
     if not isinstance(ckpt, dict) or not is_toolkit(ckpt):
         raise UsageError(f"{path} is not a {FORMAT} checkpoint")
     problem = _problem(ckpt, kind, "")
@@ -158,7 +160,8 @@ def _problem(value: Any, kind: Any, name: str) -> str | None:
     if expected is None or isinstance(value, expected):
         return None
     wanted = _type_name(expected)
-    return f"{name!r} is a {type(value).__name__}, not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+    article = "an" if wanted[0] in "aeiou" else "a"
+    return f"{name!r} is a {type(value).__name__}, not {article} {wanted}"
 
 
 def _typeddict_problem(ckpt: dict[str, Any], kind: Any, where: str) -> str | None:

@@ -12,7 +12,8 @@
 
 `fp16` is the reference's (OpenAI's `convert_weights`, open_clip's `fp16`): the model itself is
 half precision, no master copy, no loss scaling. `amp` means fp16 autocast on every device, so a
-CPU run exercises the same path as a GPU one (CPU autocast supports fp16). Every name open_clip's trainer accepts works here (`amp_bfloat16` is its
+CPU run exercises the same path as a GPU one (CPU autocast supports fp16). Every name open_clip's
+trainer accepts works here (`amp_bfloat16` is its
 other spelling of `amp_bf16`), so its launch lines need no edit. `auto` resolves to `amp`
 on CUDA and `fp32` elsewhere; the device `auto` (`resolve_device`) is CUDA where there is one.
 torch/open_clip are imported lazily: `common` is also used by

@@ -65,7 +65,8 @@ def location(url: str | os.PathLike[str]) -> Path | RemotePath:
 # timeout and three retries (its "standard" mode retries timeouts, 5xx and throttling with
 # backoff); s3fs's own retry loop around botocore (5 rounds by default) is cut to one round, or a
 # store that stops answering mid-run costs 5 rounds x 5 attempts x 15 s per call: a hang. Worst
-# case for one call: `call_limit_s`, 4 x (5 + 15) s plus backoff. `--storage-options '{"config_kwargs": {...}}'`
+# case for one call: `call_limit_s`, 4 x (5 + 15) s plus backoff. `--storage-options
+# '{"config_kwargs": {...}}'`
 # overrides any of these.
 LIMITS = {
     "connect_timeout": 5,

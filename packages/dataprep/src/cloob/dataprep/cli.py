@@ -16,7 +16,8 @@ from cloob.dataprep.engines import preflight
 
 app = make_app(
     "dataprep",
-    "Turn caption datasets (CC3M, YFCC-15M, any url list) into webdataset shards with a DuckDB manifest.",
+    "Turn caption datasets (CC3M, YFCC-15M, any url list) into webdataset shards with a DuckDB "
+    "manifest.",
     "cloob-dataprep",
 )
 fetch_app = typer.Typer(
@@ -30,13 +31,15 @@ Out = Annotated[
 Work = Annotated[
     Path | None,
     typer.Option(
-        help="Local working folder of an s3:// dataset (url list, manifest, run records; copied to the bucket when a run ends). Default: ./dataprep-work/BUCKET--PREFIX."
+        help="Local working folder of an s3:// dataset (url list, manifest, run records; copied "
+        "to the bucket when a run ends). Default: ./dataprep-work/BUCKET--PREFIX."
     ),
 ]
 StorageOptions = Annotated[
     str | None,
     typer.Option(
-        help='s3fs options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\' (default: the AWS_* variables).'
+        help='s3fs options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\' '
+        "(default: the AWS_* variables)."
     ),
 ]
 ImageSize = Annotated[int, typer.Option(help="Image side in pixels after resizing.")]
@@ -214,7 +217,8 @@ def fetch_yfcc15m(
     metadata: Annotated[
         str,
         typer.Option(
-            help="YFCC100M metadata: 25-column TSV (bz2/gz/plain) or yfcc100m_dataset.sql (SQLite); path or URL."
+            help="YFCC100M metadata: 25-column TSV (bz2/gz/plain) or yfcc100m_dataset.sql "
+            "(SQLite); path or URL."
         ),
     ],
     out: Out,

@@ -80,7 +80,8 @@ def run_img2dataset(
                 "img2dataset": _img2dataset_args(inputs, shards, opts, extra_columns, extend),
                 "error_file": str(error_file),
                 "log": str(log),
-                # where this run's part of the (appended) log starts: older runs' causes are not ours
+                # where this run's part of the (appended) log starts: older runs' causes are not
+                # ours
                 "log_start": log.stat().st_size if log.exists() else 0,
             }
         )

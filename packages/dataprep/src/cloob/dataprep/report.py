@@ -48,7 +48,8 @@ def print_stats(root: Path | Layout) -> None:
         console.print(summary)
         _print_result(
             con.execute(
-                "SELECT status, error_message, count(*) AS n FROM samples WHERE status <> 'success' "
+                "SELECT status, error_message, count(*) AS n FROM samples "
+                "WHERE status <> 'success' "
                 "GROUP BY ALL ORDER BY n DESC, error_message LIMIT 10"
             ),
             "top errors",

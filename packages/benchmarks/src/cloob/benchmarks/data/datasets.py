@@ -1,4 +1,5 @@
-"""Folders of images → `Task`s (path, label lists, class names and templates), with explicit label rules.
+"""Folders of images → `Task`s (path, label lists, class names and templates), with explicit label
+rules.
 
 torchvision's `ImageFolder` is not used directly: it refuses empty class folders (Birdsnap has
 some, and dropping them shifts every later label) and string-sorts integer folders (ImageNet V2's

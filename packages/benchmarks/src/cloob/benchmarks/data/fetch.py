@@ -88,7 +88,8 @@ class FetchResult:
 
 
 def fetch_metadata(cfg: FetchConfig) -> dict[str, Path]:
-    """The pinned class-name/template files in `ROOT/.metadata/`, each checked against its sha256."""
+    """The pinned class-name/template files in `ROOT/.metadata/`, each checked against its
+    sha256."""
     out = {}
     for pin in metadata.PINNED.values():
         expected = cfg.checksums.get(pin.filename, pin.sha256)
@@ -113,7 +114,8 @@ def _download_verified(
     hint: str,
     previous: Path | None = None,
 ) -> str:
-    """Download to a side name, check sha256, then rename onto `target` (kept intact on mismatch)."""
+    """Download to a side name, check sha256, then rename onto `target` (kept intact on
+    mismatch)."""
     incoming = target.with_name(target.name + ".incoming")
     download(url, incoming, retries=cfg.retries, timeout=cfg.timeout, progress=cfg.progress)
     got = sha256_file(incoming)
@@ -240,7 +242,8 @@ def find_class_root(folder: Path) -> Path:
 
 
 def verify_present(spec: registry.DatasetSpec, dest: Path, record: dict, cfg: FetchConfig) -> int:
-    """A present dataset must still hold the recorded number of images (and a kept archive its sha)."""
+    """A present dataset must still hold the recorded number of images (and a kept archive its
+    sha)."""
     classnames = (dest / CLASSNAMES_FILE).read_text(encoding="utf-8").splitlines()
     now = describe(spec, dest, [c for c in classnames if c], dest / record["images"])
     if now["n_images"] != record["n_images"]:

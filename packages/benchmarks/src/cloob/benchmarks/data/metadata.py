@@ -126,7 +126,8 @@ _FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.S)  # any language tag
 
 
 def parse_clip_prompts(text: str) -> dict[str, ClassList]:
-    """CLIP's prompts.md: `## Name` sections, each with a fenced `classes = [...]`/`templates = [...]`."""
+    """CLIP's prompts.md: `## Name` sections, each with a fenced
+    `classes = [...]`/`templates = [...]`."""
     out: dict[str, ClassList] = {}
     heads = list(_SECTION.finditer(text))
     for i, head in enumerate(heads):

@@ -125,7 +125,8 @@ def from_karpathy(
     if not chosen:
         present = sorted({str(e.get("split")) for e in entries})
         raise UsageError(
-            f"{json_path}: no images in split {split!r} (splits present: {', '.join(present) or 'none'})"
+            f"{json_path}: no images in split {split!r} (splits present: "
+            f"{', '.join(present) or 'none'})"
         )
     images: list[ImageRef] = []
     captions: list[str] = []

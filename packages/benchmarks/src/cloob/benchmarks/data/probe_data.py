@@ -1,4 +1,5 @@
-"""The splits a linear probe needs: train (+ a provided validation split) and test, same label space.
+"""The splits a linear probe needs: train (+ a provided validation split) and test, same label
+space.
 
 Registry datasets read their train splits from `ROOT/<name>-probe/` (made by `benchmarks fetch
 --linear-probe`, see train_splits.py); the test split is the probe folder's own when the official
@@ -48,14 +49,16 @@ def registry_probe(spec: registry.DatasetSpec, root: Path) -> ProbeData:
     if not info_file.is_file():
         why = "" if source.kind == "download" else f" ({source.note})"
         raise UsageError(
-            f"{spec.name} has no train split under {root}{why}; run: {train_command(spec, str(root))}"
+            f"{spec.name} has no train split under {root}{why}; run: "
+            f"{train_command(spec, str(root))}"
         )
     info = json.loads(info_file.read_text(encoding="utf-8"))
     classnames = read_lines(folder / CLASSNAMES_FILE)
     rule = registry.get(source.train_from or spec.name).label_rule
 
     def split(key: str) -> Task:
-        # named after the dataset that owns the split: ImageNet V2's probe reuses ImageNet's cached features
+        # named after the dataset that owns the split: ImageNet V2's probe reuses ImageNet's cached
+        # features
         return build_task(
             f"{source.train_from or spec.name}:{key}",
             folder / info["splits"][key],
@@ -85,7 +88,8 @@ def registry_probe(spec: registry.DatasetSpec, root: Path) -> ProbeData:
 
 
 def folder_probe(train_dir: Path, test_dir: Path, name: str | None = None) -> ProbeData:
-    """An ImageFolder pair: classes are the train folder's sub-folders; test must have the same ones."""
+    """An ImageFolder pair: classes are the train folder's sub-folders; test must have the same
+    ones."""
     for split, path in (("train", train_dir), ("test", test_dir)):
         if not Path(path).is_dir():
             raise FileNotFoundError(f"{path}: no such {split} folder")
@@ -130,7 +134,8 @@ def probes_for(
     test_dir: Path | None,
     name: str | None = None,
 ) -> list[ProbeData]:
-    """Registry datasets (explicit names; `all` = those whose train split is present) and/or a pair."""
+    """Registry datasets (explicit names; `all` = those whose train split is present) and/or a
+    pair."""
     if (train_dir is None) != (test_dir is None):
         raise UsageError("--train-dir and --test-dir go together")
     out: list[ProbeData] = []

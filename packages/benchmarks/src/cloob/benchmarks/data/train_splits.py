@@ -1,4 +1,5 @@
-"""`benchmarks fetch --linear-probe`: the train (and official val/test) splits into `ROOT/<name>-probe/`.
+"""`benchmarks fetch --linear-probe`: the train (and official val/test) splits into
+`ROOT/<name>-probe/`.
 
 Official sources whose files have been stable for years (the md5s torchvision pins for them are
 checked; a mirror serving other bytes needs `--checksums`, as for the zero-shot archives):
@@ -94,12 +95,14 @@ OFFICIAL: dict[str, tuple[SourceFile, ...]] = {
 def fetch_probe_splits(
     spec: registry.DatasetSpec, cfg: FetchConfig, files: dict[str, Path] | None = None
 ) -> FetchResult:
-    """Download the official train/val/test of `spec` into `ROOT/<name>-probe/` (present → verified count)."""
+    """Download the official train/val/test of `spec` into `ROOT/<name>-probe/` (present → verified
+    count)."""
     if spec.name not in OFFICIAL:
         source = TRAIN_SOURCES[spec.name]
         raise UsageError(
             f"{spec.title} has no downloadable train split ({source.note}); "
-            f"run: benchmarks fetch {source.train_from or spec.name} --root {cfg.root} --train-dir PATH"
+            f"run: benchmarks fetch {source.train_from or spec.name} --root {cfg.root} --train-dir "
+            "PATH"
         )
     dest = probe_folder(cfg.root, spec.name)
     if (dest / SOURCE_FILE).is_file() and not cfg.force:
@@ -142,7 +145,8 @@ def fetch_probe_splits(
 def link_train_folder(
     spec: registry.DatasetSpec, folder: str | Path, cfg: FetchConfig
 ) -> FetchResult:
-    """A local train folder (class sub-folders as in the dataset's test split), linked, not copied."""
+    """A local train folder (class sub-folders as in the dataset's test split), linked, not
+    copied."""
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such train folder")

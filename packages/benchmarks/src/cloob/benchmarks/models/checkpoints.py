@@ -52,7 +52,8 @@ class LoadedModel:
 
 def labels_for(models: list[LoadedModel]) -> list[str]:
     """Short unique labels: the file stem, with as many parent folders as it takes to tell
-    checkpoints apart (`checkpoints/` folders say nothing: trainer runs are `<run>/checkpoints/`)."""
+    checkpoints apart (`checkpoints/` folders say nothing: trainer runs are
+    `<run>/checkpoints/`)."""
 
     def parts(m: LoadedModel) -> list[str]:
         if not m.path:
@@ -241,7 +242,8 @@ def _refuse_code(path: Path) -> None:
 
 OPEN_CLIP_RUN = "open_clip-run"  # internal: built by open_clip's factory from a model name
 PARAMS_FILE = "params.txt"  # what OpenCLIP's trainer writes in logs/<run>/, beside checkpoints/
-# params.txt lines that change the architecture or the eval transform, as open_clip's factory names them
+# params.txt lines that change the architecture or the eval transform, as open_clip's factory names
+# them
 _FACTORY_PARAMS = (
     "force_quick_gelu",
     "force_custom_text",
@@ -259,7 +261,8 @@ def _interpret(
 ) -> tuple[dict, dict, str, str, dict]:
     """→ (open_clip state dict, model config, architecture name, format, metadata).
 
-    For an OpenCLIP run (format OPEN_CLIP_RUN) the "config" is open_clip factory keyword arguments."""
+    For an OpenCLIP run (format OPEN_CLIP_RUN) the "config" is open_clip factory keyword
+    arguments."""
     meta = {
         k: ckpt[k]
         for k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
@@ -485,7 +488,8 @@ def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
 
 def _build_open_clip_run(factory: dict, name: str):
     """The model, eval transform and tokenizer exactly as open_clip's factory builds `name` with the
-    run's `force_*` / `image_*` arguments (what OpenCLIP's trainer trained and clip_benchmark evaluates)."""
+    run's `force_*` / `image_*` arguments (what OpenCLIP's trainer trained and clip_benchmark
+    evaluates)."""
     import open_clip
 
     try:

@@ -65,7 +65,10 @@ def image_feature_mode(model, kind: str) -> Iterator[str]:
         yield f"embedding: encode_image output ({tower}), not normalised"
         return
     if tower == "ModifiedResNet":
-        yield "pre-projection: attention-pool output (a ModifiedResNet has no separate projection; = embedding)"
+        yield (
+            "pre-projection: attention-pool output "
+            "(a ModifiedResNet has no separate projection; = embedding)"
+        )
         return
     proj = getattr(visual, "proj", None)
     if not isinstance(proj, torch.Tensor):
@@ -75,7 +78,10 @@ def image_feature_mode(model, kind: str) -> Iterator[str]:
         )
     visual.proj = None
     try:
-        yield f"pre-projection: {tower} pooled token before visual.proj ({proj.shape[0]}-d, not normalised)"
+        yield (
+            f"pre-projection: {tower} pooled token before visual.proj "
+            f"({proj.shape[0]}-d, not normalised)"
+        )
     finally:
         visual.proj = proj
 
@@ -254,7 +260,8 @@ def samples_fingerprint(samples: list[tuple[str, int]]) -> str:
 
 @dataclass
 class FeatureCache:
-    """`.npz` files named by (checkpoint sha256, dataset, split, feature kind, precision, samples)."""
+    """`.npz` files named by (checkpoint sha256, dataset, split, feature kind, precision,
+    samples)."""
 
     folder: Path | None  # None: caching off
 

@@ -4,7 +4,8 @@ clip_benchmark's `eval` writes one JSON per (model, pretrained, dataset, task):
 `{"dataset", "model", "pretrained", "task", "metrics", "language"}`, and `build` reads each file's
 top-level `metrics` (our `results.json` holds a list of records, hence its `KeyError: 'metrics'`).
 Each record becomes such a file under `OUT/clip_benchmark/`, named with clip_benchmark's default
-template `{dataset}_{pretrained}_{model}_{language}_{task}.json`, with clip_benchmark's dataset names
+template `{dataset}_{pretrained}_{model}_{language}_{task}.json`, with clip_benchmark's dataset
+names
 and metric keys, so the rows sit beside clip_benchmark's own:
 
     clip_benchmark build results/cc/clip_benchmark --output benchmark.csv
@@ -69,7 +70,8 @@ def write_clip_benchmark(records: list[dict], out: Path) -> Path | None:
 
 def _pretrained(record: dict) -> str:
     """clip_benchmark's `pretrained`: the open_clip tag when there is one; for our checkpoint files
-    the run label (unique among the evaluated files, where two `latest.pt` basenames would clash)."""
+    the run label (unique among the evaluated files, where two `latest.pt` basenames would
+    clash)."""
     tag = (record.get("checkpoint_info") or {}).get("pretrained")
     if tag and not record.get("checkpoint"):
         return str(tag)

@@ -1,4 +1,5 @@
-"""Published zero-shot and linear-probe top-1 accuracies (%) of the CLOOB paper (Fürst et al., NeurIPS 2022)."""
+"""Published zero-shot and linear-probe top-1 accuracies (%) of the CLOOB paper (Fürst et al.,
+NeurIPS 2022)."""
 
 from __future__ import annotations
 

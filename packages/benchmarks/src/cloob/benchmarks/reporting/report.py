@@ -1,4 +1,5 @@
-"""Results as JSON (one record per checkpoint × dataset), CSV, Markdown, a side-by-side table and a PNG."""
+"""Results as JSON (one record per checkpoint × dataset), CSV, Markdown, a side-by-side table and a
+PNG."""
 
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ def _probe_columns(record: dict) -> dict:
 
 
 def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFrame:
-    """Datasets × checkpoints, each cell the dataset's headline metric in %; paper columns optional."""
+    """Datasets × checkpoints, each cell the dataset's headline metric in %; paper columns
+    optional."""
     table = pd.DataFrame({r["label"]: {} for r in records})
     for r in records:
         table.loc[r["dataset"], r["label"]] = 100 * r["metrics"][r["headline"]]
@@ -159,7 +161,8 @@ def markdown(
         "Percentages; the headline metric of each dataset is in **bold**; "
         f"[lo, hi] is the 95% bootstrap interval{_boot_words(records)}.",
         "",
-        "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | mean-per-class | precision |",
+        "| checkpoint | model | dataset | images | skipped | classes | top-1 | top-5 | "
+        "mean-per-class | precision |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
@@ -278,7 +281,8 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
 def write_records(
     records: list[dict], out: Path, title: str, columns: dict[str, str], percent: bool = True
 ) -> dict[str, Path]:
-    """results.json / .csv / .md (and clip_benchmark/*.json) for the tasks beyond zero-shot; `columns`: metric key → heading;
+    """results.json / .csv / .md (and clip_benchmark/*.json) for the tasks beyond zero-shot;
+    `columns`: metric key → heading;
     `percent`: fractions shown ×100 in the Markdown (the CSV keeps the raw values)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}

@@ -6,7 +6,8 @@ For N images, each paired with its first caption (rows x_i, y_i, L2-normalised):
 - modality gap (Liang et al. 2022): ‖mean x − mean y‖, the distance between the two centroids;
 - eigenvalue spectrum of each modality's covariance and its effective rank, exp(entropy of the
   normalised eigenvalues) (Roy & Vetterli 2007): how many directions the embeddings really use —
-  the paper's argument is that InfoNCE saturates and CLOOB's retrievals raise the covariance structure;
+  the paper's argument is that InfoNCE saturates and CLOOB's retrievals raise the covariance
+  structure;
 - mean positive cosine ⟨x_i, y_i⟩ vs mean hardest-negative cosine max_{j≠i} ⟨x_i, y_j⟩ (both ways).
 """
 
@@ -25,7 +26,8 @@ from cloob.common.files import atomic_path, write_json
 
 PROTOCOL = (
     "embedding geometry on {n} images, each paired with its first caption, L2-normalised "
-    "embeddings: alignment = mean ||x_i - y_i||^2; uniformity = log mean_(i!=j) exp(-2 ||u_i - u_j||^2) "
+    "embeddings: alignment = mean ||x_i - y_i||^2; "
+    "uniformity = log mean_(i!=j) exp(-2 ||u_i - u_j||^2) "
     "per modality; modality gap = ||mean x - mean y||; covariance eigen-spectrum per modality with "
     "effective rank = exp(entropy of normalised eigenvalues); mean positive cosine vs mean "
     "hardest-negative cosine (max over the other captions / images)"
@@ -111,7 +113,8 @@ def subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
 
 
 def check_projection(method: str) -> None:
-    """Fail early: an unknown method, or UMAP without umap-learn (an optional extra, never required)."""
+    """Fail early: an unknown method, or UMAP without umap-learn (an optional extra, never
+    required)."""
     if method not in PROJECTIONS:
         raise UsageError(f"unknown projection {method!r}; choose from {', '.join(PROJECTIONS)}")
     if method == "umap":
@@ -193,7 +196,8 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
 
 
 def write(records: list[dict], out: Path) -> dict[str, Path]:
-    """analysis.json (everything), results.json/.md/.csv (the scalars), spectra.png, projection.png."""
+    """analysis.json (everything), results.json/.md/.csv (the scalars), spectra.png,
+    projection.png."""
     from cloob.benchmarks.reporting import report
 
     written = report.write_records(
@@ -220,7 +224,8 @@ def _pyplot():
 
 
 def plot_spectra(records: list[dict], target: Path) -> Path:
-    """Normalised covariance eigenvalues (log scale) of every checkpoint: images solid, captions dashed."""
+    """Normalised covariance eigenvalues (log scale) of every checkpoint: images solid, captions
+    dashed."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(records):
@@ -232,7 +237,10 @@ def plot_spectra(records: list[dict], target: Path) -> Path:
                 ev / ev.sum(),
                 style,
                 color=colour,
-                label=f"{r['label']} {modality} (eff. rank {r['metrics'][f'effective_rank_{modality}']:.1f})",
+                label=(
+                    f"{r['label']} {modality} "
+                    f"(eff. rank {r['metrics'][f'effective_rank_{modality}']:.1f})"
+                ),
             )
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue index")

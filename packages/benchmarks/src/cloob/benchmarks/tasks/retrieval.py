@@ -1,4 +1,5 @@
-"""Image–text retrieval: Recall@K both ways, the COCO / Flickr30k protocol (several captions per image).
+"""Image–text retrieval: Recall@K both ways, the COCO / Flickr30k protocol (several captions per
+image).
 
 Image→text: an image counts as found at K if any of its captions is among the K captions most
 similar to it. Text→image: a caption counts if its image is among the K most similar images.
@@ -110,7 +111,8 @@ class RetrievalConfig(EvalOptions):
 def run(
     models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print
 ) -> list[dict]:
-    """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval metrics)."""
+    """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval
+    metrics)."""
     from cloob.benchmarks.models.checkpoints import labels_for
     from cloob.benchmarks.reporting import report
 
@@ -136,8 +138,10 @@ def run(
         stats.attach_intervals(records[-1], items, cfg.bootstrap)
         records[-1][stats.ITEMS] = items
         echo(
-            f"{label} · {pairs.name}: image→text R@1/5/10 {100 * m['i2t_r1']:.2f} / {100 * m['i2t_r5']:.2f} / "
-            f"{100 * m['i2t_r10']:.2f}   text→image {100 * m['t2i_r1']:.2f} / {100 * m['t2i_r5']:.2f} / "
+            f"{label} · {pairs.name}: image→text R@1/5/10 {100 * m['i2t_r1']:.2f} / "
+            f"{100 * m['i2t_r5']:.2f} / "
+            f"{100 * m['i2t_r10']:.2f}   text→image {100 * m['t2i_r1']:.2f} / "
+            f"{100 * m['t2i_r5']:.2f} / "
             f"{100 * m['t2i_r10']:.2f}  ({len(emb.images)} images, {len(emb.texts)} captions"
             + (f", {emb.skipped} unreadable images skipped)" if emb.skipped else ")")
         )

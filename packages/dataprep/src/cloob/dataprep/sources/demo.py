@@ -224,7 +224,8 @@ def _write_shard(
 
 def _write_task(root: Path, task: str, seed: int, image_size: int, per_class: int) -> None:
     """ImageFolder of held-out (shape, colour) pairs only; class = shape, colour or background.
-    Folder names have `_` for spaces ("pale_blue"); classnames.txt has the words, in folder order."""
+    Folder names have `_` for spaces ("pale_blue"); classnames.txt has the words, in folder
+    order."""
     rng = random.Random(f"benchmark-{task}-{seed}")
     pairs = sorted(held_out_pairs())
     attribute = {"shapes": 0, "colours": 1}.get(task)  # position in a (shape, colour) pair

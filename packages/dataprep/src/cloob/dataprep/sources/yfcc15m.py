@@ -115,7 +115,8 @@ def _load_subset(con: duckdb.DuckDBPyConnection, subset: Path) -> int:
 
 
 def _join_metadata(con: duckdb.DuckDBPyConnection, metadata: Path) -> None:
-    """Stream the metadata through a hash join against the subset; keep both markers for counting."""
+    """Stream the metadata through a hash join against the subset; keep both markers for
+    counting."""
     if _is_sqlite(metadata):
         reader = _sqlite_reader(metadata)
     else:
@@ -160,7 +161,8 @@ def _write_list(
     caption_sql = {
         "title": "title",
         "description": "description",
-        "title+description": "CASE WHEN title = '' THEN description WHEN description = '' THEN title "
+        "title+description": "CASE WHEN title = '' THEN description "
+        "WHEN description = '' THEN title "
         "WHEN regexp_matches(title, '[.!?]$') THEN title || ' ' || description "
         "ELSE title || '. ' || description END",
     }[caption]

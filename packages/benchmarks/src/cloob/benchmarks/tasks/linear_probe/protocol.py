@@ -1,6 +1,7 @@
 """CLIP's linear-probe protocol on frozen features (Radford et al. 2021, appendix A.3).
 
-Multinomial logistic regression fitted with scikit-learn's L-BFGS (at most 1,000 iterations; each fit
+Multinomial logistic regression fitted with scikit-learn's L-BFGS (at most 1,000 iterations; each
+fit
 warm-started from the solution at the nearest λ already fitted, which changes how fast a fit
 converges, not where: the objective is strictly convex). The L2
 strength λ (sklearn's C = 1/λ) is picked on a validation split — the dataset's own, else one carved
@@ -25,7 +26,8 @@ TOPK = 5
 
 PROTOCOL = (
     "CLIP linear probe: frozen {feature} image features; scikit-learn L-BFGS multinomial logistic "
-    "regression (max_iter {max_iter}); L2 strength λ (C = 1/λ) chosen on {val} by CLIP's parametric "
+    "regression (max_iter {max_iter}); L2 strength λ (C = 1/λ) chosen on {val} by CLIP's "
+    "parametric "
     "search over 97 log-spaced λ in [1e-6, 1e6] (start 1e-6, 1e-4, …, 1e6, halve the interval "
     "around the peak down to 8 steps per decade), selection metric {metric}; refit on train + "
     "validation; top-1, top-5 and mean-per-class recall on test"
@@ -110,7 +112,8 @@ def metrics(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict
 
 
 def fit(x: np.ndarray, y: np.ndarray, lam: float, max_iter: int, start: tuple | None = None):
-    """One L-BFGS logistic regression, from `start` = (coef, intercept, classes) when given (a warm start:
+    """One L-BFGS logistic regression, from `start` = (coef, intercept, classes) when given (a warm
+    start:
     the objective is strictly convex, so a converged fit is the same optimum from any start);
     returns (model, converged)."""
     from sklearn.exceptions import ConvergenceWarning
@@ -183,7 +186,8 @@ def probe(
     ] = {}  # λ → (coef, intercept, classes, converged) of the search's fits
 
     def nearest(lam: float) -> tuple | None:
-        """Warm start from the fitted λ closest on the log scale (the search moves in small steps)."""
+        """Warm start from the fitted λ closest on the log scale (the search moves in small
+        steps)."""
         if not solutions:
             return None
         near = min(solutions, key=lambda other: abs(np.log(other / lam)))

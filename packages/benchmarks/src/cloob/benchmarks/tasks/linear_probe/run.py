@@ -1,4 +1,5 @@
-"""`benchmarks linear-probe`: every checkpoint on every dataset; features cached, records written."""
+"""`benchmarks linear-probe`: every checkpoint on every dataset; features cached, records
+written."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def run(
     cfg: ProbeRunConfig,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Every model on every dataset; a run that fails leaves OUT (and its feature cache) as found."""
+    """Every model on every dataset; a run that fails leaves OUT (and its feature cache) as
+    found."""
     for data in datasets:  # before any image is read: labels no probe can be fitted on
         check_labels(
             np.array([label for _, label in data.train.samples]),
@@ -158,7 +160,10 @@ def probe_record(
     val_words = (
         f"the dataset's validation split ({data.source.get('val')})"
         if val
-        else f"a validation split carved from train ({100 * pcfg.val_fraction:g}% of each class, seed {pcfg.seed})"
+        else (
+            f"a validation split carved from train ({100 * pcfg.val_fraction:g}% of each class, "
+            f"seed {pcfg.seed})"
+        )
     )
     record = {
         **report.base_record(loaded, label, data.name, cfg, versions, task="linear_probe"),
@@ -198,8 +203,10 @@ def probe_record(
 def unconverged_words(record: dict, max_iter: int) -> str:
     """The one warning line for a (checkpoint, dataset) whose final fit did not converge."""
     return (
-        f"{record['label']} · {record['dataset']}: the final L-BFGS fit (λ = {record['lambda']:.3g}) stopped "
-        f"at --max-iter {max_iter} before converging, so its accuracy can move with tiny feature changes; "
+        f"{record['label']} · {record['dataset']}: the final L-BFGS fit (λ = "
+        f"{record['lambda']:.3g}) stopped "
+        f"at --max-iter {max_iter} before converging, so its accuracy can move with tiny feature "
+        "changes; "
         f"raise --max-iter (marked {report.UNCONVERGED} in the table)"
     )
 

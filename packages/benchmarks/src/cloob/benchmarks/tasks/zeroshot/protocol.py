@@ -105,7 +105,8 @@ def classify(
 
 
 def metrics(pred: Predictions) -> dict[str, float]:
-    """top-1, top-5 (top-k with k = min(5, classes)) and recall averaged over the classes present."""
+    """top-1, top-5 (top-k with k = min(5, classes)) and recall averaged over the classes
+    present."""
     hit = pred.topk_index == pred.labels[:, None]
     recall = [hit[pred.labels == c, 0].mean() for c in np.unique(pred.labels)]
     return {

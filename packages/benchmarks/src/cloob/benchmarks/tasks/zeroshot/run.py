@@ -57,7 +57,8 @@ def tasks_for(
                 tasks.append(registry_task(spec, root / spec.name))
             else:
                 warn(
-                    f"skipping {spec.name}: not prepared; run: {registry.fetch_command(spec, str(root))}"
+                    f"skipping {spec.name}: not prepared; run: "
+                    f"{registry.fetch_command(spec, str(root))}"
                 )
     if dataset_dir is not None:
         tasks.append(folder_task(dataset_dir, classnames, templates))
