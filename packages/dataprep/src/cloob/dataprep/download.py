@@ -113,7 +113,7 @@ def run_img2dataset(
             )
             returncode = _wait(
                 proc,
-                shards if remote else None,
+                None if isinstance(shards, Path) else shards,
                 log,
                 proc_stderr_is_ours=opts.distributor == "multiprocessing",
             )

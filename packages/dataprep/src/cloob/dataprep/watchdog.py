@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +33,7 @@ class StoreWatch:
     shards: RemotePath
     log: Path
     limit_s: float  # the longest one storage call may take
-    clock: object = time.monotonic
+    clock: Callable[[], float] = time.monotonic
     _log_size: int = -1
     _listing: dict[str, int] | None = None
     _last_progress: float = field(default=0.0)
