@@ -12,7 +12,8 @@ import torch
 from cloob.common import checkpoint as ckpt_format
 from cloob.trainer import checkpoint, losses, models
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from cloob.trainer.loop import learning_rate, param_groups, train
+from cloob.trainer.loop import train
+from cloob.trainer.optim import learning_rate, param_groups
 
 from .conftest import MICRO
 
