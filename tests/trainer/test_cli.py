@@ -37,7 +37,7 @@ def micro_run(tmp_path_factory):
 
 @pytest.mark.parametrize("args, expected", [
     (["--model", "RN51", "--dataset-type", "synthetic"], "unknown model"),
-    (["--method", "sigmoid", "--dataset-type", "synthetic"], "unknown method"),  # siglip is one now
+    (["--method", "sigmoid", "--dataset-type", "synthetic"], "unknown method"),
     (["--train-data", "/nonexistent/shards-{000..003}.tar"], "not found"),
     (["--train-data", "/nonexistent/train.csv"], "not found"),
     (["--dataset-type", "csv"], "no --train-data"),
