@@ -12,7 +12,7 @@ import time
 import torch
 
 from cloob.trainer import losses, models
-from cloob.trainer.loop import make_optimizer, param_groups
+from cloob.trainer.optim import make_optimizer, param_groups
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="tiny-vit")

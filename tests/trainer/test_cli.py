@@ -160,3 +160,49 @@ def test_bare_command_shows_help_without_an_error_line(capsys, monkeypatch):
     captured = capsys.readouterr()
     assert exc.value.code == 2 and "error:" not in captured.err
     assert "run" in captured.out + captured.err
+
+
+def _distinct_command_line() -> tuple[list[str], dict[str, object]]:
+    """`trainer run` with every option set to a value of its own (flags: the non-default side),
+    and the value each parameter should hold afterwards."""
+    import typing
+
+    import typer.main
+
+    hints = typing.get_type_hints(cli.run)
+    # typer vendors click: its classes are told apart by name, not isinstance
+    argv, expected = [], {}
+    for i, param in enumerate(typer.main.get_command(cli.app).commands["run"].params):
+        if param.param_type_name != "option":
+            continue
+        if param.is_flag:
+            on, off = param.opts[0], (param.secondary_opts or [None])[0]
+            value = not param.default
+            if value or off is not None:
+                argv.append(on if value else off)
+                expected[param.name] = value
+            continue
+        if param.multiple:
+            value = [f"task-{i}-a", f"task-{i}-b"]
+            argv += [w for v in value for w in (param.opts[0], v)]
+        else:
+            kind = hints[param.name]
+            value = 1000 + i if kind is int else 0.25 + i if kind is float else f"value-{i}"
+            argv += [param.opts[0], str(value)]
+        expected[param.name] = value
+    return argv, expected
+
+
+def test_every_option_reaches_its_field(monkeypatch):
+    """Each `trainer run` option lands in the config field of its own name, whatever the fields'
+    order: a new option without a field, or a field without an option, fails too."""
+    seen = {}
+    monkeypatch.setattr("cloob.trainer.loop.train", lambda cfg: seen.setdefault("cfg", cfg))
+    argv, expected = _distinct_command_line()
+    monkeypatch.setattr(sys, "argv", ["trainer", "run", *argv])
+    cli.main()
+    fields = {name: value for section in seen["cfg"].to_dict().values()
+              for name, value in section.items()}
+    assert sum(len(s) for s in seen["cfg"].to_dict().values()) == len(fields)  # names are unique
+    assert set(expected) - {"demo_samples"} == set(fields)
+    assert {name: fields[name] for name in fields} == {name: expected[name] for name in fields}

@@ -12,7 +12,8 @@ import torch
 from cloob.common import checkpoint as ckpt_format
 from cloob.trainer import checkpoint, losses, models
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from cloob.trainer.loop import learning_rate, param_groups, train
+from cloob.trainer.loop import train
+from cloob.trainer.optim import learning_rate, param_groups
 
 from .conftest import MICRO
 
@@ -146,3 +147,46 @@ def test_register_configs_lets_plain_open_clip_load_our_checkpoint(tmp_path):
         "print(float(sum(p.double().sum() for p in model.state_dict().values())))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert abs(float(out.stdout.split()[-1]) - expected) < 1e-6 * max(1.0, abs(expected))
+
+
+def test_schedule_is_learning_rate_and_saves_its_fields():
+    from dataclasses import asdict
+
+    from cloob.trainer.optim import Schedule
+
+    kw = dict(base_lr=1.0, warmup=10, total=110, kind="cosine-restarts", cycles=4)
+    schedule = Schedule(**kw)
+    assert [schedule.lr(s) for s in range(0, 130, 7)] == [learning_rate(s, **kw) for s in range(0, 130, 7)]
+    assert asdict(schedule) == kw  # the checkpoint's `scheduler` entry (plus the step), as before
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_apply_gradients_clips_the_true_gradient(scaled):
+    """One clip path for both: with a grad scaler the gradients are unscaled before the clip, so the
+    update is the one without a scaler (a step of norm lr × clip)."""
+    from cloob.trainer.optim import apply_gradients
+
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if scaled else None
+    loss = (w * torch.tensor([30.0, 40.0, 0.0, 0.0])).sum()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    apply_gradients(opt, scaler, [w], clip_norm=1.0)
+    assert torch.allclose(w.detach(), torch.tensor([-0.6, -0.8, 0.0, 0.0]))
+
+
+def test_validate_config_reads_only_the_config(tmp_path):
+    """Flags are judged without looking outside the config; what they point at is checked next."""
+    from cloob.common.cli import UsageError
+    from cloob.trainer.loop import check_inputs, load_resume_state, validate_config
+
+    cfg = TrainConfig(data=DataConfig(train_data=str(tmp_path / "missing.csv")),
+                      model=ModelConfig(model=str(tmp_path / "missing.json"), method="hopfield-infonce"),
+                      run=RunConfig(logs=str(tmp_path), name="r", resume=str(tmp_path / "none.pt")))
+    validate_config(cfg)
+    assert (cfg.model.method, cfg.model.init_inv_tau) == ("hopfield_infonce", 30.0)
+    with pytest.raises(UsageError, match="not found"):
+        check_inputs(cfg)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):  # the CLI's `error:` line
+        load_resume_state(cfg)
+    assert not any(tmp_path.iterdir())

@@ -12,35 +12,37 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from cloob.common import checkpoint as ckpt_format
 from cloob.common import storage
-from cloob.common.checkpoint import TrainerCheckpoint
+from cloob.common.checkpoint import RngState, TrainerCheckpoint
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 
 _NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state() -> RngState:
     """Every RNG we touch, as tensors/ints/lists (numpy's state array becomes a tensor)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     version, internal, gauss = random.getstate()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }
+    return cast(RngState, state)  # RngState names torch tensors without importing torch
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -81,7 +83,7 @@ def load_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> T
         return download_checked(committed, latest)
     if storage.is_remote(spec):
         storage.check_access(spec)
-        obj = storage.location(spec)
+        obj = _object(spec)
         if not obj.is_file():
             raise UsageError(f"{spec}: no such checkpoint")
         return download_checked(obj, checkpoint_dir / f"resume-{obj.name}")
@@ -121,7 +123,7 @@ COMMIT = "latest.json"
 def upload(path: Path, remote: str, step: int, keep_last: int = 0) -> None:
     """Upload `path`, commit it in latest.json, then prune committed numbered checkpoints beyond
     the `keep_last` newest (0 keeps all), as `prune` does locally."""
-    target = storage.location(remote)
+    target = _object(remote)
     storage.put_file(path, target / path.name)
     history = [n for n in _committed_history(target / COMMIT) if n != path.name] + [path.name]
     numbered = [n for n in history if _NUMBERED.match(n)]
@@ -130,6 +132,14 @@ def upload(path: Path, remote: str, step: int, keep_last: int = 0) -> None:
                                          "history": [n for n in history if n not in stale]})
     for name in sorted(stale):
         (target / name).unlink(missing_ok=True)
+
+
+def _object(url: str) -> storage.RemotePath:
+    """`url` in the object store (callers pass only URLs that `storage.is_remote` accepted)."""
+    obj = storage.location(url)
+    if not isinstance(obj, storage.RemotePath):
+        raise UsageError(f"{url}: not an object-store URL (s3://bucket/prefix)")
+    return obj
 
 
 def _committed_history(marker: storage.RemotePath) -> list[str]:
@@ -151,11 +161,11 @@ def _committed_history(marker: storage.RemotePath) -> list[str]:
 def remote_latest(remote: str) -> storage.RemotePath | None:
     """The checkpoint `remote`'s commit marker names; None when nothing is committed yet."""
     storage.check_access(remote)
-    marker = storage.location(remote) / COMMIT
+    marker = _object(remote) / COMMIT
     if not marker.exists():
         return None
     name = committed_name(marker)
-    target = storage.location(remote) / name
+    target = _object(remote) / name
     if not target.is_file():
         raise UsageError(f"{marker} names {name}, which is not in {remote}")
     return target

@@ -76,7 +76,7 @@ def run(
     # evaluation
     imagenet_val: str = _opt(_E.imagenet_val, "--imagenet-val", panel=EVAL, help="ImageNet val/ folder (val/<wnid>/...) for zero-shot."),
     imagenet_v2: str = _opt(_E.imagenet_v2, "--imagenet-v2", panel=EVAL, help="ImageNetV2 matched-frequency folder for zero-shot."),
-    zeroshot_task: list[str] = _opt([], "--zeroshot-task", panel=EVAL, help="Repeatable: a folder with images/ (ImageFolder), classnames.txt, templates.txt."),
+    zeroshot_tasks: list[str] = _opt([], "--zeroshot-task", panel=EVAL, help="Repeatable: a folder with images/ (ImageFolder), classnames.txt, templates.txt."),
     zeroshot_frequency: int = _opt(_E.zeroshot_frequency, "--zeroshot-frequency", panel=EVAL, help="Zero-shot every N epochs (and at the end)."),
     batch_size_eval: int = _opt(_E.batch_size_eval, "--batch-size-eval", panel=EVAL, help="Batch size for validation and zero-shot."),
     val_frequency: int = _opt(_E.val_frequency, "--val-frequency", panel=EVAL, help="Validate every N epochs (and at the end)."),
@@ -105,22 +105,9 @@ def run(
     zero-shot accuracy on its held-out benchmark: a complete run in minutes on a CPU."""
     from cloob.trainer.loop import train
 
-    cfg = TrainConfig(
-        data=DataConfig(train_data, val_data, dataset_type, path_data, csv_separator, csv_img_key,
-                        csv_caption_key, dataset_resampled, train_num_samples, val_num_samples,
-                        batch_size, workers, shuffle_buffer),
-        model=ModelConfig(model, method, init_inv_tau, learnable_inv_tau, init_scale_hopfield,
-                          learnable_scale_hopfield, init_logit_bias, learnable_logit_bias,
-                          grad_checkpointing, torchcompile, local_loss=local_loss,
-                          gather_with_grad=gather_with_grad),
-        optim=OptimConfig(lr, wd, beta1, beta2, eps, warmup, lr_scheduler, restart_cycles,
-                          grad_clip_norm, epochs, max_steps, accum_freq=accum_freq),
-        eval=EvalConfig(imagenet_val, imagenet_v2, list(zeroshot_task), zeroshot_frequency,
-                        batch_size_eval, val_frequency),
-        run=RunConfig(logs, name, resume, save_frequency, save_every_n_steps, keep_last, remote_sync,
-                      log_every_n_steps, report_to, precision, seed, device, dist_url, dist_backend,
-                      progress),
-    )
+    # Every parameter above is named as its config field: the configs are filled by name from
+    # ctx.params (tests/trainer/test_cli.py::test_every_option_reaches_its_field checks it).
+    cfg = TrainConfig.from_flat(ctx.params)
     # typer vendors click: compare the source by name rather than importing its enum
     explicit = {name for name in ctx.params
                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}

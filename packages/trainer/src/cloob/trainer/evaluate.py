@@ -29,7 +29,7 @@ def load_zeroshot() -> Callable[..., dict[str, Any]]:
 
 def zeroshot_tasks(cfg: EvalConfig) -> list[tuple[str, str, str, dict[str, str]]]:
     """(task name, benchmarks dataset kind, path, extra kwargs) for every configured task."""
-    tasks = []
+    tasks: list[tuple[str, str, str, dict[str, str]]] = []
     if cfg.imagenet_val:
         tasks.append(("imagenet", "imagenet", cfg.imagenet_val, {}))
     if cfg.imagenet_v2:

@@ -1,25 +1,24 @@
 """The training loop, readable top to bottom: `train(cfg) -> RunResult`.
 
 One process per device (torchrun sets RANK/WORLD_SIZE); rank 0 alone logs, evaluates and writes.
-The steps, in the order they run: `validate_config` → `setup` → `restore` (on --resume) → `wrap`
-(DDP, torch.compile) → `fit`, which repeats `optimizer_step` (K micro-batches with
-`compute_gradients`), `log_window`, `save_checkpoint` and `run_evals`.
+`train` is the table of contents; the steps follow it in the order they run: `validate_config`
+(flags only) → `check_inputs` (what the flags point at) → `load_resume_state` (on --resume) →
+`setup` → `restore` → `wrap` (DDP, torch.compile) → `fit`, which repeats `optimizer_step` (K
+micro-batches with `compute_gradients`), `log_window`, `save_checkpoint` and `run_evals`.
+What the run reports lives in `reporting`, the optimizer and schedule in `optim`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import random
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,14 +28,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cloob.common import checkpoint as ckpt_format
 from cloob.common import storage
-from cloob.common.checkpoint import DataPosition, TrainerCheckpoint
+from cloob.common.checkpoint import DataPosition, OptimizerState, TrainerCheckpoint
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
-from cloob.common.last_block import install_image_shortcut
 from cloob.common.precision import Precision
 from cloob.common.precision import resolve as resolve_precision
 from cloob.common.progress import ProgressBar
-from cloob.common.text import install as install_text_trim
 from cloob.common.text import trim_padding
 from cloob.trainer import (
     checkpoint,
@@ -46,6 +43,8 @@ from cloob.trainer import (
     losses,
     methods,
     models,
+    optim,
+    reporting,
     runfolder,
     transforms,
 )
@@ -59,7 +58,8 @@ from cloob.trainer.config import (
     resolve_optim_defaults,
 )
 from cloob.trainer.data_wait import DataWait
-from cloob.trainer.openclip_compat import dashboard_tag, report_targets
+from cloob.trainer.openclip_compat import report_targets
+from cloob.trainer.reporting import Logger
 
 log = logging.getLogger("cloob.trainer")
 
@@ -69,183 +69,6 @@ class RunResult:
     run_dir: Path
     checkpoint: Path | None  # the final checkpoint
     metrics: dict[str, float] = field(default_factory=dict)  # last logged values (train, val, zero-shot)
-
-
-# ----------------------------------------------------------------------------- small pieces
-
-
-def learning_rate(step: int, *, base_lr: float, warmup: int, total: int, kind: str,
-                  cycles: int = 1) -> float:
-    """Linear warmup over `warmup` steps, then cosine / cosine with hard restarts / constant."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    if kind == "const":
-        return base_lr
-    progress = (step - warmup) / max(1, total - warmup)
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * base_lr
-    if progress >= 1.0:  # cosine-restarts, as in transformers' hard-restarts schedule
-        return 0.0
-    return 0.5 * (1.0 + math.cos(math.pi * ((cycles * progress) % 1.0))) * base_lr
-
-
-def param_groups(model: nn.Module, loss_fn: nn.Module, wd: float) -> list[dict[str, Any]]:
-    """The reference's two AdamW groups: no weight decay for bn / ln / bias / logit_scale (and β)."""
-    decay, no_decay = [], []
-    named = [*model.named_parameters(), *(("loss." + n, p) for n, p in loss_fn.named_parameters())]
-    for name, p in named:
-        if not p.requires_grad:
-            continue
-        skip = any(s in name for s in ("bn", "ln", "bias", "logit_scale", "logit_beta"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
-
-
-def make_optimizer(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float],
-                   eps: float) -> torch.optim.Optimizer:
-    # fused AdamW runs one kernel per step on CPU and GPU in current torch; foreach otherwise.
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def default_name(cfg: TrainConfig) -> str:
-    model = cfg.model.model.replace("/", "-")
-    if model.endswith(".json"):
-        model = Path(model).stem
-    return f"{cfg.model.method}-{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def resolve_inv_tau(cfg: TrainConfig) -> None:
-    """No --init-inv-tau: the method's own start (siglip: 10), else the paper's 30."""
-    if cfg.model.init_inv_tau is None:
-        cfg.model.init_inv_tau = methods.default_inv_tau(cfg.model.method) or DEFAULT_INV_TAU
-
-
-def validate_config(cfg: TrainConfig) -> TrainerCheckpoint | None:
-    """Check everything a user can get wrong, before any work; returns a resume checkpoint if any."""
-    method = cfg.model.method.replace("-", "_")
-    if method not in losses.METHODS:
-        raise UsageError(f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}")
-    cfg.model.method = method
-    resolve_inv_tau(cfg)
-    for value, choices, flag in ((cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
-                                 (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
-                                 (cfg.run.precision, PRECISIONS, "--precision")):
-        if value not in choices:
-            raise UsageError(f"{flag} {value!r}: choose from {', '.join(choices)}")
-    for value, flag in ((cfg.data.batch_size, "--batch-size"), (cfg.model.init_inv_tau, "--init-inv-tau"),
-                        (cfg.model.init_scale_hopfield, "--init-scale-hopfield"),
-                        (cfg.optim.epochs, "--epochs"), (cfg.eval.batch_size_eval, "--batch-size-eval")):
-        if value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    if cfg.data.workers < 0 or cfg.optim.warmup < 0 or cfg.optim.restart_cycles < 1:
-        raise UsageError("--workers and --warmup must be >= 0, --restart-cycles >= 1")
-    if cfg.optim.max_steps is not None and cfg.optim.max_steps <= 0:
-        raise UsageError(f"--max-steps must be positive, got {cfg.optim.max_steps}")
-    if cfg.optim.accum_freq < 1:
-        raise UsageError(f"--accum-freq must be >= 1, got {cfg.optim.accum_freq}")
-    resolved = models.resolve_model_name(cfg.model.model)
-    data.resolve_source(cfg.data.train_data, cfg.data.dataset_type)
-    if cfg.data.val_data and cfg.data.val_data != "synthetic":
-        data.resolve_source(cfg.data.val_data, "auto")
-    evaluate.check_zeroshot(cfg.eval)
-    if "wandb" in report_targets(cfg.run.report_to):
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise UsageError("--report-to wandb needs wandb installed (pip install wandb)") from None
-    if cfg.run.remote_sync:
-        if not storage.is_remote(cfg.run.remote_sync):
-            raise UsageError(f"--remote-sync wants an object-store URL (s3://bucket/prefix), "
-                             f"got {cfg.run.remote_sync}")
-        storage.check_access(cfg.run.remote_sync)  # a bad bucket fails now, not at step N
-    if not cfg.run.resume:
-        return None
-    run_dir = Path(cfg.run.logs) / (cfg.run.name or "")
-    if cfg.run.resume == "latest" and not cfg.run.name:
-        raise UsageError("--resume latest needs --name (the run folder under --logs)")
-    remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
-    ckpt = checkpoint.load_resume(cfg.run.resume, run_dir / "checkpoints", remote)
-    if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
-        raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
-                         f"this run asks for {resolved}")
-    if ckpt["method"] != method:
-        raise UsageError(f"cannot resume: the checkpoint was trained with --method {ckpt['method']}")
-    return ckpt
-
-
-# ----------------------------------------------------------------------------- logging
-
-
-class Logger:
-    """metrics.jsonl + tensorboard (+ wandb) on rank 0; a no-op elsewhere."""
-
-    def __init__(self, run_dir: Path, cfg: TrainConfig, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last: dict[str, float] = {}
-        self.tb = self.wandb = None
-        if not enabled:
-            return
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        targets = report_targets(cfg.run.report_to)
-        if "tensorboard" in targets:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        if "wandb" in targets:
-            import wandb
-
-            self.wandb = wandb.init(project="cloob-toolkit", name=run_dir.name, config=cfg.to_dict(),
-                                    dir=str(run_dir), resume="allow")
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        self.last.update(values)
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        self.jsonl.flush()
-        tagged = {dashboard_tag(k): v for k, v in values.items()}  # OpenCLIP's tags: runs overlay
-        if self.tb is not None:
-            for tag, v in tagged.items():
-                self.tb.add_scalar(tag, v, step)
-        if self.wandb is not None:
-            self.wandb.log(tagged, step=step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            if self.tb is not None:
-                self.tb.close()
-            if self.wandb is not None:
-                self.wandb.finish()
-
-
-def setup_logging(run_dir: Path | None, is_main: bool) -> None:
-    logger = logging.getLogger("cloob.trainer")
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    logger.handlers.clear()
-    logger.propagate = False
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logger.addHandler(stream)
-    if run_dir is not None:
-        logfile = logging.FileHandler(run_dir / "out.log")
-        logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(logfile)
-
-
-# ----------------------------------------------------------------------------- set up
 
 
 @dataclass
@@ -262,16 +85,17 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     train_data: data.TrainData
-    schedule: dict[str, Any]
+    schedule: optim.Schedule
     total_steps: int
     run_dir: Path
-    trim_text: bool = False  # run the text tower only up to each batch's longest caption
+    speedups: models.SpeedUps  # what the inputs must follow (channels-last images, trimmed text)
     step: int = 0
     lr: float = 0.0
     position: data.Position = field(default_factory=data.Position)
     # mean/std for uint8 image batches (normalised on the device); the data-wait meter
     image_norm: transforms.Normalisation | None = None
     data_wait: DataWait = field(default_factory=DataWait)
+    ddp: DistributedDataParallel | None = None  # set by `wrap` on more than one process
 
     @property
     def device(self) -> torch.device:
@@ -286,7 +110,9 @@ class Trainer:
 def train(cfg: TrainConfig) -> RunResult:
     """Train as configured; returns the run folder, the final checkpoint and the last metrics."""
     cfg = TrainConfig.from_dict(cfg.to_dict())  # never mutate the caller's config
-    resume_ckpt = validate_config(cfg)  # bad input fails here, before any work
+    validate_config(cfg)  # bad input fails here and in the next two, before any work
+    check_inputs(cfg)
+    resume_ckpt = load_resume_state(cfg)
     info = distributed.init(cfg.run.device, cfg.run.dist_url, cfg.run.dist_backend)
     try:
         with runfolder.removed_on_bad_input(cfg.run):
@@ -300,10 +126,95 @@ def train(cfg: TrainConfig) -> RunResult:
         distributed.shutdown()
 
 
+# ----------------------------------------------------------------------------- bad input, resume
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Check every flag a user can get wrong and resolve the defaults that depend on other flags
+    (the method's spelling, τ⁻¹); looks at nothing outside the config."""
+    method = cfg.model.method.replace("-", "_")
+    if method not in losses.METHODS:
+        raise UsageError(f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}")
+    cfg.model.method = method
+    inv_tau = resolve_inv_tau(cfg)
+    for value, choices, flag in ((cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
+                                 (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
+                                 (cfg.run.precision, PRECISIONS, "--precision")):
+        if value not in choices:
+            raise UsageError(f"{flag} {value!r}: choose from {', '.join(choices)}")
+    positive: tuple[tuple[float, str], ...] = (
+        (cfg.data.batch_size, "--batch-size"), (inv_tau, "--init-inv-tau"),
+        (cfg.model.init_scale_hopfield, "--init-scale-hopfield"), (cfg.optim.epochs, "--epochs"),
+        (cfg.eval.batch_size_eval, "--batch-size-eval"))
+    for number, flag in positive:
+        if number <= 0:
+            raise UsageError(f"{flag} must be positive, got {number}")
+    if cfg.data.workers < 0 or cfg.optim.warmup < 0 or cfg.optim.restart_cycles < 1:
+        raise UsageError("--workers and --warmup must be >= 0, --restart-cycles >= 1")
+    if cfg.optim.max_steps is not None and cfg.optim.max_steps <= 0:
+        raise UsageError(f"--max-steps must be positive, got {cfg.optim.max_steps}")
+    if cfg.optim.accum_freq < 1:
+        raise UsageError(f"--accum-freq must be >= 1, got {cfg.optim.accum_freq}")
+    if cfg.run.remote_sync and not storage.is_remote(cfg.run.remote_sync):
+        raise UsageError(f"--remote-sync wants an object-store URL (s3://bucket/prefix), "
+                         f"got {cfg.run.remote_sync}")
+    if cfg.run.resume == "latest" and not cfg.run.name:
+        raise UsageError("--resume latest needs --name (the run folder under --logs)")
+
+
+def resolve_inv_tau(cfg: TrainConfig) -> float:
+    """No --init-inv-tau: the method's own start (siglip: 10), else the paper's 30."""
+    if cfg.model.init_inv_tau is None:
+        cfg.model.init_inv_tau = methods.default_inv_tau(cfg.model.method) or DEFAULT_INV_TAU
+    return cfg.model.init_inv_tau
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """What the flags point at exists and can be read: the model name or config file, the data,
+    the zero-shot folders, wandb when asked for, the --remote-sync bucket."""
+    models.resolve_model_name(cfg.model.model)
+    data.resolve_source(cfg.data.train_data, cfg.data.dataset_type)
+    if cfg.data.val_data and cfg.data.val_data != "synthetic":
+        data.resolve_source(cfg.data.val_data, "auto")
+    evaluate.check_zeroshot(cfg.eval)
+    if "wandb" in report_targets(cfg.run.report_to):
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UsageError("--report-to wandb needs wandb installed (pip install wandb)") from None
+    if cfg.run.remote_sync:
+        storage.check_access(cfg.run.remote_sync)  # a bad bucket fails now, not at step N
+
+
+def load_resume_state(cfg: TrainConfig) -> TrainerCheckpoint | None:
+    """With --resume: the checkpoint to continue from (local, or the --remote-sync copy), read,
+    checked, and matching this run's model and method."""
+    if not cfg.run.resume:
+        return None
+    run_dir = Path(cfg.run.logs) / (cfg.run.name or "")
+    remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
+    ckpt = checkpoint.load_resume(cfg.run.resume, run_dir / "checkpoints", remote)
+    resolved = models.resolve_model_name(cfg.model.model)
+    if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
+        raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
+                         f"this run asks for {resolved}")
+    if ckpt["method"] != cfg.model.method:
+        raise UsageError(f"cannot resume: the checkpoint was trained with --method {ckpt['method']}")
+    return ckpt
+
+
+def remote_checkpoints(run: RunConfig, name: str) -> str | None:
+    """Where --remote-sync keeps this run's checkpoints: PREFIX/NAME/checkpoints."""
+    return f"{run.remote_sync.rstrip('/')}/{name}/checkpoints" if run.remote_sync else None
+
+
+# ----------------------------------------------------------------------------- set up
+
+
 def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
     cfg.run.name = cfg.run.name or default_name(cfg)
-    resolve_inv_tau(cfg)  # callers that skip validate_config (tests, sweeps) get the same start
+    inv_tau = resolve_inv_tau(cfg)  # callers that skip validate_config (tests, sweeps) get the same start
     if info.enabled:  # every rank must agree on the run folder
         names = [cfg.run.name]
         dist.broadcast_object_list(names, src=0)
@@ -311,24 +222,21 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     run_dir = Path(cfg.run.logs) / cfg.run.name
     if info.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir if info.is_main else None, info.is_main)
+    reporting.setup_logging(run_dir if info.is_main else None, info.is_main)
     seed_everything(cfg.run.seed)
     precision = resolve_precision(cfg.run.precision, info.device)
 
-    bundle = models.create(cfg.model.model, init_inv_tau=cfg.model.init_inv_tau,
+    bundle = models.create(cfg.model.model, init_inv_tau=inv_tau,
                            learnable_inv_tau=cfg.model.learnable_inv_tau, device=info.device,
                            grad_checkpointing=cfg.model.grad_checkpointing,
                            precision=precision.open_clip)
-    model = bundle.model
-    if _channels_last(info.device, bundle):
-        model = model.to(memory_format=torch.channels_last)  # faster convolutions (see _channels_last)
+    speedups = models.speed_up(bundle, info.device, compiled=cfg.model.torchcompile)
     loss_fn = losses.create_loss(cfg.model.method, cfg.model.init_scale_hopfield,
                                  cfg.model.learnable_scale_hopfield,
                                  init_bias=cfg.model.init_logit_bias,
                                  learnable_bias=cfg.model.learnable_logit_bias).to(info.device)
     cfg.optim = resolve_optim_defaults(cfg.optim, models.is_vit(bundle.cfg))
-    optimizer = make_optimizer(param_groups(model, loss_fn, cfg.optim.wd), cfg.optim.lr,
-                               (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.eps)
+    optimizer = optim.for_config(bundle.model, loss_fn, cfg.optim)
     scaler = torch.amp.GradScaler(info.device.type) if precision.grad_scaler else None
 
     # workers return uint8 crops (same recipe); float + normalise happen on the device
@@ -341,16 +249,12 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     total_steps = cfg.optim.epochs * train_data.steps_per_epoch
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
-    schedule = dict(base_lr=cfg.optim.lr, warmup=cfg.optim.warmup, total=total_steps,
-                    kind=cfg.optim.lr_scheduler, cycles=cfg.optim.restart_cycles)
     if cfg.model.local_loss and not info.enabled:
         log.info("--local-loss does nothing on one process: the objective is computed whole")
-    # Both exact (see cloob.common.text and cloob.common.last_block). The text trim not under
-    # torch.compile, where every caption length would be a new graph.
-    install_image_shortcut(model)
-    trim_text = not cfg.model.torchcompile and install_text_trim(model)
-    return Trainer(cfg, info, precision, bundle, model, model, loss_fn, optimizer, scaler,
-                   train_data, schedule, total_steps, run_dir, trim_text,
+    return Trainer(cfg=cfg, info=info, precision=precision, bundle=bundle, model=bundle.model,
+                   raw_model=bundle.model, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler,
+                   train_data=train_data, schedule=optim.Schedule.of(cfg.optim, total_steps),
+                   total_steps=total_steps, run_dir=run_dir, speedups=speedups,
                    image_norm=transforms.normalisation(train_transform))
 
 
@@ -358,7 +262,7 @@ def restore(t: Trainer, ckpt: TrainerCheckpoint) -> None:
     """Continue from a checkpoint: weights, β, optimizer, scaler, step, data position, RNGs."""
     t.raw_model.load_state_dict(ckpt["state_dict"])
     t.loss_fn.load_state_dict(ckpt["loss_state"])
-    t.optimizer.load_state_dict(ckpt["optimizer"])
+    t.optimizer.load_state_dict(cast(dict[str, Any], ckpt["optimizer"]))  # torch's own state dict
     if t.scaler is not None and ckpt.get("scaler"):
         t.scaler.load_state_dict(ckpt["scaler"])
     t.step = int(ckpt["step"])
@@ -384,9 +288,10 @@ def wrap(t: Trainer) -> None:
     """DDP and torch.compile around the model; config.json and the run's first log line."""
     if t.info.enabled:
         device_ids = [t.device.index] if t.device.type == "cuda" else None
-        t.model = DistributedDataParallel(t.model, device_ids=device_ids)
+        t.model = t.ddp = DistributedDataParallel(t.model, device_ids=device_ids)
     if t.cfg.model.torchcompile:
-        t.model = torch.compile(t.model)
+        # typed as a plain callable; given a Module, torch.compile returns a Module (OptimizedModule)
+        t.model = cast(nn.Module, torch.compile(t.model))
     if t.info.is_main:
         write_json(t.run_dir / "config.json", t.cfg.to_dict())
         log.info("run folder %s: %s/%s, %d steps (%d per epoch), %d samples per step (%d × %d "
@@ -398,217 +303,17 @@ def wrap(t: Trainer) -> None:
             log.info("--gather-with-grad: features are always gathered with their gradient here")
 
 
-# ----------------------------------------------------------------------------- one optimizer step
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
-def optimizer_step(t: Trainer, micro_batches: list[dict[str, Any]]) -> torch.Tensor:
-    """One update from `accum_freq` micro-batches; returns this rank's loss (a device tensor)."""
-    t.lr = learning_rate(t.step, **t.schedule)
-    for group in t.optimizer.param_groups:
-        group["lr"] = t.lr
-    t.optimizer.zero_grad(set_to_none=True)
-    loss = compute_gradients(t, [_inputs(t, b) for b in micro_batches])
-    clip = t.cfg.optim.grad_clip_norm
-    if t.scaler is not None:
-        if clip:
-            t.scaler.unscale_(t.optimizer)
-            torch.nn.utils.clip_grad_norm_(t.raw_model.parameters(), clip)
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-    else:
-        if clip:
-            torch.nn.utils.clip_grad_norm_(t.raw_model.parameters(), clip)
-        t.optimizer.step()
-    models.clamp_logit_scale(t.raw_model)
-    t.step += 1
-    for batch in micro_batches:
-        t.position.advance(batch, t.train_data.n_workers)
-    return loss
-
-
-def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Backward of the objective on one contrastive batch made of K micro-batches per rank.
-
-    K = 1: forward, gather, objective, backward. K > 1 (OpenCLIP's scheme): the features of all
-    micro-batches without gradient first; then each micro-batch again with gradient, its features
-    put in place among the cached ones, and backward. The K passes sum to the gradient of the
-    objective on the whole batch (each carries the part through its own features), except for
-    τ⁻¹ and β, which enter every pass directly: their gradients are divided by K. DDP reduces
-    once, on the last pass. BatchNorm sees micro-batches, so BN models are not exactly equal."""
-    k = len(inputs)
-    cached: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if k > 1:
-        with torch.no_grad():
-            cached = [_features(t, images, texts)[:2] for images, texts in inputs]
-    for j, (images, texts) in enumerate(inputs):
-        sync = j == k - 1 or not t.info.enabled
-        with contextlib.nullcontext() if sync else t.model.no_sync():
-            image_features, text_features, inv_tau = _features(t, images, texts)
-            if cached:
-                image_features = torch.cat([*(c[0] for c in cached[:j]), image_features,
-                                            *(c[0] for c in cached[j + 1:])])
-                text_features = torch.cat([*(c[1] for c in cached[:j]), text_features,
-                                           *(c[1] for c in cached[j + 1:])])
-            loss = _objective(t, image_features, text_features, inv_tau)
-            (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
-    own = [p for p in t.loss_fn.parameters() if p.grad is not None]  # β, siglip's bias
-    for p in (t.raw_model.logit_scale, *own):
-        if p.grad is not None:
-            p.grad /= k
-    if t.cfg.model.local_loss:
-        for p in own:
-            distributed.all_reduce_mean(p.grad)  # the objective's own scalars are outside DDP
-    return loss.detach()
-
-
-def _inputs(t: Trainer, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    # uint8 batches become normalised floats on the device (transforms.to_device)
-    images = transforms.to_device(batch["image"], t.device, t.image_norm,
-                                  channels_last=_channels_last(t.device, t.bundle))
-    texts = trim_padding(batch["text"]) if t.trim_text else batch["text"]  # on the host: no sync
-    return t.precision.cast_input(images), texts.to(t.device, non_blocking=True)
-
-
-def _features(t: Trainer, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(image features, text features, τ⁻¹) in fp32: the objective always runs in fp32."""
-    with t.precision.autocast(t.device):
-        image_features, text_features, inv_tau = t.model(images, texts)
-    return image_features.float(), text_features.float(), inv_tau.float()
-
-
-def _objective(t: Trainer, image_features: torch.Tensor, text_features: torch.Tensor,
-               inv_tau: torch.Tensor) -> torch.Tensor:
-    return objective(t.loss_fn, image_features, text_features, inv_tau,
-                     local_loss=t.cfg.model.local_loss)
-
-
-def objective(loss_fn: losses.ContrastiveLoss, image_features: torch.Tensor,
-              text_features: torch.Tensor, inv_tau: torch.Tensor, *,
-              local_loss: bool = False) -> torch.Tensor:
-    """The loss on all ranks' features (gathered with gradient); with `local_loss`, this rank's
-    rows of it (see `losses.LocalRows`)."""
-    image_features, text_features = distributed.gather_features(image_features, text_features)
-    local = None
-    if local_loss and dist.is_initialized() and dist.get_world_size() > 1:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        n = image_features.shape[0] // world
-        local = losses.LocalRows(rank * n, (rank + 1) * n, distributed.gather_with_grad)
-    return loss_fn(image_features, text_features, inv_tau, local)
-
-
-def _channels_last(device: torch.device, bundle: models.ModelBundle) -> bool:
-    """ResNet towers: channels-last convolutions, on tensor cores and in oneDNN on the CPU
-    (micro-rn's image tower forward+backward 1.21× faster on 2 CPU threads)."""
-    return device.type in ("cuda", "cpu") and not models.is_vit(bundle.cfg)
-
-
-# ----------------------------------------------------------------------------- log, save, evaluate
-
-
-@dataclass
-class Window:
-    """The losses since the last log line (summed on the device: no host sync per step)."""
-
-    loss_sum: torch.Tensor
-    steps: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.loss_sum += loss
-        self.steps += 1
-
-
-def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar) -> Window:
-    """Log the window's mean loss (over ranks: with --local-loss each holds its rows' part) and
-    rates; the loop's only host syncs happen here. Returns a fresh window."""
-    totals = torch.stack([window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)])
-    if t.info.enabled:
-        dist.all_reduce(totals)
-    loss, skipped = totals.tolist()
-    elapsed = time.perf_counter() - window.started
-    values = {"loss": loss / t.info.world_size / window.steps, "lr": t.lr,
-              "inv_tau": float(t.raw_model.logit_scale.detach().float().exp()),
-              "beta": float(t.loss_fn.beta.detach()),
-              **({"logit_bias": float(t.loss_fn.logit_bias.detach())}
-                 if hasattr(t.loss_fn, "logit_bias") else {}),
-              "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
-              "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
-              "skipped_samples": skipped}
-    # data_time / batch_time / data_time_fraction (+ one data-bound warning)
-    values.update(t.data_wait.window(elapsed=elapsed, steps=window.steps,
-                                     samples_per_step=t.samples_per_step // t.info.world_size,
-                                     workers=t.cfg.data.workers))
-    logger.log(t.step, values)
-    show_stats(progress, values)
-    return Window(torch.zeros((), device=t.device))
-
-
-def checkpoint_payload(t: Trainer, positions: list[DataPosition]) -> TrainerCheckpoint:
-    """Everything a reader (open_clip, benchmarks) or an exact resume needs, as
-    `cloob.common.checkpoint` describes it: tensors and plain containers only."""
-    return TrainerCheckpoint(
-        format=ckpt_format.FORMAT, name=t.cfg.run.name,
-        state_dict=t.raw_model.state_dict(), model_name=t.bundle.name,
-        model_cfg=t.bundle.cfg, method=t.cfg.model.method,
-        inv_tau=float(t.raw_model.logit_scale.detach().float().exp()),
-        hopfield_beta=float(t.loss_fn.beta.detach()), epoch=t.position.epoch, step=t.step,
-        **({"logit_bias": float(t.loss_fn.logit_bias.detach())}
-           if hasattr(t.loss_fn, "logit_bias") else {}),
-        loss_state=t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
-        optimizer=t.optimizer.state_dict(), scheduler={**t.schedule, "step": t.step},
-        scaler=t.scaler.state_dict() if t.scaler is not None else {},
-        precision=t.precision.name, rng=checkpoint.rng_state(),
-        data={"ranks": positions, "global_batch": t.cfg.data.batch_size * t.info.world_size,
-              "accum_freq": t.cfg.optim.accum_freq, "n_workers": t.train_data.n_workers},
-        config=t.cfg.to_dict(),
-    )
-
-
-def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
-    """Write `filename` (and point latest.pt at it) on rank 0; every rank's data position goes in."""
-    positions = [t.position.state_dict()]
-    if t.info.enabled:  # every rank's data position, so each continues exactly
-        positions = [None] * t.info.world_size
-        dist.all_gather_object(positions, t.position.state_dict())
-    if not t.info.is_main:
-        return None
-    ckpt_dir = t.run_dir / "checkpoints"
-    ckpt = checkpoint_payload(t, positions)
-    if filename:
-        path = ckpt_format.write(ckpt_dir / filename, ckpt)
-        checkpoint.link_latest(path, ckpt_dir / "latest.pt")
-    else:
-        path = ckpt_format.write(ckpt_dir / "latest.pt", ckpt)
-    checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
-    if t.cfg.run.remote_sync:
-        checkpoint.upload(path, remote_checkpoints(t.cfg.run, t.run_dir.name), t.step,
-                          t.cfg.run.keep_last)
-    return path
-
-
-def remote_checkpoints(run: RunConfig, name: str) -> str | None:
-    """Where --remote-sync keeps this run's checkpoints: PREFIX/NAME/checkpoints."""
-    return f"{run.remote_sync.rstrip('/')}/{name}/checkpoints" if run.remote_sync else None
-
-
-def run_evals(t: Trainer, logger: Logger, val_loader: Any, final: bool) -> None:
-    """Validation and zero-shot on rank 0 when due (every N epochs, and at the end)."""
-    epoch_done, ev = t.position.epoch, t.cfg.eval
-    values: dict[str, float] = {}
-    if t.info.is_main:
-        if val_loader is not None and (final or (ev.val_frequency and epoch_done % ev.val_frequency == 0)):
-            values.update(evaluate.validate(t.raw_model, t.loss_fn, val_loader, device=t.device,
-                                            precision=t.precision))
-        if final or (ev.zeroshot_frequency and epoch_done % ev.zeroshot_frequency == 0):
-            values.update(evaluate.run_zeroshot(t.raw_model, t.bundle.preprocess_val,
-                                                t.bundle.tokenizer, ev, device=t.device,
-                                                precision=t.precision.name,
-                                                workers=t.cfg.data.workers))
-        if values:
-            logger.log(t.step, {"epoch": float(epoch_done), **values})
-            log.info("eval at step %d: %s", t.step,
-                     ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
-    distributed.barrier()
+def default_name(cfg: TrainConfig) -> str:
+    model = cfg.model.model.replace("/", "-")
+    if model.endswith(".json"):
+        model = Path(model).stem
+    return f"{cfg.model.method}-{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -625,7 +330,7 @@ def fit(t: Trainer) -> RunResult:
             cfg.data, batch_size=cfg.eval.batch_size_eval, transform=t.bundle.preprocess_val,
             tokenizer=t.bundle.tokenizer, image_size=t.bundle.cfg["vision_cfg"]["image_size"],
             seed=cfg.run.seed)
-    progress = _progress(main and cfg.run.progress, t.total_steps, t.step)
+    progress = reporting.progress(main and cfg.run.progress, t.total_steps, t.step)
     window = Window(torch.zeros((), device=t.device))
     last_ckpt, saved_at = None, -1
     t.model.train()
@@ -656,7 +361,7 @@ def fit(t: Trainer) -> RunResult:
         last_ckpt = save_checkpoint(t, f"step_{t.step}.pt")
     logger.close()
     if main:
-        _finish(t.run_dir, logger.last)
+        reporting.finish(t.run_dir, logger.last)
     return RunResult(t.run_dir, last_ckpt if main else None, dict(logger.last))
 
 
@@ -670,68 +375,206 @@ def _micro_batch_groups(loader: Any, k: int) -> Iterator[list[dict[str, Any]]]:
             group = []
 
 
-# ----------------------------------------------------------------------------- end of run
+# ----------------------------------------------------------------------------- one optimizer step
 
 
-def _progress(enabled: bool, total: int, done: int) -> ProgressBar:
-    """The training bar on rank 0 (silent elsewhere); `show_stats` fills its stats column."""
-    return ProgressBar(enabled, "train", total, done=done, stats=True, transient=False).start()
+def optimizer_step(t: Trainer, micro_batches: list[dict[str, Any]]) -> torch.Tensor:
+    """One update from `accum_freq` micro-batches; returns this rank's loss (a device tensor)."""
+    t.lr = t.schedule.lr(t.step)
+    for group in t.optimizer.param_groups:
+        group["lr"] = t.lr
+    t.optimizer.zero_grad(set_to_none=True)
+    loss = compute_gradients(t, [_inputs(t, b) for b in micro_batches])
+    optim.apply_gradients(t.optimizer, t.scaler, t.raw_model.parameters(), t.cfg.optim.grad_clip_norm)
+    models.clamp_logit_scale(t.raw_model)
+    t.step += 1
+    for batch in micro_batches:
+        t.position.advance(batch, t.train_data.n_workers)
+    return loss
 
 
-def show_stats(bar: ProgressBar, v: dict[str, float]) -> None:
-    bar.show(f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
-             f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s")
+def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Backward of the objective on one contrastive batch made of K micro-batches per rank.
+
+    K = 1: forward, gather, objective, backward. K > 1 (OpenCLIP's scheme): the features of all
+    micro-batches without gradient first; then each micro-batch again with gradient, its features
+    put in place among the cached ones, and backward. The K passes sum to the gradient of the
+    objective on the whole batch (each carries the part through its own features), except for
+    τ⁻¹ and β, which enter every pass directly: their gradients are divided by K. DDP reduces
+    once, on the last pass. BatchNorm sees micro-batches, so BN models are not exactly equal."""
+    k = len(inputs)
+    cached: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if k > 1:
+        with torch.no_grad():
+            cached = [_features(t, images, texts)[:2] for images, texts in inputs]
+    for j, (images, texts) in enumerate(inputs):
+        # DDP reduces on the last pass only
+        with t.ddp.no_sync() if t.ddp is not None and j < k - 1 else contextlib.nullcontext():
+            image_features, text_features, inv_tau = _features(t, images, texts)
+            if cached:
+                image_features = torch.cat([*(c[0] for c in cached[:j]), image_features,
+                                            *(c[0] for c in cached[j + 1:])])
+                text_features = torch.cat([*(c[1] for c in cached[:j]), text_features,
+                                           *(c[1] for c in cached[j + 1:])])
+            loss = _objective(t, image_features, text_features, inv_tau)
+            (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
+    own = [p.grad for p in t.loss_fn.parameters() if p.grad is not None]  # β, siglip's bias
+    scale_grad = models.logit_scale(t.raw_model).grad
+    for grad in (*([scale_grad] if scale_grad is not None else []), *own):
+        grad /= k  # in place: the parameter's .grad
+    if t.cfg.model.local_loss:
+        for grad in own:
+            distributed.all_reduce_mean(grad)  # the objective's own scalars are outside DDP
+    return loss.detach()
 
 
-def plot_curves(run_dir: Path) -> Path:
-    """curves.png from metrics.jsonl: loss, learning rate and zero-shot accuracy against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, key, title in ((axes[0], "loss", "training loss"), (axes[1], "lr", "learning rate")):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        if pts:
-            ax.plot(*zip(*pts, strict=True))
-        ax.set_title(title)
-        ax.set_xlabel("step")
-    zs = sorted({k for r in rows for k in r if k.startswith("zeroshot/") and k.endswith("/acc1")})
-    for key in zs:
-        pts = [(r["step"], 100 * r[key]) for r in rows if key in r]
-        axes[2].plot(*zip(*pts, strict=True), marker="o", label=key.split("/")[1])
-    if zs:
-        axes[2].legend()
-    axes[2].set_title("zero-shot top-1 (%)")
-    axes[2].set_xlabel("step")
-    fig.tight_layout()
-    out = run_dir / "curves.png"
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+def _inputs(t: Trainer, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    # uint8 batches become normalised floats on the device (transforms.to_device)
+    images = transforms.to_device(batch["image"], t.device, t.image_norm,
+                                  channels_last=t.speedups.channels_last)
+    texts = trim_padding(batch["text"]) if t.speedups.trim_text else batch["text"]  # on the host: no sync
+    return t.precision.cast_input(images), texts.to(t.device, non_blocking=True)
 
 
-def _finish(run_dir: Path, metrics: dict[str, float]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _features(t: Trainer, images: torch.Tensor,
+              texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image features, text features, τ⁻¹) in fp32: the objective always runs in fp32."""
+    with t.precision.autocast(t.device):
+        image_features, text_features, inv_tau = t.model(images, texts)
+    return image_features.float(), text_features.float(), inv_tau.float()
 
-    try:
-        plot_curves(run_dir)
-    except Exception as err:  # a plot must never fail a finished run
-        log.warning("could not draw curves.png: %s", err)
-    console = Console(stderr=False)
-    tasks = sorted({k.split("/")[1] for k in metrics if k.startswith("zeroshot/")})
-    if tasks:
-        table = Table(title="zero-shot (final)")
-        for col in ("task", "classes", "chance %", "acc1 %", "acc5 %", "mean per-class recall %"):
-            table.add_column(col, justify="left" if col == "task" else "right")
-        for t in tasks:
-            n = metrics.get(f"zeroshot/{t}/n_classes", float("nan"))
-            table.add_row(t, f"{n:.0f}", f"{100 / n:.2f}",
-                          *(f"{100 * metrics.get(f'zeroshot/{t}/{k}', float('nan')):.2f}"
-                            for k in ("acc1", "acc5", "mean_per_class_recall")))
-        console.print(table)
-    console.print(f"run folder: {run_dir}")
 
+def _objective(t: Trainer, image_features: torch.Tensor, text_features: torch.Tensor,
+               inv_tau: torch.Tensor) -> torch.Tensor:
+    return objective(t.loss_fn, image_features, text_features, inv_tau,
+                     local_loss=t.cfg.model.local_loss)
+
+
+def objective(loss_fn: losses.ContrastiveLoss, image_features: torch.Tensor,
+              text_features: torch.Tensor, inv_tau: torch.Tensor, *,
+              local_loss: bool = False) -> torch.Tensor:
+    """The loss on all ranks' features (gathered with gradient); with `local_loss`, this rank's
+    rows of it (see `losses.LocalRows`)."""
+    image_features, text_features = distributed.gather_features(image_features, text_features)
+    local = None
+    if local_loss and dist.is_initialized() and dist.get_world_size() > 1:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        n = image_features.shape[0] // world
+        local = losses.LocalRows(rank * n, (rank + 1) * n, distributed.gather_with_grad)
+    return loss_fn(image_features, text_features, inv_tau, local)
+
+
+# ----------------------------------------------------------------------------- log, save, evaluate
+
+
+@dataclass
+class Window:
+    """The losses since the last log line (summed on the device: no host sync per step)."""
+
+    loss_sum: torch.Tensor
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+
+
+def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar) -> Window:
+    """Log the window's mean loss (over ranks: with --local-loss each holds its rows' part) and
+    rates; the loop's only host syncs happen here. Returns a fresh window."""
+    totals = torch.stack([window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)])
+    if t.info.enabled:
+        dist.all_reduce(totals)
+    loss, skipped = totals.tolist()
+    elapsed = time.perf_counter() - window.started
+    values = {"loss": loss / t.info.world_size / window.steps, "lr": t.lr,
+              "inv_tau": _inv_tau(t), "beta": float(t.loss_fn.beta.detach()),
+              **_logit_bias(t),
+              "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
+              "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
+              "skipped_samples": skipped}
+    # data_time / batch_time / data_time_fraction (+ one data-bound warning)
+    values.update(t.data_wait.window(elapsed=elapsed, steps=window.steps,
+                                     samples_per_step=t.samples_per_step // t.info.world_size,
+                                     workers=t.cfg.data.workers))
+    logger.log(t.step, values)
+    reporting.show_stats(progress, values)
+    return Window(torch.zeros((), device=t.device))
+
+
+def _inv_tau(t: Trainer) -> float:
+    return float(models.logit_scale(t.raw_model).detach().float().exp())
+
+
+def _logit_bias(t: Trainer) -> dict[str, float]:
+    """siglip's bias b, for the log and the checkpoint's readers; {} for the other objectives."""
+    bias = getattr(t.loss_fn, "logit_bias", None)
+    return {} if bias is None else {"logit_bias": float(bias.detach())}
+
+
+def checkpoint_payload(t: Trainer, positions: list[DataPosition]) -> TrainerCheckpoint:
+    """Everything a reader (open_clip, benchmarks) or an exact resume needs, as
+    `cloob.common.checkpoint` describes it: tensors and plain containers only."""
+    assert t.cfg.run.name is not None  # `setup` names every run
+    payload = TrainerCheckpoint(
+        format=ckpt_format.FORMAT, name=t.cfg.run.name,
+        state_dict=t.raw_model.state_dict(), model_name=t.bundle.name,
+        model_cfg=t.bundle.cfg, method=t.cfg.model.method,
+        inv_tau=_inv_tau(t), hopfield_beta=float(t.loss_fn.beta.detach()),
+        epoch=t.position.epoch, step=t.step,
+        loss_state=t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
+        # torch's own state dict, which OptimizerState describes
+        optimizer=cast(OptimizerState, t.optimizer.state_dict()),
+        scheduler={**asdict(t.schedule), "step": t.step},
+        scaler=t.scaler.state_dict() if t.scaler is not None else {},
+        precision=t.precision.name, rng=checkpoint.rng_state(),
+        data={"ranks": positions, "global_batch": t.cfg.data.batch_size * t.info.world_size,
+              "accum_freq": t.cfg.optim.accum_freq, "n_workers": t.train_data.n_workers},
+        config=t.cfg.to_dict(),
+    )
+    if "logit_bias" in (bias := _logit_bias(t)):
+        payload["logit_bias"] = bias["logit_bias"]
+    return payload
+
+
+def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
+    """Write `filename` (and point latest.pt at it) on rank 0; every rank's data position goes in."""
+    positions: list[Any] = [t.position.state_dict()]
+    if t.info.enabled:  # every rank's data position, so each continues exactly
+        positions = [None] * t.info.world_size
+        dist.all_gather_object(positions, t.position.state_dict())
+    if not t.info.is_main:
+        return None
+    ckpt_dir = t.run_dir / "checkpoints"
+    ckpt = checkpoint_payload(t, positions)
+    if filename:
+        path = ckpt_format.write(ckpt_dir / filename, ckpt)
+        checkpoint.link_latest(path, ckpt_dir / "latest.pt")
+    else:
+        path = ckpt_format.write(ckpt_dir / "latest.pt", ckpt)
+    checkpoint.prune(ckpt_dir, t.cfg.run.keep_last)
+    remote = remote_checkpoints(t.cfg.run, t.run_dir.name)
+    if remote is not None:
+        checkpoint.upload(path, remote, t.step, t.cfg.run.keep_last)
+    return path
+
+
+def run_evals(t: Trainer, logger: Logger, val_loader: Any, final: bool) -> None:
+    """Validation and zero-shot on rank 0 when due (every N epochs, and at the end)."""
+    epoch_done, ev = t.position.epoch, t.cfg.eval
+    values: dict[str, float] = {}
+    if t.info.is_main:
+        if val_loader is not None and (final or (ev.val_frequency and epoch_done % ev.val_frequency == 0)):
+            values.update(evaluate.validate(t.raw_model, t.loss_fn, val_loader, device=t.device,
+                                            precision=t.precision))
+        if final or (ev.zeroshot_frequency and epoch_done % ev.zeroshot_frequency == 0):
+            values.update(evaluate.run_zeroshot(t.raw_model, t.bundle.preprocess_val,
+                                                t.bundle.tokenizer, ev, device=t.device,
+                                                precision=t.precision.name,
+                                                workers=t.cfg.data.workers))
+        if values:
+            logger.log(t.step, {"epoch": float(epoch_done), **values})
+            log.info("eval at step %d: %s", t.step,
+                     ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    distributed.barrier()

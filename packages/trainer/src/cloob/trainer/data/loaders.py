@@ -63,7 +63,7 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
     else:
         if source.kind == "csv":
             base: CsvCaptions | SyntheticScenes = CsvCaptions(
-                source.csv_path, cfg.path_data, cfg.csv_separator, cfg.csv_img_key, cfg.csv_caption_key)
+                source.csv_file, cfg.path_data, cfg.csv_separator, cfg.csv_img_key, cfg.csv_caption_key)
         else:
             base = SyntheticScenes(cfg.train_num_samples or 10_000, image_size, seed)
         n = cfg.train_num_samples or len(base)
@@ -105,7 +105,7 @@ def build_val_loader(cfg: DataConfig, *, batch_size: int, transform: Callable,
                              batch_size=batch_size, seed=seed, epoch=0, training=False,
                              n_workers=1, max_samples=cfg.val_num_samples, sizes=source.sizes)
         return DataLoader(stream, batch_size=None, num_workers=0)
-    base = CsvCaptions(source.csv_path, cfg.path_data, cfg.csv_separator, cfg.csv_img_key,
+    base = CsvCaptions(source.csv_file, cfg.path_data, cfg.csv_separator, cfg.csv_img_key,
                        cfg.csv_caption_key)
     if cfg.val_num_samples:
         base.items = base.items[:cfg.val_num_samples]

@@ -23,8 +23,10 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def seeded_transform(transform: Callable, image: Image.Image, seed: int) -> torch.Tensor:
+def seeded_transform(transform: Callable, image: Image.Image | tuple[bytes, str],
+                     seed: int) -> torch.Tensor:
     """Apply a torchvision transform with its own torch seed, leaving the caller's RNG untouched.
+    `image` is PIL, or (bytes, extension) for a transform that decodes itself (`takes_bytes`).
 
     Only the CPU generator (the one torchvision's random transforms draw from) is seeded and
     restored: `torch.manual_seed` would also queue a lazy seed for every accelerator backend,

@@ -14,12 +14,12 @@ checkpoints from before are continued identically):
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
-_END = object()  # what next() returns once the input is exhausted
 
 
 def shuffled(items: Iterable[T], size: int, initial: int, rng: random.Random) -> Iterator[T]:
@@ -30,9 +30,7 @@ def shuffled(items: Iterable[T], size: int, initial: int, rng: random.Random) ->
     for item in source:
         buffer.append(item)
         if len(buffer) < size:
-            extra = next(source, _END)
-            if extra is not _END:
-                buffer.append(extra)
+            buffer.extend(itertools.islice(source, 1))  # a second item, if any is left
         if len(buffer) >= initial:
             yield _take(buffer, rng)
     while buffer:

@@ -31,6 +31,13 @@ class Source:
             return sum(self.sizes.values())
         return None
 
+    @property
+    def csv_file(self) -> str:
+        """The CSV of a `csv` source."""
+        if self.csv_path is None:
+            raise ValueError(f"a {self.kind} source has no CSV")
+        return self.csv_path
+
 
 def read_sizes(path: Path | storage.RemotePath) -> dict[str, int]:
     """A sizes.json (shard name -> sample count); anything else is a UsageError."""
