@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-MICRO = str(Path(__file__).parent / "micro.json")  # a 1-layer, 32 px open_clip config for fast tests
+MICRO = str(
+    Path(__file__).parent / "micro.json"
+)  # a 1-layer, 32 px open_clip config for fast tests
 
 
 @pytest.fixture(scope="session")

@@ -42,18 +42,35 @@ def ckpt(scratch: Path, **fields) -> Path:
 
 def good_fields() -> dict:
     """What a trainer checkpoint holds, minus the weights (enough to get past the field check)."""
-    return {"model_name": "micro", "model_cfg": {}, "method": "clip", "step": 1,
-            "state_dict": {}, "loss_state": {}, "optimizer": {"state": {}, "param_groups": []},
-            "data": {"ranks": [], "global_batch": 8, "n_workers": 1},
-            "rng": {"torch": torch.get_rng_state(), "numpy": {}, "python": {}}}
+    return {
+        "model_name": "micro",
+        "model_cfg": {},
+        "method": "clip",
+        "step": 1,
+        "state_dict": {},
+        "loss_state": {},
+        "optimizer": {"state": {}, "param_groups": []},
+        "data": {"ranks": [], "global_batch": 8, "n_workers": 1},
+        "rng": {"torch": torch.get_rng_state(), "numpy": {}, "python": {}},
+    }
 
 
 def csv_args(scratch: Path) -> list:
     """A CSV whose images are not where it says (a wrong --path-data)."""
     path = scratch / "train.csv"
     path.write_text("filepath,title\na.jpg,a red circle\nb.jpg,a blue square\n")
-    return ["--model", MICRO, "--train-data", path, "--csv-img-key", "filepath",
-            "--csv-caption-key", "title", "--csv-separator", ","]
+    return [
+        "--model",
+        MICRO,
+        "--train-data",
+        path,
+        "--csv-img-key",
+        "filepath",
+        "--csv-caption-key",
+        "title",
+        "--csv-separator",
+        ",",
+    ]
 
 
 def data_args(**kw):
@@ -66,42 +83,85 @@ def resume_args(**fields):
 
 CASES = [
     BadInput("sizes-json-not-json", data_args(sizes="{not json"), "sizes.json is not valid JSON"),
-    BadInput("sizes-json-not-counts", data_args(sizes='{"00000.tar": "many"}'),
-             "must map shard names to sample counts"),
+    BadInput(
+        "sizes-json-not-counts",
+        data_args(sizes='{"00000.tar": "many"}'),
+        "must map shard names to sample counts",
+    ),
     BadInput("no-readable-sample", data_args(garbage=True), "no readable sample in 2 shard(s)"),
     BadInput("csv-no-readable-image", csv_args, "none of the 2 images listed in"),
     BadInput("resume-marker-only", resume_args(), "no 'model_name'"),
-    BadInput("resume-state-dict-a-list",
-             resume_args(**{**good_fields(), "state_dict": [1, 2, 3]}),
-             "'state_dict' is not a mapping of names to tensors"),
-    BadInput("resume-data-positions-missing",
-             resume_args(**{**good_fields(), "data": {"ranks": [{}], "global_batch": 8,
-                                                      "n_workers": 1}}),
-             "'data.ranks' does not hold data positions"),
-    BadInput("accum-freq-beyond-the-data",
-             lambda s: [*SYNTHETIC, "--train-num-samples", "32", "--batch-size", "4",
-                        "--accum-freq", "1000000"], "fewer than one global batch"),
-    BadInput("device-unknown", lambda s: [*SYNTHETIC, "--device", "gpu"],
-             "--device 'gpu': choose from auto, cpu, cuda"),
-    pytest.param(BadInput("device-cuda-without-gpu", lambda s: [*SYNTHETIC, "--device", "cuda"],
-                          "--device cuda: no CUDA GPU is visible here"),
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has one")),
-    BadInput("batch-size-not-a-number", lambda s: [*SYNTHETIC, "--batch-size", "x"],
-             "Invalid value for '--batch-size'"),
+    BadInput(
+        "resume-state-dict-a-list",
+        resume_args(**{**good_fields(), "state_dict": [1, 2, 3]}),
+        "'state_dict' is not a mapping of names to tensors",
+    ),
+    BadInput(
+        "resume-data-positions-missing",
+        resume_args(
+            **{**good_fields(), "data": {"ranks": [{}], "global_batch": 8, "n_workers": 1}}
+        ),
+        "'data.ranks' does not hold data positions",
+    ),
+    BadInput(
+        "accum-freq-beyond-the-data",
+        lambda s: [
+            *SYNTHETIC,
+            "--train-num-samples",
+            "32",
+            "--batch-size",
+            "4",
+            "--accum-freq",
+            "1000000",
+        ],
+        "fewer than one global batch",
+    ),
+    BadInput(
+        "device-unknown",
+        lambda s: [*SYNTHETIC, "--device", "gpu"],
+        "--device 'gpu': choose from auto, cpu, cuda",
+    ),
+    pytest.param(
+        BadInput(
+            "device-cuda-without-gpu",
+            lambda s: [*SYNTHETIC, "--device", "cuda"],
+            "--device cuda: no CUDA GPU is visible here",
+        ),
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has one"),
+    ),
+    BadInput(
+        "batch-size-not-a-number",
+        lambda s: [*SYNTHETIC, "--batch-size", "x"],
+        "Invalid value for '--batch-size'",
+    ),
     BadInput("unknown-option", lambda s: [*SYNTHETIC, "--colour", "red"], "No such option"),
     # issue 23.2: a --report-to typo used to turn logging off silently (exit 0, no tensorboard/)
-    BadInput("report-to-typo", lambda s: [*SYNTHETIC, "--report-to", "tensorbaord"],
-             "--report-to 'tensorbaord': unknown 'tensorbaord'"),
-    BadInput("report-to-list-with-typo", lambda s: [*SYNTHETIC, "--report-to", "tensorboard,wandbb"],
-             "unknown 'wandbb'; use all, tensorboard, wandb"),
+    BadInput(
+        "report-to-typo",
+        lambda s: [*SYNTHETIC, "--report-to", "tensorbaord"],
+        "--report-to 'tensorbaord': unknown 'tensorbaord'",
+    ),
+    BadInput(
+        "report-to-list-with-typo",
+        lambda s: [*SYNTHETIC, "--report-to", "tensorboard,wandbb"],
+        "unknown 'wandbb'; use all, tensorboard, wandb",
+    ),
     # an open_clip_train flag we do not implement: named, with what to use instead
-    BadInput("openclip-lock-text", lambda s: [*SYNTHETIC, "--lock-text"],
-             "--lock-text (an open_clip_train flag) is not supported: both towers always train"),
-    BadInput("openclip-delete-previous", lambda s: [*SYNTHETIC, "--delete-previous-checkpoint"],
-             "use --keep-last 1"),
-    BadInput("openclip-upsampling-equals",
-             lambda s: [*SYNTHETIC, "--train-data-upsampling-factors=1::2"],
-             "--train-data-upsampling-factors (an open_clip_train flag) is not supported"),
+    BadInput(
+        "openclip-lock-text",
+        lambda s: [*SYNTHETIC, "--lock-text"],
+        "--lock-text (an open_clip_train flag) is not supported: both towers always train",
+    ),
+    BadInput(
+        "openclip-delete-previous",
+        lambda s: [*SYNTHETIC, "--delete-previous-checkpoint"],
+        "use --keep-last 1",
+    ),
+    BadInput(
+        "openclip-upsampling-equals",
+        lambda s: [*SYNTHETIC, "--train-data-upsampling-factors=1::2"],
+        "--train-data-upsampling-factors (an open_clip_train flag) is not supported",
+    ),
 ]
 
 
@@ -116,8 +176,9 @@ def test_bad_input(case, monkeypatch, capsys, tmp_path):
 
 def _runner(monkeypatch, capsys, tmp_path: Path):
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["trainer", "run", "--logs", str(tmp_path / "logs"),
-                                          *map(str, args)])
+        monkeypatch.setattr(
+            sys, "argv", ["trainer", "run", "--logs", str(tmp_path / "logs"), *map(str, args)]
+        )
         with pytest.raises(SystemExit) as exc:
             cli.main()
         return exc.value.code, capsys.readouterr().err
@@ -129,18 +190,21 @@ def _runner(monkeypatch, capsys, tmp_path: Path):
 
 
 def put(s3: S3Server, key: str, body: bytes | str) -> None:
-    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=body.encode() if isinstance(body, str)
-                           else body)
+    s3.client().put_object(
+        Bucket=s3.bucket, Key=key, Body=body.encode() if isinstance(body, str) else body
+    )
 
 
 def resume_latest(marker: str | None, checkpoint: bytes | None = None):
     """--resume latest of run r1, whose bucket holds `marker` as latest.json (and epoch_1.pt)."""
+
     def make(scratch: Path, s3: S3Server) -> list:
         if marker is not None:
             put(s3, "runs/r1/checkpoints/latest.json", marker)
         if checkpoint is not None:
             put(s3, "runs/r1/checkpoints/epoch_1.pt", checkpoint)
         return [*SYNTHETIC, "--remote-sync", s3.url("runs"), "--name", "r1", "--resume", "latest"]
+
     return make
 
 
@@ -162,19 +226,29 @@ def corrupt_bucket_shards(scratch: Path, s3: S3Server) -> list:
 
 S3_CASES = [
     BadInput("s3-every-sample-corrupt", corrupt_bucket_shards, "no readable sample in 2 shard(s)"),
-    BadInput("resume-latest-marker-not-json", resume_latest("{not json"),
-             "latest.json is not valid JSON"),
-    BadInput("resume-latest-marker-without-checkpoint", resume_latest('{"step": 3}'),
-             "latest.json names no checkpoint"),
-    BadInput("resume-latest-marker-names-a-missing-object",
-             resume_latest('{"checkpoint": "epoch_9.pt", "step": 9}'),
-             "names epoch_9.pt, which is not in s3://"),
-    BadInput("resume-latest-object-corrupt",
-             resume_latest('{"checkpoint": "epoch_1.pt", "step": 1}', b"\0" * 300),
-             "/runs/r1/checkpoints/epoch_1.pt: not a readable checkpoint"),
-    BadInput("resume-s3-object-missing",
-             lambda s, s3: [*SYNTHETIC, "--resume", s3.url("runs/nothing.pt")],
-             "runs/nothing.pt: no such checkpoint"),
+    BadInput(
+        "resume-latest-marker-not-json", resume_latest("{not json"), "latest.json is not valid JSON"
+    ),
+    BadInput(
+        "resume-latest-marker-without-checkpoint",
+        resume_latest('{"step": 3}'),
+        "latest.json names no checkpoint",
+    ),
+    BadInput(
+        "resume-latest-marker-names-a-missing-object",
+        resume_latest('{"checkpoint": "epoch_9.pt", "step": 9}'),
+        "names epoch_9.pt, which is not in s3://",
+    ),
+    BadInput(
+        "resume-latest-object-corrupt",
+        resume_latest('{"checkpoint": "epoch_1.pt", "step": 1}', b"\0" * 300),
+        "/runs/r1/checkpoints/epoch_1.pt: not a readable checkpoint",
+    ),
+    BadInput(
+        "resume-s3-object-missing",
+        lambda s, s3: [*SYNTHETIC, "--resume", s3.url("runs/nothing.pt")],
+        "runs/nothing.pt: no such checkpoint",
+    ),
 ]
 
 

@@ -27,28 +27,36 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
-    train(TrainConfig(data=DataConfig(dataset_type="synthetic", train_num_samples=16, batch_size=8,
-                                      workers=0),
-                      model=ModelConfig(model=MICRO, method="clip"),
-                      optim=OptimConfig(warmup=1, max_steps=1),
-                      run=RunConfig(logs=str(logs), name="micro", report_to="none", progress=False)))
+    train(
+        TrainConfig(
+            data=DataConfig(
+                dataset_type="synthetic", train_num_samples=16, batch_size=8, workers=0
+            ),
+            model=ModelConfig(model=MICRO, method="clip"),
+            optim=OptimConfig(warmup=1, max_steps=1),
+            run=RunConfig(logs=str(logs), name="micro", report_to="none", progress=False),
+        )
+    )
     return logs
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--model", "RN51", "--dataset-type", "synthetic"], "unknown model"),
-    (["--method", "sigmoid", "--dataset-type", "synthetic"], "unknown method"),
-    (["--train-data", "/nonexistent/shards-{000..003}.tar"], "not found"),
-    (["--train-data", "/nonexistent/train.csv"], "not found"),
-    (["--dataset-type", "csv"], "no --train-data"),
-    (["--lr", "fast", "--dataset-type", "synthetic"], "--lr"),
-    (["--batch-size", "many", "--dataset-type", "synthetic"], "--batch-size"),
-    (["--batch-size", "0", "--dataset-type", "synthetic"], "--batch-size"),
-    (["--precision", "fp8", "--dataset-type", "synthetic"], "--precision"),
-    (["--accum-freq", "0", "--dataset-type", "synthetic"], "--accum-freq must be >= 1"),
-    (["--lr-scheduler", "linear", "--dataset-type", "synthetic"], "--lr-scheduler"),
-    (["--dataset-type", "synthetic", "--zeroshot-task", "/nonexistent/task"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "RN51", "--dataset-type", "synthetic"], "unknown model"),
+        (["--method", "sigmoid", "--dataset-type", "synthetic"], "unknown method"),
+        (["--train-data", "/nonexistent/shards-{000..003}.tar"], "not found"),
+        (["--train-data", "/nonexistent/train.csv"], "not found"),
+        (["--dataset-type", "csv"], "no --train-data"),
+        (["--lr", "fast", "--dataset-type", "synthetic"], "--lr"),
+        (["--batch-size", "many", "--dataset-type", "synthetic"], "--batch-size"),
+        (["--batch-size", "0", "--dataset-type", "synthetic"], "--batch-size"),
+        (["--precision", "fp8", "--dataset-type", "synthetic"], "--precision"),
+        (["--accum-freq", "0", "--dataset-type", "synthetic"], "--accum-freq must be >= 1"),
+        (["--lr-scheduler", "linear", "--dataset-type", "synthetic"], "--lr-scheduler"),
+        (["--dataset-type", "synthetic", "--zeroshot-task", "/nonexistent/task"], "not found"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, expected):
     code, err = run_cli(monkeypatch, capsys, "--logs", str(tmp_path), *args)
     assert code == 2
@@ -64,8 +72,20 @@ def test_empty_shard_list(monkeypatch, capsys, tmp_path):
 
 
 def test_resume_with_incompatible_model(monkeypatch, capsys, micro_run):
-    code, err = run_cli(monkeypatch, capsys, "--logs", str(micro_run), "--name", "micro",
-                        "--resume", "latest", "--model", "tiny-vit", "--dataset-type", "synthetic")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--logs",
+        str(micro_run),
+        "--name",
+        "micro",
+        "--resume",
+        "latest",
+        "--model",
+        "tiny-vit",
+        "--dataset-type",
+        "synthetic",
+    )
     assert code == 2 and "cannot resume" in err and err.count("\n") == 1
 
 
@@ -76,8 +96,18 @@ def test_checkpoint_that_would_run_code_is_refused(monkeypatch, capsys, micro_ru
 
     path = tmp_path / "evil.pt"
     ckpt_format.write(path, {"payload": Evil()})
-    code, err = run_cli(monkeypatch, capsys, "--model", MICRO, "--dataset-type", "synthetic",
-                        "--resume", str(path), "--logs", str(tmp_path))
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--model",
+        MICRO,
+        "--dataset-type",
+        "synthetic",
+        "--resume",
+        str(path),
+        "--logs",
+        str(tmp_path),
+    )
     assert code == 2 and "refusing to load" in err and err.count("\n") == 1
 
 
@@ -98,19 +128,61 @@ def test_atomic_save_keeps_old_latest_on_failure(micro_run, monkeypatch):
 
 
 def test_help_documents_every_flag():
-    out = subprocess.run([sys.executable, "-m", "cloob.trainer.cli", "run", "--help"],
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, "COLUMNS": "200"}).stdout
-    for flag in ("--train-data", "--val-data", "--dataset-type", "--path-data", "--csv-separator",
-                 "--csv-img-key", "--csv-caption-key", "--dataset-resampled", "--train-num-samples",
-                 "--model", "--method", "--init-inv-tau", "--learnable-inv-tau",
-                 "--init-scale-hopfield", "--scale-hopfield", "--learnable-scale-hopfield",
-                 "--lr", "--wd", "--beta1", "--beta2", "--eps", "--warmup", "--lr-scheduler",
-                 "--restart-cycles", "--grad-clip-norm", "--precision", "--grad-checkpointing",
-                 "--torchcompile", "--seed", "--epochs", "--max-steps", "--dist-url", "--logs",
-                 "--name", "--save-frequency", "--save-every-n-steps", "--keep-last", "--resume",
-                 "--imagenet-val", "--imagenet-v2", "--zeroshot-frequency", "--batch-size-eval",
-                 "--zeroshot-task", "--report-to", "--workers", "--batch-size"):
+    out = subprocess.run(
+        [sys.executable, "-m", "cloob.trainer.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    for flag in (
+        "--train-data",
+        "--val-data",
+        "--dataset-type",
+        "--path-data",
+        "--csv-separator",
+        "--csv-img-key",
+        "--csv-caption-key",
+        "--dataset-resampled",
+        "--train-num-samples",
+        "--model",
+        "--method",
+        "--init-inv-tau",
+        "--learnable-inv-tau",
+        "--init-scale-hopfield",
+        "--scale-hopfield",
+        "--learnable-scale-hopfield",
+        "--lr",
+        "--wd",
+        "--beta1",
+        "--beta2",
+        "--eps",
+        "--warmup",
+        "--lr-scheduler",
+        "--restart-cycles",
+        "--grad-clip-norm",
+        "--precision",
+        "--grad-checkpointing",
+        "--torchcompile",
+        "--seed",
+        "--epochs",
+        "--max-steps",
+        "--dist-url",
+        "--logs",
+        "--name",
+        "--save-frequency",
+        "--save-every-n-steps",
+        "--keep-last",
+        "--resume",
+        "--imagenet-val",
+        "--imagenet-v2",
+        "--zeroshot-frequency",
+        "--batch-size-eval",
+        "--zeroshot-task",
+        "--report-to",
+        "--workers",
+        "--batch-size",
+    ):
         assert flag in out, flag
 
 
@@ -118,16 +190,49 @@ def test_reference_command_parses(monkeypatch):
     """The reference README command (paths aside) maps onto our config unchanged."""
     seen = {}
     monkeypatch.setattr("cloob.trainer.loop.train", lambda cfg: seen.setdefault("cfg", cfg))
-    monkeypatch.setattr(sys, "argv", [
-        "trainer", "run", "--train-data", "train.csv", "--val-data", "val.csv", "--path-data", "cc",
-        "--imagenet-val", "imagenet/val", "--warmup", "20000", "--batch-size=128", "--lr=1e-3",
-        "--wd=0.1", "--lr-scheduler=cosine-restarts", "--restart-cycles=10", "--epochs=70",
-        "--method=cloob", "--init-inv-tau=30", "--init-scale-hopfield=8", "--workers=8",
-        "--model=RN50", "--batch-size-eval=512", "--dataset-type", "csv",
-        "--dist-url", "tcp://127.0.0.1:6100", "--scale-hopfield", "8"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "trainer",
+            "run",
+            "--train-data",
+            "train.csv",
+            "--val-data",
+            "val.csv",
+            "--path-data",
+            "cc",
+            "--imagenet-val",
+            "imagenet/val",
+            "--warmup",
+            "20000",
+            "--batch-size=128",
+            "--lr=1e-3",
+            "--wd=0.1",
+            "--lr-scheduler=cosine-restarts",
+            "--restart-cycles=10",
+            "--epochs=70",
+            "--method=cloob",
+            "--init-inv-tau=30",
+            "--init-scale-hopfield=8",
+            "--workers=8",
+            "--model=RN50",
+            "--batch-size-eval=512",
+            "--dataset-type",
+            "csv",
+            "--dist-url",
+            "tcp://127.0.0.1:6100",
+            "--scale-hopfield",
+            "8",
+        ],
+    )
     cli.main()
     c = seen["cfg"]
-    assert (c.optim.restart_cycles, c.data.batch_size, c.model.init_scale_hopfield) == (10, 128, 8.0)
+    assert (c.optim.restart_cycles, c.data.batch_size, c.model.init_scale_hopfield) == (
+        10,
+        128,
+        8.0,
+    )
     assert c.optim.lr_scheduler == "cosine-restarts" and c.eval.batch_size_eval == 512
 
 
@@ -140,10 +245,18 @@ def test_help_shows_the_resolved_defaults(monkeypatch, capsys):
     except SystemExit as exit_:
         assert not exit_.code
     out = capsys.readouterr().out
-    for text in ("[default: 5e-4]", "[default: 0.999 ResNet, 0.98 ViT]",
-                 "[default: method-model-time]", "[default: nccl on GPU, gloo on CPU]",
-                 "[default: (\\t)]", "--accum-freq", "--local-loss", "pure_bf16",
-                 "[default: 30; siglip: 10]", "siglip (pairwise sigmoid loss"):
+    for text in (
+        "[default: 5e-4]",
+        "[default: 0.999 ResNet, 0.98 ViT]",
+        "[default: method-model-time]",
+        "[default: nccl on GPU, gloo on CPU]",
+        "[default: (\\t)]",
+        "--accum-freq",
+        "--local-loss",
+        "pure_bf16",
+        "[default: 30; siglip: 10]",
+        "siglip (pairwise sigmoid loss",
+    ):
         assert text in out, text
 
 
@@ -201,8 +314,9 @@ def test_every_option_reaches_its_field(monkeypatch):
     argv, expected = _distinct_command_line()
     monkeypatch.setattr(sys, "argv", ["trainer", "run", *argv])
     cli.main()
-    fields = {name: value for section in seen["cfg"].to_dict().values()
-              for name, value in section.items()}
+    fields = {
+        name: value for section in seen["cfg"].to_dict().values() for name, value in section.items()
+    }
     assert sum(len(s) for s in seen["cfg"].to_dict().values()) == len(fields)  # names are unique
     assert set(expected) - {"demo_samples"} == set(fields)
     assert {name: fields[name] for name in fields} == {name: expected[name] for name in fields}

@@ -37,8 +37,9 @@ def cfg(logs: Path, name: str, **data_kw) -> TrainConfig:
         data=DataConfig(**{"batch_size": 8, "workers": 0, **data_kw}),
         model=ModelConfig(model=MICRO, method="clip"),
         optim=OptimConfig(lr=1e-3, warmup=1, epochs=1, max_steps=4),
-        run=RunConfig(logs=str(logs), name=name, report_to="tensorboard", progress=False,
-                      log_every_n_steps=2),
+        run=RunConfig(
+            logs=str(logs), name=name, report_to="tensorboard", progress=False, log_every_n_steps=2
+        ),
     )
 
 
@@ -47,8 +48,14 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def test_short_run_on_dataprep_shards(shard_dir, tmp_path):
-    c = cfg(tmp_path, "wds", train_data=str(shard_dir), val_data=str(shard_dir), val_num_samples=24,
-            workers=2)
+    c = cfg(
+        tmp_path,
+        "wds",
+        train_data=str(shard_dir),
+        val_data=str(shard_dir),
+        val_num_samples=24,
+        workers=2,
+    )
     result = train(c)
     rows = metrics(result.run_dir)
     assert rows[-1]["val/n_samples"] == 24 and "val/image_to_text_R@1" in rows[-1]
@@ -61,8 +68,14 @@ def test_short_run_on_dataprep_shards(shard_dir, tmp_path):
     events = EventAccumulator(str(result.run_dir / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])  # grouped as OpenCLIP's, so runs of both sit side by side
-    assert {"train/loss", "train/lr", "train/samples_per_second", "train/scale",
-            "val/clip_val_loss", "val/num_samples"} <= tags, tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/samples_per_second",
+        "train/scale",
+        "val/clip_val_loss",
+        "val/num_samples",
+    } <= tags, tags
     ckpt = torch.load(result.checkpoint, weights_only=True)  # plain types only
     assert ckpt["format"] == ckpt_format.FORMAT and ckpt["model_name"] == "micro"
     # the format's description is what the trainer writes: every key (but siglip's bias, which
@@ -117,8 +130,16 @@ def test_fewer_shards_than_workers_falls_back(tmp_path, caplog):
 
 
 def test_resampled_with_num_samples(shard_dir, tmp_path):
-    result = train(cfg(tmp_path, "res", train_data=f"{shard_dir}/shards/{{00000..00003}}.tar",
-                       dataset_resampled=True, train_num_samples=40, workers=2))
+    result = train(
+        cfg(
+            tmp_path,
+            "res",
+            train_data=f"{shard_dir}/shards/{{00000..00003}}.tar",
+            dataset_resampled=True,
+            train_num_samples=40,
+            workers=2,
+        )
+    )
     assert ckpt_format.read(result.checkpoint)["step"] == 4
 
 
@@ -126,10 +147,20 @@ def test_csv_reference_format(tmp_path):
     root = tmp_path / "cc"
     images = make_images(root, 24, size=32, subdir="images")
     csv_path = root / "train.csv"
-    csv_path.write_text("title\tfilepath\n" + "".join(f"{im.caption}\t{im.relpath}\n" for im in images))
+    csv_path.write_text(
+        "title\tfilepath\n" + "".join(f"{im.caption}\t{im.relpath}\n" for im in images)
+    )
     (root / "images" / images[5].path.name).write_bytes(b"broken")  # skipped and counted
-    c = cfg(tmp_path, "csv", train_data=str(csv_path), path_data=str(root), dataset_type="csv",
-            csv_separator="\\t", val_data=str(csv_path), workers=1)
+    c = cfg(
+        tmp_path,
+        "csv",
+        train_data=str(csv_path),
+        path_data=str(root),
+        dataset_type="csv",
+        csv_separator="\\t",
+        val_data=str(csv_path),
+        workers=1,
+    )
     result = train(c)
     assert "val/loss" in result.metrics
     assert result.metrics["skipped_samples"] >= 1
@@ -159,10 +190,18 @@ def test_synthetic_with_real_zeroshot_and_benchmarks_loader(tmp_path):
 
 
 def test_synthetic_batches_are_deterministic():
-    bundle = models.create(MICRO, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu"))
-    d = data.build_train_data(DataConfig(dataset_type="synthetic", train_num_samples=32, batch_size=4,
-                                         workers=0), transform=bundle.preprocess_train,
-                              tokenizer=bundle.tokenizer, image_size=32, seed=3, rank=0, world_size=1)
+    bundle = models.create(
+        MICRO, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu")
+    )
+    d = data.build_train_data(
+        DataConfig(dataset_type="synthetic", train_num_samples=32, batch_size=4, workers=0),
+        transform=bundle.preprocess_train,
+        tokenizer=bundle.tokenizer,
+        image_size=32,
+        seed=3,
+        rank=0,
+        world_size=1,
+    )
     first = [b["image"] for b in d.make_loader(data.Position())]
     again = [b["image"] for b in d.make_loader(data.Position(batch=2))]
     assert len(first) == 8 and len(again) == 6
@@ -181,9 +220,11 @@ def test_sizes_json_lists_missing_shard(shard_dir, tmp_path):
 def test_importing_the_data_package_has_no_side_effects():
     """The s3 opener is registered when a remote shard is opened, not at import: a run on local
     or synthetic data leaves webdataset's openers and the object-store client alone."""
-    probe = ("import sys; import cloob.trainer.data, cloob.trainer.loop; "
-             "from webdataset.gopen import gopen_schemes; "
-             "print('s3' in gopen_schemes, 's3fs' in sys.modules)")
+    probe = (
+        "import sys; import cloob.trainer.data, cloob.trainer.loop; "
+        "from webdataset.gopen import gopen_schemes; "
+        "print('s3' in gopen_schemes, 's3fs' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout
 

@@ -22,7 +22,9 @@ WORLD, B = 2, 4
 
 def make(method):
     torch.manual_seed(0)
-    bundle = models.create(MICRO, init_inv_tau=20.0, learnable_inv_tau=True, device=torch.device("cpu"))
+    bundle = models.create(
+        MICRO, init_inv_tau=20.0, learnable_inv_tau=True, device=torch.device("cpu")
+    )
     loss_fn = losses.create_loss(method, 5.0, learnable_beta=True)
     g = torch.Generator().manual_seed(1)
     images = torch.randn(WORLD * B, 3, 32, 32, generator=g)
@@ -55,8 +57,9 @@ def _rank(rank, method, init_file, out):
 @pytest.mark.parametrize("method", ["clip", "cloob"])
 def test_two_gloo_ranks_equal_one_process(method, tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.start_processes(_rank, args=(method, str(tmp_path / "init"), str(out)), nprocs=WORLD,
-                       start_method="fork")
+    mp.start_processes(
+        _rank, args=(method, str(tmp_path / "init"), str(out)), nprocs=WORLD, start_method="fork"
+    )
     got = torch.load(out, weights_only=True)
 
     model, loss_fn, images, texts = make(method)
@@ -78,17 +81,71 @@ def _final_weights(run_dir):
 @pytest.mark.slow  # three interpreter start-ups: ~100 s on 2 shared cores
 def test_torchrun_training_matches_single_process(tmp_path):
     """The whole loop under torchrun (2 gloo ranks × 4) ends where one process with batch 8 ends."""
-    common = ["--model", MICRO, "--dataset-type", "synthetic", "--train-num-samples", "64",
-              "--max-steps", "3", "--warmup", "1", "--workers", "0", "--logs", str(tmp_path),
-              "--no-progress", "--method", "cloob", "--learnable-inv-tau",
-              "--learnable-scale-hopfield", "--report-to", "none"]
+    common = [
+        "--model",
+        MICRO,
+        "--dataset-type",
+        "synthetic",
+        "--train-num-samples",
+        "64",
+        "--max-steps",
+        "3",
+        "--warmup",
+        "1",
+        "--workers",
+        "0",
+        "--logs",
+        str(tmp_path),
+        "--no-progress",
+        "--method",
+        "cloob",
+        "--learnable-inv-tau",
+        "--learnable-scale-hopfield",
+        "--report-to",
+        "none",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                    "--master-port", "29517", "-m", "--", "cloob.trainer.cli", "run", *common,
-                    "--batch-size", "4", "--name", "ddp"], check=True, env=env, timeout=300,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "cloob.trainer.cli", "run", *common, "--batch-size", "8",
-                    "--name", "single"], check=True, env=env, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            "-m",
+            "--",
+            "cloob.trainer.cli",
+            "run",
+            *common,
+            "--batch-size",
+            "4",
+            "--name",
+            "ddp",
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloob.trainer.cli",
+            "run",
+            *common,
+            "--batch-size",
+            "8",
+            "--name",
+            "single",
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
     ddp, ddp_ckpt = _final_weights(tmp_path / "ddp")
     one, one_ckpt = _final_weights(tmp_path / "single")
     assert ddp_ckpt["step"] == one_ckpt["step"] == 3

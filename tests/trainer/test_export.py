@@ -51,12 +51,23 @@ def site_packages() -> str:
 def trainer_checkpoint(path: Path, method: str, logs: Path | None = None) -> Path:
     """What `trainer run` writes for `method` (weights, loss state, readouts), on the micro model."""
     torch.manual_seed(3)
-    bundle = models.create(MICRO, init_inv_tau=12.5, learnable_inv_tau=True, device=torch.device("cpu"))
+    bundle = models.create(
+        MICRO, init_inv_tau=12.5, learnable_inv_tau=True, device=torch.device("cpu")
+    )
     loss = losses.create_loss(method, 9.0, learnable_beta=True, init_bias=-7.25)
-    payload = {"model_name": bundle.name, "model_cfg": bundle.cfg, "method": method,
-               "state_dict": bundle.model.state_dict(), "loss_state": loss.state_dict(),
-               "inv_tau": 12.5, "hopfield_beta": 9.0, "step": 42, "epoch": 1, "name": "run-x",
-               "config": {"data": {"train_data": "data/demo"}}}
+    payload = {
+        "model_name": bundle.name,
+        "model_cfg": bundle.cfg,
+        "method": method,
+        "state_dict": bundle.model.state_dict(),
+        "loss_state": loss.state_dict(),
+        "inv_tau": 12.5,
+        "hopfield_beta": 9.0,
+        "step": 42,
+        "epoch": 1,
+        "name": "run-x",
+        "config": {"data": {"train_data": "data/demo"}},
+    }
     if method == "siglip":
         payload["logit_bias"] = -7.25
     return ckpt_format.write(path, payload)
@@ -64,8 +75,10 @@ def trainer_checkpoint(path: Path, method: str, logs: Path | None = None) -> Pat
 
 def inputs(size: int, context: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"images": torch.randn(3, 3, size, size, generator=g),
-            "texts": torch.randint(1, 49000, (4, context), generator=g)}
+    return {
+        "images": torch.randn(3, 3, size, size, generator=g),
+        "texts": torch.randint(1, 49000, (4, context), generator=g),
+    }
 
 
 @pytest.mark.parametrize("method", ["cloob", "siglip"])
@@ -85,9 +98,21 @@ def test_bare_open_clip_loads_the_export_with_identical_embeddings(tmp_path, met
     from safetensors.torch import load_file, save_file
 
     save_file(inputs(size, context), str(tmp_path / "in.safetensors"))
-    child = subprocess.run([sys.executable, "-S", "-c", CHILD, site_packages(), str(out),
-                            str(tmp_path / "in.safetensors"), str(tmp_path / "emb.safetensors")],
-                           cwd=tmp_path, capture_output=True, text=True)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            CHILD,
+            site_packages(),
+            str(out),
+            str(tmp_path / "in.safetensors"),
+            str(tmp_path / "emb.safetensors"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     got = load_file(str(tmp_path / "emb.safetensors"))
     with torch.no_grad():
@@ -103,7 +128,9 @@ def test_bare_open_clip_loads_the_export_with_identical_embeddings(tmp_path, met
     card = (out / CARD_NAME).read_text()
     assert f"`--method {method}`" in card and "data/demo" in card and "| steps | 42 |" in card
     if method == "siglip":
-        assert got["logit_bias"].item() == -7.25 and "| sigmoid bias b (logit_bias) | -7.25 |" in card
+        assert (
+            got["logit_bias"].item() == -7.25 and "| sigmoid bias b (logit_bias) | -7.25 |" in card
+        )
     else:
         assert "logit_bias" not in got and config["cloob"]["hopfield_beta"] == pytest.approx(9.0)
         assert "| Hopfield β | 9 |" in card
@@ -119,7 +146,8 @@ def test_model_card_carries_the_runs_zero_shot_results(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     (run / "metrics.jsonl").write_text(
         '{"step": 10, "loss": 1.0}\n{"step": 42, "zeroshot/colours-top1": 0.875, '
-        '"zeroshot/colours/n_classes": 8}\n{"cut')
+        '"zeroshot/colours/n_classes": 8}\n{"cut'
+    )
     ckpt = trainer_checkpoint(run / "checkpoints" / "epoch_1.pt", "clip")
     out = export(ckpt, tmp_path / "hub")
     card = (out / CARD_NAME).read_text()
@@ -158,7 +186,9 @@ def _garbage(scratch: Path) -> list:
 CASES = [
     BadInput("not-ours", _plain_open_clip, "is not a cloob-toolkit/1 checkpoint"),
     BadInput("garbage", _garbage, "not a readable checkpoint"),
-    BadInput("missing", lambda s: ["export", s / "none.pt", "--out", s / "hub"], "no such checkpoint"),
+    BadInput(
+        "missing", lambda s: ["export", s / "none.pt", "--out", s / "hub"], "no such checkpoint"
+    ),
     BadInput("out-not-empty", _busy_out, "exists and is not empty"),
     BadInput("out-is-a-file", _file_out, "exists and is not a folder"),
 ]

@@ -54,16 +54,21 @@ def test_the_demo_extra_and_the_workspace_bring_dataprep():
 
 def test_lock_matches_the_trainer_pyproject():
     project = tomllib.loads((ROOT / "packages/trainer/pyproject.toml").read_text(encoding="utf-8"))
-    listed = {d.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip()
-              for d in project["project"]["dependencies"]}
+    listed = {
+        d.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip()
+        for d in project["project"]["dependencies"]
+    }
     assert "cloob-dataprep" not in listed
     assert project["project"]["optional-dependencies"]["demo"] == ["cloob-dataprep"]
 
 
-@pytest.mark.parametrize("args, wanted_for", [
-    ([], "the demo"),
-    (["--dataset-type", "synthetic"], "--dataset-type synthetic"),
-])
+@pytest.mark.parametrize(
+    "args, wanted_for",
+    [
+        ([], "the demo"),
+        (["--dataset-type", "synthetic"], "--dataset-type synthetic"),
+    ],
+)
 def test_without_dataprep_the_demo_is_one_line(monkeypatch, capsys, tmp_path, args, wanted_for):
     for name in [m for m in sys.modules if m.startswith("cloob.dataprep")]:
         monkeypatch.delitem(sys.modules, name)
@@ -88,7 +93,12 @@ def test_the_first_command_installs_no_test_stack():
     assert project["tool"]["uv"]["default-groups"] == []
     assert "compile-bytecode" not in project["tool"]["uv"]  # uv would recompile on every `uv run`
     first = resolved("cloob-toolkit")
-    assert {"torch", "cloob-dataprep", "cloob-benchmarks", "tensorboard"} <= first  # walked for real
+    assert {
+        "torch",
+        "cloob-dataprep",
+        "cloob-benchmarks",
+        "tensorboard",
+    } <= first  # walked for real
     assert not {n for n in first if n.startswith(TEST_STACK)}, sorted(first)
     lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
     root = next(p for p in lock["package"] if p["name"] == "cloob-toolkit")

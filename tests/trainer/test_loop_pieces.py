@@ -34,7 +34,9 @@ def test_learning_rate_schedules():
 
 
 def test_param_groups_follow_the_reference():
-    bundle = models.create("tiny-rn", init_inv_tau=30, learnable_inv_tau=True, device=torch.device("cpu"))
+    bundle = models.create(
+        "tiny-rn", init_inv_tau=30, learnable_inv_tau=True, device=torch.device("cpu")
+    )
     loss_fn = losses.create_loss("cloob", 8.0, learnable_beta=True)
     no_decay, decay = param_groups(bundle.model, loss_fn, 0.1)
     names = {id(p): n for n, p in bundle.model.named_parameters()}
@@ -61,15 +63,39 @@ def test_prune_keeps_last(tmp_path):
 def test_features_run_bf16_gradclip_checkpointing_restarts(tmp_path):
     """amp_bf16 autocast on CPU, grad clipping, gradient checkpointing, learnable τ⁻¹ and β,
     cosine restarts and --keep-last in one short run."""
-    result = train(TrainConfig(
-        data=DataConfig(dataset_type="synthetic", train_num_samples=24, batch_size=4, workers=0),
-        model=ModelConfig(model=MICRO, method="hopfield_infonce", learnable_inv_tau=True,
-                          learnable_scale_hopfield=True, grad_checkpointing=True, init_inv_tau=99.0),
-        optim=OptimConfig(lr=1e-2, warmup=1, lr_scheduler="cosine-restarts", restart_cycles=2,
-                          grad_clip_norm=1.0, epochs=2),
-        run=RunConfig(logs=str(tmp_path), name="feat", precision="amp_bf16", report_to="none",
-                      progress=False, save_every_n_steps=2, keep_last=2, log_every_n_steps=3),
-    ))
+    result = train(
+        TrainConfig(
+            data=DataConfig(
+                dataset_type="synthetic", train_num_samples=24, batch_size=4, workers=0
+            ),
+            model=ModelConfig(
+                model=MICRO,
+                method="hopfield_infonce",
+                learnable_inv_tau=True,
+                learnable_scale_hopfield=True,
+                grad_checkpointing=True,
+                init_inv_tau=99.0,
+            ),
+            optim=OptimConfig(
+                lr=1e-2,
+                warmup=1,
+                lr_scheduler="cosine-restarts",
+                restart_cycles=2,
+                grad_clip_norm=1.0,
+                epochs=2,
+            ),
+            run=RunConfig(
+                logs=str(tmp_path),
+                name="feat",
+                precision="amp_bf16",
+                report_to="none",
+                progress=False,
+                save_every_n_steps=2,
+                keep_last=2,
+                log_every_n_steps=3,
+            ),
+        )
+    )
     ckpt = ckpt_format.read(result.checkpoint)
     assert ckpt["step"] == 12 and ckpt["epoch"] == 2
     assert ckpt["inv_tau"] <= 100.0 + 1e-3  # clamped after each step
@@ -86,16 +112,22 @@ def test_tiny_configs_and_open_clip_local_dir(tmp_path):
 
     for name in ("micro-vit", "micro-rn", "tiny-vit", "tiny-rn"):
         out = models.export_open_clip_dir(name, tmp_path / name)
-        ours = models.create(name, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu"))
+        ours = models.create(
+            name, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu")
+        )
         theirs = open_clip.create_model(f"local-dir:{out}")
-        assert {k: v.shape for k, v in ours.model.state_dict().items()} == \
-            {k: v.shape for k, v in theirs.state_dict().items()}
+        assert {k: v.shape for k, v in ours.model.state_dict().items()} == {
+            k: v.shape for k, v in theirs.state_dict().items()
+        }
         assert ours.cfg["quick_gelu"] and ours.cfg["vision_cfg"]["image_size"] == 64
-    result = train(TrainConfig(
-        data=DataConfig(dataset_type="synthetic", train_num_samples=8, batch_size=4, workers=0),
-        model=ModelConfig(model="tiny-rn", method="infoloob"),
-        optim=OptimConfig(warmup=1, max_steps=1),
-        run=RunConfig(logs=str(tmp_path), name="rn", report_to="none", progress=False)))
+    result = train(
+        TrainConfig(
+            data=DataConfig(dataset_type="synthetic", train_num_samples=8, batch_size=4, workers=0),
+            model=ModelConfig(model="tiny-rn", method="infoloob"),
+            optim=OptimConfig(warmup=1, max_steps=1),
+            run=RunConfig(logs=str(tmp_path), name="rn", report_to="none", progress=False),
+        )
+    )
     assert math.isfinite(result.metrics["loss"])
 
 
@@ -111,19 +143,54 @@ def test_torchcompile_trains_and_its_checkpoint_loads_in_open_clip(tmp_path, met
     import open_clip
 
     trainer = Path(sys.executable).with_name("trainer")
-    subprocess.run([str(trainer), "run", "--model", "micro-vit", "--method", method, "--torchcompile",
-                    "--dataset-type", "synthetic", "--train-num-samples", "24", "--batch-size", "8",
-                    "--workers", "0", "--warmup", "1", "--max-steps", "3", "--logs", str(tmp_path),
-                    "--name", "compiled", "--report-to", "none", "--no-progress",
-                    "--log-every-n-steps", "1"], check=True, capture_output=True, timeout=900,
-                   env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    subprocess.run(
+        [
+            str(trainer),
+            "run",
+            "--model",
+            "micro-vit",
+            "--method",
+            method,
+            "--torchcompile",
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "24",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--warmup",
+            "1",
+            "--max-steps",
+            "3",
+            "--logs",
+            str(tmp_path),
+            "--name",
+            "compiled",
+            "--report-to",
+            "none",
+            "--no-progress",
+            "--log-every-n-steps",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+    )
     run = tmp_path / "compiled"
     ckpt = ckpt_format.read(run / "checkpoints" / "latest.pt")
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-              if "loss" in json.loads(line)]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert ckpt["step"] == 3 and len(losses) == 3 and all(map(math.isfinite, losses))
     assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])  # the raw model's keys
-    loaded = open_clip.create_model(ckpt["model_name"], pretrained=str(run / "checkpoints" / "latest.pt"))
+    loaded = open_clip.create_model(
+        ckpt["model_name"], pretrained=str(run / "checkpoints" / "latest.pt")
+    )
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"][key]), key
 
@@ -134,17 +201,25 @@ def test_register_configs_lets_plain_open_clip_load_our_checkpoint(tmp_path):
     import subprocess
     import sys
 
-    bundle = models.create("micro-vit", init_inv_tau=30, learnable_inv_tau=False,
-                           device=torch.device("cpu"))
-    path = ckpt_format.write(tmp_path / "latest.pt", {
-        "state_dict": bundle.model.state_dict(), "model_name": bundle.name, "model_cfg": bundle.cfg})
+    bundle = models.create(
+        "micro-vit", init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu")
+    )
+    path = ckpt_format.write(
+        tmp_path / "latest.pt",
+        {
+            "state_dict": bundle.model.state_dict(),
+            "model_name": bundle.name,
+            "model_cfg": bundle.cfg,
+        },
+    )
     expected = float(sum(p.double().sum() for p in bundle.model.state_dict().values()))
     code = (
         "import open_clip, torch\n"
         "from cloob.trainer.models import register_configs\n"
         "assert 'micro-vit' in register_configs()\n"
         f"model, _, _ = open_clip.create_model_and_transforms('micro-vit', pretrained={str(path)!r})\n"
-        "print(float(sum(p.double().sum() for p in model.state_dict().values())))\n")
+        "print(float(sum(p.double().sum() for p in model.state_dict().values())))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert abs(float(out.stdout.split()[-1]) - expected) < 1e-6 * max(1.0, abs(expected))
 
@@ -156,7 +231,9 @@ def test_schedule_is_learning_rate_and_saves_its_fields():
 
     kw = dict(base_lr=1.0, warmup=10, total=110, kind="cosine-restarts", cycles=4)
     schedule = Schedule(**kw)
-    assert [schedule.lr(s) for s in range(0, 130, 7)] == [learning_rate(s, **kw) for s in range(0, 130, 7)]
+    assert [schedule.lr(s) for s in range(0, 130, 7)] == [
+        learning_rate(s, **kw) for s in range(0, 130, 7)
+    ]
     assert asdict(schedule) == kw  # the checkpoint's `scheduler` entry (plus the step), as before
 
 
@@ -180,9 +257,11 @@ def test_validate_config_reads_only_the_config(tmp_path):
     from cloob.common.cli import UsageError
     from cloob.trainer.loop import check_inputs, load_resume_state, validate_config
 
-    cfg = TrainConfig(data=DataConfig(train_data=str(tmp_path / "missing.csv")),
-                      model=ModelConfig(model=str(tmp_path / "missing.json"), method="hopfield-infonce"),
-                      run=RunConfig(logs=str(tmp_path), name="r", resume=str(tmp_path / "none.pt")))
+    cfg = TrainConfig(
+        data=DataConfig(train_data=str(tmp_path / "missing.csv")),
+        model=ModelConfig(model=str(tmp_path / "missing.json"), method="hopfield-infonce"),
+        run=RunConfig(logs=str(tmp_path), name="r", resume=str(tmp_path / "none.pt")),
+    )
     validate_config(cfg)
     assert (cfg.model.method, cfg.model.init_inv_tau) == ("hopfield_infonce", 30.0)
     with pytest.raises(UsageError, match="not found"):

@@ -68,8 +68,12 @@ def ref_loss(method, x, y, inv_tau, beta):
 
 
 def call(method, x, y, inv_tau, beta):
-    fn = {"clip": losses.clip_loss, "infoloob": losses.infoloob_loss, "cloob": losses.cloob_loss,
-          "hopfield_infonce": losses.hopfield_infonce_loss}.get(method)
+    fn = {
+        "clip": losses.clip_loss,
+        "infoloob": losses.infoloob_loss,
+        "cloob": losses.cloob_loss,
+        "hopfield_infonce": losses.hopfield_infonce_loss,
+    }.get(method)
     if method == "siglip":
         return losses.siglip_loss(x, y, inv_tau, -beta)
     return fn(x, y, inv_tau) if method in ("clip", "infoloob") else fn(x, y, inv_tau, beta)
@@ -126,8 +130,14 @@ def test_positive_is_excluded_exactly():
 def test_float32_agrees_with_float64():
     x64, y64 = features(n=64, d=32, seed=3)
     for method in losses.METHODS:
-        err = (call(method, x64.float(), y64.float(), 30.0, 8.0).double()
-               - call(method, x64, y64, 30.0, 8.0)).abs().item()
+        err = (
+            (
+                call(method, x64.float(), y64.float(), 30.0, 8.0).double()
+                - call(method, x64, y64, 30.0, 8.0)
+            )
+            .abs()
+            .item()
+        )
         assert err < 1e-4, (method, err)
 
 
@@ -162,8 +172,9 @@ def test_chunked_logsumexp_path_matches_reference(method, monkeypatch):
     ours = call(method, x, y, t, b)
     ref = ref_loss(method, x, y, t, b)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    for a, r in zip(torch.autograd.grad(ours, (x, y, t, b)), torch.autograd.grad(ref, (x, y, t, b)),
-                    strict=True):
+    for a, r in zip(
+        torch.autograd.grad(ours, (x, y, t, b)), torch.autograd.grad(ref, (x, y, t, b)), strict=True
+    ):
         torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-11)
     small = tuple(v[:4, :3].detach().clone().requires_grad_(True) for v in (x, y))
     assert torch.autograd.gradcheck(lambda p, q: call(method, p, q, 5.0, 3.0), small)

@@ -57,18 +57,31 @@ def test_openclip_readme_launch_lines_parse(name):
         assert params["lr"] == 5e-4 and params["epochs"] == 32 and params["model"] == "RN50"
         assert params["imagenet_val"] == "/path/to/imagenet/root/val/"
     if name == "slurm-laion":
-        assert params["gather_with_grad"] and params["local_loss"] and params["name"] == "ViT-B-32-Vanilla"
+        assert (
+            params["gather_with_grad"]
+            and params["local_loss"]
+            and params["name"] == "ViT-B-32-Vanilla"
+        )
     if name == "other-flags":
         assert params["dataset_resampled"] and params["val_frequency"] == 2
         assert report_targets(params["report_to"]) == {"tensorboard", "wandb"}
         assert precision.resolve(params["precision"]).name == "amp_bf16"
 
 
-@pytest.mark.parametrize(("value", "targets"), [
-    ("all", {"tensorboard", "wandb"}), ("tensorboard", {"tensorboard"}), ("wandb", {"wandb"}),
-    ("wandb,tensorboard", {"tensorboard", "wandb"}), ("tensorboard, wandb", {"tensorboard", "wandb"}),
-    ("none", set()), ("", set()), (None, set()), ("all,tensorboard", {"tensorboard", "wandb"}),
-])
+@pytest.mark.parametrize(
+    ("value", "targets"),
+    [
+        ("all", {"tensorboard", "wandb"}),
+        ("tensorboard", {"tensorboard"}),
+        ("wandb", {"wandb"}),
+        ("wandb,tensorboard", {"tensorboard", "wandb"}),
+        ("tensorboard, wandb", {"tensorboard", "wandb"}),
+        ("none", set()),
+        ("", set()),
+        (None, set()),
+        ("all,tensorboard", {"tensorboard", "wandb"}),
+    ],
+)
 def test_report_to_values(value, targets):
     assert report_targets(value) == targets
 
@@ -79,10 +92,19 @@ def test_report_to_typos_refused(value):
         report_targets(value)
 
 
-@pytest.mark.parametrize(("name", "ours"), [
-    ("amp", "amp"), ("amp_bf16", "amp_bf16"), ("amp_bfloat16", "amp_bf16"), ("bf16", "bf16"),
-    ("fp16", "fp16"), ("pure_bf16", "pure_bf16"), ("pure_fp16", "pure_fp16"), ("fp32", "fp32"),
-])
+@pytest.mark.parametrize(
+    ("name", "ours"),
+    [
+        ("amp", "amp"),
+        ("amp_bf16", "amp_bf16"),
+        ("amp_bfloat16", "amp_bf16"),
+        ("bf16", "bf16"),
+        ("fp16", "fp16"),
+        ("pure_bf16", "pure_bf16"),
+        ("pure_fp16", "pure_fp16"),
+        ("fp32", "fp32"),
+    ],
+)
 def test_every_openclip_precision_name(name, ours):
     """open_clip_train's --precision choices all resolve, to weights open_clip itself builds."""
     from open_clip_train.params import parse_args
@@ -101,8 +123,9 @@ def test_new_precisions_cast_like_open_clip(name):
     open_clip.add_model_config(MICRO)  # registers "micro"
     ours = precision.resolve(name).cast_model(open_clip.create_model("micro"))
     theirs = open_clip.create_model("micro", precision=name)
-    assert {k: v.dtype for k, v in ours.state_dict().items()} == \
-        {k: v.dtype for k, v in theirs.state_dict().items()}
+    assert {k: v.dtype for k, v in ours.state_dict().items()} == {
+        k: v.dtype for k, v in theirs.state_dict().items()
+    }
     assert any(v.dtype != torch.float32 for v in ours.state_dict().values())
 
 
@@ -114,8 +137,10 @@ def test_dashboard_tags():
     assert dashboard_tag("val/n_samples") == "val/num_samples"
     assert dashboard_tag("zeroshot/imagenet/acc1") == "val/imagenet-zeroshot-val-top1"
     assert dashboard_tag("zeroshot/imagenet/acc5") == "val/imagenet-zeroshot-val-top5"
-    assert dashboard_tag("zeroshot/imagenet/mean_per_class_recall") == \
-        "zeroshot/imagenet/mean_per_class_recall"
+    assert (
+        dashboard_tag("zeroshot/imagenet/mean_per_class_recall")
+        == "zeroshot/imagenet/mean_per_class_recall"
+    )
     assert dashboard_tag("val/image_to_text_R@1") == "val/image_to_text_R@1"
 
 
@@ -144,12 +169,42 @@ def openclip_run(tmp_path: Path, monkeypatch) -> set[str]:
     monkeypatch.setattr(oc_data, "SyntheticDataset", PairSized)
     open_clip.add_model_config(MICRO)
     monkeypatch.setattr(sys, "argv", ["open_clip_train"])
-    openclip_main(["--model", "micro", "--zeroshot-frequency", "1", "--dataset-type", "synthetic", "--train-num-samples", "16",
-                   "--batch-size", "8", "--epochs", "1", "--workers", "0", "--device", "cpu",
-                   "--precision", "fp32", "--val-data", "synthetic", "--log-every-n-steps", "1",
-                   "--report-to", "tensorboard",
-                   "--logs", str(tmp_path / "oc"), "--name", "run", "--save-frequency", "0",
-                   "--warmup", "1"])
+    openclip_main(
+        [
+            "--model",
+            "micro",
+            "--zeroshot-frequency",
+            "1",
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--val-data",
+            "synthetic",
+            "--log-every-n-steps",
+            "1",
+            "--report-to",
+            "tensorboard",
+            "--logs",
+            str(tmp_path / "oc"),
+            "--name",
+            "run",
+            "--save-frequency",
+            "0",
+            "--warmup",
+            "1",
+        ]
+    )
     return scalar_tags(tmp_path / "oc" / "run" / "tensorboard")
 
 
@@ -162,13 +217,51 @@ def ours_run(tmp_path: Path, monkeypatch) -> set[str]:
         Image.new("RGB", (32, 32), colour).save(task / "images" / colour / "a.png")
     (task / "classnames.txt").write_text("\n".join(COLOURS) + "\n")
     (task / "templates.txt").write_text("a {} shape\n")
-    monkeypatch.setattr(sys, "argv", [
-        "trainer", "run", "--model", MICRO, "--method", "cloob", "--dataset-type", "synthetic",
-        "--train-num-samples", "16", "--batch-size", "8", "--epochs", "1", "--workers", "0",
-        "--val-data", "synthetic", "--val-num-samples", "8", "--zeroshot-task", str(task),
-        "--log-every-n-steps", "1", "--report-to", "all", "--logs", str(tmp_path / "ours"),
-        "--name", "run", "--save-frequency", "0", "--warmup", "1", "--no-progress",
-        "--device", "cpu", "--precision", "fp32"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "trainer",
+            "run",
+            "--model",
+            MICRO,
+            "--method",
+            "cloob",
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--val-data",
+            "synthetic",
+            "--val-num-samples",
+            "8",
+            "--zeroshot-task",
+            str(task),
+            "--log-every-n-steps",
+            "1",
+            "--report-to",
+            "all",
+            "--logs",
+            str(tmp_path / "ours"),
+            "--name",
+            "run",
+            "--save-frequency",
+            "0",
+            "--warmup",
+            "1",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    )
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -180,9 +273,16 @@ def ours_run(tmp_path: Path, monkeypatch) -> set[str]:
 def test_tensorboard_tags_overlay_openclip(tmp_path, monkeypatch):
     theirs = openclip_run(tmp_path, monkeypatch)
     ours = ours_run(tmp_path, monkeypatch)
-    same_quantity = {"train/loss", "train/lr", "train/scale", "train/samples_per_second",
-                     "val/clip_val_loss", "val/num_samples", "val/image_to_text_R@1",
-                     "val/text_to_image_mean_rank"}
+    same_quantity = {
+        "train/loss",
+        "train/lr",
+        "train/scale",
+        "train/samples_per_second",
+        "val/clip_val_loss",
+        "val/num_samples",
+        "val/image_to_text_R@1",
+        "val/text_to_image_mean_rank",
+    }
     assert same_quantity <= theirs, sorted(theirs)
     assert same_quantity <= ours, sorted(same_quantity - ours)
     # OpenCLIP's zero-shot tags (its zero_shot.py: "<task>-zeroshot-val-top1/5" under val/; its

@@ -31,17 +31,58 @@ def task(tmp_path_factory):
 
 
 def _train(tmp_path, task, precision: str, max_steps: int, *extra: str) -> int:
-    return run_main(trainer_main, "trainer", "run", "--model", MICRO, "--dataset-type", "synthetic",
-                    "--train-num-samples", "32", "--batch-size", "8", "--workers", "0",
-                    "--warmup", "1", "--max-steps", max_steps, "--save-every-n-steps", "1",
-                    "--zeroshot-task", task, "--batch-size-eval", "4", "--precision", precision,
-                    "--logs", tmp_path, "--name", "run", "--report-to", "none", "--no-progress",
-                    "--learnable-inv-tau", "--log-every-n-steps", "1", *extra)
+    return run_main(
+        trainer_main,
+        "trainer",
+        "run",
+        "--model",
+        MICRO,
+        "--dataset-type",
+        "synthetic",
+        "--train-num-samples",
+        "32",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--warmup",
+        "1",
+        "--max-steps",
+        max_steps,
+        "--save-every-n-steps",
+        "1",
+        "--zeroshot-task",
+        task,
+        "--batch-size-eval",
+        "4",
+        "--precision",
+        precision,
+        "--logs",
+        tmp_path,
+        "--name",
+        "run",
+        "--report-to",
+        "none",
+        "--no-progress",
+        "--learnable-inv-tau",
+        "--log-every-n-steps",
+        "1",
+        *extra,
+    )
 
 
 def test_the_cli_lists_are_the_shared_definition():
-    assert set(CHOICES) == {"fp32", "amp", "amp_bf16", "pure_bf16", "fp16", "bf16", "pure_fp16",
-                            "amp_bfloat16", "auto"}  # open_clip_train's names, and auto
+    assert set(CHOICES) == {
+        "fp32",
+        "amp",
+        "amp_bf16",
+        "pure_bf16",
+        "fp16",
+        "bf16",
+        "pure_fp16",
+        "amp_bfloat16",
+        "auto",
+    }  # open_clip_train's names, and auto
     assert resolve("auto", "cpu").name == "fp32" and resolve("auto", "cuda").name == "amp"
 
 
@@ -66,10 +107,26 @@ def test_train_resume_and_evaluate_in_every_precision(precision, tmp_path, task,
     assert sum("zeroshot/shapes/acc1" in r for r in rows) == 2  # end of each run
 
     out = tmp_path / "bench"
-    code = run_main(benchmarks_main, "benchmarks", "zeroshot", "--ckpt",
-                    tmp_path / "run" / "checkpoints" / "latest.pt", "--dataset-dir", task / "images",
-                    "--classnames", task / "classnames.txt", "--templates", task / "templates.txt",
-                    "--precision", precision, "--out", out, "--workers", "0", "--no-progress")
+    code = run_main(
+        benchmarks_main,
+        "benchmarks",
+        "zeroshot",
+        "--ckpt",
+        tmp_path / "run" / "checkpoints" / "latest.pt",
+        "--dataset-dir",
+        task / "images",
+        "--classnames",
+        task / "classnames.txt",
+        "--templates",
+        task / "templates.txt",
+        "--precision",
+        precision,
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--no-progress",
+    )
     assert code == 0, capsys.readouterr().err
     (record,) = json.loads((out / "results.json").read_text())["records"]
     assert record["precision"] == resolved.name and record["n_images"] == 4

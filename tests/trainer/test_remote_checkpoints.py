@@ -35,8 +35,9 @@ def test_keep_last_prunes_the_bucket_after_the_marker_moves(s3: S3Server, tmp_pa
         commit(s3, tmp_path, name, step, keep_last=2)
         assert marker(s3)["checkpoint"] == name  # the named one is always there
         assert f"{PREFIX}/{name}" in s3.list_keys()
-    assert s3.list_keys(PREFIX) == sorted(f"{PREFIX}/{n}" for n in
-                                          ("epoch_0.pt", "epoch_2.pt", "step_10.pt", "latest.json"))
+    assert s3.list_keys(PREFIX) == sorted(
+        f"{PREFIX}/{n}" for n in ("epoch_0.pt", "epoch_2.pt", "step_10.pt", "latest.json")
+    )
     assert marker(s3)["history"] == ["epoch_2.pt", "step_10.pt"]
 
 
@@ -46,10 +47,14 @@ def test_keep_last_one_keeps_only_the_committed_one(s3: S3Server, tmp_path: Path
     assert s3.list_keys(PREFIX) == [f"{PREFIX}/latest.json", f"{PREFIX}/step_3.pt"]
 
 
-def test_keep_last_zero_keeps_everything_and_an_old_marker_is_continued(s3: S3Server,
-                                                                        tmp_path: Path):
-    s3.client().put_object(Bucket=s3.bucket, Key=f"{PREFIX}/latest.json",  # from before `history`
-                           Body=json.dumps({"checkpoint": "epoch_1.pt", "step": 1}).encode())
+def test_keep_last_zero_keeps_everything_and_an_old_marker_is_continued(
+    s3: S3Server, tmp_path: Path
+):
+    s3.client().put_object(
+        Bucket=s3.bucket,
+        Key=f"{PREFIX}/latest.json",  # from before `history`
+        Body=json.dumps({"checkpoint": "epoch_1.pt", "step": 1}).encode(),
+    )
     s3.client().put_object(Bucket=s3.bucket, Key=f"{PREFIX}/epoch_1.pt", Body=b"old")
     commit(s3, tmp_path, "epoch_2.pt", 2, keep_last=0)
     assert marker(s3)["history"] == ["epoch_1.pt", "epoch_2.pt"]
@@ -59,22 +64,30 @@ def test_keep_last_zero_keeps_everything_and_an_old_marker_is_continued(s3: S3Se
 
 def _trainer_checkpoint(path: Path) -> Path:
     """A complete trainer checkpoint (a two-parameter model stands in for a real one)."""
-    fields = {"model_name": "micro", "model_cfg": {}, "method": "clip", "step": 3,
-              "state_dict": {"w": torch.ones(2)}, "loss_state": {},
-              "optimizer": {"state": {}, "param_groups": []},
-              "data": {"ranks": [], "global_batch": 8, "n_workers": 1},
-              "rng": {"torch": torch.get_rng_state(), "numpy": {}, "python": {}}}
+    fields = {
+        "model_name": "micro",
+        "model_cfg": {},
+        "method": "clip",
+        "step": 3,
+        "state_dict": {"w": torch.ones(2)},
+        "loss_state": {},
+        "optimizer": {"state": {}, "param_groups": []},
+        "data": {"ranks": [], "global_batch": 8, "n_workers": 1},
+        "rng": {"torch": torch.get_rng_state(), "numpy": {}, "python": {}},
+    }
     return ckpt_format.write(path, fields)
 
 
-def test_a_broken_bucket_checkpoint_does_not_shadow_the_repaired_one(s3: S3Server,
-                                                                      tmp_path: Path):
+def test_a_broken_bucket_checkpoint_does_not_shadow_the_repaired_one(s3: S3Server, tmp_path: Path):
     """The bucket's committed checkpoint is broken: the resume fails with one line naming the
     object and leaves no local latest.pt; once the object is repaired, the resume reads it."""
     good = _trainer_checkpoint(tmp_path / "good.pt").read_bytes()
     put = s3.client().put_object
-    put(Bucket=s3.bucket, Key=f"{PREFIX}/latest.json",
-        Body=json.dumps({"checkpoint": "epoch_1.pt", "step": 3}).encode())
+    put(
+        Bucket=s3.bucket,
+        Key=f"{PREFIX}/latest.json",
+        Body=json.dumps({"checkpoint": "epoch_1.pt", "step": 3}).encode(),
+    )
     put(Bucket=s3.bucket, Key=f"{PREFIX}/epoch_1.pt", Body=good[: len(good) // 2])  # cut short
     local = tmp_path / "logs" / "r" / "checkpoints"
     with pytest.raises(UsageError, match=f"{s3.url(PREFIX)}/epoch_1.pt: not a readable"):

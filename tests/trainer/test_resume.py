@@ -22,44 +22,112 @@ from .conftest import MICRO
 K = 5  # checkpoint step (mid-epoch: an epoch is 64 / 8 = 8 steps); the run goes to 2K
 
 
-def config(shards: Path, logs: Path, name: str, workers: int, max_steps: int,
-           resume: str | None = None, accum_freq: int = 1, method: str = "cloob") -> TrainConfig:
+def config(
+    shards: Path,
+    logs: Path,
+    name: str,
+    workers: int,
+    max_steps: int,
+    resume: str | None = None,
+    accum_freq: int = 1,
+    method: str = "cloob",
+) -> TrainConfig:
     # A constant schedule after warmup keeps the lr independent of --max-steps, so the killed run
     # may be given a far horizon (it must still be running when we kill it).
     return TrainConfig(
         data=DataConfig(train_data=str(shards), batch_size=8, workers=workers, shuffle_buffer=16),
-        model=ModelConfig(model=MICRO, method=method, learnable_inv_tau=True,
-                          learnable_scale_hopfield=True),
-        optim=OptimConfig(lr=1e-3, warmup=3, lr_scheduler="const", epochs=100, max_steps=max_steps,
-                          accum_freq=accum_freq),
-        run=RunConfig(logs=str(logs), name=name, resume=resume, save_every_n_steps=K,
-                      save_frequency=0, report_to="none", progress=False, log_every_n_steps=1),
+        model=ModelConfig(
+            model=MICRO, method=method, learnable_inv_tau=True, learnable_scale_hopfield=True
+        ),
+        optim=OptimConfig(
+            lr=1e-3,
+            warmup=3,
+            lr_scheduler="const",
+            epochs=100,
+            max_steps=max_steps,
+            accum_freq=accum_freq,
+        ),
+        run=RunConfig(
+            logs=str(logs),
+            name=name,
+            resume=resume,
+            save_every_n_steps=K,
+            save_frequency=0,
+            report_to="none",
+            progress=False,
+            log_every_n_steps=1,
+        ),
     )
 
 
 def cli_args(cfg: TrainConfig) -> list[str]:
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
-    return ["--train-data", d.train_data, "--batch-size", str(d.batch_size), "--workers",
-            str(d.workers), "--shuffle-buffer", str(d.shuffle_buffer), "--model", m.model,
-            "--method", m.method, "--learnable-inv-tau", "--learnable-scale-hopfield",
-            "--lr", str(o.lr), "--warmup", str(o.warmup), "--lr-scheduler", o.lr_scheduler,
-            "--epochs", str(o.epochs), "--max-steps", str(o.max_steps), "--logs", r.logs,
-            "--name", r.name, "--save-every-n-steps", str(K), "--save-frequency", "0",
-            "--report-to", "none", "--no-progress", "--log-every-n-steps", "1",
-            "--accum-freq", str(o.accum_freq)]
+    return [
+        "--train-data",
+        d.train_data,
+        "--batch-size",
+        str(d.batch_size),
+        "--workers",
+        str(d.workers),
+        "--shuffle-buffer",
+        str(d.shuffle_buffer),
+        "--model",
+        m.model,
+        "--method",
+        m.method,
+        "--learnable-inv-tau",
+        "--learnable-scale-hopfield",
+        "--lr",
+        str(o.lr),
+        "--warmup",
+        str(o.warmup),
+        "--lr-scheduler",
+        o.lr_scheduler,
+        "--epochs",
+        str(o.epochs),
+        "--max-steps",
+        str(o.max_steps),
+        "--logs",
+        r.logs,
+        "--name",
+        r.name,
+        "--save-every-n-steps",
+        str(K),
+        "--save-frequency",
+        "0",
+        "--report-to",
+        "none",
+        "--no-progress",
+        "--log-every-n-steps",
+        "1",
+        "--accum-freq",
+        str(o.accum_freq),
+    ]
 
 
-@pytest.mark.parametrize("workers, accum_freq, method",
-                         [(0, 1, "cloob"), (2, 1, "cloob"), (0, 2, "cloob"), (0, 1, "siglip")])
-def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq, method):
-    reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq,
-                             method=method))
+@pytest.mark.parametrize(
+    "workers, accum_freq, method",
+    [(0, 1, "cloob"), (2, 1, "cloob"), (0, 2, "cloob"), (0, 1, "siglip")],
+)
+def test_sigkill_then_resume_gives_identical_weights(
+    shard_dir, tmp_path, workers, accum_freq, method
+):
+    reference = train(
+        config(
+            shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq, method=method
+        )
+    )
     assert ckpt_format.read(reference.checkpoint)["step"] == 2 * K
 
-    killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq, method=method)
+    killed = config(
+        shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq, method=method
+    )
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "cloob.trainer.cli", "run", *cli_args(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloob.trainer.cli", "run", *cli_args(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not latest.exists():
         assert proc.poll() is None, "the run ended before its first checkpoint"
@@ -73,8 +141,18 @@ def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, worker
     assert saved["data"]["ranks"][0]["batch"] == saved["step"] % per_epoch * accum_freq
     assert saved["data"]["accum_freq"] == accum_freq
 
-    resumed = train(config(shard_dir, tmp_path, "killed", workers, 2 * K, resume="latest",
-                           accum_freq=accum_freq, method=method))
+    resumed = train(
+        config(
+            shard_dir,
+            tmp_path,
+            "killed",
+            workers,
+            2 * K,
+            resume="latest",
+            accum_freq=accum_freq,
+            method=method,
+        )
+    )
     a = ckpt_format.read(reference.checkpoint)
     b = ckpt_format.read(resumed.checkpoint)
     assert b["step"] == 2 * K

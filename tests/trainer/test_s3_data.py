@@ -22,8 +22,9 @@ from .test_resume import K, config
 def upload(s3: S3Server, folder: Path, prefix: str) -> str:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
-            s3.client().put_object(Bucket=s3.bucket, Key=f"{prefix}/{path.relative_to(folder)}",
-                                   Body=path.read_bytes())
+            s3.client().put_object(
+                Bucket=s3.bucket, Key=f"{prefix}/{path.relative_to(folder)}", Body=path.read_bytes()
+            )
     return s3.url(prefix)
 
 
@@ -42,8 +43,9 @@ def test_bucket_sources_resolve_like_local_ones(s3: S3Server, shard_dir: Path) -
     assert plain.sizes == {} and plain.known_samples is None
 
 
-def test_train_from_bucket_matches_local_and_resumes_exactly(s3: S3Server, shard_dir: Path,
-                                                             tmp_path: Path) -> None:
+def test_train_from_bucket_matches_local_and_resumes_exactly(
+    s3: S3Server, shard_dir: Path, tmp_path: Path
+) -> None:
     url = upload(s3, shard_dir, "ds")
     local = train(config(shard_dir, tmp_path, "local", 2, 2 * K))
     # K steps from the bucket, then a resume from the checkpoint to 2K: same weights as locally.
@@ -57,16 +59,42 @@ def test_train_from_bucket_matches_local_and_resumes_exactly(s3: S3Server, shard
 
 @pytest.mark.parametrize(("case", "message"), BROKEN_STORES, ids=[c for c, _ in BROKEN_STORES])
 @pytest.mark.parametrize("flag", ["--train-data", "--remote-sync"])
-def test_unusable_bucket_is_one_error_line(s3: S3Server, monkeypatch, capsys, tmp_path: Path,
-                                           shard_dir: Path, flag: str, case: str,
-                                           message: str) -> None:
+def test_unusable_bucket_is_one_error_line(
+    s3: S3Server,
+    monkeypatch,
+    capsys,
+    tmp_path: Path,
+    shard_dir: Path,
+    flag: str,
+    case: str,
+    message: str,
+) -> None:
     url = break_store(s3, monkeypatch, case, "ds" if flag == "--train-data" else "runs")
     before = s3.list_keys() if case != "unreachable-endpoint" else None
-    args = ["--train-data", url] if flag == "--train-data" else ["--train-data", shard_dir,
-                                                                 "--remote-sync", url]
-    monkeypatch.setattr(sys, "argv", ["trainer", "run", "--model", MICRO, "--batch-size", "4",
-                                      "--max-steps", "1", "--workers", "0", "--logs",
-                                      str(tmp_path / "logs"), *map(str, args)])
+    args = (
+        ["--train-data", url]
+        if flag == "--train-data"
+        else ["--train-data", shard_dir, "--remote-sync", url]
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "trainer",
+            "run",
+            "--model",
+            MICRO,
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "1",
+            "--workers",
+            "0",
+            "--logs",
+            str(tmp_path / "logs"),
+            *map(str, args),
+        ],
+    )
     with pytest.raises(SystemExit) as exc:
         cli.main()
     err = capsys.readouterr().err.strip().splitlines()

@@ -22,16 +22,26 @@ B = 4  # samples per rank and micro-batch
 CASES = list(itertools.product(METHODS, (True, False)))  # (method, τ⁻¹ and β learnable)
 
 
-def config(logs, method: str, learnable: bool, *, local_loss: bool = False,
-           accum_freq: int = 1) -> TrainConfig:
+def config(
+    logs, method: str, learnable: bool, *, local_loss: bool = False, accum_freq: int = 1
+) -> TrainConfig:
     return TrainConfig(
         data=DataConfig(dataset_type="synthetic", train_num_samples=64, batch_size=B, workers=0),
-        model=ModelConfig(model=MICRO, method=method, init_inv_tau=20.0, init_scale_hopfield=5.0,
-                          learnable_inv_tau=learnable, learnable_scale_hopfield=learnable,
-                          learnable_logit_bias=learnable, local_loss=local_loss),
+        model=ModelConfig(
+            model=MICRO,
+            method=method,
+            init_inv_tau=20.0,
+            init_scale_hopfield=5.0,
+            learnable_inv_tau=learnable,
+            learnable_scale_hopfield=learnable,
+            learnable_logit_bias=learnable,
+            local_loss=local_loss,
+        ),
         optim=OptimConfig(accum_freq=accum_freq),
-        run=RunConfig(logs=str(logs), name=f"{method}-{learnable}", report_to="none",
-                      progress=False))
+        run=RunConfig(
+            logs=str(logs), name=f"{method}-{learnable}", report_to="none", progress=False
+        ),
+    )
 
 
 def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,12 +69,15 @@ def _rank(rank, world, init_file, logs, out, local_loss, accum_freq, cases):
     info = distributed.init("cpu", f"file://{init_file}", "gloo")
     images, texts = batch(world * B * accum_freq)
     # rank r's micro-batch j holds samples (j·world + r)·B … : the loop's own data layout
-    mine = [(images[s:s + B], texts[s:s + B])
-            for s in ((j * world + rank) * B for j in range(accum_freq))]
+    mine = [
+        (images[s : s + B], texts[s : s + B])
+        for s in ((j * world + rank) * B for j in range(accum_freq))
+    ]
     results = {}
     for method, learnable in cases:
-        cfg = config(f"{logs}/rank{rank}", method, learnable, local_loss=local_loss,
-                     accum_freq=accum_freq)
+        cfg = config(
+            f"{logs}/rank{rank}", method, learnable, local_loss=local_loss, accum_freq=accum_freq
+        )
         results[(method, learnable)] = gradients(cfg, info, mine)
     if rank == 0:
         torch.save(results, out)
@@ -73,9 +86,20 @@ def _rank(rank, world, init_file, logs, out, local_loss, accum_freq, cases):
 
 def run_ranks(tmp_path, world: int, *, local_loss: bool, accum_freq: int = 1, cases=CASES):
     out = tmp_path / f"w{world}.pt"
-    mp.start_processes(_rank, args=(world, str(tmp_path / f"init{world}"), str(tmp_path), str(out),
-                                    local_loss, accum_freq, cases),
-                       nprocs=world, start_method="fork")
+    mp.start_processes(
+        _rank,
+        args=(
+            world,
+            str(tmp_path / f"init{world}"),
+            str(tmp_path),
+            str(out),
+            local_loss,
+            accum_freq,
+            cases,
+        ),
+        nprocs=world,
+        start_method="fork",
+    )
     return torch.load(out, weights_only=False)
 
 
@@ -122,7 +146,7 @@ def test_accumulation_equals_one_big_batch(tmp_path, method):
     images, texts = batch(k * B)
     for learnable in (True, False):
         cfg = config(tmp_path / "acc", method, learnable, accum_freq=k)
-        micro = [(images[j * B:(j + 1) * B], texts[j * B:(j + 1) * B]) for j in range(k)]
+        micro = [(images[j * B : (j + 1) * B], texts[j * B : (j + 1) * B]) for j in range(k)]
         got = gradients(cfg, distributed.DistInfo(), micro)
         assert_same(got, reference(tmp_path, method, learnable, k * B), (method, learnable))
 

@@ -41,29 +41,40 @@ def shards(root: Path, counts: tuple[int, ...]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("counts, workers", [
-    ((24, 24, 24), 2),  # the report: worker 1 read its one shard, then stopped
-    ((24, 24, 0), 2),  # a shard whose every download failed
-    ((8,), 1),  # exactly one global batch
-])
+@pytest.mark.parametrize(
+    "counts, workers",
+    [
+        ((24, 24, 24), 2),  # the report: worker 1 read its one shard, then stopped
+        ((24, 24, 0), 2),  # a shard whose every download failed
+        ((8,), 1),  # exactly one global batch
+    ],
+)
 def test_a_full_epoch_trains_on_any_layout(tmp_path, counts, workers):
     root = shards(tmp_path / "data", counts)
-    cfg = TrainConfig(data=DataConfig(train_data=str(root), batch_size=8, workers=workers),
-                      model=ModelConfig(model=MICRO, method="clip"),
-                      optim=OptimConfig(warmup=1, epochs=1),
-                      run=RunConfig(logs=str(tmp_path / "logs"), name="run", report_to="none",
-                                    progress=False))
+    cfg = TrainConfig(
+        data=DataConfig(train_data=str(root), batch_size=8, workers=workers),
+        model=ModelConfig(model=MICRO, method="clip"),
+        optim=OptimConfig(warmup=1, epochs=1),
+        run=RunConfig(logs=str(tmp_path / "logs"), name="run", report_to="none", progress=False),
+    )
     result = train(cfg)
     assert torch.load(result.checkpoint, weights_only=True)["step"] == sum(counts) // 8
     assert result.metrics["skipped_samples"] == 0
 
 
 def _loader_batches(root: Path, workers: int, start: data.Position) -> list[dict]:
-    bundle = models.create(MICRO, init_inv_tau=30, learnable_inv_tau=False,
-                           device=torch.device("cpu"))
-    d = data.build_train_data(DataConfig(train_data=str(root), batch_size=8, workers=workers),
-                              transform=bundle.preprocess_train, tokenizer=bundle.tokenizer,
-                              image_size=32, seed=5, rank=0, world_size=1)
+    bundle = models.create(
+        MICRO, init_inv_tau=30, learnable_inv_tau=False, device=torch.device("cpu")
+    )
+    d = data.build_train_data(
+        DataConfig(train_data=str(root), batch_size=8, workers=workers),
+        transform=bundle.preprocess_train,
+        tokenizer=bundle.tokenizer,
+        image_size=32,
+        seed=5,
+        rank=0,
+        world_size=1,
+    )
     batches = []
     for batch in d.make_loader(start):
         batches.append(batch)
@@ -112,8 +123,16 @@ def test_a_shard_cut_on_a_block_boundary_is_warned_about_and_counted(tmp_path, t
 
     # A training stream cycles over the shards; 6 batches of 4 (plus the shuffle buffer's one
     # sample of read-ahead) pass the end of the short shard exactly once, in either shard order.
-    stream = data.ShardStream(source.shards, transform=as_tensor, tokenizer=lambda t: t,
-                              batch_size=4, seed=0, epoch=0, shuffle_buffer=1, sizes=source.sizes)
+    stream = data.ShardStream(
+        source.shards,
+        transform=as_tensor,
+        tokenizer=lambda t: t,
+        batch_size=4,
+        seed=0,
+        epoch=0,
+        shuffle_buffer=1,
+        sizes=source.sizes,
+    )
     position = data.Position()
     for batch, _ in zip(stream, range(6), strict=False):
         position.advance(batch, 1)
@@ -122,9 +141,17 @@ def test_a_shard_cut_on_a_block_boundary_is_warned_about_and_counted(tmp_path, t
 
 
 def _stream(source: data.Source, **kw) -> data.ShardStream:
-    return data.ShardStream(source.shards, transform=lambda image: torch.zeros(1),
-                            tokenizer=lambda t: t, batch_size=2, seed=0, epoch=0, shuffle_buffer=1,
-                            sizes=source.sizes, **kw)
+    return data.ShardStream(
+        source.shards,
+        transform=lambda image: torch.zeros(1),
+        tokenizer=lambda t: t,
+        batch_size=2,
+        seed=0,
+        epoch=0,
+        shuffle_buffer=1,
+        sizes=source.sizes,
+        **kw,
+    )
 
 
 def test_a_resume_far_into_an_epoch_is_not_taken_for_corrupt_shards(tmp_path):
@@ -134,7 +161,8 @@ def test_a_resume_far_into_an_epoch_is_not_taken_for_corrupt_shards(tmp_path):
     straight = [b["pos"] for b, _ in zip(_stream(source), range(160), strict=False)]
     resumed = _stream(source, start=data.Position(worker_pos=[300]))
     assert [b["pos"] for b, _ in zip(resumed, range(3), strict=False)] == [
-        p for p in straight if p > 300][:3]
+        p for p in straight if p > 300
+    ][:3]
 
 
 def test_shards_that_go_bad_after_the_check_end_the_stream(tmp_path):

@@ -14,8 +14,10 @@ def order(n: int, size: int, initial: int, seed: int) -> list[int]:
     return list(shuffled(range(n), size, initial, random.Random(seed)))
 
 
-@pytest.mark.parametrize(("n", "size", "initial"), [(0, 10, 5), (1, 10, 5), (50, 1, 1), (50, 8, 4),
-                                                    (500, 100, 100), (500, 1000, 100)])
+@pytest.mark.parametrize(
+    ("n", "size", "initial"),
+    [(0, 10, 5), (1, 10, 5), (50, 1, 1), (50, 8, 4), (500, 100, 100), (500, 1000, 100)],
+)
 def test_every_item_exactly_once(n, size, initial):
     assert sorted(order(n, size, initial, seed=1)) == list(range(n))
 

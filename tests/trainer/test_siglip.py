@@ -33,8 +33,10 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_equals_open_clip_siglip(n, inv_tau, bias, learnable):
     x, y = features(n, seed=n)
     results = []
-    for fn in (lambda x, y, t, b: losses.siglip_loss(x, y, t, b),
-               lambda x, y, t, b: OpenClipSigLip()(x, y, t, b)):
+    for fn in (
+        lambda x, y, t, b: losses.siglip_loss(x, y, t, b),
+        lambda x, y, t, b: OpenClipSigLip()(x, y, t, b),
+    ):
         xs, ys = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
         t = torch.tensor(inv_tau, dtype=torch.float64, requires_grad=learnable)
         b = torch.tensor(bias, dtype=torch.float64, requires_grad=learnable)
@@ -51,8 +53,10 @@ def test_equals_open_clip_siglip(n, inv_tau, bias, learnable):
 
 def test_zz_report_max_relative_difference(capsys):
     with capsys.disabled():
-        print(f"\nsiglip vs open_clip SigLipLoss, max relative difference: loss "
-              f"{MAX_REL['loss']:.2e}, gradients {MAX_REL['grad']:.2e}")
+        print(
+            f"\nsiglip vs open_clip SigLipLoss, max relative difference: loss "
+            f"{MAX_REL['loss']:.2e}, gradients {MAX_REL['grad']:.2e}"
+        )
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -65,8 +69,10 @@ def test_local_rows_average_to_the_whole_batch(world):
     b = torch.tensor(-4.0, dtype=torch.float64, requires_grad=True)
     whole = losses.siglip_loss(x, y, t, b)
     g_whole = torch.autograd.grad(whole, (t, b))
-    parts = [losses.siglip_loss(x, y, t, b, losses.LocalRows(r * 3, (r + 1) * 3, lambda v: v))
-             for r in range(world)]
+    parts = [
+        losses.siglip_loss(x, y, t, b, losses.LocalRows(r * 3, (r + 1) * 3, lambda v: v))
+        for r in range(world)
+    ]
     mean = torch.stack(parts).mean()
     torch.testing.assert_close(mean, whole, rtol=1e-13, atol=0)
     for a, r in zip(torch.autograd.grad(mean, (t, b)), g_whole, strict=True):

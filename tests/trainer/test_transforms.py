@@ -50,8 +50,9 @@ def encoded(im: Image.Image, fmt: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def recipe():
-    preprocess = open_clip.image_transform(SIZE, is_train=True, mean=open_clip.OPENAI_DATASET_MEAN,
-                                           std=STD)
+    preprocess = open_clip.image_transform(
+        SIZE, is_train=True, mean=open_clip.OPENAI_DATASET_MEAN, std=STD
+    )
     uint8 = transforms.uint8_train_transform(preprocess)
     assert uint8 is not None
     return preprocess, uint8
@@ -69,11 +70,18 @@ def test_crop_box_makes_torchvisions_draws(hw):
         assert got == want, (seed, got, want)
 
 
-@pytest.mark.parametrize(("fmt", "mode", "hw"), [
-    ("JPEG", "RGB", (96, 144)), ("JPEG", "RGB", (160, 96)), ("JPEG", "L", (96, 96)),
-    ("JPEG", "CMYK", (100, 90)), ("PNG", "RGB", (90, 120)), ("PNG", "RGBA", (96, 96)),
-    ("PNG", "P", (96, 128)),
-])
+@pytest.mark.parametrize(
+    ("fmt", "mode", "hw"),
+    [
+        ("JPEG", "RGB", (96, 144)),
+        ("JPEG", "RGB", (160, 96)),
+        ("JPEG", "L", (96, 96)),
+        ("JPEG", "CMYK", (100, 90)),
+        ("PNG", "RGB", (90, 120)),
+        ("PNG", "RGBA", (96, 96)),
+        ("PNG", "P", (96, 128)),
+    ],
+)
 def test_uint8_path_equals_openclip_float_path_within_one_grey_level(recipe, fmt, mode, hw):
     preprocess, uint8 = recipe
     rng = np.random.default_rng(zlib.crc32(repr((fmt, mode, hw)).encode()))
@@ -95,7 +103,9 @@ def test_uint8_path_equals_openclip_float_path_within_one_grey_level(recipe, fmt
     diff = torch.stack(levels)
     assert diff.max() <= 2 + 1e-3, diff.max().item()
     assert (diff > 1 + 1e-3).float().mean() <= 1e-4
-    assert (diff == 0).float().mean() > 0.5  # mostly bit-identical: the same crop, not a similar one
+    assert (
+        diff == 0
+    ).float().mean() > 0.5  # mostly bit-identical: the same crop, not a similar one
 
 
 def test_device_normalisation_is_totensor_then_normalize_bitwise(recipe):
@@ -104,11 +114,14 @@ def test_device_normalisation_is_totensor_then_normalize_bitwise(recipe):
     want = preprocess.transforms[-1](preprocess.transforms[-2](crop))  # ToTensor, Normalize
     got = transforms.to_device(pil_to_tensor(crop)[None], torch.device("cpu"), uint8.norm)[0]
     assert torch.equal(got, want)
-    cl = transforms.to_device(pil_to_tensor(crop)[None], torch.device("cpu"), uint8.norm,
-                              channels_last=True)
+    cl = transforms.to_device(
+        pil_to_tensor(crop)[None], torch.device("cpu"), uint8.norm, channels_last=True
+    )
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl[0], want)
     floats = torch.rand(2, 3, 4, 4)
-    assert transforms.to_device(floats, torch.device("cpu"), None) is floats  # float batches: moved only
+    assert (
+        transforms.to_device(floats, torch.device("cpu"), None) is floats
+    )  # float batches: moved only
     with pytest.raises(ValueError):
         transforms.to_device(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.device("cpu"), None)
 
@@ -162,8 +175,10 @@ def test_data_wait_warns_once_after_warmup(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     # 640 samples in 1 s, of which 0.6 s waiting: the workers give 640/s, the model takes 1600/s
-    assert lines[0].startswith("data-bound: 60% of each step waits for data; 4 workers give ~640 "
-                               "samples/s (~160 per worker), the model takes ~1,600"), lines[0]
+    assert lines[0].startswith(
+        "data-bound: 60% of each step waits for data; 4 workers give ~640 "
+        "samples/s (~160 per worker), the model takes ~1,600"
+    ), lines[0]
     assert "--workers (about 10 would keep up)" in lines[0]
 
 
@@ -196,11 +211,18 @@ def test_trainer_logs_data_time(shard_dir, tmp_path):
     from .conftest import MICRO
 
     random.seed(0)
-    cfg = TrainConfig(data=DataConfig(train_data=str(shard_dir), batch_size=8, workers=0),
-                      model=ModelConfig(model=MICRO, method="clip"),
-                      optim=OptimConfig(lr=1e-3, warmup=1, epochs=1, max_steps=4),
-                      run=RunConfig(logs=str(tmp_path), name="dt", report_to="tensorboard",
-                                    progress=False, log_every_n_steps=2))
+    cfg = TrainConfig(
+        data=DataConfig(train_data=str(shard_dir), batch_size=8, workers=0),
+        model=ModelConfig(model=MICRO, method="clip"),
+        optim=OptimConfig(lr=1e-3, warmup=1, epochs=1, max_steps=4),
+        run=RunConfig(
+            logs=str(tmp_path),
+            name="dt",
+            report_to="tensorboard",
+            progress=False,
+            log_every_n_steps=2,
+        ),
+    )
     result = train(cfg)
     rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
@@ -209,4 +231,5 @@ def test_trainer_logs_data_time(shard_dir, tmp_path):
     events = EventAccumulator(str(result.run_dir / "tensorboard"))
     events.Reload()
     assert {"train/data_time_fraction", "train/data_time", "train/batch_time"} <= set(
-        events.Tags()["scalars"])
+        events.Tags()["scalars"]
+    )

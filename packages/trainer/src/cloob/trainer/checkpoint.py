@@ -35,8 +35,13 @@ def rng_state() -> RngState:
     state = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }
     return cast(RngState, state)  # RngState names torch tensors without importing torch
@@ -47,8 +52,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
@@ -78,8 +84,10 @@ def load_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> T
             return ckpt_format.read(latest)
         committed = remote_latest(remote) if remote else None
         if committed is None:
-            raise UsageError(f"--resume latest: no {latest} yet"
-                             + (f" (nor a committed one in {remote})" if remote else ""))
+            raise UsageError(
+                f"--resume latest: no {latest} yet"
+                + (f" (nor a committed one in {remote})" if remote else "")
+            )
         return download_checked(committed, latest)
     if storage.is_remote(spec):
         storage.check_access(spec)
@@ -128,8 +136,10 @@ def upload(path: Path, remote: str, step: int, keep_last: int = 0) -> None:
     history = [n for n in _committed_history(target / COMMIT) if n != path.name] + [path.name]
     numbered = [n for n in history if _NUMBERED.match(n)]
     stale = set(numbered[:-keep_last]) if keep_last > 0 else set()
-    storage.write_json(target / COMMIT, {"checkpoint": path.name, "step": step,
-                                         "history": [n for n in history if n not in stale]})
+    storage.write_json(
+        target / COMMIT,
+        {"checkpoint": path.name, "step": step, "history": [n for n in history if n not in stale]},
+    )
     for name in sorted(stale):
         (target / name).unlink(missing_ok=True)
 
@@ -179,8 +189,10 @@ def committed_name(marker: storage.RemotePath) -> str:
         raise UsageError(f"{marker} is not valid JSON ({err})") from None
     name = entry.get("checkpoint") if isinstance(entry, dict) else None
     if not isinstance(name, str) or not name or "/" in name:
-        raise UsageError(f"{marker} names no checkpoint (its 'checkpoint' field should be a file "
-                         "name like epoch_3.pt)")
+        raise UsageError(
+            f"{marker} names no checkpoint (its 'checkpoint' field should be a file "
+            "name like epoch_3.pt)"
+        )
     return name
 
 

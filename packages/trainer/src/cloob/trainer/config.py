@@ -22,7 +22,9 @@ DEFAULT_INV_TAU = 30.0  # the paper's τ⁻¹ (methods without their own start)
 
 @dataclass
 class DataConfig:
-    train_data: str | None = None  # dataprep dir, shard pattern ({00000..00009}.tar), CSV; '::' joins
+    train_data: str | None = (
+        None  # dataprep dir, shard pattern ({00000..00009}.tar), CSV; '::' joins
+    )
     val_data: str | None = None
     dataset_type: str = "auto"
     path_data: str | None = None  # csv: root that image paths are relative to
@@ -66,14 +68,18 @@ class OptimConfig:
     grad_clip_norm: float | None = None
     epochs: int = 32
     max_steps: int | None = None
-    accum_freq: int = 1  # micro-batches per optimizer step (one contrastive batch of accum_freq × b)
+    accum_freq: int = (
+        1  # micro-batches per optimizer step (one contrastive batch of accum_freq × b)
+    )
 
 
 @dataclass
 class EvalConfig:
     imagenet_val: str | None = None
     imagenet_v2: str | None = None
-    zeroshot_tasks: list[str] = field(default_factory=list)  # dirs: images/, classnames.txt, templates.txt
+    zeroshot_tasks: list[str] = field(
+        default_factory=list
+    )  # dirs: images/, classnames.txt, templates.txt
     zeroshot_frequency: int = 1  # epochs; also run once at the end
     batch_size_eval: int = 64
     val_frequency: int = 1  # epochs
@@ -118,16 +124,27 @@ class TrainConfig:
         """From one flat mapping by field name (the CLI's options, each named as its field): every
         section takes its own fields by keyword, so field order never matters; a field that is
         missing from `values` is a KeyError, not a silent default. Other keys are ignored."""
-        return cls(**{k: kind(**{f.name: _plain(values[f.name]) for f in dataclasses.fields(kind)})
-                      for k, kind in SECTIONS.items()})
+        return cls(
+            **{
+                k: kind(**{f.name: _plain(values[f.name]) for f in dataclasses.fields(kind)})
+                for k, kind in SECTIONS.items()
+            }
+        )
 
 
-SECTIONS: dict[str, Any] = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
-                            "eval": EvalConfig, "run": RunConfig}  # TrainConfig's fields
+SECTIONS: dict[str, Any] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "eval": EvalConfig,
+    "run": RunConfig,
+}  # TrainConfig's fields
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value  # click gives repeated options as tuples
+    return (
+        list(value) if isinstance(value, tuple) else value
+    )  # click gives repeated options as tuples
 
 
 def resolve_optim_defaults(optim: OptimConfig, vit: bool) -> OptimConfig:

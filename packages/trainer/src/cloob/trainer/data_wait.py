@@ -49,33 +49,44 @@ class DataWait:
             self.steps_since_start += 1
             yield item
 
-    def window(self, *, elapsed: float, steps: int, samples_per_step: int,
-               workers: int) -> dict[str, float]:
+    def window(
+        self, *, elapsed: float, steps: int, samples_per_step: int, workers: int
+    ) -> dict[str, float]:
         """The window's values for metrics.jsonl/tensorboard; warns once when data-bound. Resets
         the wait for the next window."""
         waited, self.waited = min(self.waited, elapsed), 0.0
         fraction = waited / max(elapsed, 1e-9)
-        values = {"data_time": waited / max(steps, 1), "batch_time": elapsed / max(steps, 1),
-                  "data_time_fraction": fraction}
+        values = {
+            "data_time": waited / max(steps, 1),
+            "batch_time": elapsed / max(steps, 1),
+            "data_time_fraction": fraction,
+        }
         if self.judged and not self.warned and fraction > THRESHOLD:
             self.warned = True
-            log.warning(starving_message(fraction, elapsed, waited, steps * samples_per_step, workers))
+            log.warning(
+                starving_message(fraction, elapsed, waited, steps * samples_per_step, workers)
+            )
         self.judged = self.steps_since_start >= WARMUP_STEPS  # the next window is past warm-up
         return values
 
 
-def starving_message(fraction: float, elapsed: float, waited: float, samples: int,
-                     workers: int) -> str:
+def starving_message(
+    fraction: float, elapsed: float, waited: float, samples: int, workers: int
+) -> str:
     """One line: how data-bound, what the workers give (per worker), what the model takes."""
     delivered = samples / max(elapsed, 1e-9)  # the loader's rate while the model waited on it
     wanted = samples / max(elapsed - waited, 1e-9)  # the model's rate were the data always ready
     if workers > 0:
         need = math.ceil(workers * wanted / max(delivered, 1e-9))
-        who = (f"{workers} worker{'s' if workers > 1 else ''} give ~{delivered:,.0f} samples/s "
-               f"(~{delivered / workers:,.0f} per worker)")
+        who = (
+            f"{workers} worker{'s' if workers > 1 else ''} give ~{delivered:,.0f} samples/s "
+            f"(~{delivered / workers:,.0f} per worker)"
+        )
         fix = f"raise --workers (about {need} would keep up) if cores are free, else give each GPU more cores"
     else:
         who = f"the main process (--workers 0) gives ~{delivered:,.0f} samples/s"
         fix = "set --workers to the free cores"
-    return (f"data-bound: {100 * fraction:.0f}% of each step waits for data; {who}, the model takes "
-            f"~{wanted:,.0f}: {fix}")
+    return (
+        f"data-bound: {100 * fraction:.0f}% of each step waits for data; {who}, the model takes "
+        f"~{wanted:,.0f}: {fix}"
+    )

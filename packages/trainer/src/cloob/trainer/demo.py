@@ -54,9 +54,11 @@ def dataprep_module(name: str, wanted_for: str) -> ModuleType:
     except ModuleNotFoundError as err:
         if not (err.name or "").startswith("cloob.dataprep"):
             raise
-        raise UsageError(f"{wanted_for} needs cloob-dataprep, which this install lacks: install "
-                         f"'cloob-trainer[demo]' (the workspace's `uv sync` has it), or pass "
-                         f"--train-data") from None
+        raise UsageError(
+            f"{wanted_for} needs cloob-dataprep, which this install lacks: install "
+            f"'cloob-trainer[demo]' (the workspace's `uv sync` has it), or pass "
+            f"--train-data"
+        ) from None
 
 
 def cache_dir() -> Path:
@@ -71,16 +73,21 @@ def wants_demo(cfg: TrainConfig) -> bool:
 def demo_config(cfg: TrainConfig, explicit: set[str], samples: int = DEMO_SAMPLES) -> TrainConfig:
     """`cfg` pointed at the (built or cached) demo data, with demo settings where `explicit`
     (the option names the user typed, e.g. "batch_size") says nothing."""
-    build_demo = dataprep_module("sources.demo", "the demo (trainer run without --train-data)").build_demo
+    build_demo = dataprep_module(
+        "sources.demo", "the demo (trainer run without --train-data)"
+    ).build_demo
     demo = build_demo(cache_dir() / f"demo-{samples}", samples=samples)
-    sections = {name: dataclasses.replace(getattr(cfg, name)) for name in
-                ("data", "model", "optim", "eval", "run")}
+    sections = {
+        name: dataclasses.replace(getattr(cfg, name))
+        for name in ("data", "model", "optim", "eval", "run")
+    }
     for (section, field), value in DEMO_SETTINGS.items():
         if field == "init_inv_tau" and default_inv_tau(cfg.model.method) is not None:
             continue  # a method with its own start keeps it (siglip: 10 with its bias −10)
         if field not in explicit:
             setattr(sections[section], field, value)
     sections["data"].train_data = str(demo.root)
-    sections["eval"].zeroshot_tasks = [str(t.images_dir.parent) for t in demo.tasks.values()] + list(
-        cfg.eval.zeroshot_tasks)
+    sections["eval"].zeroshot_tasks = [
+        str(t.images_dir.parent) for t in demo.tasks.values()
+    ] + list(cfg.eval.zeroshot_tasks)
     return TrainConfig(**sections)

@@ -35,11 +35,15 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is visible here (torch.cuda.is_available() "
-                         "is False); use --device cpu or auto")
+        raise UsageError(
+            "--device cuda: no CUDA GPU is visible here (torch.cuda.is_available() "
+            "is False); use --device cpu or auto"
+        )
     if local_rank >= torch.cuda.device_count():
-        raise UsageError(f"--device cuda: local rank {local_rank} needs GPU {local_rank}, but only "
-                         f"{torch.cuda.device_count()} are visible")
+        raise UsageError(
+            f"--device cuda: local rank {local_rank} needs GPU {local_rank}, but only "
+            f"{torch.cuda.device_count()} are visible"
+        )
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 
@@ -58,8 +62,13 @@ def init(device: str = "auto", dist_url: str = "env://", backend: str | None = N
             # Under torchrun the rendezvous is in the environment; a reference-style
             # `--dist-url tcp://127.0.0.1:...` would point other nodes at themselves.
             dist_url = "env://"
-        dist.init_process_group(backend, init_method=dist_url, world_size=world, rank=rank,
-                                timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(
+            backend,
+            init_method=dist_url,
+            world_size=world,
+            rank=rank,
+            timeout=datetime.timedelta(minutes=30),
+        )
     return DistInfo(rank, local_rank, world, dev)
 
 
@@ -94,7 +103,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous()
         dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -112,8 +121,9 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def gather_features(image_features: torch.Tensor,
-                    text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_features(
+    image_features: torch.Tensor, text_features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate all ranks' features in rank order, keeping the gradient path to every rank."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return image_features, text_features

@@ -22,8 +22,9 @@ def load_zeroshot() -> Callable[..., dict[str, Any]]:
     try:
         from cloob.benchmarks.tasks.zeroshot.evaluate import zeroshot_eval
     except ImportError as err:
-        raise UsageError("zero-shot evaluation needs cloob.benchmarks.tasks.zeroshot.evaluate "
-                         f"({err})") from None
+        raise UsageError(
+            f"zero-shot evaluation needs cloob.benchmarks.tasks.zeroshot.evaluate ({err})"
+        ) from None
     return zeroshot_eval
 
 
@@ -36,9 +37,17 @@ def zeroshot_tasks(cfg: EvalConfig) -> list[tuple[str, str, str, dict[str, str]]
         tasks.append(("imagenetv2", "imagenetv2", cfg.imagenet_v2, {}))
     for d in cfg.zeroshot_tasks:
         root = Path(d)
-        tasks.append((root.name, "folder", str(root / "images"),
-                      {"classnames_file": str(root / "classnames.txt"),
-                       "templates_file": str(root / "templates.txt")}))
+        tasks.append(
+            (
+                root.name,
+                "folder",
+                str(root / "images"),
+                {
+                    "classnames_file": str(root / "classnames.txt"),
+                    "templates_file": str(root / "templates.txt"),
+                },
+            )
+        )
     return tasks
 
 
@@ -53,24 +62,43 @@ def check_zeroshot(cfg: EvalConfig) -> None:
         load_zeroshot()
 
 
-def run_zeroshot(model: nn.Module, preprocess: Any, tokenizer: Any, cfg: EvalConfig, *,
-                 device: torch.device, precision: str, workers: int) -> dict[str, float]:
+def run_zeroshot(
+    model: nn.Module,
+    preprocess: Any,
+    tokenizer: Any,
+    cfg: EvalConfig,
+    *,
+    device: torch.device,
+    precision: str,
+    workers: int,
+) -> dict[str, float]:
     metrics: dict[str, float] = {}
     tasks = zeroshot_tasks(cfg)
     if not tasks:
         return metrics
     evaluate = load_zeroshot()
     for name, kind, path, extra in tasks:
-        result = evaluate(model, preprocess, tokenizer, kind, path, device=str(device),
-                          batch_size=cfg.batch_size_eval, workers=workers, precision=precision,
-                          **extra)
+        result = evaluate(
+            model,
+            preprocess,
+            tokenizer,
+            kind,
+            path,
+            device=str(device),
+            batch_size=cfg.batch_size_eval,
+            workers=workers,
+            precision=precision,
+            **extra,
+        )
         for key in ("acc1", "acc5", "mean_per_class_recall", "n_classes"):
             if key in result:
                 metrics[f"zeroshot/{name}/{key}"] = float(result[key])
     return metrics
 
 
-def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor) -> dict[str, float]:
+def retrieval_metrics(
+    image_features: torch.Tensor, text_features: torch.Tensor
+) -> dict[str, float]:
     """Mean/median rank (1-based) and R@1/5/10 of the paired item, both directions."""
     out: dict[str, float] = {}
     sims = image_features @ text_features.t()
@@ -86,14 +114,21 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor)
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, *, device: torch.device,
-             precision: Precision) -> dict[str, float]:
+def validate(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    precision: Precision,
+) -> dict[str, float]:
     model.eval()
     images, texts, losses, weights = [], [], [], []
     for batch in loader:
         with precision.autocast(device):
-            img, txt, inv_tau = model(precision.cast_input(batch["image"].to(device)),
-                                      batch["text"].to(device))
+            img, txt, inv_tau = model(
+                precision.cast_input(batch["image"].to(device)), batch["text"].to(device)
+            )
         img, txt = img.float(), txt.float()
         if img.shape[0] > 1:
             losses.append(loss_fn(img, txt, inv_tau.float()).item())

@@ -46,9 +46,16 @@ def export(ckpt_path: str | Path, out: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_weights(tmp / WEIGHTS_NAME, state, scalars)
-        config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg(model_cfg),
-                  "cloob": {**scalars, "model_name": ckpt["model_name"], "source_sha256": sha256_file(ckpt_path),
-                            "format": ckpt_format.FORMAT}}
+        config = {
+            "model_cfg": model_cfg,
+            "preprocess_cfg": preprocess_cfg(model_cfg),
+            "cloob": {
+                **scalars,
+                "model_name": ckpt["model_name"],
+                "source_sha256": sha256_file(ckpt_path),
+                "format": ckpt_format.FORMAT,
+            },
+        }
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_NAME).write_text(model_card(ckpt, scalars, zeroshot), encoding="utf-8")
         _shareable(tmp)
@@ -82,8 +89,10 @@ def _hub_parts(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], di
     """(open_clip state dict, model_cfg, our scalars). siglip's b becomes the model's logit_bias."""
     import torch
 
-    state = {k.removeprefix("module."): v.detach().cpu().contiguous()
-             for k, v in ckpt["state_dict"].items()}
+    state = {
+        k.removeprefix("module."): v.detach().cpu().contiguous()
+        for k, v in ckpt["state_dict"].items()
+    }
     model_cfg = dict(ckpt["model_cfg"])
     scalars = {k: ckpt[k] for k in SCALARS if isinstance(ckpt.get(k), int | float | str)}
     bias = _bias(ckpt)
@@ -126,9 +135,13 @@ def preprocess_cfg(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """What our evaluation uses (open_clip's defaults: OpenAI mean/std, bicubic, shortest side)."""
     import open_clip
 
-    return {"size": model_cfg["vision_cfg"]["image_size"],
-            "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
-            "interpolation": "bicubic", "resize_mode": "shortest"}
+    return {
+        "size": model_cfg["vision_cfg"]["image_size"],
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
 
 
 def _zeroshot_results(ckpt_path: Path) -> dict[str, float]:
@@ -142,8 +155,15 @@ def _zeroshot_results(ckpt_path: Path) -> dict[str, float]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill: the others still count
-        found.update({k: v for k, v in record.items() if k.startswith("zeroshot")
-                      and not k.endswith("n_classes") and isinstance(v, int | float)})
+        found.update(
+            {
+                k: v
+                for k, v in record.items()
+                if k.startswith("zeroshot")
+                and not k.endswith("n_classes")
+                and isinstance(v, int | float)
+            }
+        )
     return found
 
 
@@ -151,15 +171,27 @@ def model_card(ckpt: dict[str, Any], scalars: dict[str, Any], zeroshot: dict[str
     method = scalars.get("method", "unknown")
     config = ckpt.get("config") or {}
     data = (config.get("data") or {}).get("train_data") or "not recorded"
-    lines = ["---", "library_name: open_clip", "tags:", "- clip", f"- {method}", "---", "",
-             f"# {scalars.get('name') or ckpt['model_name']}", "",
-             f"A {ckpt['model_name']} image–text model trained with the CLOOB toolkit's "
-             f"`--method {method}` ({DESCRIPTIONS.get(method, 'not a known method')}).", "",
-             "| | |", "|---|---|",
-             f"| method | {method} |", f"| architecture | {ckpt['model_name']} |",
-             f"| training data | `{data}` |",
-             f"| steps | {scalars.get('step', 'not recorded')} |",
-             f"| epochs completed | {scalars.get('epoch', 'not recorded')} |"]
+    lines = [
+        "---",
+        "library_name: open_clip",
+        "tags:",
+        "- clip",
+        f"- {method}",
+        "---",
+        "",
+        f"# {scalars.get('name') or ckpt['model_name']}",
+        "",
+        f"A {ckpt['model_name']} image–text model trained with the CLOOB toolkit's "
+        f"`--method {method}` ({DESCRIPTIONS.get(method, 'not a known method')}).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | {method} |",
+        f"| architecture | {ckpt['model_name']} |",
+        f"| training data | `{data}` |",
+        f"| steps | {scalars.get('step', 'not recorded')} |",
+        f"| epochs completed | {scalars.get('epoch', 'not recorded')} |",
+    ]
     if "inv_tau" in scalars:
         lines.append(f"| τ⁻¹ (exp logit_scale) | {scalars['inv_tau']:.6g} |")
     if "hopfield_beta" in scalars and method in ("cloob", "hopfield_infonce"):
@@ -169,12 +201,26 @@ def model_card(ckpt: dict[str, Any], scalars: dict[str, Any], zeroshot: dict[str
     lines += ["", "## Zero-shot results", ""]
     if zeroshot:
         lines += ["| task | value |", "|---|---:|"]
-        lines += [f"| {k.removeprefix('zeroshot/')} | {v:.4g} |" for k, v in sorted(zeroshot.items())]
+        lines += [
+            f"| {k.removeprefix('zeroshot/')} | {v:.4g} |" for k, v in sorted(zeroshot.items())
+        ]
     else:
-        lines.append("None recorded with this checkpoint (evaluate with `benchmarks zeroshot --ckpt DIR`).")
-    lines += ["", "## Load", "", "```python", "import open_clip", "",
-              "model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:THIS_FOLDER\")",
-              "tokenizer = open_clip.get_tokenizer(\"local-dir:THIS_FOLDER\")", "```", "",
-              "The toolkit's own scalars (method, β, step, …) are under `\"cloob\"` in "
-              f"`{CONFIG_NAME}` and in the safetensors metadata.", ""]
+        lines.append(
+            "None recorded with this checkpoint (evaluate with `benchmarks zeroshot --ckpt DIR`)."
+        )
+    lines += [
+        "",
+        "## Load",
+        "",
+        "```python",
+        "import open_clip",
+        "",
+        'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:THIS_FOLDER")',
+        'tokenizer = open_clip.get_tokenizer("local-dir:THIS_FOLDER")',
+        "```",
+        "",
+        'The toolkit\'s own scalars (method, β, step, …) are under `"cloob"` in '
+        f"`{CONFIG_NAME}` and in the safetensors metadata.",
+        "",
+    ]
     return "\n".join(lines)

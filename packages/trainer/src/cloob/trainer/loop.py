@@ -68,7 +68,9 @@ log = logging.getLogger("cloob.trainer")
 class RunResult:
     run_dir: Path
     checkpoint: Path | None  # the final checkpoint
-    metrics: dict[str, float] = field(default_factory=dict)  # last logged values (train, val, zero-shot)
+    metrics: dict[str, float] = field(
+        default_factory=dict
+    )  # last logged values (train, val, zero-shot)
 
 
 @dataclass
@@ -134,18 +136,25 @@ def validate_config(cfg: TrainConfig) -> None:
     (the method's spelling, τ⁻¹); looks at nothing outside the config."""
     method = cfg.model.method.replace("-", "_")
     if method not in losses.METHODS:
-        raise UsageError(f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}")
+        raise UsageError(
+            f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}"
+        )
     cfg.model.method = method
     inv_tau = resolve_inv_tau(cfg)
-    for value, choices, flag in ((cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
-                                 (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
-                                 (cfg.run.precision, PRECISIONS, "--precision")):
+    for value, choices, flag in (
+        (cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
+        (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
+        (cfg.run.precision, PRECISIONS, "--precision"),
+    ):
         if value not in choices:
             raise UsageError(f"{flag} {value!r}: choose from {', '.join(choices)}")
     positive: tuple[tuple[float, str], ...] = (
-        (cfg.data.batch_size, "--batch-size"), (inv_tau, "--init-inv-tau"),
-        (cfg.model.init_scale_hopfield, "--init-scale-hopfield"), (cfg.optim.epochs, "--epochs"),
-        (cfg.eval.batch_size_eval, "--batch-size-eval"))
+        (cfg.data.batch_size, "--batch-size"),
+        (inv_tau, "--init-inv-tau"),
+        (cfg.model.init_scale_hopfield, "--init-scale-hopfield"),
+        (cfg.optim.epochs, "--epochs"),
+        (cfg.eval.batch_size_eval, "--batch-size-eval"),
+    )
     for number, flag in positive:
         if number <= 0:
             raise UsageError(f"{flag} must be positive, got {number}")
@@ -156,8 +165,10 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.optim.accum_freq < 1:
         raise UsageError(f"--accum-freq must be >= 1, got {cfg.optim.accum_freq}")
     if cfg.run.remote_sync and not storage.is_remote(cfg.run.remote_sync):
-        raise UsageError(f"--remote-sync wants an object-store URL (s3://bucket/prefix), "
-                         f"got {cfg.run.remote_sync}")
+        raise UsageError(
+            f"--remote-sync wants an object-store URL (s3://bucket/prefix), "
+            f"got {cfg.run.remote_sync}"
+        )
     if cfg.run.resume == "latest" and not cfg.run.name:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
 
@@ -181,7 +192,9 @@ def check_inputs(cfg: TrainConfig) -> None:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise UsageError("--report-to wandb needs wandb installed (pip install wandb)") from None
+            raise UsageError(
+                "--report-to wandb needs wandb installed (pip install wandb)"
+            ) from None
     if cfg.run.remote_sync:
         storage.check_access(cfg.run.remote_sync)  # a bad bucket fails now, not at step N
 
@@ -196,10 +209,14 @@ def load_resume_state(cfg: TrainConfig) -> TrainerCheckpoint | None:
     ckpt = checkpoint.load_resume(cfg.run.resume, run_dir / "checkpoints", remote)
     resolved = models.resolve_model_name(cfg.model.model)
     if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
-        raise UsageError(f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
-                         f"this run asks for {resolved}")
+        raise UsageError(
+            f"cannot resume: the checkpoint is a {ckpt['model_name']} model, "
+            f"this run asks for {resolved}"
+        )
     if ckpt["method"] != cfg.model.method:
-        raise UsageError(f"cannot resume: the checkpoint was trained with --method {ckpt['method']}")
+        raise UsageError(
+            f"cannot resume: the checkpoint was trained with --method {ckpt['method']}"
+        )
     return ckpt
 
 
@@ -214,7 +231,9 @@ def remote_checkpoints(run: RunConfig, name: str) -> str | None:
 def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
     cfg.run.name = cfg.run.name or default_name(cfg)
-    inv_tau = resolve_inv_tau(cfg)  # callers that skip validate_config (tests, sweeps) get the same start
+    inv_tau = resolve_inv_tau(
+        cfg
+    )  # callers that skip validate_config (tests, sweeps) get the same start
     if info.enabled:  # every rank must agree on the run folder
         names = [cfg.run.name]
         dist.broadcast_object_list(names, src=0)
@@ -226,36 +245,63 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     seed_everything(cfg.run.seed)
     precision = resolve_precision(cfg.run.precision, info.device)
 
-    bundle = models.create(cfg.model.model, init_inv_tau=inv_tau,
-                           learnable_inv_tau=cfg.model.learnable_inv_tau, device=info.device,
-                           grad_checkpointing=cfg.model.grad_checkpointing,
-                           precision=precision.open_clip)
+    bundle = models.create(
+        cfg.model.model,
+        init_inv_tau=inv_tau,
+        learnable_inv_tau=cfg.model.learnable_inv_tau,
+        device=info.device,
+        grad_checkpointing=cfg.model.grad_checkpointing,
+        precision=precision.open_clip,
+    )
     speedups = models.speed_up(bundle, info.device, compiled=cfg.model.torchcompile)
-    loss_fn = losses.create_loss(cfg.model.method, cfg.model.init_scale_hopfield,
-                                 cfg.model.learnable_scale_hopfield,
-                                 init_bias=cfg.model.init_logit_bias,
-                                 learnable_bias=cfg.model.learnable_logit_bias).to(info.device)
+    loss_fn = losses.create_loss(
+        cfg.model.method,
+        cfg.model.init_scale_hopfield,
+        cfg.model.learnable_scale_hopfield,
+        init_bias=cfg.model.init_logit_bias,
+        learnable_bias=cfg.model.learnable_logit_bias,
+    ).to(info.device)
     cfg.optim = resolve_optim_defaults(cfg.optim, models.is_vit(bundle.cfg))
     optimizer = optim.for_config(bundle.model, loss_fn, cfg.optim)
     scaler = torch.amp.GradScaler(info.device.type) if precision.grad_scaler else None
 
     # workers return uint8 crops (same recipe); float + normalise happen on the device
-    train_transform = transforms.uint8_train_transform(bundle.preprocess_train) or bundle.preprocess_train
+    train_transform = (
+        transforms.uint8_train_transform(bundle.preprocess_train) or bundle.preprocess_train
+    )
     train_data = data.build_train_data(
-        cfg.data, transform=train_transform, tokenizer=bundle.tokenizer,
-        image_size=bundle.cfg["vision_cfg"]["image_size"], seed=cfg.run.seed, rank=info.rank,
-        world_size=info.world_size, accum_freq=cfg.optim.accum_freq,
-        pin_memory=info.device.type == "cuda")
+        cfg.data,
+        transform=train_transform,
+        tokenizer=bundle.tokenizer,
+        image_size=bundle.cfg["vision_cfg"]["image_size"],
+        seed=cfg.run.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        accum_freq=cfg.optim.accum_freq,
+        pin_memory=info.device.type == "cuda",
+    )
     total_steps = cfg.optim.epochs * train_data.steps_per_epoch
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
     if cfg.model.local_loss and not info.enabled:
         log.info("--local-loss does nothing on one process: the objective is computed whole")
-    return Trainer(cfg=cfg, info=info, precision=precision, bundle=bundle, model=bundle.model,
-                   raw_model=bundle.model, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler,
-                   train_data=train_data, schedule=optim.Schedule.of(cfg.optim, total_steps),
-                   total_steps=total_steps, run_dir=run_dir, speedups=speedups,
-                   image_norm=transforms.normalisation(train_transform))
+    return Trainer(
+        cfg=cfg,
+        info=info,
+        precision=precision,
+        bundle=bundle,
+        model=bundle.model,
+        raw_model=bundle.model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scaler=scaler,
+        train_data=train_data,
+        schedule=optim.Schedule.of(cfg.optim, total_steps),
+        total_steps=total_steps,
+        run_dir=run_dir,
+        speedups=speedups,
+        image_norm=transforms.normalisation(train_transform),
+    )
 
 
 def restore(t: Trainer, ckpt: TrainerCheckpoint) -> None:
@@ -268,20 +314,26 @@ def restore(t: Trainer, ckpt: TrainerCheckpoint) -> None:
     t.step = int(ckpt["step"])
     saved, d = ckpt["data"], t.cfg.data
     ranks = saved["ranks"]
-    same = (len(ranks) == t.info.world_size and saved["global_batch"] == d.batch_size * t.info.world_size
-            and saved.get("accum_freq", 1) == t.cfg.optim.accum_freq
-            and saved["n_workers"] == t.train_data.n_workers)
+    same = (
+        len(ranks) == t.info.world_size
+        and saved["global_batch"] == d.batch_size * t.info.world_size
+        and saved.get("accum_freq", 1) == t.cfg.optim.accum_freq
+        and saved["n_workers"] == t.train_data.n_workers
+    )
     if same:
         t.position = data.Position.from_state(ranks[t.info.rank])
     else:  # exact data order needs the same world size, batch, accumulation and workers
-        log.warning("resuming with a different world size, batch size, --accum-freq or worker "
-                    "count: the data order from here on differs from the original run")
+        log.warning(
+            "resuming with a different world size, batch size, --accum-freq or worker "
+            "count: the data order from here on differs from the original run"
+        )
         k = t.cfg.optim.accum_freq
         t.position = data.Position(epoch=ranks[0]["epoch"], batch=ranks[0]["batch"] // k * k)
         t.position.end_epoch_if_done(t.train_data.batches_per_epoch)
     checkpoint.set_rng_state(ckpt["rng"])
-    log.info("resumed from step %d (epoch %d, batch %d)", t.step, t.position.epoch,
-             t.position.batch)
+    log.info(
+        "resumed from step %d (epoch %d, batch %d)", t.step, t.position.epoch, t.position.batch
+    )
 
 
 def wrap(t: Trainer) -> None:
@@ -294,11 +346,21 @@ def wrap(t: Trainer) -> None:
         t.model = cast(nn.Module, torch.compile(t.model))
     if t.info.is_main:
         write_json(t.run_dir / "config.json", t.cfg.to_dict())
-        log.info("run folder %s: %s/%s, %d steps (%d per epoch), %d samples per step (%d × %d "
-                 "rank(s) × %d accumulated), %s%s", t.run_dir, t.cfg.model.method, t.bundle.name,
-                 t.total_steps, t.train_data.steps_per_epoch, t.samples_per_step,
-                 t.cfg.data.batch_size, t.info.world_size, t.cfg.optim.accum_freq,
-                 t.precision.name, ", local loss" if t.cfg.model.local_loss and t.info.enabled else "")
+        log.info(
+            "run folder %s: %s/%s, %d steps (%d per epoch), %d samples per step (%d × %d "
+            "rank(s) × %d accumulated), %s%s",
+            t.run_dir,
+            t.cfg.model.method,
+            t.bundle.name,
+            t.total_steps,
+            t.train_data.steps_per_epoch,
+            t.samples_per_step,
+            t.cfg.data.batch_size,
+            t.info.world_size,
+            t.cfg.optim.accum_freq,
+            t.precision.name,
+            ", local loss" if t.cfg.model.local_loss and t.info.enabled else "",
+        )
         if t.cfg.model.gather_with_grad:
             log.info("--gather-with-grad: features are always gathered with their gradient here")
 
@@ -327,9 +389,13 @@ def fit(t: Trainer) -> RunResult:
     val_loader = None
     if cfg.data.val_data and main:
         val_loader = data.build_val_loader(
-            cfg.data, batch_size=cfg.eval.batch_size_eval, transform=t.bundle.preprocess_val,
-            tokenizer=t.bundle.tokenizer, image_size=t.bundle.cfg["vision_cfg"]["image_size"],
-            seed=cfg.run.seed)
+            cfg.data,
+            batch_size=cfg.eval.batch_size_eval,
+            transform=t.bundle.preprocess_val,
+            tokenizer=t.bundle.tokenizer,
+            image_size=t.bundle.cfg["vision_cfg"]["image_size"],
+            seed=cfg.run.seed,
+        )
     progress = reporting.progress(main and cfg.run.progress, t.total_steps, t.step)
     window = Window(torch.zeros((), device=t.device))
     last_ckpt, saved_at = None, -1
@@ -385,7 +451,9 @@ def optimizer_step(t: Trainer, micro_batches: list[dict[str, Any]]) -> torch.Ten
         group["lr"] = t.lr
     t.optimizer.zero_grad(set_to_none=True)
     loss = compute_gradients(t, [_inputs(t, b) for b in micro_batches])
-    optim.apply_gradients(t.optimizer, t.scaler, t.raw_model.parameters(), t.cfg.optim.grad_clip_norm)
+    optim.apply_gradients(
+        t.optimizer, t.scaler, t.raw_model.parameters(), t.cfg.optim.grad_clip_norm
+    )
     models.clamp_logit_scale(t.raw_model)
     t.step += 1
     for batch in micro_batches:
@@ -412,10 +480,12 @@ def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]
         with t.ddp.no_sync() if t.ddp is not None and j < k - 1 else contextlib.nullcontext():
             image_features, text_features, inv_tau = _features(t, images, texts)
             if cached:
-                image_features = torch.cat([*(c[0] for c in cached[:j]), image_features,
-                                            *(c[0] for c in cached[j + 1:])])
-                text_features = torch.cat([*(c[1] for c in cached[:j]), text_features,
-                                           *(c[1] for c in cached[j + 1:])])
+                image_features = torch.cat(
+                    [*(c[0] for c in cached[:j]), image_features, *(c[0] for c in cached[j + 1 :])]
+                )
+                text_features = torch.cat(
+                    [*(c[1] for c in cached[:j]), text_features, *(c[1] for c in cached[j + 1 :])]
+                )
             loss = _objective(t, image_features, text_features, inv_tau)
             (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
     own = [p.grad for p in t.loss_fn.parameters() if p.grad is not None]  # β, siglip's bias
@@ -430,29 +500,40 @@ def compute_gradients(t: Trainer, inputs: list[tuple[torch.Tensor, torch.Tensor]
 
 def _inputs(t: Trainer, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     # uint8 batches become normalised floats on the device (transforms.to_device)
-    images = transforms.to_device(batch["image"], t.device, t.image_norm,
-                                  channels_last=t.speedups.channels_last)
-    texts = trim_padding(batch["text"]) if t.speedups.trim_text else batch["text"]  # on the host: no sync
+    images = transforms.to_device(
+        batch["image"], t.device, t.image_norm, channels_last=t.speedups.channels_last
+    )
+    texts = (
+        trim_padding(batch["text"]) if t.speedups.trim_text else batch["text"]
+    )  # on the host: no sync
     return t.precision.cast_input(images), texts.to(t.device, non_blocking=True)
 
 
-def _features(t: Trainer, images: torch.Tensor,
-              texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _features(
+    t: Trainer, images: torch.Tensor, texts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(image features, text features, τ⁻¹) in fp32: the objective always runs in fp32."""
     with t.precision.autocast(t.device):
         image_features, text_features, inv_tau = t.model(images, texts)
     return image_features.float(), text_features.float(), inv_tau.float()
 
 
-def _objective(t: Trainer, image_features: torch.Tensor, text_features: torch.Tensor,
-               inv_tau: torch.Tensor) -> torch.Tensor:
-    return objective(t.loss_fn, image_features, text_features, inv_tau,
-                     local_loss=t.cfg.model.local_loss)
+def _objective(
+    t: Trainer, image_features: torch.Tensor, text_features: torch.Tensor, inv_tau: torch.Tensor
+) -> torch.Tensor:
+    return objective(
+        t.loss_fn, image_features, text_features, inv_tau, local_loss=t.cfg.model.local_loss
+    )
 
 
-def objective(loss_fn: losses.ContrastiveLoss, image_features: torch.Tensor,
-              text_features: torch.Tensor, inv_tau: torch.Tensor, *,
-              local_loss: bool = False) -> torch.Tensor:
+def objective(
+    loss_fn: losses.ContrastiveLoss,
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: torch.Tensor,
+    *,
+    local_loss: bool = False,
+) -> torch.Tensor:
     """The loss on all ranks' features (gathered with gradient); with `local_loss`, this rank's
     rows of it (see `losses.LocalRows`)."""
     image_features, text_features = distributed.gather_features(image_features, text_features)
@@ -483,21 +564,32 @@ class Window:
 def log_window(t: Trainer, window: Window, logger: Logger, progress: ProgressBar) -> Window:
     """Log the window's mean loss (over ranks: with --local-loss each holds its rows' part) and
     rates; the loop's only host syncs happen here. Returns a fresh window."""
-    totals = torch.stack([window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)])
+    totals = torch.stack(
+        [window.loss_sum, torch.tensor(float(t.position.skipped), device=t.device)]
+    )
     if t.info.enabled:
         dist.all_reduce(totals)
     loss, skipped = totals.tolist()
     elapsed = time.perf_counter() - window.started
-    values = {"loss": loss / t.info.world_size / window.steps, "lr": t.lr,
-              "inv_tau": _inv_tau(t), "beta": float(t.loss_fn.beta.detach()),
-              **_logit_bias(t),
-              "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
-              "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
-              "skipped_samples": skipped}
+    values = {
+        "loss": loss / t.info.world_size / window.steps,
+        "lr": t.lr,
+        "inv_tau": _inv_tau(t),
+        "beta": float(t.loss_fn.beta.detach()),
+        **_logit_bias(t),
+        "samples_per_s": window.steps * t.samples_per_step / max(elapsed, 1e-9),
+        "epoch": t.position.epoch + t.position.batch / t.train_data.batches_per_epoch,
+        "skipped_samples": skipped,
+    }
     # data_time / batch_time / data_time_fraction (+ one data-bound warning)
-    values.update(t.data_wait.window(elapsed=elapsed, steps=window.steps,
-                                     samples_per_step=t.samples_per_step // t.info.world_size,
-                                     workers=t.cfg.data.workers))
+    values.update(
+        t.data_wait.window(
+            elapsed=elapsed,
+            steps=window.steps,
+            samples_per_step=t.samples_per_step // t.info.world_size,
+            workers=t.cfg.data.workers,
+        )
+    )
     logger.log(t.step, values)
     reporting.show_stats(progress, values)
     return Window(torch.zeros((), device=t.device))
@@ -518,19 +610,29 @@ def checkpoint_payload(t: Trainer, positions: list[DataPosition]) -> TrainerChec
     `cloob.common.checkpoint` describes it: tensors and plain containers only."""
     assert t.cfg.run.name is not None  # `setup` names every run
     payload = TrainerCheckpoint(
-        format=ckpt_format.FORMAT, name=t.cfg.run.name,
-        state_dict=t.raw_model.state_dict(), model_name=t.bundle.name,
-        model_cfg=t.bundle.cfg, method=t.cfg.model.method,
-        inv_tau=_inv_tau(t), hopfield_beta=float(t.loss_fn.beta.detach()),
-        epoch=t.position.epoch, step=t.step,
+        format=ckpt_format.FORMAT,
+        name=t.cfg.run.name,
+        state_dict=t.raw_model.state_dict(),
+        model_name=t.bundle.name,
+        model_cfg=t.bundle.cfg,
+        method=t.cfg.model.method,
+        inv_tau=_inv_tau(t),
+        hopfield_beta=float(t.loss_fn.beta.detach()),
+        epoch=t.position.epoch,
+        step=t.step,
         loss_state=t.loss_fn.state_dict(),  # exact ln β (the float above is for readers)
         # torch's own state dict, which OptimizerState describes
         optimizer=cast(OptimizerState, t.optimizer.state_dict()),
         scheduler={**asdict(t.schedule), "step": t.step},
         scaler=t.scaler.state_dict() if t.scaler is not None else {},
-        precision=t.precision.name, rng=checkpoint.rng_state(),
-        data={"ranks": positions, "global_batch": t.cfg.data.batch_size * t.info.world_size,
-              "accum_freq": t.cfg.optim.accum_freq, "n_workers": t.train_data.n_workers},
+        precision=t.precision.name,
+        rng=checkpoint.rng_state(),
+        data={
+            "ranks": positions,
+            "global_batch": t.cfg.data.batch_size * t.info.world_size,
+            "accum_freq": t.cfg.optim.accum_freq,
+            "n_workers": t.train_data.n_workers,
+        },
         config=t.cfg.to_dict(),
     )
     if "logit_bias" in (bias := _logit_bias(t)):
@@ -565,16 +667,29 @@ def run_evals(t: Trainer, logger: Logger, val_loader: Any, final: bool) -> None:
     epoch_done, ev = t.position.epoch, t.cfg.eval
     values: dict[str, float] = {}
     if t.info.is_main:
-        if val_loader is not None and (final or (ev.val_frequency and epoch_done % ev.val_frequency == 0)):
-            values.update(evaluate.validate(t.raw_model, t.loss_fn, val_loader, device=t.device,
-                                            precision=t.precision))
+        if val_loader is not None and (
+            final or (ev.val_frequency and epoch_done % ev.val_frequency == 0)
+        ):
+            values.update(
+                evaluate.validate(
+                    t.raw_model, t.loss_fn, val_loader, device=t.device, precision=t.precision
+                )
+            )
         if final or (ev.zeroshot_frequency and epoch_done % ev.zeroshot_frequency == 0):
-            values.update(evaluate.run_zeroshot(t.raw_model, t.bundle.preprocess_val,
-                                                t.bundle.tokenizer, ev, device=t.device,
-                                                precision=t.precision.name,
-                                                workers=t.cfg.data.workers))
+            values.update(
+                evaluate.run_zeroshot(
+                    t.raw_model,
+                    t.bundle.preprocess_val,
+                    t.bundle.tokenizer,
+                    ev,
+                    device=t.device,
+                    precision=t.precision.name,
+                    workers=t.cfg.data.workers,
+                )
+            )
         if values:
             logger.log(t.step, {"epoch": float(epoch_done), **values})
-            log.info("eval at step %d: %s", t.step,
-                     ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+            log.info(
+                "eval at step %d: %s", t.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+            )
     distributed.barrier()

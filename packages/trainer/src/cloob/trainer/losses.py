@@ -56,8 +56,9 @@ def infoloob(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor) ->
     return _infoloob_logits(inv_tau * (a @ b.t()), inv_tau)
 
 
-def _infoloob_logits(logits: torch.Tensor, inv_tau: float | torch.Tensor,
-                     offset: int = 0) -> torch.Tensor:
+def _infoloob_logits(
+    logits: torch.Tensor, inv_tau: float | torch.Tensor, offset: int = 0
+) -> torch.Tensor:
     n = logits.shape[0]
     i = torch.arange(n, device=logits.device)
     positives = logits[i, i + offset]
@@ -67,69 +68,104 @@ def _infoloob_logits(logits: torch.Tensor, inv_tau: float | torch.Tensor,
     return (negatives - positives).mean() / inv_tau
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-              inv_tau: float | torch.Tensor, local: LocalRows | None = None) -> torch.Tensor:
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: float | torch.Tensor,
+    local: LocalRows | None = None,
+) -> torch.Tensor:
     """½ [CE(τ⁻¹ X Yᵀ, I) + CE(τ⁻¹ Y Xᵀ, I)]; Y Xᵀ is the transpose of X Yᵀ (one matmul, not two)."""
     x, y = image_features, text_features
     if local is not None:
         r = local.rows
-        return 0.5 * (_infonce_logits((inv_tau * x[r]) @ y.t(), local.start)
-                      + _infonce_logits((inv_tau * y[r]) @ x.t(), local.start))
+        return 0.5 * (
+            _infonce_logits((inv_tau * x[r]) @ y.t(), local.start)
+            + _infonce_logits((inv_tau * y[r]) @ x.t(), local.start)
+        )
     logits = (inv_tau * x) @ y.t()  # scale N×d, not N×N
     return 0.5 * (_infonce_logits(logits) + _infonce_logits(logits.t()))
 
 
-def infoloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                  inv_tau: float | torch.Tensor, local: LocalRows | None = None) -> torch.Tensor:
+def infoloob_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: float | torch.Tensor,
+    local: LocalRows | None = None,
+) -> torch.Tensor:
     """L_LOOB(x, y) + L_LOOB(y, x): InfoLOOB without the Hopfield retrieval (one matmul)."""
     x, y = image_features, text_features
     if local is not None:
         r = local.rows
-        return (_infoloob_logits((inv_tau * x[r]) @ y.t(), inv_tau, local.start)
-                + _infoloob_logits((inv_tau * y[r]) @ x.t(), inv_tau, local.start))
+        return _infoloob_logits((inv_tau * x[r]) @ y.t(), inv_tau, local.start) + _infoloob_logits(
+            (inv_tau * y[r]) @ x.t(), inv_tau, local.start
+        )
     logits = (inv_tau * x) @ y.t()  # scale N×d, not N×N
     return _infoloob_logits(logits, inv_tau) + _infoloob_logits(logits.t(), inv_tau)
 
 
-def _retrieved_pairs(image_features: torch.Tensor, text_features: torch.Tensor,
-                     hopfield_beta: float | torch.Tensor, local: LocalRows | None):
+def _retrieved_pairs(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    hopfield_beta: float | torch.Tensor,
+    local: LocalRows | None,
+):
     """((U_xx, U_xy), (U_yy, U_yx)) as (anchors, candidates): with `local`, this rank's anchors
     against every rank's candidates (gathered with gradient)."""
     if local is None:
         u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta)
         return (u_xx, u_xy), (u_yy, u_yx), 0
-    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta,
-                                              local.rows)
+    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(
+        image_features, text_features, hopfield_beta, local.rows
+    )
     return (u_xx, local.gather(u_xy)), (u_yy, local.gather(u_yx)), local.start
 
 
-def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-               inv_tau: float | torch.Tensor, hopfield_beta: float | torch.Tensor,
-               local: LocalRows | None = None) -> torch.Tensor:
+def cloob_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: float | torch.Tensor,
+    hopfield_beta: float | torch.Tensor,
+    local: LocalRows | None = None,
+) -> torch.Tensor:
     """L_LOOB(U_xx, U_xy) + L_LOOB(U_yy, U_yx)."""
-    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features,
-                                                       hopfield_beta, local)
-    return (_contrast(u_xx, u_xy, inv_tau, off, leave_one_out=True) / inv_tau
-            + _contrast(u_yy, u_yx, inv_tau, off, leave_one_out=True) / inv_tau)
+    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(
+        image_features, text_features, hopfield_beta, local
+    )
+    return (
+        _contrast(u_xx, u_xy, inv_tau, off, leave_one_out=True) / inv_tau
+        + _contrast(u_yy, u_yx, inv_tau, off, leave_one_out=True) / inv_tau
+    )
 
 
-def hopfield_infonce_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                          inv_tau: float | torch.Tensor, hopfield_beta: float | torch.Tensor,
-                          local: LocalRows | None = None) -> torch.Tensor:
+def hopfield_infonce_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: float | torch.Tensor,
+    hopfield_beta: float | torch.Tensor,
+    local: LocalRows | None = None,
+) -> torch.Tensor:
     """CE(τ⁻¹ U_xx U_xyᵀ, I) + CE(τ⁻¹ U_yy U_yxᵀ, I): CLOOB's retrievals with InfoNCE instead."""
-    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features,
-                                                       hopfield_beta, local)
-    return (_contrast(u_xx, u_xy, inv_tau, off, leave_one_out=False)
-            + _contrast(u_yy, u_yx, inv_tau, off, leave_one_out=False))
+    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(
+        image_features, text_features, hopfield_beta, local
+    )
+    return _contrast(u_xx, u_xy, inv_tau, off, leave_one_out=False) + _contrast(
+        u_yy, u_yx, inv_tau, off, leave_one_out=False
+    )
 
 
-def _contrast(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor, offset: int, *,
-              leave_one_out: bool) -> torch.Tensor:
+def _contrast(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    inv_tau: float | torch.Tensor,
+    offset: int,
+    *,
+    leave_one_out: bool,
+) -> torch.Tensor:
     """mean_i [log Σ_j exp(τ⁻¹⟨a_i, b_j⟩) − τ⁻¹⟨a_i, b_{offset+i}⟩], the positive left out of the
     sum for InfoLOOB. Up to CHUNK logits autograd keeps them (fastest); beyond, _RowLogSumExp
     recomputes them in backward so that the n×N matrix is never held whole."""
     scaled = inv_tau * a
-    positives = (scaled * b[offset:offset + a.shape[0]]).sum(dim=-1)
+    positives = (scaled * b[offset : offset + a.shape[0]]).sum(dim=-1)
     skip = offset if leave_one_out else None
     if a.shape[0] * b.shape[0] > _RowLogSumExp.CHUNK:
         lse = _RowLogSumExp.apply(scaled, b, skip)
@@ -139,9 +175,13 @@ def _contrast(a: torch.Tensor, b: torch.Tensor, inv_tau: float | torch.Tensor, o
     return (lse - positives).mean()
 
 
-def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                inv_tau: float | torch.Tensor, bias: float | torch.Tensor,
-                local: LocalRows | None = None) -> torch.Tensor:
+def siglip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: float | torch.Tensor,
+    bias: float | torch.Tensor,
+    local: LocalRows | None = None,
+) -> torch.Tensor:
     """−(1/N) Σ_ij log σ(z_ij (τ⁻¹⟨x_i, y_j⟩ + b)), z_ii = +1 and z_ij = −1 off the diagonal.
 
     A sum over all N² pairs divided by the number of images (as in SigLIP and OpenCLIP), so it is
@@ -152,7 +192,9 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     offset = 0
     if local is not None:
         x, offset = x[local.rows], local.start
-    signed = -((inv_tau * x) @ y.t() + bias)  # z_ij · logit_ij for the negatives; scale N×d, not N×N
+    signed = -(
+        (inv_tau * x) @ y.t() + bias
+    )  # z_ij · logit_ij for the negatives; scale N×d, not N×N
     i = torch.arange(signed.shape[0], device=signed.device)
     # flip the positives back in place (not log σ(−s) + s, which cancels in fp32 for large s)
     signed[i, i + offset] = -signed[i, i + offset]
@@ -206,17 +248,26 @@ class ContrastiveLoss(nn.Module):
 
     uses_hopfield = False
 
-    def __init__(self, hopfield_beta: float = 8.0, learnable_beta: bool = False, **_: object) -> None:
+    def __init__(
+        self, hopfield_beta: float = 8.0, learnable_beta: bool = False, **_: object
+    ) -> None:
         super().__init__()
-        self.logit_beta = nn.Parameter(torch.tensor(math.log(hopfield_beta)),
-                                       requires_grad=learnable_beta and self.uses_hopfield)
+        self.logit_beta = nn.Parameter(
+            torch.tensor(math.log(hopfield_beta)),
+            requires_grad=learnable_beta and self.uses_hopfield,
+        )
 
     @property
     def beta(self) -> torch.Tensor:
         return self.logit_beta.exp()
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
-                inv_tau: torch.Tensor, local: LocalRows | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        inv_tau: torch.Tensor,
+        local: LocalRows | None = None,
+    ) -> torch.Tensor:
         """The objective on the gathered batch; with `local`, this rank's rows of it."""
         raise NotImplementedError
 
@@ -250,8 +301,14 @@ class SigLipLoss(ContrastiveLoss):
     initialisation: τ⁻¹ = 10 (logit scale ln 10), b = −10, so that at the start every pair looks
     negative, which N² − N of them are."""
 
-    def __init__(self, hopfield_beta: float = 8.0, learnable_beta: bool = False, *,
-                 init_bias: float = -10.0, learnable_bias: bool = True) -> None:
+    def __init__(
+        self,
+        hopfield_beta: float = 8.0,
+        learnable_beta: bool = False,
+        *,
+        init_bias: float = -10.0,
+        learnable_bias: bool = True,
+    ) -> None:
         super().__init__(hopfield_beta, learnable_beta)
         self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)), requires_grad=learnable_bias)
 
@@ -260,18 +317,28 @@ class SigLipLoss(ContrastiveLoss):
 
 
 _LOSSES: dict[str, type[ContrastiveLoss]] = {
-    "cloob": CloobLoss, "clip": ClipLoss, "infoloob": InfoLOOBLoss,
-    "hopfield_infonce": HopfieldInfoNCELoss, "siglip": SigLipLoss,
+    "cloob": CloobLoss,
+    "clip": ClipLoss,
+    "infoloob": InfoLOOBLoss,
+    "hopfield_infonce": HopfieldInfoNCELoss,
+    "siglip": SigLipLoss,
 }
 METHODS = methods.METHODS  # the --method choices
 assert set(_LOSSES) == set(METHODS), "cloob.trainer.methods and _LOSSES must list the same methods"
 
 
-def create_loss(method: str, hopfield_beta: float = 8.0, learnable_beta: bool = False, *,
-                init_bias: float = -10.0, learnable_bias: bool = True) -> ContrastiveLoss:
+def create_loss(
+    method: str,
+    hopfield_beta: float = 8.0,
+    learnable_beta: bool = False,
+    *,
+    init_bias: float = -10.0,
+    learnable_bias: bool = True,
+) -> ContrastiveLoss:
     if method not in _LOSSES:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "siglip":
-        return SigLipLoss(hopfield_beta, learnable_beta, init_bias=init_bias,
-                          learnable_bias=learnable_bias)
+        return SigLipLoss(
+            hopfield_beta, learnable_beta, init_bias=init_bias, learnable_bias=learnable_bias
+        )
     return _LOSSES[method](hopfield_beta, learnable_beta)

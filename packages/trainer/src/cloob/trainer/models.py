@@ -38,7 +38,9 @@ def register_configs() -> list[str]:
 register_configs()  # the trainer resolves these names itself
 
 # The paper's architectures are OpenAI CLIP's, i.e. with QuickGELU.
-ALIASES = {name: f"{name}-quickgelu" for name in ("RN50", "RN101", "RN50x4", "ViT-B-32", "ViT-B-16")}
+ALIASES = {
+    name: f"{name}-quickgelu" for name in ("RN50", "RN101", "RN50x4", "ViT-B-32", "ViT-B-16")
+}
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
@@ -51,15 +53,19 @@ def resolve_model_name(name: str) -> str:
             raise UsageError(f"model config {name} not found")
         cfg = json.loads(path.read_text())
         if not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-            raise UsageError(f"{name} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+            raise UsageError(
+                f"{name} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)"
+            )
         open_clip.add_model_config(path)
         return path.stem
     name = name.replace("/", "-")  # the reference's and OpenAI's spelling: ViT-B/32
     resolved = ALIASES.get(name, name)
     if resolved not in open_clip.list_models():
         choices = ", ".join([*ALIASES, *sorted(p.stem for p in CONFIG_DIR.glob("*.json"))])
-        raise UsageError(f"unknown model {name!r}: use one of {choices}, another open_clip model "
-                         "name, or a path to an open_clip config .json")
+        raise UsageError(
+            f"unknown model {name!r}: use one of {choices}, another open_clip model "
+            "name, or a path to an open_clip config .json"
+        )
     return resolved
 
 
@@ -85,24 +91,40 @@ class ModelBundle:
     tokenizer: Any
 
 
-def create(name: str, *, init_inv_tau: float, learnable_inv_tau: bool, device: torch.device,
-           grad_checkpointing: bool = False, precision: str = "fp32") -> ModelBundle:
+def create(
+    name: str,
+    *,
+    init_inv_tau: float,
+    learnable_inv_tau: bool,
+    device: torch.device,
+    grad_checkpointing: bool = False,
+    precision: str = "fp32",
+) -> ModelBundle:
     """`precision` is open_clip's name for the weights (`Precision.open_clip`): fp32, fp16
     (OpenAI-style half weights, fp32 norms) or pure_bf16."""
     resolved = resolve_model_name(name)
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights" for every from-scratch model
+    root.setLevel(
+        logging.ERROR
+    )  # open_clip warns "no pretrained weights" for every from-scratch model
     try:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            resolved, device=device, init_logit_scale=math.log(init_inv_tau), precision=precision)
+            resolved, device=device, init_logit_scale=math.log(init_inv_tau), precision=precision
+        )
     finally:
         root.setLevel(level)
     model.logit_scale.requires_grad_(learnable_inv_tau)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
-    return ModelBundle(model, resolved, copy.deepcopy(model_config(resolved)), preprocess_train,
-                       preprocess_val, open_clip.get_tokenizer(resolved))
+    return ModelBundle(
+        model,
+        resolved,
+        copy.deepcopy(model_config(resolved)),
+        preprocess_train,
+        preprocess_val,
+        open_clip.get_tokenizer(resolved),
+    )
 
 
 def export_open_clip_dir(name: str, out_dir: str | Path) -> Path:
@@ -115,11 +137,17 @@ def export_open_clip_dir(name: str, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = model_config(resolved)["vision_cfg"]["image_size"]
-    preprocess = {"size": size, "mean": list(open_clip.OPENAI_DATASET_MEAN),
-                  "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic",
-                  "resize_mode": "shortest"}
-    write_json(out / "open_clip_config.json",
-               {"model_cfg": model_config(resolved), "preprocess_cfg": preprocess})
+    preprocess = {
+        "size": size,
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    write_json(
+        out / "open_clip_config.json",
+        {"model_cfg": model_config(resolved), "preprocess_cfg": preprocess},
+    )
     return out
 
 

@@ -65,7 +65,9 @@ def check_argv(argv: list[str]) -> None:
             return
         flag = arg.split("=", 1)[0]
         if flag in UNSUPPORTED:
-            raise UsageError(f"{flag} (an open_clip_train flag) is not supported: {UNSUPPORTED[flag]}")
+            raise UsageError(
+                f"{flag} (an open_clip_train flag) is not supported: {UNSUPPORTED[flag]}"
+            )
 
 
 def report_targets(value: str | None) -> frozenset[str]:
@@ -74,8 +76,10 @@ def report_targets(value: str | None) -> frozenset[str]:
     names = {part.strip().lower() for part in (value or "").split(",")} - {"", "none"}
     unknown = sorted(names - {"all", *REPORT_TARGETS})
     if unknown:
-        raise UsageError(f"--report-to {value!r}: unknown {', '.join(map(repr, unknown))}; use "
-                         f"all, tensorboard, wandb, a comma list of them, or none")
+        raise UsageError(
+            f"--report-to {value!r}: unknown {', '.join(map(repr, unknown))}; use "
+            f"all, tensorboard, wandb, a comma list of them, or none"
+        )
     return frozenset(REPORT_TARGETS) if "all" in names else frozenset(names)
 
 

@@ -13,8 +13,9 @@ import torch.nn as nn
 from cloob.trainer.config import OptimConfig
 
 
-def learning_rate(step: int, *, base_lr: float, warmup: int, total: int, kind: str,
-                  cycles: int = 1) -> float:
+def learning_rate(
+    step: int, *, base_lr: float, warmup: int, total: int, kind: str, cycles: int = 1
+) -> float:
     """Linear warmup over `warmup` steps, then cosine / cosine with hard restarts / constant."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
@@ -42,12 +43,23 @@ class Schedule:
     def of(cls, optim: OptimConfig, total_steps: int) -> Schedule:
         """`optim` with its defaults resolved (`config.resolve_optim_defaults`)."""
         assert optim.lr is not None, "resolve_optim_defaults first"
-        return cls(base_lr=optim.lr, warmup=optim.warmup, total=total_steps,
-                   kind=optim.lr_scheduler, cycles=optim.restart_cycles)
+        return cls(
+            base_lr=optim.lr,
+            warmup=optim.warmup,
+            total=total_steps,
+            kind=optim.lr_scheduler,
+            cycles=optim.restart_cycles,
+        )
 
     def lr(self, step: int) -> float:
-        return learning_rate(step, base_lr=self.base_lr, warmup=self.warmup, total=self.total,
-                             kind=self.kind, cycles=self.cycles)
+        return learning_rate(
+            step,
+            base_lr=self.base_lr,
+            warmup=self.warmup,
+            total=self.total,
+            kind=self.kind,
+            cycles=self.cycles,
+        )
 
 
 def param_groups(model: nn.Module, loss_fn: nn.Module, wd: float) -> list[dict[str, Any]]:
@@ -63,8 +75,9 @@ def param_groups(model: nn.Module, loss_fn: nn.Module, wd: float) -> list[dict[s
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
 
 
-def make_optimizer(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float],
-                   eps: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], eps: float
+) -> torch.optim.Optimizer:
     # fused AdamW runs one kernel per step on CPU and GPU in current torch; foreach otherwise.
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
@@ -74,14 +87,20 @@ def make_optimizer(groups: list[dict[str, Any]], lr: float, betas: tuple[float, 
 
 def for_config(model: nn.Module, loss_fn: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
     """AdamW as `optim` says (its defaults resolved: `config.resolve_optim_defaults`)."""
-    assert optim.lr is not None and optim.beta2 is not None and optim.eps is not None, \
+    assert optim.lr is not None and optim.beta2 is not None and optim.eps is not None, (
         "resolve_optim_defaults first"
-    return make_optimizer(param_groups(model, loss_fn, optim.wd), optim.lr,
-                          (optim.beta1, optim.beta2), optim.eps)
+    )
+    return make_optimizer(
+        param_groups(model, loss_fn, optim.wd), optim.lr, (optim.beta1, optim.beta2), optim.eps
+    )
 
 
-def apply_gradients(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                    params: Any, clip_norm: float | None) -> None:
+def apply_gradients(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    params: Any,
+    clip_norm: float | None,
+) -> None:
     """One optimizer step from the accumulated gradients: unscaled (with a grad scaler), clipped
     to `clip_norm` when set, then stepped (the scaler skips steps with inf/nan gradients)."""
     if clip_norm:

@@ -37,8 +37,13 @@ class Logger:
         if "wandb" in targets:
             import wandb
 
-            self.wandb = wandb.init(project="cloob-toolkit", name=run_dir.name, config=cfg.to_dict(),
-                                    dir=str(run_dir), resume="allow")
+            self.wandb = wandb.init(
+                project="cloob-toolkit",
+                name=run_dir.name,
+                config=cfg.to_dict(),
+                dir=str(run_dir),
+                resume="allow",
+            )
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.last.update(values)
@@ -83,8 +88,10 @@ def progress(enabled: bool, total: int, done: int) -> ProgressBar:
 
 
 def show_stats(bar: ProgressBar, v: dict[str, float]) -> None:
-    bar.show(f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
-             f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s")
+    bar.show(
+        f"loss {v['loss']:.4f}  lr {v['lr']:.2e}  τ⁻¹ {v['inv_tau']:.1f}  "
+        f"β {v['beta']:.2f}  {v['samples_per_s']:.1f} samples/s"
+    )
 
 
 def plot_curves(run_dir: Path) -> Path:
@@ -94,7 +101,9 @@ def plot_curves(run_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, key, title in ((axes[0], "loss", "training loss"), (axes[1], "lr", "learning rate")):
         pts = [(r["step"], r[key]) for r in rows if key in r]
@@ -134,8 +143,14 @@ def finish(run_dir: Path, metrics: dict[str, float]) -> None:
             table.add_column(col, justify="left" if col == "task" else "right")
         for t in tasks:
             n = metrics.get(f"zeroshot/{t}/n_classes", float("nan"))
-            table.add_row(t, f"{n:.0f}", f"{100 / n:.2f}",
-                          *(f"{100 * metrics.get(f'zeroshot/{t}/{k}', float('nan')):.2f}"
-                            for k in ("acc1", "acc5", "mean_per_class_recall")))
+            table.add_row(
+                t,
+                f"{n:.0f}",
+                f"{100 / n:.2f}",
+                *(
+                    f"{100 * metrics.get(f'zeroshot/{t}/{k}', float('nan')):.2f}"
+                    for k in ("acc1", "acc5", "mean_per_class_recall")
+                ),
+            )
         console.print(table)
     console.print(f"run folder: {run_dir}")

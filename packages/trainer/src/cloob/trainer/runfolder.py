@@ -37,6 +37,7 @@ def _close_logs_under(folder: Path) -> None:
     logger = logging.getLogger("cloob.trainer")
     for handler in list(logger.handlers):
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(
-                folder.resolve()):
+            folder.resolve()
+        ):
             handler.close()
             logger.removeHandler(handler)

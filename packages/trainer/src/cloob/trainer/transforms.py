@@ -54,14 +54,23 @@ class Uint8TrainTransform:
     instead of a decoded PIL image, so JPEGs are decoded by libjpeg-turbo into a tensor."""
 
     takes_bytes = True
-    takes_seed = True  # `data.seeded_transform` passes the seed instead of seeding torch's generator
+    takes_seed = (
+        True  # `data.seeded_transform` passes the seed instead of seeding torch's generator
+    )
 
-    def __init__(self, size: Sequence[int], scale: Sequence[float], ratio: Sequence[float],
-                 norm: Normalisation) -> None:
+    def __init__(
+        self,
+        size: Sequence[int],
+        scale: Sequence[float],
+        ratio: Sequence[float],
+        norm: Normalisation,
+    ) -> None:
         self.size, self.scale, self.ratio, self.norm = list(size), list(scale), list(ratio), norm
         self._gen: torch.Generator | None = None
 
-    def __call__(self, image: Image.Image | tuple[bytes, str], seed: int | None = None) -> torch.Tensor:
+    def __call__(
+        self, image: Image.Image | tuple[bytes, str], seed: int | None = None
+    ) -> torch.Tensor:
         """With `seed`, the crop is drawn from a generator seeded with it: the same box as
         torch.manual_seed(seed) then T.RandomResizedCrop, without touching (and so without saving
         and restoring, a tenth of a sample's cost) torch's global generator."""
@@ -71,21 +80,37 @@ class Uint8TrainTransform:
         else:
             if self._gen is None:
                 self._gen = torch.Generator()
-            i, j, h, w = crop_box(pixels.shape[-2], pixels.shape[-1], self.scale, self.ratio,
-                                  self._gen.manual_seed(seed))
-        return v2.functional.resized_crop(pixels, i, j, h, w, self.size,
-                                          interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+            i, j, h, w = crop_box(
+                pixels.shape[-2],
+                pixels.shape[-1],
+                self.scale,
+                self.ratio,
+                self._gen.manual_seed(seed),
+            )
+        return v2.functional.resized_crop(
+            pixels,
+            i,
+            j,
+            h,
+            w,
+            self.size,
+            interpolation=v2.InterpolationMode.BICUBIC,
+            antialias=True,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_gen": None}  # a generator is per process (DataLoader workers)
 
     def __repr__(self) -> str:
-        return (f"Uint8TrainTransform(size={self.size}, scale={self.scale}, bicubic, "
-                f"mean={self.norm.mean}, std={self.norm.std} on the device)")
+        return (
+            f"Uint8TrainTransform(size={self.size}, scale={self.scale}, bicubic, "
+            f"mean={self.norm.mean}, std={self.norm.std} on the device)"
+        )
 
 
-def crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
-             gen: torch.Generator) -> tuple[int, int, int, int]:
+def crop_box(
+    height: int, width: int, scale: Sequence[float], ratio: Sequence[float], gen: torch.Generator
+) -> tuple[int, int, int, int]:
     """RandomResizedCrop's box (top, left, height, width) drawn from `gen`: the same torch draws
     in the same order as torchvision's `RandomResizedCrop.get_params` makes from the global
     generator (up to 10 tries of area fraction and log aspect ratio, then the offsets; else the
@@ -115,7 +140,9 @@ def decode(image: tuple[bytes, str]) -> torch.Tensor:
     rotation, like the PIL path. A corrupt or truncated file raises (the reader skips it)."""
     data, _ext = image
     if data[:2] == _JPEG_SOI:
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return decode_jpeg(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+        )
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return _pil_rgb(im)
@@ -136,8 +163,9 @@ def uint8_train_transform(preprocess: Any) -> Uint8TrainTransform | None:
     crop, norm = steps[0], steps[3]
     if crop.interpolation != T.InterpolationMode.BICUBIC or not _rgb(steps[1]):
         return None
-    return Uint8TrainTransform(crop.size, crop.scale, crop.ratio,
-                               Normalisation(_floats(norm.mean), _floats(norm.std)))
+    return Uint8TrainTransform(
+        crop.size, crop.scale, crop.ratio, Normalisation(_floats(norm.mean), _floats(norm.std))
+    )
 
 
 def _rgb(step: Any) -> bool:
@@ -145,7 +173,9 @@ def _rgb(step: Any) -> bool:
 
 
 def _floats(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in (values if isinstance(values, Sequence | torch.Tensor) else [values] * 3))
+    return tuple(
+        float(v) for v in (values if isinstance(values, Sequence | torch.Tensor) else [values] * 3)
+    )
 
 
 def normalisation(transform: Any) -> Normalisation | None:
@@ -153,8 +183,13 @@ def normalisation(transform: Any) -> Normalisation | None:
     return transform.norm if isinstance(transform, Uint8TrainTransform) else None
 
 
-def to_device(images: torch.Tensor, device: torch.device, norm: Normalisation | None, *,
-              channels_last: bool = False) -> torch.Tensor:
+def to_device(
+    images: torch.Tensor,
+    device: torch.device,
+    norm: Normalisation | None,
+    *,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """A loader's image batch on `device`, as the model takes it (float, normalised).
 
     uint8 batches are copied as uint8 (non-blocking: pinned by the DataLoader on CUDA) and become

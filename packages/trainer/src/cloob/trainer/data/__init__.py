@@ -16,6 +16,19 @@ from cloob.trainer.data.samples import decode_sample, derive_seed, seeded_transf
 from cloob.trainer.data.sources import Source, read_sizes, resolve_source
 from cloob.trainer.data.stream import ShardStream
 
-__all__ = ["CsvCaptions", "IndexedBatches", "Position", "ShardStream", "Source", "SyntheticScenes",
-           "TrainData", "build_train_data", "build_val_loader", "decode_sample", "derive_seed",
-           "read_sizes", "resolve_source", "seeded_transform"]
+__all__ = [
+    "CsvCaptions",
+    "IndexedBatches",
+    "Position",
+    "ShardStream",
+    "Source",
+    "SyntheticScenes",
+    "TrainData",
+    "build_train_data",
+    "build_val_loader",
+    "decode_sample",
+    "derive_seed",
+    "read_sizes",
+    "resolve_source",
+    "seeded_transform",
+]

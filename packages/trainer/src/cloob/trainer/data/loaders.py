@@ -36,9 +36,18 @@ class TrainData:
         return self.steps_per_epoch * self.accum_freq
 
 
-def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callable,
-                     image_size: int, seed: int, rank: int, world_size: int,
-                     accum_freq: int = 1, pin_memory: bool = False) -> TrainData:
+def build_train_data(
+    cfg: DataConfig,
+    *,
+    transform: Callable,
+    tokenizer: Callable,
+    image_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    accum_freq: int = 1,
+    pin_memory: bool = False,
+) -> TrainData:
     source = resolve_source(cfg.train_data, cfg.dataset_type)
     global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
     workers = cfg.workers
@@ -48,73 +57,141 @@ def build_train_data(cfg: DataConfig, *, transform: Callable, tokenizer: Callabl
         source.sizes = {s: n for s, n in source.sizes.items() if n}
         n = cfg.train_num_samples or source.known_samples
         if n is None:
-            raise UsageError("cannot tell how many samples the shards hold: pass --train-num-samples "
-                             "or put a sizes.json (shard name -> count) next to the shards")
+            raise UsageError(
+                "cannot tell how many samples the shards hold: pass --train-num-samples "
+                "or put a sizes.json (shard name -> count) next to the shards"
+            )
         if not cfg.dataset_resampled:
             if len(source.shards) < world_size:
-                raise UsageError(f"{len(source.shards)} shard(s) cannot be split over {world_size} "
-                                 "ranks: make more shards or use --dataset-resampled")
+                raise UsageError(
+                    f"{len(source.shards)} shard(s) cannot be split over {world_size} "
+                    "ranks: make more shards or use --dataset-resampled"
+                )
             per_rank = len(source.shards) // world_size
             if workers > per_rank:
                 # Documented fallback: a worker without a shard would starve; use fewer workers.
-                log.warning("only %d shard(s) per rank: using %d data workers instead of %d",
-                            per_rank, per_rank, workers)
+                log.warning(
+                    "only %d shard(s) per rank: using %d data workers instead of %d",
+                    per_rank,
+                    per_rank,
+                    workers,
+                )
                 workers = per_rank
     else:
         if source.kind == "csv":
             base: CsvCaptions | SyntheticScenes = CsvCaptions(
-                source.csv_file, cfg.path_data, cfg.csv_separator, cfg.csv_img_key, cfg.csv_caption_key)
+                source.csv_file,
+                cfg.path_data,
+                cfg.csv_separator,
+                cfg.csv_img_key,
+                cfg.csv_caption_key,
+            )
         else:
             base = SyntheticScenes(cfg.train_num_samples or 10_000, image_size, seed)
         n = cfg.train_num_samples or len(base)
         dataset = IndexedBatches(base, transform, tokenizer)
     steps = n // global_batch
     if steps < 1:
-        raise UsageError(f"{n} samples are fewer than one global batch ({global_batch}); "
-                         "lower --batch-size" + (" or --accum-freq" if accum_freq > 1 else ""))
+        raise UsageError(
+            f"{n} samples are fewer than one global batch ({global_batch}); "
+            "lower --batch-size" + (" or --accum-freq" if accum_freq > 1 else "")
+        )
     n_logical = max(1, workers)
 
     def make_loader(pos: Position) -> DataLoader:
         if source.kind == "webdataset":
-            stream = ShardStream(source.shards, transform=transform, tokenizer=tokenizer,
-                                 batch_size=cfg.batch_size, seed=seed, epoch=pos.epoch, rank=rank,
-                                 world_size=world_size, n_workers=n_logical,
-                                 resampled=cfg.dataset_resampled, shuffle_buffer=cfg.shuffle_buffer,
-                                 start=pos, sizes=source.sizes)
-            return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                              persistent_workers=False, prefetch_factor=2 if workers else None)
-        batches = epoch_batches(len(dataset), batch_size=cfg.batch_size, world_size=world_size,
-                                 rank=rank, seed=seed, epoch=pos.epoch, steps=steps * accum_freq,
-                                 start=pos.batch, training=True, accum_freq=accum_freq)
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
-                          pin_memory=pin_memory)
+            stream = ShardStream(
+                source.shards,
+                transform=transform,
+                tokenizer=tokenizer,
+                batch_size=cfg.batch_size,
+                seed=seed,
+                epoch=pos.epoch,
+                rank=rank,
+                world_size=world_size,
+                n_workers=n_logical,
+                resampled=cfg.dataset_resampled,
+                shuffle_buffer=cfg.shuffle_buffer,
+                start=pos,
+                sizes=source.sizes,
+            )
+            return DataLoader(
+                stream,
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=pin_memory,
+                persistent_workers=False,
+                prefetch_factor=2 if workers else None,
+            )
+        batches = epoch_batches(
+            len(dataset),
+            batch_size=cfg.batch_size,
+            world_size=world_size,
+            rank=rank,
+            seed=seed,
+            epoch=pos.epoch,
+            steps=steps * accum_freq,
+            start=pos.batch,
+            training=True,
+            accum_freq=accum_freq,
+        )
+        return DataLoader(
+            dataset, sampler=batches, batch_size=None, num_workers=workers, pin_memory=pin_memory
+        )
 
     return TrainData(source, steps, n_logical, make_loader, accum_freq)
 
 
-def build_val_loader(cfg: DataConfig, *, batch_size: int, transform: Callable,
-                     tokenizer: Callable, image_size: int, seed: int) -> DataLoader:
+def build_val_loader(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    transform: Callable,
+    tokenizer: Callable,
+    image_size: int,
+    seed: int,
+) -> DataLoader:
     """One ordered pass over the validation data (rank 0 only)."""
     if cfg.val_data == "synthetic":
-        base: CsvCaptions | SyntheticScenes = SyntheticScenes(cfg.val_num_samples or 512, image_size,
-                                                              seed + 1)
+        base: CsvCaptions | SyntheticScenes = SyntheticScenes(
+            cfg.val_num_samples or 512, image_size, seed + 1
+        )
         return _ordered_loader(base, batch_size, transform, tokenizer, cfg.workers)
     source = resolve_source(cfg.val_data, cfg.dataset_type if cfg.dataset_type == "csv" else "auto")
     if source.kind == "webdataset":
-        stream = ShardStream(source.shards, transform=transform, tokenizer=tokenizer,
-                             batch_size=batch_size, seed=seed, epoch=0, training=False,
-                             n_workers=1, max_samples=cfg.val_num_samples, sizes=source.sizes)
+        stream = ShardStream(
+            source.shards,
+            transform=transform,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            seed=seed,
+            epoch=0,
+            training=False,
+            n_workers=1,
+            max_samples=cfg.val_num_samples,
+            sizes=source.sizes,
+        )
         return DataLoader(stream, batch_size=None, num_workers=0)
-    base = CsvCaptions(source.csv_file, cfg.path_data, cfg.csv_separator, cfg.csv_img_key,
-                       cfg.csv_caption_key)
+    base = CsvCaptions(
+        source.csv_file, cfg.path_data, cfg.csv_separator, cfg.csv_img_key, cfg.csv_caption_key
+    )
     if cfg.val_num_samples:
-        base.items = base.items[:cfg.val_num_samples]
+        base.items = base.items[: cfg.val_num_samples]
     return _ordered_loader(base, batch_size, transform, tokenizer, cfg.workers)
 
 
-def _ordered_loader(base: CsvCaptions | SyntheticScenes, batch_size: int, transform: Callable,
-                    tokenizer: Callable, workers: int) -> DataLoader:
+def _ordered_loader(
+    base: CsvCaptions | SyntheticScenes,
+    batch_size: int,
+    transform: Callable,
+    tokenizer: Callable,
+    workers: int,
+) -> DataLoader:
     n = len(base)
     batches = [[(i, 0) for i in range(s, min(s + batch_size, n))] for s in range(0, n, batch_size)]
-    return DataLoader(IndexedBatches(base, transform, tokenizer), sampler=batches, batch_size=None,
-                      num_workers=min(workers, 2))
+    return DataLoader(
+        IndexedBatches(base, transform, tokenizer),
+        sampler=batches,
+        batch_size=None,
+        num_workers=min(workers, 2),
+    )

@@ -23,7 +23,9 @@ log = logging.getLogger("cloob.trainer")
 class CsvCaptions:
     """The reference's CSV: a header row, an image-path column and a caption column."""
 
-    def __init__(self, path: str, root: str | None, sep: str, img_key: str, caption_key: str) -> None:
+    def __init__(
+        self, path: str, root: str | None, sep: str, img_key: str, caption_key: str
+    ) -> None:
         sep = sep.encode().decode("unicode_escape") if "\\" in sep else sep  # accept a literal '\t'
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter=sep)
@@ -47,8 +49,10 @@ class CsvCaptions:
                 return
             except Exception:  # a missing or corrupt image: try the next row
                 continue
-        raise UsageError(f"none of the {len(self.items)} images listed in {path} can be read "
-                         f"(e.g. {self.items[0][0]}): check --path-data")
+        raise UsageError(
+            f"none of the {len(self.items)} images listed in {path} can be read "
+            f"(e.g. {self.items[0][0]}): check --path-data"
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -90,8 +94,9 @@ class UnreadableData(UsageError):
 class IndexedBatches(Dataset):
     """Map-style dataset whose indices carry the sample and its augmentation seed."""
 
-    def __init__(self, source: CsvCaptions | SyntheticScenes, transform: Callable,
-                 tokenizer: Callable) -> None:
+    def __init__(
+        self, source: CsvCaptions | SyntheticScenes, transform: Callable, tokenizer: Callable
+    ) -> None:
         self.source, self.transform, self.tokenizer = source, transform, tokenizer
 
     def __len__(self) -> int:
@@ -116,9 +121,19 @@ class IndexedBatches(Dataset):
         return {"image": torch.stack(images), "text": self.tokenizer(texts), "errors": errors}
 
 
-def epoch_batches(n: int, *, batch_size: int, world_size: int, rank: int, seed: int, epoch: int,
-                   steps: int, start: int, training: bool,
-                   accum_freq: int = 1) -> list[list[tuple[int, int]]]:
+def epoch_batches(
+    n: int,
+    *,
+    batch_size: int,
+    world_size: int,
+    rank: int,
+    seed: int,
+    epoch: int,
+    steps: int,
+    start: int,
+    training: bool,
+    accum_freq: int = 1,
+) -> list[list[tuple[int, int]]]:
     """Global micro-batch s is perm[s·B : (s+1)·B] (B = batch·world) and rank r takes its r-th
     slice, so N ranks see exactly the batches one process with batch N·b would see; likewise
     `accum_freq` K consecutive micro-batches hold the samples of one batch of K·B, and a sample's
@@ -133,7 +148,9 @@ def epoch_batches(n: int, *, batch_size: int, world_size: int, rank: int, seed: 
     out = []
     global_batch = batch_size * world_size
     for s in range(start, steps):
-        chunk = order[s * global_batch + rank * batch_size: s * global_batch + (rank + 1) * batch_size]
+        chunk = order[
+            s * global_batch + rank * batch_size : s * global_batch + (rank + 1) * batch_size
+        ]
         if chunk:
             out.append([(i, derive_seed(seed, epoch, "aug", i, s // accum_freq)) for i in chunk])
     return out

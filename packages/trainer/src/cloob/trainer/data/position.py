@@ -37,10 +37,20 @@ class Position:
         return True
 
     def state_dict(self) -> DataPosition:
-        return {"epoch": self.epoch, "batch": self.batch, "worker_pos": list(self.worker_pos),
-                "next_worker": self.next_worker, "skipped": self.skipped}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "worker_pos": list(self.worker_pos),
+            "next_worker": self.next_worker,
+            "skipped": self.skipped,
+        }
 
     @classmethod
     def from_state(cls, d: DataPosition) -> Position:
-        return cls(int(d["epoch"]), int(d["batch"]), [int(x) for x in d["worker_pos"]],
-                   int(d["next_worker"]), int(d["skipped"]))
+        return cls(
+            int(d["epoch"]),
+            int(d["batch"]),
+            [int(x) for x in d["worker_pos"]],
+            int(d["next_worker"]),
+            int(d["skipped"]),
+        )

@@ -23,8 +23,9 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def seeded_transform(transform: Callable, image: Image.Image | tuple[bytes, str],
-                     seed: int) -> torch.Tensor:
+def seeded_transform(
+    transform: Callable, image: Image.Image | tuple[bytes, str], seed: int
+) -> torch.Tensor:
     """Apply a torchvision transform with its own torch seed, leaving the caller's RNG untouched.
     `image` is PIL, or (bytes, extension) for a transform that decodes itself (`takes_bytes`).
 

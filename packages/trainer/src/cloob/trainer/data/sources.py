@@ -46,7 +46,8 @@ def read_sizes(path: Path | storage.RemotePath) -> dict[str, int]:
     except (ValueError, UnicodeDecodeError) as err:
         raise UsageError(f"{path} is not valid JSON ({err})") from None
     if not isinstance(table, dict) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in table.values()):
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in table.values()
+    ):
         raise UsageError(f"{path} must map shard names to sample counts (integers >= 0)")
     return table
 
@@ -103,7 +104,9 @@ def _dataprep_dir(d: Path | storage.RemotePath) -> tuple[list[str], dict[str, in
     shards = [str(shard_dir / name) for name in sorted(table)]
     missing = _missing(shards)
     if missing:
-        raise UsageError(f"{sizes_file} lists {len(missing)} shard(s) that do not exist, e.g. {missing[0]}")
+        raise UsageError(
+            f"{sizes_file} lists {len(missing)} shard(s) that do not exist, e.g. {missing[0]}"
+        )
     return shards, {str(shard_dir / n): int(c) for n, c in table.items()}
 
 
@@ -112,11 +115,14 @@ def resolve_source(spec: str | None, dataset_type: str) -> Source:
     if dataset_type == "synthetic":
         return Source("synthetic")
     if not spec:
-        raise UsageError("no --train-data given: pass a dataprep output folder, shards like "
-                         "'data/{00000..00009}.tar', a CSV, or --dataset-type synthetic")
+        raise UsageError(
+            "no --train-data given: pass a dataprep output folder, shards like "
+            "'data/{00000..00009}.tar', a CSV, or --dataset-type synthetic"
+        )
     parts = [p for p in spec.split("::") if p]
-    if dataset_type == "csv" or (dataset_type == "auto" and len(parts) == 1
-                                 and parts[0].endswith((".csv", ".tsv"))):
+    if dataset_type == "csv" or (
+        dataset_type == "auto" and len(parts) == 1 and parts[0].endswith((".csv", ".tsv"))
+    ):
         if len(parts) != 1:
             raise UsageError("csv data takes a single file")
         if not os.path.isfile(parts[0]):
@@ -131,8 +137,10 @@ def resolve_source(spec: str | None, dataset_type: str) -> Source:
             s = list(braceexpand.braceexpand(part))
             missing = _missing(s)
             if missing:
-                raise UsageError(f"data path {missing[0]} not found"
-                                 + (f" ({len(missing)} of {len(s)} shards missing)" if len(s) > 1 else ""))
+                raise UsageError(
+                    f"data path {missing[0]} not found"
+                    + (f" ({len(missing)} of {len(s)} shards missing)" if len(s) > 1 else "")
+                )
             z = _sizes_next_to(s)
         shards += s
         sizes.update(z)
@@ -146,7 +154,9 @@ def _require_a_sample(shards: list[str]) -> None:
     """Fail with one line, before any work, when no shard (local or in the bucket) holds a single
     usable sample: the workers would otherwise skip sample after sample without end, re-reading
     the shards pass after pass. A clean dataset costs one sample; an all-corrupt one, one read."""
-    ours = [s for s in shards if storage.is_remote(s) or ("://" not in s and not s.startswith("pipe:"))]
+    ours = [
+        s for s in shards if storage.is_remote(s) or ("://" not in s and not s.startswith("pipe:"))
+    ]
     if len(ours) < len(shards):
         return  # pipe: and other URLs are only opened by the workers
 
@@ -161,5 +171,7 @@ def _require_a_sample(shards: list[str]) -> None:
             return
         except Exception:  # corrupt bytes: try the next sample
             continue
-    raise UsageError(f"no readable sample in {len(ours)} shard(s) (e.g. {ours[0]}): "
-                     "are they webdataset tars with images and .txt captions?")
+    raise UsageError(
+        f"no readable sample in {len(ours)} shard(s) (e.g. {ours[0]}): "
+        "are they webdataset tars with images and .txt captions?"
+    )

@@ -37,11 +37,25 @@ log = logging.getLogger("cloob.trainer")
 class ShardStream(IterableDataset):
     """Batches from tar shards for one rank; see the module docstring for the resume design."""
 
-    def __init__(self, shards: list[str], *, transform: Callable, tokenizer: Callable,
-                 batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                 n_workers: int = 1, resampled: bool = False, shuffle_buffer: int = 1000,
-                 start: Position | None = None, training: bool = True,
-                 max_samples: int | None = None, sizes: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        shards: list[str],
+        *,
+        transform: Callable,
+        tokenizer: Callable,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        n_workers: int = 1,
+        resampled: bool = False,
+        shuffle_buffer: int = 1000,
+        start: Position | None = None,
+        training: bool = True,
+        max_samples: int | None = None,
+        sizes: dict[str, int] | None = None,
+    ) -> None:
         self.shards, self.transform, self.tokenizer = shards, transform, tokenizer
         self.sizes = sizes or {}  # shard -> expected samples: a shard that ends early is counted
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
@@ -54,10 +68,10 @@ class ShardStream(IterableDataset):
 
     def _worker_shards(self, w: int) -> list[str]:
         if not self.training:
-            return self.shards[w::self.n_workers]
+            return self.shards[w :: self.n_workers]
         order = list(self.shards)
         random.Random(derive_seed(self.seed, self.epoch, "shards")).shuffle(order)
-        return order[self.rank::self.world_size][w::self.n_workers]
+        return order[self.rank :: self.world_size][w :: self.n_workers]
 
     def _samples(self, w: int, skips: _Skips) -> Iterator[dict[str, Any]]:
         """Raw samples of worker `w`'s shards, pass after pass; ends after a pass without any.
@@ -71,8 +85,12 @@ class ShardStream(IterableDataset):
                 yield from self._shard_samples(rng.choice(self.shards), skips)
         mine = self._worker_shards(w)
         for p in range(1_000_000 if self.training else 1):
-            if p:  # later passes over the same shards (the epoch is counted in steps) reshuffle them
-                random.Random(derive_seed(self.seed, self.epoch, self.rank, w, "pass", p)).shuffle(mine)
+            if (
+                p
+            ):  # later passes over the same shards (the epoch is counted in steps) reshuffle them
+                random.Random(derive_seed(self.seed, self.epoch, self.rank, w, "pass", p)).shuffle(
+                    mine
+                )
             read = 0
             for url in mine:
                 for sample in self._shard_samples(url, skips):
@@ -94,8 +112,13 @@ class ShardStream(IterableDataset):
             skips.count += missing
             if url not in skips.short_shards:
                 skips.short_shards.add(url)
-                log.warning("shard %s ended after %d of %d samples (truncated?): %d skipped",
-                            url, n, self.sizes[url], self.sizes[url] - n)
+                log.warning(
+                    "shard %s ended after %d of %d samples (truncated?): %d skipped",
+                    url,
+                    n,
+                    self.sizes[url],
+                    self.sizes[url] - n,
+                )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -120,30 +143,47 @@ class ShardStream(IterableDataset):
             try:
                 # a transform that decodes itself (transforms.Uint8TrainTransform) takes the
                 # encoded image; the PIL decode stays for the float path
-                image, caption = (transforms.encoded_sample(sample)
-                                  if getattr(self.transform, "takes_bytes", False)
-                                  else decode_sample(sample))
-                images.append(seeded_transform(
-                    self.transform, image, derive_seed(self.seed, self.epoch, self.rank, w, pos)))
+                image, caption = (
+                    transforms.encoded_sample(sample)
+                    if getattr(self.transform, "takes_bytes", False)
+                    else decode_sample(sample)
+                )
+                images.append(
+                    seeded_transform(
+                        self.transform, image, derive_seed(self.seed, self.epoch, self.rank, w, pos)
+                    )
+                )
                 texts.append(caption)
             except Exception as exn:  # corrupt image bytes, missing caption, ...
                 handler(exn)
             if len(images) == self.batch_size:
                 yield self._batch(images, texts, w, pos, skips.count - reported)
                 reported, images, texts, last_yield_pos = skips.count, [], [], pos
-            elif self.training and pos - last_yield_pos > 100 * self.batch_size + self.shuffle_buffer:
+            elif (
+                self.training and pos - last_yield_pos > 100 * self.batch_size + self.shuffle_buffer
+            ):
                 # the shards went bad after the start-up check: stop rather than loop over them
-                raise RuntimeError(f"worker {w} read {pos - last_yield_pos} samples without a "
-                                   "batch's worth of usable ones: are the shards corrupt?")
+                raise RuntimeError(
+                    f"worker {w} read {pos - last_yield_pos} samples without a "
+                    "batch's worth of usable ones: are the shards corrupt?"
+                )
         if images and not self.training:
             yield self._batch(images, texts, w, pos, skips.count - reported)
         elif self.training:
-            raise RuntimeError(f"no readable samples in the shards of worker {w} (rank {self.rank})")
+            raise RuntimeError(
+                f"no readable samples in the shards of worker {w} (rank {self.rank})"
+            )
 
-    def _batch(self, images: list[torch.Tensor], texts: list[str], w: int, pos: int,
-               errors: int) -> dict[str, Any]:
-        return {"image": torch.stack(images), "text": self.tokenizer(texts), "worker": w,
-                "pos": pos, "errors": errors}
+    def _batch(
+        self, images: list[torch.Tensor], texts: list[str], w: int, pos: int, errors: int
+    ) -> dict[str, Any]:
+        return {
+            "image": torch.stack(images),
+            "text": self.tokenizer(texts),
+            "worker": w,
+            "pos": pos,
+            "errors": errors,
+        }
 
 
 @dataclass
