@@ -1,4 +1,5 @@
-"""Bad input: one line on stderr, exit code 2, before any work. Plus --help and unsafe checkpoints."""
+"""Bad input: one line on stderr, exit code 2, before any work. Plus --help and unsafe
+checkpoints."""
 
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ CHILD = textwrap.dedent("""
     model.eval()
     inputs = load_file(sys.argv[3])
     with torch.no_grad():
-        out = {"image": model.encode_image(inputs["images"]), "text": model.encode_text(inputs["texts"]),
+        out = {"image": model.encode_image(inputs["images"]),
+               "text": model.encode_text(inputs["texts"]),
                "logit_scale": model.logit_scale.detach().reshape(1)}
         if model.logit_bias is not None:
             out["logit_bias"] = model.logit_bias.detach().reshape(1)
@@ -49,7 +50,8 @@ def site_packages() -> str:
 
 
 def trainer_checkpoint(path: Path, method: str, logs: Path | None = None) -> Path:
-    """What `trainer run` writes for `method` (weights, loss state, readouts), on the micro model."""
+    """What `trainer run` writes for `method` (weights, loss state, readouts), on the micro
+    model."""
     torch.manual_seed(3)
     bundle = models.create(
         MICRO, init_inv_tau=12.5, learnable_inv_tau=True, device=torch.device("cpu")

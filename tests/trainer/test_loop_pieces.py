@@ -217,7 +217,8 @@ def test_register_configs_lets_plain_open_clip_load_our_checkpoint(tmp_path):
         "import open_clip, torch\n"
         "from cloob.trainer.models import register_configs\n"
         "assert 'micro-vit' in register_configs()\n"
-        f"model, _, _ = open_clip.create_model_and_transforms('micro-vit', pretrained={str(path)!r})\n"
+        f"model, _, _ = open_clip.create_model_and_transforms('micro-vit', "
+        f"pretrained={str(path)!r})\n"
         "print(float(sum(p.double().sum() for p in model.state_dict().values())))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,5 @@
-"""Every objective and its gradient against a float64 reference written from the paper's equations."""
+"""Every objective and its gradient against a float64 reference written from the paper's
+equations."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Every precision the trainer accepts, end to end on CPU: train a few steps with zero-shot
 during training, checkpoint, resume, then `benchmarks zeroshot --ckpt` on the result in the same
-precision. (On CUDA `auto` is `amp`; this is the path that used to crash at the first evaluation.)"""
+precision. (On CUDA `auto` is `amp`; this is the path that used to crash at the first
+evaluation.)"""
 
 from __future__ import annotations
 

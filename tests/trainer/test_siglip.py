@@ -1,4 +1,5 @@
-"""siglip against OpenCLIP's own `SigLipLoss` (installed with open_clip) on the same inputs, float64:
+"""siglip against OpenCLIP's own `SigLipLoss` (installed with open_clip) on the same inputs,
+float64:
 loss and gradients (features, τ⁻¹, bias) over a grid of batch sizes, scales and biases, learnable or
 fixed; the --local-loss row split against the whole batch; and the method's initialisation."""
 

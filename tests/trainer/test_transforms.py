@@ -202,7 +202,8 @@ def test_data_wait_quiet_when_fed_and_rewarms_per_loader(caplog):
 
 
 def test_trainer_logs_data_time(shard_dir, tmp_path):
-    """A real short run: metrics.jsonl and tensorboard get data_time, batch_time, data_time_fraction."""
+    """A real short run: metrics.jsonl and tensorboard get data_time, batch_time,
+    data_time_fraction."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig

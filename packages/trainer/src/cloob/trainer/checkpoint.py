@@ -197,7 +197,8 @@ def committed_name(marker: storage.RemotePath) -> str:
 
 
 def prune(checkpoint_dir: Path, keep_last: int) -> None:
-    """Keep the `keep_last` newest numbered checkpoints (epoch_N.pt / step_N.pt); latest.pt stays."""
+    """Keep the `keep_last` newest numbered checkpoints (epoch_N.pt / step_N.pt); latest.pt
+    stays."""
     if keep_last <= 0:
         return
     numbered = [p for p in checkpoint_dir.glob("*.pt") if _NUMBERED.match(p.name)]

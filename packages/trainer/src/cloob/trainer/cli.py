@@ -41,7 +41,8 @@ def run(
         _D.train_data,
         "--train-data",
         panel=DATA,
-        help="A dataprep output folder (reads sizes.json), shards with brace expansion ('shards/{00000..00099}.tar'), or a CSV; join several sources with '::'.",
+        help="A dataprep output folder (reads sizes.json), shards with brace expansion "
+        "('shards/{00000..00099}.tar'), or a CSV; join several sources with '::'.",
     ),
     val_data: str = _opt(
         _D.val_data,
@@ -106,7 +107,9 @@ def run(
         _M.model,
         "--model",
         panel=MODEL,
-        help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), micro-vit | micro-rn | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an open_clip config .json.",
+        help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), "
+        "micro-vit | micro-rn | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an "
+        "open_clip config .json.",
     ),
     method: str = _opt(_M.method, "--method", panel=MODEL, help=METHOD_HELP + "."),
     init_inv_tau: float = _opt(
@@ -159,13 +162,15 @@ def run(
         _M.local_loss,
         "--local-loss",
         panel=MODEL,
-        help="Each rank computes only its rows of the objective against the gathered batch: the same objective, per-rank cost O(b·N) instead of O(N²).",
+        help="Each rank computes only its rows of the objective against the gathered batch: the "
+        "same objective, per-rank cost O(b·N) instead of O(N²).",
     ),
     gather_with_grad: bool = _opt(
         _M.gather_with_grad,
         "--gather-with-grad",
         panel=MODEL,
-        help="Accepted for OpenCLIP launch lines: features are always gathered with their gradient here.",
+        help="Accepted for OpenCLIP launch lines: features are always gathered with their "
+        "gradient here.",
     ),
     # optimisation
     lr: float = _opt(_O.lr, "--lr", panel=OPTIM, help="Peak learning rate \\[default: 5e-4]."),
@@ -206,7 +211,9 @@ def run(
         _O.accum_freq,
         "--accum-freq",
         panel=OPTIM,
-        help="Micro-batches per optimizer step: the gradient of one contrastive batch of accum-freq × batch-size, in the memory of one (features cached, each micro-batch recomputed).",
+        help="Micro-batches per optimizer step: the gradient of one contrastive batch of "
+        "accum-freq × batch-size, in the memory of one (features cached, each micro-batch "
+        "recomputed).",
     ),
     # evaluation
     imagenet_val: str = _opt(
@@ -272,7 +279,9 @@ def run(
         _R.remote_sync,
         "--remote-sync",
         panel=RUN,
-        help="s3://bucket/prefix: upload each checkpoint to PREFIX/NAME/checkpoints/ (then a latest.json commit marker); --resume latest falls back to it. Credentials: the AWS_* variables.",
+        help="s3://bucket/prefix: upload each checkpoint to PREFIX/NAME/checkpoints/ (then a "
+        "latest.json commit marker); --resume latest falls back to it. Credentials: the AWS_* "
+        "variables.",
     ),
     keep_last: int = _opt(
         _R.keep_last,
@@ -290,13 +299,16 @@ def run(
         _R.report_to,
         "--report-to",
         panel=RUN,
-        help="all | tensorboard | wandb | a comma list | none (metrics.jsonl always); OpenCLIP's tags.",
+        help="all | tensorboard | wandb | a comma list | none (metrics.jsonl always); OpenCLIP's "
+        "tags.",
     ),
     precision: str = _opt(
         _R.precision,
         "--precision",
         panel=RUN,
-        help="fp32 | amp (fp16 autocast + loss scaling) | amp_bf16 (= amp_bfloat16) | pure_bf16 | pure_fp16 | fp16 / bf16 (model in half, norms fp32, as the reference) | auto (amp on GPU, fp32 on CPU).",
+        help="fp32 | amp (fp16 autocast + loss scaling) | amp_bf16 (= amp_bfloat16) | pure_bf16 | "
+        "pure_fp16 | fp16 / bf16 (model in half, norms fp32, as the reference) | auto (amp on "
+        "GPU, fp32 on CPU).",
     ),
     seed: int = _opt(_R.seed, "--seed", panel=RUN, help="Seed for initialisation and data order."),
     device: str = _opt(_R.device, "--device", panel=RUN, help="auto | cpu | cuda."),
@@ -316,7 +328,8 @@ def run(
         DEMO_SAMPLES,
         "--demo-samples",
         panel=DATA,
-        help="Without --train-data: size of the generated demo dataset (cached under $CLOOB_CACHE, default ~/.cache/cloob).",
+        help="Without --train-data: size of the generated demo dataset (cached under "
+        "$CLOOB_CACHE, default ~/.cache/cloob).",
     ),
 ) -> None:
     """Train CLIP or CLOOB. Single process: `trainer run ...`; several GPUs or nodes:
@@ -349,7 +362,8 @@ def export(
 ) -> None:
     """Write CKPT as open_clip's hub layout: open_clip_config.json + open_clip_model.safetensors
     (no pickle) + a README.md model card. Load it with
-    `open_clip.create_model_and_transforms("local-dir:OUT")`, or `benchmarks zeroshot --ckpt OUT`."""
+    `open_clip.create_model_and_transforms("local-dir:OUT")`, or
+    `benchmarks zeroshot --ckpt OUT`."""
     from cloob.trainer.export import export as write_hub
 
     typer.echo(f"wrote {write_hub(ckpt, out)}")

@@ -1,8 +1,8 @@
 """How much of each training step waits for data, and one warning when the run is data-bound.
 
 OpenCLIP prints `Data (t)` next to `Batch (t)`; here the same two times are logged per window
-(`data_time`, `batch_time`: seconds per optimizer step) with their ratio `data_time_fraction`, and the
-first window after warm-up that spends more than `THRESHOLD` of its time blocked on the loader
+(`data_time`, `batch_time`: seconds per optimizer step) with their ratio `data_time_fraction`, and
+the first window after warm-up that spends more than `THRESHOLD` of its time blocked on the loader
 gets one log line naming --workers and the rates measured: what the workers delivered and what the
 model would take without waiting.
 """
@@ -26,7 +26,8 @@ Item = TypeVar("Item")
 
 @dataclass
 class DataWait:
-    """Seconds blocked on the loader since the last window; `warned` makes the warning once per run."""
+    """Seconds blocked on the loader since the last window; `warned` makes the warning once per
+    run."""
 
     waited: float = 0.0
     steps_since_start: int = 0
@@ -82,7 +83,10 @@ def starving_message(
             f"{workers} worker{'s' if workers > 1 else ''} give ~{delivered:,.0f} samples/s "
             f"(~{delivered / workers:,.0f} per worker)"
         )
-        fix = f"raise --workers (about {need} would keep up) if cores are free, else give each GPU more cores"
+        fix = (
+            f"raise --workers (about {need} would keep up) if cores are free, else give each "
+            f"GPU more cores"
+        )
     else:
         who = f"the main process (--workers 0) gives ~{delivered:,.0f} samples/s"
         fix = "set --workers to the free cores"

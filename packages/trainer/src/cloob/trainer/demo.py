@@ -28,7 +28,8 @@ DEMO_SAMPLES = 20000
 # one vector, where every gradient passes through the (then ~0) batch covariance of the Hopfield
 # retrievals and the run sits at chance. With a CLS-token ViT image tower (micro-vit) the collapse
 # stuck on 4 of 11 runs; with micro-rn (the same text tower, a small ModifiedResNet for images) the
-# captions start to collapse too but came back (by step ~100 on all 8 sweep seeds), and CLOOB cleared
+# captions start to collapse too but came back (by step ~100 on all 8 sweep seeds), and CLOOB
+# cleared
 # 3× chance on all 12 runs, at the same step time. The reference implementation's τ⁻¹ = β = 14.3
 # with batches of 64 start CLOOB far more often than the CC3M recipe (τ⁻¹ = 30, β = 8, batch 128).
 # CLIP learns with either.

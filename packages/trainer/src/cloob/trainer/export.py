@@ -8,7 +8,8 @@ has never heard of this toolkit, and `benchmarks zeroshot --ckpt DIR` reads it t
 
 What open_clip has no slot for is kept beside the weights, not in them: CLOOB's Hopfield β (a
 training-time temperature) and the method. siglip's bias b does have a slot (`logit_bias`, built
-when `model_cfg` has `init_logit_bias`), so it goes into the weights, as OpenCLIP's SigLIP models do.
+when `model_cfg` has `init_logit_bias`), so it goes into the weights, as OpenCLIP's SigLIP models
+do.
 
 Written into a temp folder next to DIR and renamed at the end: a failure leaves nothing behind.
 """
@@ -145,7 +146,8 @@ def preprocess_cfg(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _zeroshot_results(ckpt_path: Path) -> dict[str, float]:
-    """The last zero-shot numbers of the run the checkpoint came from (its metrics.jsonl), if any."""
+    """The last zero-shot numbers of the run the checkpoint came from (its metrics.jsonl), if
+    any."""
     metrics = ckpt_path.resolve().parent.parent / "metrics.jsonl"
     found: dict[str, float] = {}
     if not metrics.is_file():

@@ -342,7 +342,8 @@ def wrap(t: Trainer) -> None:
         device_ids = [t.device.index] if t.device.type == "cuda" else None
         t.model = t.ddp = DistributedDataParallel(t.model, device_ids=device_ids)
     if t.cfg.model.torchcompile:
-        # typed as a plain callable; given a Module, torch.compile returns a Module (OptimizedModule)
+        # typed as a plain callable; given a Module, torch.compile returns a Module
+        # (OptimizedModule)
         t.model = cast(nn.Module, torch.compile(t.model))
     if t.info.is_main:
         write_json(t.run_dir / "config.json", t.cfg.to_dict())
@@ -641,7 +642,8 @@ def checkpoint_payload(t: Trainer, positions: list[DataPosition]) -> TrainerChec
 
 
 def save_checkpoint(t: Trainer, filename: str | None) -> Path | None:
-    """Write `filename` (and point latest.pt at it) on rank 0; every rank's data position goes in."""
+    """Write `filename` (and point latest.pt at it) on rank 0; every rank's data position goes
+    in."""
     positions: list[Any] = [t.position.state_dict()]
     if t.info.enabled:  # every rank's data position, so each continues exactly
         positions = [None] * t.info.world_size

@@ -74,7 +74,8 @@ def clip_loss(
     inv_tau: float | torch.Tensor,
     local: LocalRows | None = None,
 ) -> torch.Tensor:
-    """½ [CE(τ⁻¹ X Yᵀ, I) + CE(τ⁻¹ Y Xᵀ, I)]; Y Xᵀ is the transpose of X Yᵀ (one matmul, not two)."""
+    """½ [CE(τ⁻¹ X Yᵀ, I) + CE(τ⁻¹ Y Xᵀ, I)]; Y Xᵀ is the transpose of X Yᵀ (one matmul, not
+    two)."""
     x, y = image_features, text_features
     if local is not None:
         r = local.rows

@@ -14,7 +14,9 @@ REPORT_TARGETS = ("tensorboard", "wandb")
 # OpenCLIP flag -> what to do here instead. Checked before click parses, so `--flag value` and
 # `--flag=value` are both caught whatever their value.
 UNSUPPORTED: dict[str, str] = {
-    "--train-data-upsampling-factors": "join sources with '::' in --train-data; weighting by factors is not implemented",
+    "--train-data-upsampling-factors": (
+        "join sources with '::' in --train-data; weighting by factors is not implemented"
+    ),
     "--cache-dir": "set $CLOOB_CACHE (demo data) or $HF_HOME (pretrained weights)",
     "--log-local": "every rank logs to stderr; rank 0 writes out.log",
     "--epochs-cooldown": "use --lr-scheduler cosine or cosine-restarts",
@@ -26,7 +28,9 @@ UNSUPPORTED: dict[str, str] = {
     "--skip-scheduler": "use --lr-scheduler const",
     "--save-most-recent": "drop it: latest.pt is always written",
     "--delete-previous-checkpoint": "use --keep-last 1",
-    "--pretrained": "training starts from scratch here; evaluate pretrained weights with `benchmarks zeroshot`",
+    "--pretrained": (
+        "training starts from scratch here; evaluate pretrained weights with `benchmarks zeroshot`"
+    ),
     "--pretrained-image": "training starts from scratch here",
     "--lock-image": "both towers always train",
     "--lock-image-unlocked-groups": "both towers always train",
@@ -34,7 +38,9 @@ UNSUPPORTED: dict[str, str] = {
     "--lock-text": "both towers always train",
     "--lock-text-unlocked-layers": "both towers always train",
     "--lock-text-freeze-layer-norm": "both towers always train",
-    "--force-quick-gelu": "use a -quickgelu model name (RN50, RN101, ViT-B-32 here are QuickGELU already)",
+    "--force-quick-gelu": (
+        "use a -quickgelu model name (RN50, RN101, ViT-B-32 here are QuickGELU already)"
+    ),
     "--force-patch-dropout": "use an open_clip config .json with patch_dropout as --model",
     "--force-custom-text": "use an open_clip config .json as --model",
     "--torchscript": "use --torchcompile",
@@ -46,8 +52,12 @@ UNSUPPORTED: dict[str, str] = {
     "--horovod": "use torchrun",
     "--ddp-static-graph": "drop it",
     "--no-set-device-rank": "set CUDA_VISIBLE_DEVICES per process",
-    "--coca-caption-loss-weight": "CoCa is not implemented (--method cloob | clip | infoloob | hopfield_infonce)",
-    "--coca-contrastive-loss-weight": "CoCa is not implemented (--method cloob | clip | infoloob | hopfield_infonce)",
+    "--coca-caption-loss-weight": (
+        "CoCa is not implemented (--method cloob | clip | siglip | infoloob | hopfield_infonce)"
+    ),
+    "--coca-contrastive-loss-weight": (
+        "CoCa is not implemented (--method cloob | clip | siglip | infoloob | hopfield_infonce)"
+    ),
     "--remote-sync-frequency": "--remote-sync uploads each checkpoint as it is written",
     "--remote-sync-protocol": "--remote-sync takes an s3:// URL",
     "--distill-model": "distillation is not implemented",

@@ -63,7 +63,8 @@ class Schedule:
 
 
 def param_groups(model: nn.Module, loss_fn: nn.Module, wd: float) -> list[dict[str, Any]]:
-    """The reference's two AdamW groups: no weight decay for bn / ln / bias / logit_scale (and β)."""
+    """The reference's two AdamW groups: no weight decay for bn / ln / bias / logit_scale (and
+    β)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     named = [*model.named_parameters(), *(("loss." + n, p) for n, p in loss_fn.named_parameters())]

@@ -68,7 +68,8 @@ class Logger:
 
 
 def setup_logging(run_dir: Path | None, is_main: bool) -> None:
-    """The `cloob.trainer` log: INFO on rank 0 (to stderr and run_dir/out.log), warnings elsewhere."""
+    """The `cloob.trainer` log: INFO on rank 0 (to stderr and run_dir/out.log), warnings
+    elsewhere."""
     logger = logging.getLogger("cloob.trainer")
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     logger.handlers.clear()

@@ -15,8 +15,8 @@ to the device:
   non-blocking and does ToTensor's and Normalize's arithmetic there, in their order, so a crop
   gives bit-identical floats to the CPU path's for the same uint8 pixels.
 
-Measured choices (bench/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never applies at img2dataset's
-256 px (a 224 crop of ≥ 90% of the area needs the full-scale DCT), so it is not used.
+Measured choices (bench/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never applies at
+img2dataset's 256 px (a 224 crop of ≥ 90% of the area needs the full-scale DCT), so it is not used.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def crop_box(
     """RandomResizedCrop's box (top, left, height, width) drawn from `gen`: the same torch draws
     in the same order as torchvision's `RandomResizedCrop.get_params` makes from the global
     generator (up to 10 tries of area fraction and log aspect ratio, then the offsets; else the
-    centred fallback), so equal generator states give equal boxes (tests/trainer/test_transforms.py)."""
+    centred fallback), so equal generator states give equal boxes
+    (tests/trainer/test_transforms.py)."""
     area = height * width
     lo, hi = torch.log(torch.tensor(list(ratio))).tolist()  # float32 bounds, like torchvision's
     for _ in range(10):

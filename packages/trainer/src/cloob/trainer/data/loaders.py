@@ -1,4 +1,5 @@
-"""Building the training loader (a fresh one per epoch, from a Position) and the validation loader."""
+"""Building the training loader (a fresh one per epoch, from a Position) and the validation
+loader."""
 
 from __future__ import annotations
 

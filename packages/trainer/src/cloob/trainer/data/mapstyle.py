@@ -64,7 +64,8 @@ class CsvCaptions:
 
 
 class SyntheticScenes:
-    """Procedural shape scenes with captions (cloob.dataprep.synthetic): real, learnable, offline."""
+    """Procedural shape scenes with captions (cloob.dataprep.synthetic): real, learnable,
+    offline."""
 
     def __init__(self, n: int, image_size: int, seed: int) -> None:
         self.n, self.image_size, self.seed = n, image_size, seed
