@@ -81,6 +81,8 @@ CASES = [
     BadInput("accum-freq-beyond-the-data",
              lambda s: [*SYNTHETIC, "--train-num-samples", "32", "--batch-size", "4",
                         "--accum-freq", "1000000"], "fewer than one global batch"),
+    BadInput("decode-on-device-without-shards", lambda s: [*SYNTHETIC, "--decode-on-device"],
+             "--decode-on-device needs webdataset shards: synthetic images reach the loader"),
     BadInput("device-unknown", lambda s: [*SYNTHETIC, "--device", "gpu"],
              "--device 'gpu': choose from auto, cpu, cuda"),
     pytest.param(BadInput("device-cuda-without-gpu", lambda s: [*SYNTHETIC, "--device", "cuda"],

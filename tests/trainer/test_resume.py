@@ -23,11 +23,13 @@ K = 5  # checkpoint step (mid-epoch: an epoch is 64 / 8 = 8 steps); the run goes
 
 
 def config(shards: Path, logs: Path, name: str, workers: int, max_steps: int,
-           resume: str | None = None, accum_freq: int = 1, method: str = "cloob") -> TrainConfig:
+           resume: str | None = None, accum_freq: int = 1, method: str = "cloob",
+           decode_on_device: bool = False) -> TrainConfig:
     # A constant schedule after warmup keeps the lr independent of --max-steps, so the killed run
     # may be given a far horizon (it must still be running when we kill it).
     return TrainConfig(
-        data=DataConfig(train_data=str(shards), batch_size=8, workers=workers, shuffle_buffer=16),
+        data=DataConfig(train_data=str(shards), batch_size=8, workers=workers, shuffle_buffer=16,
+                        decode_on_device=decode_on_device),
         model=ModelConfig(model=MICRO, method=method, learnable_inv_tau=True,
                           learnable_scale_hopfield=True),
         optim=OptimConfig(lr=1e-3, warmup=3, lr_scheduler="const", epochs=100, max_steps=max_steps,
@@ -46,17 +48,21 @@ def cli_args(cfg: TrainConfig) -> list[str]:
             "--epochs", str(o.epochs), "--max-steps", str(o.max_steps), "--logs", r.logs,
             "--name", r.name, "--save-every-n-steps", str(K), "--save-frequency", "0",
             "--report-to", "none", "--no-progress", "--log-every-n-steps", "1",
-            "--accum-freq", str(o.accum_freq)]
+            "--accum-freq", str(o.accum_freq), *(["--decode-on-device"] if d.decode_on_device else [])]
 
 
-@pytest.mark.parametrize("workers, accum_freq, method",
-                         [(0, 1, "cloob"), (2, 1, "cloob"), (0, 2, "cloob"), (0, 1, "siglip")])
-def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq, method):
+@pytest.mark.parametrize("workers, accum_freq, method, decode_on_device",
+                         [(0, 1, "cloob", False), (2, 1, "cloob", False), (0, 2, "cloob", False),
+                          (0, 1, "siglip", False), (2, 1, "cloob", True)])
+def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, workers, accum_freq, method,
+                                                     decode_on_device):
+    # decode_on_device: JPEG bytes + crop boxes through the worker pipe, decoded in to_device
     reference = train(config(shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq,
-                             method=method))
+                             method=method, decode_on_device=decode_on_device))
     assert ckpt_format.read(reference.checkpoint)["step"] == 2 * K
 
-    killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq, method=method)
+    killed = config(shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq, method=method,
+                    decode_on_device=decode_on_device)
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
     proc = subprocess.Popen([sys.executable, "-m", "cloob.trainer.cli", "run", *cli_args(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -74,7 +80,7 @@ def test_sigkill_then_resume_gives_identical_weights(shard_dir, tmp_path, worker
     assert saved["data"]["accum_freq"] == accum_freq
 
     resumed = train(config(shard_dir, tmp_path, "killed", workers, 2 * K, resume="latest",
-                           accum_freq=accum_freq, method=method))
+                           accum_freq=accum_freq, method=method, decode_on_device=decode_on_device))
     a = ckpt_format.read(reference.checkpoint)
     b = ckpt_format.read(resumed.checkpoint)
     assert b["step"] == 2 * K

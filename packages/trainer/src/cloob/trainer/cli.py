@@ -47,6 +47,7 @@ def run(
     batch_size: int = _opt(_D.batch_size, "--batch-size", panel=DATA, help="Batch size per process (global = this × ranks)."),
     workers: int = _opt(_D.workers, "--workers", panel=DATA, help="Data loader workers per process."),
     shuffle_buffer: int = _opt(_D.shuffle_buffer, "--shuffle-buffer", panel=DATA, help="webdataset: sample shuffle buffer per worker."),
+    decode_on_device: bool = _opt(_D.decode_on_device, "--decode-on-device", panel=DATA, help="webdataset: workers ship JPEG bytes and crop boxes; the training device decodes (nvJPEG on CUDA), crops and resizes. Off by default: not yet measured on a GPU (docs/data-loading.md)."),
     # model
     model: str = _opt(_M.model, "--model", panel=MODEL, help="RN50 | RN101 | RN50x4 | ViT-B-32 | ViT-B-16 (OpenAI/CLOOB QuickGELU architectures), micro-vit | micro-rn | tiny-vit | tiny-rn (64 px, for CPU), any open_clip name, or an open_clip config .json."),
     method: str = _opt(_M.method, "--method", panel=MODEL, help=METHOD_HELP + "."),
@@ -108,7 +109,7 @@ def run(
     cfg = TrainConfig(
         data=DataConfig(train_data, val_data, dataset_type, path_data, csv_separator, csv_img_key,
                         csv_caption_key, dataset_resampled, train_num_samples, val_num_samples,
-                        batch_size, workers, shuffle_buffer),
+                        batch_size, workers, shuffle_buffer, decode_on_device),
         model=ModelConfig(model, method, init_inv_tau, learnable_inv_tau, init_scale_hopfield,
                           learnable_scale_hopfield, init_logit_bias, learnable_logit_bias,
                           grad_checkpointing, torchcompile, local_loss=local_loss,

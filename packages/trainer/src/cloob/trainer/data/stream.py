@@ -142,7 +142,8 @@ class ShardStream(IterableDataset):
 
     def _batch(self, images: list[torch.Tensor], texts: list[str], w: int, pos: int,
                errors: int) -> dict[str, Any]:
-        return {"image": torch.stack(images), "text": self.tokenizer(texts), "worker": w,
+        # stacked crops, or an EncodedBatch that the device decodes (--decode-on-device)
+        return {"image": transforms.stack(images), "text": self.tokenizer(texts), "worker": w,
                 "pos": pos, "errors": errors}
 
 
