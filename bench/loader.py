@@ -7,10 +7,13 @@ scale 0.9-1, bicubic, OpenAI mean/std) and tokenizer, the same batch size and wo
 
 - `openclip`:   `open_clip_train.data.get_wds_dataset` with its own transform (float32 from the
   workers);
-- `ours-float`: the trainer's ShardStream with that same transform object (the path before issue
-  24);
+- `ours-float`: the trainer's ShardStream with that same transform object (the path before
+  issue 24);
 - `ours-uint8`: the trainer's ShardStream with `transforms.Uint8TrainTransform` (uint8 from the
-  workers; float conversion and normalisation on the device, not counted here).
+  workers; float conversion and normalisation on the device, not counted here);
+- `ours-device`: the same with `--decode-on-device` (workers ship JPEG bytes + crop boxes; the
+  device decodes, crops and resizes: not counted here, and with no GPU here unmeasured; the
+  main-process CPU cost of that decode is reported separately as "device path on CPU").
 
 A fresh loader per run; the first `--warmup` batches (worker start, shuffle-buffer fill) are not
 timed. Sides alternate, the order rotating every round, and ratios are taken per round. Reported:
@@ -39,7 +42,7 @@ from cloob.trainer import data as ours
 from cloob.trainer import transforms
 from cloob.trainer.config import DataConfig
 
-SIDES = ("openclip", "ours-float", "ours-uint8")
+SIDES = ("openclip", "ours-float", "ours-uint8", "ours-device")
 SIZE = 224
 
 
@@ -91,12 +94,13 @@ def run(loader, a: argparse.Namespace) -> tuple[float, float, float]:
     cpu0, t0 = _children_cpu(), time.perf_counter()
     for _ in range(a.batches):
         batch = next(it)
-        tensors = [
-            v
-            for v in (batch.values() if isinstance(batch, dict) else batch)
-            if isinstance(v, torch.Tensor)
-        ]
-        n += tensors[0].shape[0]
+        tensors = []
+        for v in batch.values() if isinstance(batch, dict) else batch:
+            if isinstance(v, transforms.EncodedBatch):  # --decode-on-device: JPEG bytes + boxes
+                tensors += v.tensors()
+            elif isinstance(v, torch.Tensor):
+                tensors.append(v)
+        n += len(batch["text"]) if isinstance(batch, dict) else tensors[0].shape[0]
         nbytes += sum(t.nbytes for t in tensors)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     del it
@@ -125,6 +129,7 @@ def stages(shards: Path, preprocess, tokenizer, uint8, n: int = 256, batch: int 
 
     url = str(sorted((shards / "shards").glob("*.tar"))[0])
     crop, _convert, to_tensor, normalize = preprocess.transforms
+    on_device = transforms.decoding_on_device(uint8)
     passes = []
     for _ in range(3):
         t: dict[str, float] = {}
@@ -142,6 +147,17 @@ def stages(shards: Path, preprocess, tokenizer, uint8, n: int = 256, batch: int 
         tv = timed("decode torchvision", lambda s: transforms.decode((s["jpg"], "jpg")), raw)
         crops = timed("crop+resize PIL", crop, pil)
         timed("crop+resize torchvision uint8", uint8_crop(uint8), tv)
+        device_items = timed(
+            "device path: worker (JPEG header + box)",
+            lambda s: ours.seeded_transform(on_device, (s["jpg"], "jpg"), 0),
+            raw,
+        )
+        t0 = time.process_time()
+        for i in range(0, n, batch):
+            transforms.to_device(
+                transforms.stack(device_items[i : i + batch]), torch.device("cpu"), uint8.norm
+            )
+        t["device path on CPU: collate + decode + crop + normalise"] = time.process_time() - t0
         floats = timed("ToTensor+Normalize", lambda c: normalize(to_tensor(c)), crops)
         u8 = timed("PIL→uint8 tensor", transforms._pil_rgb, crops)
         captions = [s["txt"].decode() for s in raw]
@@ -192,12 +208,17 @@ def main() -> None:
     preprocess, tokenizer = recipe()
     uint8 = transforms.uint8_train_transform(preprocess)
     assert uint8 is not None
-    transform = {"openclip": preprocess, "ours-float": preprocess, "ours-uint8": uint8}
+    transform = {
+        "openclip": preprocess,
+        "ours-float": preprocess,
+        "ours-uint8": uint8,
+        "ours-device": transforms.decoding_on_device(uint8),
+    }
     rates: dict[str, list[float]] = {k: [] for k in SIDES}
     cpu_rates: dict[str, list[float]] = {k: [] for k in SIDES}
     bytes_per: dict[str, float] = {}
     for r in range(a.rounds):
-        order = SIDES[r % 3 :] + SIDES[: r % 3]
+        order = SIDES[r % len(SIDES) :] + SIDES[: r % len(SIDES)]
         for side in order if r % 2 == 0 else order[::-1]:
             maker = make_openclip if side == "openclip" else make_ours
             rate, cpu_rate, bytes_per[side] = run(maker(a, shards, transform[side], tokenizer), a)

@@ -117,6 +117,11 @@ CASES = [
         "fewer than one global batch",
     ),
     BadInput(
+        "decode-on-device-without-shards",
+        lambda s: [*SYNTHETIC, "--decode-on-device"],
+        "--decode-on-device needs webdataset shards: synthetic images reach the loader",
+    ),
+    BadInput(
         "device-unknown",
         lambda s: [*SYNTHETIC, "--device", "gpu"],
         "--device 'gpu': choose from auto, cpu, cuda",

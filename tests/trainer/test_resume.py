@@ -31,11 +31,18 @@ def config(
     resume: str | None = None,
     accum_freq: int = 1,
     method: str = "cloob",
+    decode_on_device: bool = False,
 ) -> TrainConfig:
     # A constant schedule after warmup keeps the lr independent of --max-steps, so the killed run
     # may be given a far horizon (it must still be running when we kill it).
     return TrainConfig(
-        data=DataConfig(train_data=str(shards), batch_size=8, workers=workers, shuffle_buffer=16),
+        data=DataConfig(
+            train_data=str(shards),
+            batch_size=8,
+            workers=workers,
+            shuffle_buffer=16,
+            decode_on_device=decode_on_device,
+        ),
         model=ModelConfig(
             model=MICRO, method=method, learnable_inv_tau=True, learnable_scale_hopfield=True
         ),
@@ -102,25 +109,47 @@ def cli_args(cfg: TrainConfig) -> list[str]:
         "1",
         "--accum-freq",
         str(o.accum_freq),
+        *(["--decode-on-device"] if d.decode_on_device else []),
     ]
 
 
 @pytest.mark.parametrize(
-    "workers, accum_freq, method",
-    [(0, 1, "cloob"), (2, 1, "cloob"), (0, 2, "cloob"), (0, 1, "siglip")],
+    "workers, accum_freq, method, decode_on_device",
+    [
+        (0, 1, "cloob", False),
+        (2, 1, "cloob", False),
+        (0, 2, "cloob", False),
+        (0, 1, "siglip", False),
+        (2, 1, "cloob", True),
+    ],
 )
 def test_sigkill_then_resume_gives_identical_weights(
-    shard_dir, tmp_path, workers, accum_freq, method
+    shard_dir, tmp_path, workers, accum_freq, method, decode_on_device
 ):
+    # decode_on_device: JPEG bytes + crop boxes through the worker pipe, decoded in to_device
     reference = train(
         config(
-            shard_dir, tmp_path, "straight", workers, 2 * K, accum_freq=accum_freq, method=method
+            shard_dir,
+            tmp_path,
+            "straight",
+            workers,
+            2 * K,
+            accum_freq=accum_freq,
+            method=method,
+            decode_on_device=decode_on_device,
         )
     )
     assert ckpt_format.read(reference.checkpoint)["step"] == 2 * K
 
     killed = config(
-        shard_dir, tmp_path, "killed", workers, 1000, accum_freq=accum_freq, method=method
+        shard_dir,
+        tmp_path,
+        "killed",
+        workers,
+        1000,
+        accum_freq=accum_freq,
+        method=method,
+        decode_on_device=decode_on_device,
     )
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
     proc = subprocess.Popen(
@@ -151,6 +180,7 @@ def test_sigkill_then_resume_gives_identical_weights(
             resume="latest",
             accum_freq=accum_freq,
             method=method,
+            decode_on_device=decode_on_device,
         )
     )
     a = ckpt_format.read(reference.checkpoint)

@@ -157,6 +157,128 @@ def test_corrupt_jpeg_raises_like_pil(recipe):
             uint8((bad, "jpg"), seed=0)
 
 
+# ------------------------------------------------------------------- decode on the device
+
+
+def device_decode_inputs() -> list[tuple[bytes, str]]:
+    """Clean RGB and greyscale JPEGs (decoded on the device) mixed with what falls back to the
+    worker: CMYK JPEG, PNG, a JPEG with bytes after its end marker."""
+    rng = np.random.default_rng(5)
+    jpg = [
+        encoded(photo(h, w, rng, m), "JPEG")
+        for h, w, m in [
+            (96, 144, "RGB"),
+            (160, 96, "RGB"),
+            (80, 80, "RGB"),
+            (71, 200, "RGB"),
+            (96, 96, "L"),
+        ]
+    ]
+    return [
+        (jpg[0], "jpg"),
+        (encoded(photo(100, 90, rng, "CMYK"), "JPEG"), "jpg"),
+        (jpg[1], "jpg"),
+        (encoded(photo(90, 120, rng, "RGB"), "PNG"), "png"),
+        (jpg[2], "jpg"),
+        (jpg[3] + b"trailing", "jpg"),
+        (jpg[4], "jpg"),
+    ]
+
+
+def test_decode_on_device_batch_equals_worker_batch_exactly(recipe):
+    """device="cpu" runs the device path's code (batched decode_jpeg, per-image resized_crop) with
+    the worker's decoder: the same seeds must give the same uint8 batch, bit for bit."""
+    _, uint8 = recipe
+    on_device = transforms.decoding_on_device(uint8)
+    inputs = device_decode_inputs()
+    for base in range(3):
+        seeds = [data.derive_seed(base, k) for k in range(len(inputs))]
+        worker = transforms.stack(
+            [data.seeded_transform(uint8, x, s) for x, s in zip(inputs, seeds, strict=True)]
+        )
+        items = [data.seeded_transform(on_device, x, s) for x, s in zip(inputs, seeds, strict=True)]
+        assert [isinstance(x, transforms.EncodedCrop) for x in items] == [
+            True,
+            False,
+            True,
+            False,
+            True,
+            False,
+            True,
+        ]  # CMYK, PNG, trailing bytes: worker path
+        packed = transforms.stack(items)
+        assert isinstance(packed, transforms.EncodedBatch) and len(packed) == len(inputs)
+        assert packed.ready.shape[0] == 3
+        assert torch.equal(packed.decode(torch.device("cpu")), worker)
+        cpu = torch.device("cpu")
+        assert torch.equal(
+            transforms.to_device(packed, cpu, uint8.norm, channels_last=True),
+            transforms.to_device(worker, cpu, uint8.norm),
+        )
+
+
+def test_decode_on_device_header_size_matches_decoder(recipe):
+    rng = np.random.default_rng(6)
+    for h, w in [(37, 211), (256, 384), (300, 256)]:
+        raw = encoded(photo(h, w, rng), "JPEG")
+        assert (
+            transforms.jpeg_size(raw) == (h, w) == tuple(transforms.decode((raw, "jpg")).shape[1:])
+        )
+        assert transforms.jpeg_size(raw[: len(raw) // 2]) is None  # truncated: the worker decides
+    assert transforms.jpeg_size(b"not an image") is None
+    assert transforms.jpeg_size(b"\xff\xd8garbage\xff\xd9") is None
+
+
+def test_decode_on_device_through_loader_workers(shard_dir, recipe):
+    """A real ShardStream with 2 worker processes: packed batches cross the pipe and decode to the
+    worker path's batches; the bytes crossing are the JPEGs', not the crops'."""
+    from cloob.trainer.config import DataConfig
+
+    _, uint8 = recipe
+    tok = open_clip.get_tokenizer("RN50")
+    got = {}
+    for flag in (False, True):
+        cfg = DataConfig(
+            train_data=str(shard_dir),
+            batch_size=8,
+            workers=2,
+            shuffle_buffer=16,
+            decode_on_device=flag,
+        )
+        td = data.build_train_data(
+            cfg, transform=uint8, tokenizer=tok, image_size=SIZE, seed=0, rank=0, world_size=1
+        )
+        got[flag] = [b for _, b in zip(range(4), td.make_loader(data.Position()), strict=False)]
+    for a, b in zip(got[False], got[True], strict=True):
+        assert isinstance(b["image"], transforms.EncodedBatch)
+        assert torch.equal(b["image"].decode(torch.device("cpu")), a["image"])
+        assert torch.equal(a["text"], b["text"]) and (a["worker"], a["pos"]) == (
+            b["worker"],
+            b["pos"],
+        )
+
+
+def test_decode_on_device_refuses_other_recipes(shard_dir, recipe):
+    """A train transform beyond the plain recipe has no device path: one UsageError, not a silent
+    fallback (the CLI prints it as `error: ...`, exit 2; the shard-less case is in the bad-input
+    matrix)."""
+    from cloob.common.cli import UsageError
+    from cloob.trainer.config import DataConfig
+
+    preprocess, _ = recipe
+    cfg = DataConfig(train_data=str(shard_dir), batch_size=8, workers=0, decode_on_device=True)
+    with pytest.raises(UsageError, match="needs the plain RandomResizedCrop"):
+        data.build_train_data(
+            cfg,
+            transform=preprocess,
+            tokenizer=open_clip.get_tokenizer("RN50"),
+            image_size=SIZE,
+            seed=0,
+            rank=0,
+            world_size=1,
+        )
+
+
 # ----------------------------------------------------------------------------- data wait
 
 

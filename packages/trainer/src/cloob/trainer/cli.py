@@ -102,6 +102,14 @@ def run(
         panel=DATA,
         help="webdataset: sample shuffle buffer per worker.",
     ),
+    decode_on_device: bool = _opt(
+        _D.decode_on_device,
+        "--decode-on-device",
+        panel=DATA,
+        help="webdataset: workers ship JPEG bytes and crop boxes; the training device decodes "
+        "(nvJPEG on CUDA), crops and resizes. Off by default: not yet measured on a GPU "
+        "(docs/data-loading.md).",
+    ),
     # model
     model: str = _opt(
         _M.model,

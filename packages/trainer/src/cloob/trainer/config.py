@@ -37,6 +37,9 @@ class DataConfig:
     batch_size: int = 64  # per process
     workers: int = 2
     shuffle_buffer: int = 1000  # webdataset sample shuffle buffer (per worker)
+    decode_on_device: bool = (
+        False  # webdataset JPEGs decoded by to_device (nvJPEG on CUDA); unmeasured
+    )
 
 
 @dataclass

@@ -17,6 +17,13 @@ to the device:
 
 Measured choices (bench/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never applies at
 img2dataset's 256 px (a 224 crop of ≥ 90% of the area needs the full-scale DCT), so it is not used.
+
+Optionally (`trainer run --decode-on-device`, off by default: unmeasured on GPUs) the workers do
+not decode at all: a JPEG sample leaves the worker as its encoded bytes plus the crop box (drawn
+from the same seeded generator, the image size read from the JPEG header), batches travel as an
+`EncodedBatch`, and `to_device` decodes them with `torchvision.io.decode_jpeg(..., device=...)`
+(nvJPEG on CUDA), crops and resizes there. On device="cpu" that is the same decoder and the same
+resize as the worker path, so the batch is bit-identical (tests/trainer/test_transforms.py).
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
@@ -37,6 +44,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from cloob.common.shard_layout import IMAGE_EXTS
 
 _JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
 
 
 @dataclass(frozen=True)
@@ -64,48 +72,160 @@ class Uint8TrainTransform:
         scale: Sequence[float],
         ratio: Sequence[float],
         norm: Normalisation,
+        *,
+        decode_on_device: bool = False,
     ) -> None:
         self.size, self.scale, self.ratio, self.norm = list(size), list(scale), list(ratio), norm
+        self.decode_on_device = decode_on_device
         self._gen: torch.Generator | None = None
 
     def __call__(
         self, image: Image.Image | tuple[bytes, str], seed: int | None = None
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | EncodedCrop:
         """With `seed`, the crop is drawn from a generator seeded with it: the same box as
         torch.manual_seed(seed) then T.RandomResizedCrop, without touching (and so without saving
-        and restoring, a tenth of a sample's cost) torch's global generator."""
+        and restoring, a tenth of a sample's cost) torch's global generator.
+
+        With `decode_on_device`, a clean JPEG is not decoded here: its bytes and box come back as
+        an `EncodedCrop` (the box the decoded path would draw: same size, same generator state)."""
+        if self.decode_on_device and seed is not None and isinstance(image, tuple):
+            hw = jpeg_size(image[0])
+            if hw is not None:
+                box = crop_box(*hw, self.scale, self.ratio, self._seeded(seed))
+                return EncodedCrop(
+                    torch.frombuffer(bytearray(image[0]), dtype=torch.uint8),
+                    box,
+                    (self.size[0], self.size[1]),
+                )
         pixels = decode(image) if isinstance(image, tuple) else _pil_rgb(image)
         if seed is None:
             i, j, h, w = T.RandomResizedCrop.get_params(pixels, self.scale, self.ratio)
         else:
-            if self._gen is None:
-                self._gen = torch.Generator()
             i, j, h, w = crop_box(
-                pixels.shape[-2],
-                pixels.shape[-1],
-                self.scale,
-                self.ratio,
-                self._gen.manual_seed(seed),
+                pixels.shape[-2], pixels.shape[-1], self.scale, self.ratio, self._seeded(seed)
             )
-        return v2.functional.resized_crop(
-            pixels,
-            i,
-            j,
-            h,
-            w,
-            self.size,
-            interpolation=v2.InterpolationMode.BICUBIC,
-            antialias=True,
-        )
+        return _resized_crop(pixels, (i, j, h, w), self.size)
+
+    def _seeded(self, seed: int) -> torch.Generator:
+        if self._gen is None:
+            self._gen = torch.Generator()
+        return self._gen.manual_seed(seed)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_gen": None}  # a generator is per process (DataLoader workers)
 
     def __repr__(self) -> str:
+        where = ", JPEG decode on the device" if self.decode_on_device else ""
         return (
             f"Uint8TrainTransform(size={self.size}, scale={self.scale}, bicubic, "
-            f"mean={self.norm.mean}, std={self.norm.std} on the device)"
+            f"mean={self.norm.mean}, std={self.norm.std} on the device{where})"
         )
+
+
+def decoding_on_device(transform: Uint8TrainTransform) -> Uint8TrainTransform:
+    """A copy of `transform` that leaves JPEG decoding (and the crop) to `to_device`."""
+    return Uint8TrainTransform(
+        transform.size, transform.scale, transform.ratio, transform.norm, decode_on_device=True
+    )
+
+
+class EncodedCrop(NamedTuple):
+    """One sample for decoding on the device: its JPEG (uint8 1-D) and crop box (top, left, h,
+    w)."""
+
+    data: torch.Tensor
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch whose JPEGs `to_device` decodes, packed in four tensors so a batch crosses the
+    worker pipe as four shared-memory blocks, not one per sample."""
+
+    data: torch.Tensor  # uint8 1-D: the JPEGs back to back
+    lengths: torch.Tensor  # int64 (N,): bytes of sample k's JPEG; 0: the worker made its crop
+    boxes: torch.Tensor  # int64 (N, 4): crop box (top, left, height, width); zeros for ready ones
+    ready: (
+        torch.Tensor
+    )  # uint8 (M, 3, H, W): the crops the workers made (not clean JPEGs), in order
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.data, self.lengths, self.boxes, self.ready
+
+    def pin_memory(self) -> EncodedBatch:
+        """The DataLoader's pin thread calls this (torch pins objects that have the method)."""
+        return replace(self, data=self.data.pin_memory(), ready=self.ready.pin_memory())
+
+    def decode(self, device: torch.device) -> torch.Tensor:
+        """uint8 (N, 3, H, W) on `device`: decode_jpeg on the whole list (batched nvJPEG on
+        CUDA), then each image's own crop and bicubic antialias resize, there."""
+        lengths, boxes = self.lengths.tolist(), self.boxes.tolist()
+        chunks = list(torch.split(self.data, [n for n in lengths if n]))
+        decoded = decode_jpeg(chunks, mode=ImageReadMode.RGB, device=device) if chunks else []
+        ready = self.ready.to(device, non_blocking=True)
+        out = torch.empty(len(lengths), 3, *self.size, dtype=torch.uint8, device=device)
+        d = r = 0
+        for k, n in enumerate(lengths):
+            if n:
+                out[k] = _resized_crop(decoded[d], boxes[k], self.size)
+                d += 1
+            else:
+                out[k] = ready[r]
+                r += 1
+        return out
+
+
+def stack(images: Sequence[torch.Tensor | EncodedCrop]) -> torch.Tensor | EncodedBatch:
+    """A worker's batch: stacked uint8/float crops, or an `EncodedBatch` when some samples are
+    left for the device to decode."""
+    encoded = [x for x in images if isinstance(x, EncodedCrop)]
+    if not encoded:
+        return torch.stack(list(images))  # type: ignore[arg-type]
+    size = encoded[0].size
+    ready = [x for x in images if not isinstance(x, EncodedCrop)]
+    return EncodedBatch(
+        data=torch.cat([x.data for x in encoded]),
+        lengths=torch.tensor([len(x.data) if isinstance(x, EncodedCrop) else 0 for x in images]),
+        boxes=torch.tensor(
+            [list(x.box) if isinstance(x, EncodedCrop) else [0] * 4 for x in images]
+        ),
+        ready=torch.stack(ready) if ready else torch.empty(0, 3, *size, dtype=torch.uint8),
+        size=size,
+    )
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's header, without decoding; None for anything the device path
+    should not take: not a JPEG, not RGB or greyscale (CMYK), no end marker (truncated), or a
+    header PIL cannot parse. Those samples take the worker path, which decodes (or skips) them."""
+    if data[:2] != _JPEG_SOI or data[-2:] != _JPEG_EOI:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # parses the markers up to the frame header only
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            return im.height, im.width
+    except Exception:  # any unreadable header: the worker path decides (and reports) it
+        return None
+
+
+def _resized_crop(pixels: torch.Tensor, box: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    top, left, h, w = box
+    return v2.functional.resized_crop(
+        pixels,
+        top,
+        left,
+        h,
+        w,
+        list(size),
+        interpolation=v2.InterpolationMode.BICUBIC,
+        antialias=True,
+    )
 
 
 def crop_box(
@@ -185,7 +305,7 @@ def normalisation(transform: Any) -> Normalisation | None:
 
 
 def to_device(
-    images: torch.Tensor,
+    images: torch.Tensor | EncodedBatch,
     device: torch.device,
     norm: Normalisation | None,
     *,
@@ -196,8 +316,12 @@ def to_device(
     uint8 batches are copied as uint8 (non-blocking: pinned by the DataLoader on CUDA) and become
     float there with ToTensor's `x.float().div(255)` then Normalize's `sub(mean).div(std)`, the same
     float32 operations in the same order, so they equal the CPU path's floats. Float batches (the
-    legacy path, validation) are only moved."""
-    images = images.to(device, non_blocking=True)
+    legacy path, validation) are only moved. An `EncodedBatch` (--decode-on-device) is decoded,
+    cropped and resized on `device` first."""
+    if isinstance(images, EncodedBatch):
+        images = images.decode(device)
+    else:
+        images = images.to(device, non_blocking=True)
     if images.dtype == torch.uint8:
         if norm is None:
             raise ValueError("a uint8 image batch needs its mean/std (transforms.normalisation)")

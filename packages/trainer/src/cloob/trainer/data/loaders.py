@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from torch.utils.data import DataLoader
 
 from cloob.common.cli import UsageError
+from cloob.trainer import transforms
 from cloob.trainer.config import DataConfig
 from cloob.trainer.data.mapstyle import CsvCaptions, IndexedBatches, SyntheticScenes, epoch_batches
 from cloob.trainer.data.position import Position
@@ -50,6 +51,8 @@ def build_train_data(
     pin_memory: bool = False,
 ) -> TrainData:
     source = resolve_source(cfg.train_data, cfg.dataset_type)
+    if cfg.decode_on_device:
+        transform = _decoding_on_device(transform, source.kind)
     global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
     workers = cfg.workers
     if source.kind == "webdataset":
@@ -141,6 +144,22 @@ def build_train_data(
         )
 
     return TrainData(source, steps, n_logical, make_loader, accum_freq)
+
+
+def _decoding_on_device(transform: Callable, kind: str) -> transforms.Uint8TrainTransform:
+    """--decode-on-device needs encoded JPEGs (webdataset) and the plain uint8 recipe."""
+    if kind != "webdataset":
+        raise UsageError(
+            f"--decode-on-device needs webdataset shards: {kind} images reach the "
+            "loader already decoded"
+        )
+    if not isinstance(transform, transforms.Uint8TrainTransform):
+        raise UsageError(
+            "--decode-on-device needs the plain RandomResizedCrop(bicubic) + Normalize "
+            "train recipe; this model's train transform has more, so it keeps the "
+            "worker path: drop --decode-on-device"
+        )
+    return transforms.decoding_on_device(transform)
 
 
 def build_val_loader(

@@ -178,7 +178,7 @@ class ShardStream(IterableDataset):
         self, images: list[torch.Tensor], texts: list[str], w: int, pos: int, errors: int
     ) -> dict[str, Any]:
         return {
-            "image": torch.stack(images),
+            "image": transforms.stack(images),
             "text": self.tokenizer(texts),
             "worker": w,
             "pos": pos,
