@@ -57,6 +57,12 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _recipe(a: argparse.Namespace) -> list[str]:
+    """The seed, schedule and AdamW settings both trainers get, flag for flag."""
+    return ["--seed", "0", "--lr", "5e-4", "--warmup", str(a.warmup), "--wd", "0.1",
+            "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6"]  # fmt: skip
+
+
 def run_openclip(a: argparse.Namespace, data: Path, model_dir: Path, logs: Path, tag: str):
     n_shards = len(json.loads((data / "sizes.json").read_text()))
     shards = str(data / "shards" / f"{{00000..{n_shards - 1:05d}}}.tar")
@@ -90,22 +96,9 @@ def run_openclip(a: argparse.Namespace, data: Path, model_dir: Path, logs: Path,
         str(logs),
         "--name",
         tag,
-        "--seed",
-        "0",
         "--device",
         "cpu",
-        "--lr",
-        "5e-4",
-        "--warmup",
-        str(a.warmup),
-        "--wd",
-        "0.1",
-        "--beta1",
-        "0.9",
-        "--beta2",
-        "0.98",
-        "--eps",
-        "1e-6",
+        *_recipe(a),
     ]
     wall, rss, out = run_measured(cmd, env=_env())
     rates = [float(m) for m in _OC_STEP.findall(out)]
@@ -131,20 +124,7 @@ def run_ours(a: argparse.Namespace, method: str, data: Path, logs: Path, tag: st
         str(a.workers),
         "--max-steps",
         str(a.steps),
-        "--seed",
-        "0",
-        "--lr",
-        "5e-4",
-        "--warmup",
-        str(a.warmup),
-        "--wd",
-        "0.1",
-        "--beta1",
-        "0.9",
-        "--beta2",
-        "0.98",
-        "--eps",
-        "1e-6",
+        *_recipe(a),
         "--learnable-inv-tau",
         "--device",
         "cpu",
