@@ -76,34 +76,31 @@ class Settings:
 
     @classmethod
     def from_env(cls, cpu: bool) -> Settings:
+        """The mode's defaults; NPROC, BATCH, STEPS, WORKERS and BUDGET_S override them."""
+        d = _CPU_DEFAULTS if cpu else _GPU_DEFAULTS
         env = os.environ
-        if cpu:  # tiny: the same steps and output, proven here without a GPU
-            return cls(
-                cpu=True,
-                nproc=int(env.get("NPROC", "1")),
-                batch=int(env.get("BATCH", "4")),
-                steps=int(env.get("STEPS", "3")),
-                workers=int(env.get("WORKERS", "0")),
-                budget_s=float(env.get("BUDGET_S", "2400")),
-                model="micro-rn",
-                oc_model="micro-rn",
-                log_every=1,
-                matmul_n=256,
-                readme_extra=["--demo-samples", "400", "--max-steps", "3"],
-            )
         return cls(
-            cpu=False,
+            cpu=cpu,
             nproc=int(env.get("NPROC", "1")),
-            batch=int(env.get("BATCH", "256")),
-            steps=int(env.get("STEPS", "50")),
-            workers=int(env.get("WORKERS", "12")),
-            budget_s=float(env.get("BUDGET_S", "345")),
-            model="RN50",
-            oc_model="RN50-quickgelu",
-            log_every=10,
-            matmul_n=8192,
-            readme_extra=[],
+            batch=int(env.get("BATCH", d["batch"])),
+            steps=int(env.get("STEPS", d["steps"])),
+            workers=int(env.get("WORKERS", d["workers"])),
+            budget_s=float(env.get("BUDGET_S", d["budget_s"])),
+            model=d["model"],
+            oc_model=d["oc_model"],
+            log_every=int(d["log_every"]),
+            matmul_n=int(d["matmul_n"]),
+            readme_extra=d["readme_extra"].split(),
         )
+
+
+# CPU mode is tiny: the same steps and output, proven here without a GPU.
+_CPU_DEFAULTS = {"batch": "4", "steps": "3", "workers": "0", "budget_s": "2400",
+                 "model": "micro-rn", "oc_model": "micro-rn", "log_every": "1", "matmul_n": "256",
+                 "readme_extra": "--demo-samples 400 --max-steps 3"}  # fmt: skip
+_GPU_DEFAULTS = {"batch": "256", "steps": "50", "workers": "12", "budget_s": "345",
+                 "model": "RN50", "oc_model": "RN50-quickgelu", "log_every": "10",
+                 "matmul_n": "8192", "readme_extra": ""}  # fmt: skip
 
 
 @dataclass
