@@ -1,25 +1,139 @@
-"""CLI conventions shared by `dataprep`, `trainer` and `benchmarks`.
+"""CLI conventions shared by `dataprep`, `trainer` and `benchmarks`: one way to declare options,
+one way to fail.
+
+Options are declared once, in `Options` groups: each option's help, its flags (`--its-name` unless
+given), its `--help` panel (the group's) and its default (the group's config dataclass field, unless
+given). A command lists the options it takes as ordinary parameters, `name: type = GROUP.name`, so
+typer reads the signature exactly as written, and its body fills the config from them:
+`GROUP.build(locals())`. Several commands (and panels) share a group by naming its options.
 
 Bad input must end in one line on stderr and exit code 2 — never a traceback. Library code raises
 `UsageError` (or lets `FileNotFoundError`/`ValueError` surface from validation); `run_app` turns
-those into that one line.
+those, and click's own usage errors, into that one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Generic, TypeVar
 
 import typer
 
-# Since 0.26 typer runs on its own copy of click and raises these classes (no public name for them
-# yet); the `typer>=0.26` floor says so, and tests/test_dependency_floors.py keeps it true.
-from typer._click.exceptions import ClickException, NoArgsIsHelpError
+C = TypeVar("C")
 
 
 class UsageError(Exception):
     """Bad input the user can fix: printed as one line, exit code 2."""
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()  # "no default given here": the config's field default, else required
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option as `--help` shows it. Build it with `opt()` or `arg()`."""
+
+    help: str
+    flags: tuple[str, ...] = ()  # () → `--name-with-dashes` (and no `--no-` twin for a bool)
+    default: Any = UNSET
+    positional: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)  # click's checks: min=, max=, ...
+
+
+def opt(help: str, *flags: str, default: Any = UNSET, **settings: Any) -> Opt:
+    """An option: `opt("Images per batch.", min=1)`; flags only where they differ from the name
+    (an alias, a short flag, an `--on/--off` pair)."""
+    return Opt(help, flags, default, False, settings)
+
+
+def arg(help: str, *, default: Any = UNSET, **settings: Any) -> Opt:
+    """A positional argument."""
+    return Opt(help, (), default, True, settings)
+
+
+class Options(Generic[C]):
+    """A group of options declared once. `GROUP.name` is the typer parameter for option `name`
+    (use it as a command parameter's default); `GROUP.build(args)` fills the config dataclass from
+    a command's arguments, `GROUP.values(args)` gives them as a dict.
+
+    With a `config`, every option is one of its fields and takes the field's default."""
+
+    def __init__(self, panel: str | None = None, config: type[C] | None = None, **options: Opt):
+        if config is not None:
+            fields = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+            if set(options) - fields:
+                raise TypeError(f"{config.__name__} has no field {sorted(set(options) - fields)}")
+        self.panel, self.config, self.options = panel, config, options
+
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options", {})
+        if name not in options:
+            raise AttributeError(f"no option {name!r} in this group ({', '.join(options)})")
+        return self.parameter(name)
+
+    def parameter(self, name: str) -> Any:
+        """The typer parameter of option `name` (what a command signature holds)."""
+        spec = self.options[name]
+        default = self.default(name)
+        if spec.positional:
+            return typer.Argument(default, help=spec.help, **spec.settings)
+        flags = spec.flags or (flag_of(name),)
+        return typer.Option(
+            default, *flags, help=spec.help, rich_help_panel=self.panel, **spec.settings
+        )
+
+    def default(self, name: str) -> Any:
+        """The option's own default, else its config field's, else `...` (typer's "required")."""
+        if self.options[name].default is not UNSET:
+            return self.options[name].default
+        for f in dataclasses.fields(self.config) if self.config else ():  # type: ignore[arg-type]
+            if f.name == name and f.default is not dataclasses.MISSING:
+                return f.default
+            if f.name == name and f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+        return ...
+
+    def values(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """This group's options from a command's arguments (`locals()` or `ctx.params`)."""
+        missing = [name for name in self.options if name not in args]
+        if missing:
+            raise TypeError(f"the command does not take {', '.join(map(flag_of, missing))}")
+        # click hands repeated options over as tuples; the configs hold lists
+        return {n: list(v) if isinstance(v, tuple) else v for n, v in args.items() if n in self}
+
+    def build(self, args: Mapping[str, Any]) -> C:
+        if self.config is None:
+            raise TypeError("this group has no config dataclass to build")
+        return self.config(**self.values(args))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.options
+
+    def __iter__(self):
+        return iter(self.options)
+
+
+def flag_of(name: str) -> str:
+    """The flag of an option named `name` (a parameter or config field): `--name-with-dashes`."""
+    return "--" + name.replace("_", "-")
+
+
+def given(ctx: typer.Context) -> set[str]:
+    """The options the user gave (command line or environment), as opposed to left at default."""
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
 
 
 def package_version(dist: str) -> str:
@@ -29,36 +143,55 @@ def package_version(dist: str) -> str:
         return "0.0.0"
 
 
-def make_app(name: str, help: str, dist: str) -> typer.Typer:  # typer's own word
-    """A typer app with rich help, `-h`, `--version` and help when called without arguments."""
+def make_app(name: str, help: str, dist: str | None = None) -> typer.Typer:  # typer's own word
+    """A typer app with rich help and `-h`; called without a command it shows its help and exits 2.
+    With `dist` (a top-level app) it also has `--version`."""
     app = typer.Typer(
         name=name,
         help=help,
-        no_args_is_help=True,
         rich_markup_mode="rich",
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+    root = _root_options(name, dist)
 
+    # A callback that runs without a command instead of click's `no_args_is_help`, whose
+    # exception class typer does not export.
+    if dist is None:
+
+        @app.callback(invoke_without_command=True)
+        def _group(ctx: typer.Context) -> None:
+            _help_without_command(ctx)
+
+        _group.__doc__ = help
+    else:
+
+        @app.callback(invoke_without_command=True)
+        def _root(ctx: typer.Context, version: bool = root.version) -> None:
+            _help_without_command(ctx)
+
+        _root.__doc__ = help
+    return app
+
+
+def _root_options(name: str, dist: str | None) -> Options:
     def show_version(value: bool) -> None:
-        if value:
+        if value and dist:
             typer.echo(f"{name} {package_version(dist)}")
             raise typer.Exit()
 
-    @app.callback()
-    def _root(
-        _version: bool = typer.Option(
-            False,
-            "--version",
-            callback=show_version,
-            is_eager=True,
-            help="Show the version and exit.",
-        ),
-    ) -> None:
-        pass
+    version_flag = opt(
+        "Show the version and exit.", default=False, callback=show_version, is_eager=True
+    )
+    return Options(version=version_flag)
 
-    _root.__doc__ = help
-    return app
+
+def _help_without_command(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        text = ctx.get_help()  # rich help prints itself while it is built and returns ""
+        if text.strip():
+            typer.echo(text)
+        raise typer.Exit(2)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -90,14 +223,11 @@ def run_app(app: typer.Typer | Callable[[], object]) -> None:
 def _invoke(app: typer.Typer) -> None:
     # click's own usage errors (a non-integer, a value below `min=`, an unknown option) print a
     # usage block and a boxed message; every CLI of the toolkit promises one `error:` line instead.
+    # `typer.TyperException` is the public base of those errors (typer >= 0.28).
     command = typer.main.get_command(app)
     try:
         code = command.main(standalone_mode=False)
-    except NoArgsIsHelpError as err:  # a bare `dataprep`: the help, not an error
-        if err.format_message().strip():  # rich help is already printed when it is built
-            err.show()
-        raise SystemExit(2) from None
-    except ClickException as err:
+    except typer.TyperException as err:
         raise UsageError(err.format_message()) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from cloob.common.cli import UsageError
+
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 
@@ -23,6 +25,25 @@ class DownloadOptions:
     distributor: str = "multiprocessing"
     user_agent_token: str | None = None
     encode_format: str = "jpg"
+
+    def check(self) -> None:
+        """Refuse values img2dataset would fail on late (or silently misread)."""
+        if self.resize_mode not in RESIZE_MODES:
+            raise UsageError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}")
+        if self.distributor not in DISTRIBUTORS:
+            raise UsageError(f"--distributor must be one of {', '.join(DISTRIBUTORS)}")
+        for flag, value in (
+            ("--image-size", self.image_size),
+            ("--processes", self.processes),
+            ("--threads", self.threads),
+            ("--samples-per-shard", self.samples_per_shard),
+            ("--timeout", self.timeout),
+            ("--max-samples", 1 if self.max_samples is None else self.max_samples),
+        ):
+            if value < 1:
+                raise UsageError(f"{flag} must be at least 1")
+        if self.retries < 0:
+            raise UsageError("--retries must be at least 0")
 
     def identity(self) -> dict:
         """The options that change which samples end up in which shard, and how they look.

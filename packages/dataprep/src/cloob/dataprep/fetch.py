@@ -27,9 +27,10 @@ from cloob.dataprep.allowed_urls import REFUSED_MESSAGE, REFUSED_STATUS, fetchab
 from cloob.dataprep.config import DownloadOptions, SourceSpec
 from cloob.dataprep.download import IncompleteError, run_img2dataset
 from cloob.dataprep.engines import preflight
-from cloob.dataprep.layout import Layout, locked, pull_records, push_records
+from cloob.dataprep.layout import Layout, existing, locked, place, pull_records, push_records
 from cloob.dataprep.manifest import build_manifest, connect, record_run
 from cloob.dataprep.shards import complete_shards, remove_incomplete, write_sizes
+from cloob.dataprep.sources import Source
 
 # Parts of the list given to img2dataset: it reads each part whole, so bounded parts bound memory.
 PART_ROWS = 1_000_000
@@ -67,6 +68,51 @@ class Counts:
 
 # A source's list builder: writes the parquet list at the given path, returns a summary line.
 ListBuilder = Callable[[Path], str]
+
+
+def fetch_dataset(
+    out: str,
+    source: Callable[[Path], Source],
+    opts: DownloadOptions,
+    *,
+    force: bool = False,
+    work: Path | None = None,
+    storage_options: str | None = None,
+    say: Callable[[str], None] = print,
+) -> Counts:
+    """`dataprep fetch <source>`: where the dataset goes, the download options, then the
+    source's own inputs are checked in that order, before anything is written; a summary table
+    at the end."""
+    from cloob.dataprep.report import print_counts
+
+    root, data = place(out, work, storage_options)
+    opts.check()
+    preflight(opts.distributor)  # after the cheap checks: it may try to connect for a few seconds
+    chosen = source(root)
+    counts = fetch(root, chosen.spec, chosen.build_list, opts, data=data, force=force, say=say)
+    print_counts(data or str(root), counts)
+    return counts
+
+
+def retry_dataset(
+    dataset: str,
+    overrides: dict,
+    *,
+    work: Path | None = None,
+    storage_options: str | None = None,
+    say: Callable[[str], None] = print,
+) -> Counts:
+    """`dataprep retry DIR`: the options in `overrides` that are not None replace the fetch's;
+    a summary table at the end."""
+    from cloob.dataprep.report import print_counts
+
+    local, data = place(dataset, work, storage_options)
+    if data is None:
+        existing(dataset)
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    counts = retry(local, changed, data=data, say=say)
+    print_counts(dataset, counts)
+    return counts
 
 
 def fetch(

@@ -138,6 +138,34 @@ def pull_records(layout: Layout) -> None:
             (dataset / path.name).download(path)
 
 
+def place(
+    dataset: str, work: Path | None = None, storage_options: str | None = None
+) -> tuple[Path, str | None]:
+    """(local folder, dataset URL or None) for a dataset named on the command line (`--out` or
+    DIR): a dataset in an object store keeps its records in `work` (default: `default_work`)."""
+    storage.configure(storage_options)
+    storage.location(dataset)  # refuses schemes we do not support
+    if storage.is_remote(dataset):
+        return (work or default_work(dataset)).expanduser().absolute(), dataset.rstrip("/")
+    if work is not None:
+        raise UsageError("--work is for a dataset in an object store (--out s3://...)")
+    return Path(dataset).expanduser(), None
+
+
+def existing(dataset: str, work: Path | None = None, storage_options: str | None = None) -> Layout:
+    """The dataprep dataset at `dataset`; a remote one's records are first brought into its
+    working folder."""
+    local, data = place(dataset, work, storage_options)
+    layout = Layout(local, data)
+    if data:
+        storage.check_access(data)
+        with locked(local):
+            pull_records(layout)
+    if not layout.shards.is_dir() or not layout.made_by_dataprep():
+        raise UsageError(f"{dataset} is not a dataprep dataset directory (no shards/)")
+    return layout
+
+
 def default_work(data: str) -> Path:
     """Where a remote dataset's working folder goes unless --work says: beside the command."""
     return Path.cwd() / "dataprep-work" / data.split("://", 1)[1].strip("/").replace("/", "--")

@@ -7,7 +7,8 @@ is written under a temp name and renamed, so a list on disk is always complete.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,8 +17,23 @@ import pyarrow.parquet as pq
 from cloob.common.cli import UsageError
 from cloob.common.download import download, is_url
 from cloob.common.files import atomic_path
+from cloob.dataprep.config import SourceSpec
 
 LIST_COLUMNS = ("source_id", "url", "caption")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a fetch downloads: the source's recorded identity, and the builder that writes its url
+    list at a given path and returns a summary line."""
+
+    spec: SourceSpec
+    build_list: Callable[[Path], str]
+
+
+def identity(path_or_url: str) -> str:
+    """How an input is recorded in fetch.json: URLs as given, files by absolute path."""
+    return path_or_url if is_url(path_or_url) else str(Path(path_or_url).expanduser().resolve())
 
 
 def local_input(path_or_url: str, downloads: Path, what: str) -> Path:

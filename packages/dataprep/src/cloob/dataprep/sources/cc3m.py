@@ -14,7 +14,19 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from cloob.common.cli import UsageError
-from cloob.dataprep.sources import numbered, write_list
+from cloob.dataprep.config import SourceSpec
+from cloob.dataprep.layout import Layout
+from cloob.dataprep.sources import Source, identity, local_input, numbered, write_list
+
+
+def cc3m_source(tsv: str, root: Path) -> Source:
+    """`dataprep fetch cc3m --tsv TSV` into the dataset folder `root` (a URL downloads there)."""
+
+    def build(target: Path) -> str:
+        n = build_cc3m_list(local_input(tsv, Layout(root).sources, "CC3M TSV"), target)
+        return f"CC3M list: {n} rows"
+
+    return Source(SourceSpec("cc3m", {"tsv": identity(tsv)}), build)
 
 
 def read_cc3m(tsv: Path) -> Iterator[pa.RecordBatch]:

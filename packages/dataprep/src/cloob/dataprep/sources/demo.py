@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cloob.common import storage
 from cloob.common.cli import UsageError
 from cloob.common.files import write_json
 from cloob.dataprep.layout import Layout
@@ -86,6 +87,24 @@ class DemoDataset:
     tasks: dict[str, BenchmarkTask]
     manifest: Path
     samples: int
+
+
+def build_demo_folder(
+    out: str, samples: int, seed: int = 0, image_size: int = 64, per_class: int = 50
+) -> DemoDataset:
+    """`dataprep fetch demo --out OUT`: the checks a user's values need, then `build_demo`."""
+    if "://" in out:
+        storage.location(out)  # names what is wrong with the URL itself first
+        raise UsageError(f"{out}: fetch demo writes a local folder; build it there, then copy it")
+    if min(samples, image_size, per_class) < 1:
+        raise UsageError("--samples, --image-size and --per-class must be at least 1")
+    return build_demo(
+        Path(out).expanduser(),
+        samples=samples,
+        seed=seed,
+        image_size=image_size,
+        per_class=per_class,
+    )
 
 
 def build_demo(

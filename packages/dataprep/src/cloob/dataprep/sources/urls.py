@@ -14,9 +14,22 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from cloob.common.cli import UsageError
-from cloob.dataprep.sources import numbered, write_list
+from cloob.dataprep.config import SourceSpec
+from cloob.dataprep.sources import Source, identity, local_input, numbered, write_list
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl", "json")
+
+
+def urls_source(input: Path, url_col: str, caption_col: str) -> Source:
+    """`dataprep fetch urls --input LIST`: any list with a url and a caption column."""
+    input_format(input)  # before any download
+
+    def build(target: Path) -> str:
+        path = local_input(str(input), target.parent, "url list")
+        return f"url list: {build_urls_list(path, url_col, caption_col, target)} rows"
+
+    args = {"input": identity(str(input)), "url_col": url_col, "caption_col": caption_col}
+    return Source(SourceSpec("urls", args), build)
 
 
 def input_format(path: Path) -> str:

@@ -24,6 +24,9 @@ import pyarrow.csv as pacsv
 
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
+from cloob.dataprep.config import SourceSpec
+from cloob.dataprep.layout import Layout
+from cloob.dataprep.sources import Source, identity, local_input
 
 SUBSET_URL = "https://openaipublic.azureedge.net/clip/data/yfcc100m_subset_data.tsv.bz2"
 CAPTION_MODES = ("title", "description", "title+description")
@@ -55,6 +58,29 @@ class JoinReport:
     @property
     def missing(self) -> int:
         return self.subset_ids - self.matched
+
+
+def yfcc15m_source(metadata: str, subset: str | None, caption: str, root: Path) -> Source:
+    """`dataprep fetch yfcc15m`: the subset list (default OpenAI's) joined with the metadata."""
+    if caption not in CAPTION_MODES:
+        raise UsageError(f"--caption must be one of {', '.join(CAPTION_MODES)}")
+    subset = subset or SUBSET_URL
+
+    def build(target: Path) -> str:
+        sources = Layout(root).sources
+        r = build_yfcc_list(
+            local_input(subset, sources, "subset list"),
+            local_input(metadata, sources, "YFCC100M metadata"),
+            target,
+            caption,
+        )
+        return (
+            f"YFCC-15M list: {r.rows} photos ({r.subset_ids} subset ids, {r.missing} not in "
+            f"the metadata, {r.videos} videos dropped)"
+        )
+
+    args = {"subset": identity(subset), "metadata": identity(metadata), "caption": caption}
+    return Source(SourceSpec("yfcc15m", args, extra_columns=EXTRA_COLUMNS), build)
 
 
 def clean_text(text: str | None) -> str:
