@@ -133,8 +133,7 @@ def parse_error(cmd: DocCommand) -> str | None:
     """Why click refuses the command line, or None. Walks the sub-commands the way click does
     before invoking (Group.resolve_command, then the sub-command's make_context); no callback of
     a command runs. `--help` ends the walk cleanly (typer.Exit(0))."""
-    from typer import Exit
-    from typer._click.exceptions import ClickException, MissingParameter  # typer's vendored click
+    from typer import Exit, TyperException  # the public base of click's errors
 
     group = _root_command(cmd.tool)
     sink = io.StringIO()
@@ -150,10 +149,9 @@ def parse_error(cmd: DocCommand) -> str | None:
                 args = ctx._protected_args + ctx.args
     except Exit as done:
         return None if done.exit_code == 0 else f"{cmd}: exit {done.exit_code}"
-    except MissingParameter as err:
-        return None if cmd.elided else f"{cmd}: {err.format_message()}"
-    except ClickException as err:
-        return f"{cmd}: {err.format_message()}"
+    except TyperException as err:
+        missing = err.format_message().startswith("Missing ")  # a value left out of a "..." line
+        return None if missing and cmd.elided else f"{cmd}: {err.format_message()}"
     return None
 
 

@@ -138,7 +138,7 @@ def test_benchmarks_layout():
 def test_the_graph_sees_function_level_imports():
     g = graph()
     assert "data.metadata" in g["data.datasets"]  # imported inside resolve_task only
-    assert {"data.registry", "data.fetch", "data.train_splits"} <= g["cli"]
+    assert {"data.inventory", "data.fetch", "data.train_splits"} <= g["cli"]
 
 
 @pytest.mark.parametrize(

@@ -300,11 +300,20 @@ def _distinct_command_line() -> tuple[list[str], dict[str, object]]:
             value = [f"task-{i}-a", f"task-{i}-b"]
             argv += [w for v in value for w in (param.opts[0], v)]
         else:
-            kind = hints[param.name]
+            kind = _without_none(hints[param.name])
             value = 1000 + i if kind is int else 0.25 + i if kind is float else f"value-{i}"
             argv += [param.opts[0], str(value)]
         expected[param.name] = value
     return argv, expected
+
+
+def _without_none(hint: object) -> object:
+    """`int | None` → int; other hints as they are."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
 
 
 def test_every_option_reaches_its_field(monkeypatch):

@@ -3,9 +3,11 @@ that each command's config extends, so the shared knobs are defined once."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from cloob.benchmarks.reporting.stats import DEFAULT_BOOT
+DEFAULT_BOOT = 1000  # measured < 5% of an evaluation's wall time (docs/statistics.md)
 
 
 @dataclass(kw_only=True)  # keyword-only: each command's own fields stay positional before these
@@ -16,3 +18,12 @@ class EvalOptions:
     precision: str = "fp32"
     progress: bool = True
     bootstrap: int = DEFAULT_BOOT  # resamples for the 95% intervals and paired tests (0: none)
+
+    def resolved(self) -> dict[str, Any]:
+        """These options with `auto` device and precision made concrete (and checked), as keyword
+        arguments for a command's config."""
+        from cloob.common.precision import resolve, resolve_device
+
+        device = resolve_device(self.device)
+        precision = resolve(self.precision, device).name
+        return {**dataclasses.asdict(self), "device": device, "precision": precision}

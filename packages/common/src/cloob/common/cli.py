@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import typer
 
@@ -66,6 +66,14 @@ class Options(Generic[C]):
     a command's arguments, `GROUP.values(args)` gives them as a dict.
 
     With a `config`, every option is one of its fields and takes the field's default."""
+
+    @overload
+    def __init__(
+        self: Options[Any], panel: str | None = None, config: None = None, **options: Opt
+    ) -> None: ...
+
+    @overload
+    def __init__(self, panel: str | None, config: type[C], **options: Opt) -> None: ...
 
     def __init__(self, panel: str | None = None, config: type[C] | None = None, **options: Opt):
         if config is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -155,7 +156,13 @@ DEMO = Options(
         default=DEMO_SAMPLES,
     ),
 )
-SECTIONS = {"data": DATA, "model": MODEL, "optim": OPTIM, "eval": EVAL, "run": RUN}
+GROUPS: dict[str, Options[Any]] = {
+    "data": DATA,
+    "model": MODEL,
+    "optim": OPTIM,
+    "eval": EVAL,
+    "run": RUN,
+}
 EXPORT = Options(
     ckpt=arg("A checkpoint written by `trainer run` (.pt)."),
     out=opt("A new (or empty) folder for the hub layout."),
@@ -234,7 +241,7 @@ def run(
     from cloob.trainer.loop import train
 
     args = locals()
-    cfg = TrainConfig(**{section: group.build(args) for section, group in SECTIONS.items()})
+    cfg = TrainConfig(**{section: group.build(args) for section, group in GROUPS.items()})
     if wants_demo(cfg):
         if demo_samples <= 0:
             raise UsageError(f"--demo-samples must be positive, got {demo_samples}")

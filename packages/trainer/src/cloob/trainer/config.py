@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,18 +121,6 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return cls(**{k: kind(**d.get(k, {})) for k, kind in SECTIONS.items()})
 
-    @classmethod
-    def from_flat(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """From one flat mapping by field name (the CLI's options, each named as its field): every
-        section takes its own fields by keyword, so field order never matters; a field that is
-        missing from `values` is a KeyError, not a silent default. Other keys are ignored."""
-        return cls(
-            **{
-                k: kind(**{f.name: _plain(values[f.name]) for f in dataclasses.fields(kind)})
-                for k, kind in SECTIONS.items()
-            }
-        )
-
 
 SECTIONS: dict[str, Any] = {
     "data": DataConfig,
@@ -142,12 +129,6 @@ SECTIONS: dict[str, Any] = {
     "eval": EvalConfig,
     "run": RunConfig,
 }  # TrainConfig's fields
-
-
-def _plain(value: Any) -> Any:
-    return (
-        list(value) if isinstance(value, tuple) else value
-    )  # click gives repeated options as tuples
 
 
 def resolve_optim_defaults(optim: OptimConfig, vit: bool) -> OptimConfig:

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,41 @@ class FetchResult:
     status: str  # "fetched" | "present"
     n_images: int
     path: Path
+
+    @property
+    def line(self) -> str:  # what `benchmarks fetch` says about it
+        return f"{self.name}: {self.status}, {self.n_images} images → {self.path}"
+
+
+# ---------------------------------------------------------------- the command
+
+
+def fetch_test_sets(
+    names: list[str] | None,
+    cfg: FetchConfig,
+    imagenet: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """`benchmarks fetch [NAMES]`: each named dataset (default: all) made present under cfg.root,
+    one line each. ImageNet is prepared from `imagenet` (a local copy): without it a named
+    ImageNet is an error, an unnamed one is skipped."""
+    for spec in registry.select(names):
+        if spec.name != "imagenet":
+            result = fetch_dataset(spec, cfg)
+        elif imagenet is not None:
+            result = prepare_imagenet(imagenet, cfg)
+        elif (cfg.root / spec.name / SOURCE_FILE).is_file():
+            say("imagenet: present")
+            continue
+        elif registry.named(names):
+            raise UsageError(
+                "ImageNet is not downloadable: pass --imagenet PATH (a val/<wnid>/ folder, "
+                "or the raw val tar + devkit)"
+            )
+        else:
+            say("[yellow]imagenet: skipped[/] (pass --imagenet PATH to prepare it)")
+            continue
+        say(result.line)
 
 
 # ---------------------------------------------------------------- metadata

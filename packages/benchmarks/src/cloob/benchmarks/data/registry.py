@@ -85,6 +85,12 @@ def select(names: list[str] | None) -> list[DatasetSpec]:
     return [get(n.strip()) for n in flat]
 
 
+def named(names: list[str] | None) -> bool:
+    """Whether the user named datasets (rather than `all` or nothing): a named one that cannot be
+    had is an error, while `all` skips it with a word."""
+    return bool(names) and names != ["all"]
+
+
 def fetch_command(spec: DatasetSpec, root: str) -> str:
     """The command that makes `spec` present under `root` (for 'missing dataset' messages)."""
     if spec.name == "imagenet":

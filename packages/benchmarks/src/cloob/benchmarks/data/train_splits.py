@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,31 @@ OFFICIAL: dict[str, tuple[SourceFile, ...]] = {
         ),
     ),
 }
+
+
+def fetch_train_splits(
+    names: list[str] | None,
+    cfg: FetchConfig,
+    train_dir: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """`benchmarks fetch --linear-probe [NAMES]` (default: all): the official splits of each
+    dataset that has them, one line each; `--train-dir PATH` links the train folder of the one
+    dataset named instead."""
+    specs = registry.select(names)
+    if train_dir is not None:
+        if len(specs) != 1 or not registry.named(names):
+            raise UsageError("--train-dir links the train folder of one dataset: name exactly one")
+        say(link_train_folder(specs[0], train_dir, cfg).line)
+        return
+    for spec in specs:
+        if spec.name in OFFICIAL or registry.named(names):
+            say(fetch_probe_splits(spec, cfg).line)
+        else:
+            say(
+                f"[yellow]{spec.name}: skipped[/] (no downloadable train split; link one with "
+                f"benchmarks fetch {spec.name} --root {cfg.root} --train-dir PATH)"
+            )
 
 
 def fetch_probe_splits(

@@ -51,14 +51,18 @@ class Features:
             self.index = np.arange(len(self.labels))
 
 
+def check_feature_kind(kind: str) -> None:
+    if kind not in FEATURE_KINDS:
+        raise UsageError(f"unknown feature kind {kind!r}; choose from {', '.join(FEATURE_KINDS)}")
+
+
 @contextlib.contextmanager
 def image_feature_mode(model, kind: str) -> Iterator[str]:
     """Make `model.encode_image` return features of `kind`; yields the kind in words.
 
     A ViT's projection is swapped out for the duration (and always put back): open_clip computes the
     pooled token and its projection in one forward, with no hook point in between."""
-    if kind not in FEATURE_KINDS:
-        raise UsageError(f"unknown feature kind {kind!r}; choose from {', '.join(FEATURE_KINDS)}")
+    check_feature_kind(kind)
     visual = model.visual
     tower = type(visual).__name__
     if kind == "embedding":

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_BOOT = 1000  # measured < 5% of an evaluation's wall time (docs/statistics.md)
 DEFAULT_SEED = 0
 LEVEL = 0.95
 ITEMS = "_items"  # the record key under which a runner hands its Items to the report (not saved)
