@@ -121,7 +121,7 @@ def declared_in(module) -> Declared:
     from cloob.common import cli as common
 
     groups = [v for v in vars(module).values() if isinstance(v, Options)]
-    return Declared([*groups, common._root_options("any", "any")])
+    return Declared([*groups, common.version_options("any", "any")])
 
 
 def commands(command, path: str = ""):

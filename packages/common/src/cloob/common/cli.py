@@ -103,15 +103,18 @@ class Options(Generic[C]):
         """The option's own default, else its config field's, else `...` (typer's "required")."""
         if self.options[name].default is not UNSET:
             return self.options[name].default
-        for f in dataclasses.fields(self.config) if self.config else ():  # type: ignore[arg-type]
-            if f.name == name and f.default is not dataclasses.MISSING:
-                return f.default
-            if f.name == name and f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
+        fields = dataclasses.fields(self.config) if self.config else ()  # type: ignore[arg-type]
+        f = next((f for f in fields if f.name == name), None)
+        if f is not None and f.default is not dataclasses.MISSING:
+            return f.default
+        if f is not None and f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
         return ...
 
     def values(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """This group's options from a command's arguments (`locals()` or `ctx.params`)."""
+        """This group's options from a command's arguments: `locals()` at the top of its body, the
+        values as typer converted them (`ctx.params` holds click's raw ones on older typer: a Path
+        option as a str)."""
         missing = [name for name in self.options if name not in args]
         if missing:
             raise TypeError(f"the command does not take {', '.join(map(flag_of, missing))}")
@@ -125,9 +128,6 @@ class Options(Generic[C]):
 
     def __contains__(self, name: object) -> bool:
         return name in self.options
-
-    def __iter__(self):
-        return iter(self.options)
 
 
 def flag_of(name: str) -> str:
@@ -153,7 +153,7 @@ def package_version(dist: str) -> str:
 
 def make_app(name: str, help: str, dist: str | None = None) -> typer.Typer:  # typer's own word
     """A typer app with rich help and `-h`; called without a command it shows its help and exits 2.
-    With `dist` (a top-level app) it also has `--version`."""
+    With `dist` (a top-level app, not a group like `dataprep fetch`) it also has `--version`."""
     app = typer.Typer(
         name=name,
         help=help,
@@ -161,9 +161,7 @@ def make_app(name: str, help: str, dist: str | None = None) -> typer.Typer:  # t
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    root = _root_options(name, dist)
-
-    # A callback that runs without a command instead of click's `no_args_is_help`, whose
+    # Help without a command comes from a callback rather than click's `no_args_is_help`, whose
     # exception class typer does not export.
     if dist is None:
 
@@ -173,25 +171,29 @@ def make_app(name: str, help: str, dist: str | None = None) -> typer.Typer:  # t
 
         _group.__doc__ = help
     else:
+        top = version_options(name, dist)
 
         @app.callback(invoke_without_command=True)
-        def _root(ctx: typer.Context, version: bool = root.version) -> None:
+        def _top(ctx: typer.Context, version: bool = top.version) -> None:
             _help_without_command(ctx)
 
-        _root.__doc__ = help
+        _top.__doc__ = help
     return app
 
 
-def _root_options(name: str, dist: str | None) -> Options:
+def version_options(name: str, dist: str) -> Options:
+    """A top-level app's own option: `--version` prints `NAME VERSION` and exits."""
+
     def show_version(value: bool) -> None:
-        if value and dist:
+        if value:
             typer.echo(f"{name} {package_version(dist)}")
             raise typer.Exit()
 
-    version_flag = opt(
-        "Show the version and exit.", default=False, callback=show_version, is_eager=True
+    return Options(
+        version=opt(
+            "Show the version and exit.", default=False, callback=show_version, is_eager=True
+        )
     )
-    return Options(version=version_flag)
 
 
 def _help_without_command(ctx: typer.Context) -> None:
