@@ -35,9 +35,9 @@ from argparse import Namespace
 from pathlib import Path
 
 import torch
-from _common import markdown_table, report
-from photo_shards import photo_shards
 
+from bench._common import markdown_table, report
+from bench.tools.photo_shards import photo_shards
 from cloob.trainer import data as ours
 from cloob.trainer import transforms
 from cloob.trainer.config import DataConfig

@@ -12,8 +12,8 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _common import PeakBytes, fused_attention_on_meta, report, time_call
 
+from bench._common import PeakBytes, fused_attention_on_meta, report, time_call
 from cloob.trainer import losses as ours
 
 

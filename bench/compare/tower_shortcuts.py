@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 
 import open_clip
 import torch
-from _common import report, time_call
 
 import cloob.common.last_block as last_block
 import cloob.trainer.models  # noqa: F401 - registers the 64 px configs
+from bench._common import report, time_call
 from cloob.common.text import encode_text, install, trim_padding
 from cloob.dataprep.synthetic import describe, random_scene
 

@@ -26,8 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import report, run_measured
-
+from bench._common import report, run_measured
 from cloob.trainer.models import export_open_clip_dir
 
 SIDES = ("openclip", "ours-clip", "ours-cloob")

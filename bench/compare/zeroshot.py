@@ -15,10 +15,10 @@ from pathlib import Path
 
 import open_clip
 import torch
-from _common import report
 from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
 from torchvision.datasets import ImageFolder
 
+from bench._common import report
 from cloob.benchmarks.data.datasets import folder_task
 from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task

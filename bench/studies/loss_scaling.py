@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _common import PeakBytes, fused_attention_on_meta, report, time_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench._common import PeakBytes, fused_attention_on_meta, report, time_call
 from cloob.trainer import losses
 from cloob.trainer.loop import objective
 
