@@ -1,10 +1,10 @@
 """The Quick start from empty caches: a fresh clone, an empty uv cache, an empty demo cache.
 
-Clones the checkout's HEAD (commit first: the results record that commit) into a temporary folder and times, with
-`UV_CACHE_DIR` and `CLOOB_CACHE` pointing at empty folders there: the README's first command
-(installs the locked packages, builds the demo, trains, evaluates), the same command again (warm
-caches), and `uv run true` three times (what every later `uv run` costs). Downloads the locked
-wheels (torch among them: several GB) from the package index. Writes
+Clones the checkout's HEAD (commit first: the results record that commit) into a temporary folder
+and times, with `UV_CACHE_DIR` and `CLOOB_CACHE` pointing at empty folders there: the README's
+first command (installs the locked packages, builds the demo, trains, evaluates), the same command
+again (warm caches), and `uv run true` three times (what every later `uv run` costs). Downloads
+the locked wheels (torch among them: several GB) from the package index. Writes
 bench/results/quickstart_cold.json.
 
     uv run python -m bench.studies.quickstart_cold [--keep]
