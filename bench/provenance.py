@@ -63,17 +63,19 @@ def git(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
 
 
-def record(script: Path | None = None, measures: Sequence[str] = ()) -> dict[str, Any]:
+def record(
+    script: Path | None = None, measures: Sequence[str] = (), root: Path = ROOT
+) -> dict[str, Any]:
     """The provenance of a measurement made now by `script` (default: the running `__main__`)."""
     if script is None:
         script = Path(sys.modules["__main__"].__file__ or "")
     script = script.resolve()
-    rel = script.relative_to(ROOT).as_posix()
-    commit = git("rev-parse", "HEAD").stdout.strip()
-    changed = git("status", "--porcelain", "--", rel, *measures).stdout.splitlines()
+    rel = script.relative_to(root.resolve()).as_posix()
+    commit = git("rev-parse", "HEAD", root=root).stdout.strip()
+    changed = git("status", "--porcelain", "--", rel, *measures, root=root).stdout.splitlines()
     return {
         "commit": commit,
-        "date": git("show", "-s", "--format=%cs", commit).stdout.strip(),
+        "date": git("show", "-s", "--format=%cs", commit, root=root).stdout.strip(),
         "script": rel,
         "code": code_fingerprint(script.read_text(encoding="utf-8"), script.name),
         "measures": list(measures),
