@@ -8,7 +8,7 @@ scale 0.9-1, bicubic, OpenAI mean/std) and tokenizer, the same batch size and wo
 - `openclip`:   `open_clip_train.data.get_wds_dataset` with its own transform (float32 from the
   workers);
 - `ours-float`: the trainer's ShardStream with that same transform object (the path before
-  issue 24);
+  the uint8 transform);
 - `ours-uint8`: the trainer's ShardStream with `transforms.Uint8TrainTransform` (uint8 from the
   workers; float conversion and normalisation on the device, not counted here);
 - `ours-device`: the same with `--decode-on-device` (workers ship JPEG bytes + crop boxes; the
