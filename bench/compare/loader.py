@@ -20,7 +20,7 @@ timed. Sides alternate, the order rotating every round, and ratios are taken per
 samples/s per worker, bytes per sample crossing from the workers (every tensor of a batch), and a
 single-core breakdown of each path's stages (read, decode, augment, to-tensor, tokenize, collate).
 
-    uv run python bench/loader.py [--batch 32] [--workers 2] [--batches 20] [--rounds 5]
+    uv run python -m bench.compare.loader [--batch 32] [--workers 2] [--batches 20] [--rounds 5]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The baseline is written from the equations the way the reference implementation computes them:
 four separate Hopfield retrievals (each its own softmax and matmuls) and a leave-one-out
-logsumexp with the positive masked by a constant -1000. Run: `uv run python bench/loss.py`
+logsumexp with the positive masked by a constant -1000. Run: `OMP_NUM_THREADS=1 uv run python -m bench.compare.loss`
 (`--quick` for N ≤ 1024).
 """
 

@@ -2,7 +2,7 @@
 
 Both evaluate the same checkpoint on the same generated ImageFolder with the same transform,
 batch size and worker count, in this one process run. Accuracy must be identical.
-Run: `uv run python bench/zeroshot.py [--model RN50-quickgelu] [--images 256]`.
+Run: `uv run python -m bench.compare.zeroshot [--model RN50-quickgelu] [--images 256]`.
 """
 
 from __future__ import annotations

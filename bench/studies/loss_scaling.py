@@ -10,7 +10,7 @@ Two parts, one table each:
    same shapes.
 
 Goal: with --local-loss the per-rank cost falls about W-fold.
-Run: `uv run python bench/loss_scaling.py` (`--quick`: N = 512).
+Run: `uv run python -m bench.studies.loss_scaling` (`--quick`: N = 512).
 """
 
 from __future__ import annotations
