@@ -10,7 +10,8 @@ Every results file under `bench/results/` carries a `provenance` record (or one 
   change to what the script computes does;
 - `measures`: further paths whose code the measurement describes (a package module, a folder),
   compared by the same fingerprint;
-- `dirty`: which of the script and `measures` had uncommitted changes when it ran.
+- `dirty`: which files of `measures` had uncommitted changes when it ran (the script itself is
+  covered by `code`).
 
 `problems()` holds the staleness rule the docs test applies (CONTRIBUTING.md, "Benchmarks"): a
 results file is stale when its script's code changed since, when its commit is not an ancestor of
@@ -72,7 +73,8 @@ def record(
     script = script.resolve()
     rel = script.relative_to(root.resolve()).as_posix()
     commit = git("rev-parse", "HEAD", root=root).stdout.strip()
-    changed = git("status", "--porcelain", "--", rel, *measures, root=root).stdout.splitlines()
+    changed = git("status", "--porcelain", "--", *measures, root=root).stdout.splitlines()
+    changed = changed if measures else []  # no paths: git would list the whole tree
     return {
         "commit": commit,
         "date": git("show", "-s", "--format=%cs", commit, root=root).stdout.strip(),
