@@ -259,7 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(problems) or "every table matches its results file")
         return 1 if problems else 0
     for doc in DOCS:
-        if rewrite(doc):
+        try:
+            changed = rewrite(doc)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # a file or block that is wrong
+            print(f"error: {doc.relative_to(ROOT)}: {type(err).__name__}: {err}", file=sys.stderr)
+            return 2
+        if changed:
             print(f"rendered {doc.relative_to(ROOT)}")
     return 0
 
