@@ -18,7 +18,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -533,3 +535,116 @@ def test_a_measurement_of_another_history_or_of_uncommitted_code_fails(measured_
     assert provenance.problems({}, "n.json", root) == [
         "n.json: no provenance (which commit and script measured it?)"
     ]
+
+
+# ----------------------------------------------------------------------------- adding an objective
+
+TRAINER = ROOT / "packages" / "trainer" / "src" / "cloob" / "trainer"
+THROWAWAY_LOSS = '''
+
+def throwaway_loss(image_features, text_features, inv_tau, local=None):
+    """Twice InfoNCE: a test's objective."""
+    return 2 * clip_loss(image_features, text_features, inv_tau, local)
+
+
+class ThrowawayLoss(ContrastiveLoss):
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return throwaway_loss(image_features, text_features, inv_tau, local)
+
+
+'''
+
+
+def _overlay(tmp_path: Path, steps: set[int]) -> Path:
+    """A copy of cloob.trainer with the documented steps applied, found before the real one."""
+    overlay = tmp_path / f"overlay{''.join(map(str, sorted(steps)))}"
+    shutil.copytree(TRAINER, overlay / "cloob" / "trainer", ignore=shutil.ignore_patterns("*.pyc"))
+    losses = overlay / "cloob" / "trainer" / "losses.py"
+    methods = overlay / "cloob" / "trainer" / "methods.py"
+    if 2 in steps:  # name it in methods.DESCRIPTIONS
+        text = methods.read_text("utf-8")
+        anchor = "DESCRIPTIONS: dict[str, str] = {\n"
+        assert anchor in text
+        methods.write_text(text.replace(anchor, anchor + '    "throwaway": "twice InfoNCE",\n'))
+    if 3 in steps:  # the function and its ContrastiveLoss, added to _LOSSES under the same name
+        text = losses.read_text("utf-8")
+        anchor = "_LOSSES: dict[str, type[ContrastiveLoss]] = {\n"
+        assert anchor in text
+        text = text.replace(anchor, THROWAWAY_LOSS + anchor + '    "throwaway": ThrowawayLoss,\n')
+        losses.write_text(text)
+    return overlay
+
+
+def _python(overlay: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(overlay), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _objective_steps() -> str:
+    doc = (ROOT / "docs" / "architecture.md").read_text("utf-8")
+    return doc.split("### Adding an objective", 1)[1].split("###", 1)[0]
+
+
+def test_the_objective_steps_name_what_the_code_has():
+    """Fast: every name the steps use exists where they say (the slow test below follows them)."""
+    steps = _objective_steps()
+    methods = (TRAINER / "methods.py").read_text("utf-8")
+    losses = (TRAINER / "losses.py").read_text("utf-8")
+    for name, where in (
+        ("cloob.trainer.methods.DESCRIPTIONS", "DESCRIPTIONS: dict[str, str] = {" in methods),
+        ("_OWN_INV_TAU", "_OWN_INV_TAU = {" in methods),
+        ("ContrastiveLoss", "class ContrastiveLoss(nn.Module):" in losses),
+        ("_LOSSES", "_LOSSES: dict[str, type[ContrastiveLoss]] = {" in losses),
+        ("must list the same", "must list the same methods" in losses),
+    ):
+        assert name in steps, f"the steps no longer name {name}"
+        assert where, f"the code no longer has {name} where the steps say"
+
+
+@pytest.mark.slow  # two processes that import torch, one of them trains: ~1 min on 2 busy cores
+def test_the_documented_steps_add_an_objective(tmp_path):
+    """docs/architecture.md's "Adding an objective", followed on a throwaway objective: with
+    step 2 alone the trainer refuses to import; with steps 2 and 3 `--method throwaway` trains."""
+    half = _python(_overlay(tmp_path, {2}), "-c", "import cloob.trainer.losses")
+    assert half.returncode != 0
+    assert "cloob.trainer.methods and _LOSSES must list the same methods" in half.stderr
+
+    model = str(ROOT / "tests" / "trainer" / "micro.json")
+    run = _python(
+        _overlay(tmp_path, {2, 3}),
+        "-m",
+        "cloob.trainer.cli",
+        "run",
+        *("--method", "throwaway", "--model", model, "--dataset-type", "synthetic"),
+        *("--train-num-samples", "16", "--batch-size", "8", "--max-steps", "2", "--workers", "0"),
+        *("--logs", str(tmp_path / "logs"), "--name", "t", "--no-progress"),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    config = json.loads((tmp_path / "logs" / "t" / "config.json").read_text())
+    assert config["model"]["method"] == "throwaway"
+
+
+# ----------------------------------------------------------------------------- CONTRIBUTING
+
+
+def unlisted_helpers(contributing: Path = ROOT / "CONTRIBUTING.md", root: Path = ROOT) -> list[str]:
+    """tests/support modules that CONTRIBUTING's list of test helpers does not name."""
+    text = contributing.read_text(encoding="utf-8")
+    section = text.split("helpers in `tests/support/`", 1)[-1].split("\n- **", 1)[0]
+    modules = sorted(p.name for p in (root / "tests" / "support").glob("*.py"))
+    return [m for m in modules if m != "__init__.py" and f"`{m}`" not in section]
+
+
+def test_contributing_lists_every_test_helper():
+    assert unlisted_helpers() == []
+
+
+def test_helper_list_check_can_fail(tmp_path):
+    (tmp_path / "tests" / "support").mkdir(parents=True)
+    for name in ("__init__.py", "server.py", "new.py"):
+        (tmp_path / "tests" / "support" / name).write_text("")
+    doc = tmp_path / "C.md"
+    doc.write_text("- helpers in `tests/support/`: `server.py`.\n- **Next.** `new.py`\n", "utf-8")
+    assert unlisted_helpers(doc, tmp_path) == ["new.py"]
