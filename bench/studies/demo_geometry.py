@@ -6,7 +6,7 @@ runs `benchmarks analyze` and `benchmarks retrieval` on both checkpoints with th
 Writes bench/results/demo_geometry.json (one row per checkpoint: the analysis metrics and the
 retrieval mean recall) and copies analyze's pictures beside it, into bench/results/demo_geometry/.
 
-    uv run python -m bench.studies.demo_geometry [--seed 1234] [--work DIR]
+    uv run python -m bench.studies.demo_geometry [--seed 1234] [--work DIR] [-- TRAINER FLAGS]
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, help="training seed (default: the demo's)")
     p.add_argument("--work", type=Path, help="runs and logs (default: a temporary folder)")
+    p.add_argument("trainer_args", nargs="*", help="more trainer flags after `--` (a shorter run)")
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="demo-geometry-"))
     work.mkdir(parents=True, exist_ok=True)
     methods = ("clip", "cloob")
     seed = ["--seed", str(args.seed)] if args.seed is not None else []
     for m in methods:
-        cmd = ["uv", "run", "trainer", "run", "--method", m, *seed]
+        cmd = ["uv", "run", "trainer", "run", "--method", m, *seed, *args.trainer_args]
         run([*cmd, "--logs", str(work / "logs"), "--name", m], work / f"train-{m}.log")
     val = work / "demo-val"
     run(
@@ -94,10 +95,11 @@ def main() -> None:
     pictures.mkdir(parents=True, exist_ok=True)
     for name in PICTURES:
         shutil.copy(work / "analyze" / name, pictures / name)
+    flags = " ".join(["trainer run", *seed, *args.trainer_args])
     report(
         "demo_geometry",
         "Embedding geometry of the demo's CLIP and CLOOB checkpoints on 1,000 fresh scenes "
-        "(benchmarks analyze; retrieval mean recall)",
+        f"(benchmarks analyze; retrieval mean recall; `{flags}`)",
         ["checkpoint", *ANALYSIS.values(), "retrieval mean recall"],
         rows,
         extra={"seed": args.seed, "pictures": [f"demo_geometry/{n}" for n in PICTURES]},
