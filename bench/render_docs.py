@@ -189,11 +189,19 @@ def kind_spread(payload: dict[str, Any], options: dict[str, str]) -> str:
         rows[-1] += [_with_interval(r["tasks"].get(task)) for task in tasks]
     table = markdown(columns, rows, right=set(range(2, len(columns))))
     machines = "".join(
-        f"- {_machine_key(i)}: {e['label']}; "
+        f"- {_machine_key(i)}: {_own_label(e)}"
         + source_line({"machine": e["machine"]}, e["provenance"], f", `{e['command'].strip()}`")
         for i, e in enumerate(entries)
     )
     return table + "\n" + machines
+
+
+def _own_label(entry: dict[str, Any]) -> str:
+    """A machine's label when it says more than its CPU and core count (which the line shows)."""
+    m = entry["machine"]
+    return (
+        "" if entry["label"] == f"{m.get('cpu')}, {m.get('cores')} cores" else f"{entry['label']}; "
+    )
 
 
 def _rank(order: list[str], method: str) -> int:
