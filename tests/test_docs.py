@@ -648,3 +648,9 @@ def test_helper_list_check_can_fail(tmp_path):
     doc = tmp_path / "C.md"
     doc.write_text("- helpers in `tests/support/`: `server.py`.\n- **Next.** `new.py`\n", "utf-8")
     assert unlisted_helpers(doc, tmp_path) == ["new.py"]
+
+
+def test_bench_docs_links_and_named_files_lead_somewhere():
+    docs = [ROOT / "bench" / "gpu" / "README.md", ROOT / "bench" / "NOTES.md"]
+    assert link_problems(docs) == []
+    assert named_code_problems([docs[0]]) == []
