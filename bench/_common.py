@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_leaves
 from bench.provenance import RESULTS, record
 
 console = Console()
+_LOAD_AT_START = round(os.getloadavg()[0], 1)  # the script imports this first thing
 
 
 def machine() -> dict[str, object]:
@@ -46,7 +47,7 @@ def machine() -> dict[str, object]:
         "memory_gb": round(mem_gb, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "load_average": round(os.getloadavg()[0], 1),
+        "load_average": _LOAD_AT_START,
     }
     for mod in ("torch", "open_clip", "webdataset", "duckdb"):
         with contextlib.suppress(Exception):  # a module that is not installed is not reported
