@@ -5,9 +5,9 @@ Every results file under `bench/results/` carries a `provenance` record (or one 
 
 - `commit`: the git commit the measurement ran on (HEAD of the checkout);
 - `script`: the bench script that made it, relative to the repository root;
-- `code`: a fingerprint of that script's code — its syntax tree without docstrings and import
-  statements, so comments, formatting, docstrings, moves and import paths do not count, and any
-  change to what the script computes does;
+- `code`: a fingerprint of that script's code — its syntax tree without docstrings, import
+  statements and type annotations, so comments, formatting, docstrings, annotations, moves and
+  import paths do not count, and any change to what the script computes does;
 - `measures`: further paths whose code the measurement describes (a package module, a folder),
   compared by the same fingerprint;
 - `dirty`: which files of `measures` had uncommitted changes when it ran (the script itself is
@@ -36,9 +36,10 @@ RESULTS = ROOT / "bench" / "results"
 
 def code_fingerprint(source: str, name: str = "script.py") -> str:
     """sha256 (first 16 hex digits) of what a script computes. Python: the syntax tree minus
-    docstrings and imports; anything else (shell): the lines that are neither blank nor comments."""
+    docstrings, imports and type annotations; anything else (shell): the lines that are neither
+    blank nor comments."""
     if name.endswith(".py"):
-        tree = ast.parse(source)
+        tree = _Unannotated().visit(ast.parse(source))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if isinstance(body, list):
@@ -48,6 +49,29 @@ def code_fingerprint(source: str, name: str = "script.py") -> str:
         lines = (line.strip() for line in source.splitlines())
         text = "\n".join(line for line in lines if line and not line.startswith("#"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Unannotated(ast.NodeTransformer):
+    """Type annotations say nothing about what runs: `x: T = v` becomes `x = v`, `x: T` goes."""
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.annotation = None
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+        node.returns = None
+        self.generic_visit(node)
+        return node
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AsyncFunctionDef:
+        node.returns = None
+        self.generic_visit(node)
+        return node
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.stmt | None:
+        if node.value is None:
+            return None
+        return ast.Assign(targets=[node.target], value=self.visit(node.value), lineno=0)
 
 
 def _docstring_or_import(stmt: ast.stmt) -> bool:

@@ -501,12 +501,12 @@ def measured_repo(tmp_path):
     return root, payload
 
 
-def test_a_fresh_measurement_is_current_whatever_its_comments_and_imports(measured_repo):
+def test_a_fresh_measurement_is_current_whatever_its_comments_imports_and_types(measured_repo):
     root, payload = measured_repo
     script = root / "bench" / "m.py"
     assert payload["provenance"]["dirty"] == []
-    script.write_text('"""Measure, now documented."""\nimport sys  # moved\n\nN = 3  # same\n')
-    _git(root, "commit", "-qam", "comments, docstring, imports")
+    script.write_text('"""Measure, now documented."""\nimport sys  # moved\n\nN: int = 3  # same\n')
+    _git(root, "commit", "-qam", "comments, docstring, imports, annotations")
     assert provenance.problems(payload, "r.json", root) == []
 
 
