@@ -86,7 +86,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="demo-spread-"))
     work.mkdir(parents=True, exist_ok=True)
     prov = record(Path(__file__), MEASURES)  # before the runs: the code they ran
-    runs = []
+    runs: list[dict[str, object]] = []
     for seed in args.seeds:
         for method in args.methods:  # methods alternate within a seed: drift hits all alike
             name = f"{method}-s{seed}"
