@@ -7,6 +7,9 @@ Writes bench/results/demo_geometry.json (one row per checkpoint: the analysis me
 retrieval mean recall) and copies analyze's pictures beside it, into bench/results/demo_geometry/.
 
     uv run python -m bench.studies.demo_geometry [--seed 1234] [--work DIR] [-- TRAINER FLAGS]
+
+`--work DIR` keeps the runs; a second call with the same DIR (same checkout) reuses the checkpoints
+and scenes already there.
 """
 
 from __future__ import annotations
@@ -63,25 +66,26 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     methods = ("clip", "cloob")
     seed = ["--seed", str(args.seed)] if args.seed is not None else []
-    for m in methods:
-        cmd = ["uv", "run", "trainer", "run", "--method", m, *seed, *args.trainer_args]
-        run([*cmd, "--logs", str(work / "logs"), "--name", m], work / f"train-{m}.log")
+    for m in methods:  # a checkpoint already in --work (a run cut short later) is reused
+        if not (work / "logs" / m / "checkpoints" / "latest.pt").is_file():
+            cmd = ["uv", "run", "trainer", "run", "--method", m, *seed, *args.trainer_args]
+            run([*cmd, "--logs", str(work / "logs"), "--name", m], work / f"train-{m}.log")
     val = work / "demo-val"
-    run(
-        ["uv", "run", "dataprep", "fetch", "demo", "--out", str(val), "--samples", "1000"]
-        + ["--seed", "7"],
-        work / "demo-val.log",
-    )
+    if not val.is_dir():
+        run(
+            ["uv", "run", "dataprep", "fetch", "demo", "--out", str(val), "--samples", "1000"]
+            + ["--seed", "7"],
+            work / "demo-val.log",
+        )
     ckpts = [
         a for m in methods for a in ("--ckpt", str(work / "logs" / m / "checkpoints" / "latest.pt"))
     ]
-    inputs = ["--data", str(val), "--max-images", "1000"]
-    for task in ("analyze", "retrieval"):
-        out = work / task
-        run(
-            ["uv", "run", "benchmarks", task, *ckpts, *inputs, "--out", str(out)],
-            work / f"{task}.log",
-        )
+    for task, inputs in (
+        ("analyze", ["--data", str(val), "--max-images", "1000"]),
+        ("retrieval", ["--data", str(val)]),  # every scene: it has no --max-images
+    ):
+        cmd = ["uv", "run", "benchmarks", task, *ckpts, *inputs, "--out", str(work / task)]
+        run(cmd, work / f"{task}.log")
     analysis, retrieval = (
         records(work / "analyze" / "results.json"),
         records(work / "retrieval" / "results.json"),
