@@ -191,10 +191,15 @@ def kind_spread(payload: dict[str, Any], options: dict[str, str]) -> str:
     table = markdown(columns, rows, right=set(range(2, len(columns))))
     machines = "".join(
         f"- {_machine_key(i)}: {_own_label(e)}"
-        + source_line({"machine": e["machine"]}, e["provenance"], f", `{e['command'].strip()}`")
+        + source_line({"machine": e["machine"]}, e["provenance"], f", `{_command(e)}`")
         for i, e in enumerate(entries)
     )
     return table + "\n" + machines
+
+
+def _command(entry: dict[str, Any]) -> str:
+    """The runs' command as `trainer run …`: prose, not a line the docs test parses."""
+    return entry["command"].strip().removeprefix("uv run ")
 
 
 def _own_label(entry: dict[str, Any]) -> str:
