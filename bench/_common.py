@@ -23,10 +23,12 @@ from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from bench.provenance import RESULTS, record
+from bench.provenance import RESULTS, head, record
 
 console = Console()
-_LOAD_AT_START = round(os.getloadavg()[0], 1)  # the script imports this first thing
+# The script imports this first thing: what the machine and the checkout were when it started.
+_LOAD_AT_START = round(os.getloadavg()[0], 1)
+_COMMIT_AT_START = head()
 
 
 def machine() -> dict[str, object]:
@@ -123,7 +125,7 @@ def report(
         "benchmark": name,
         "title": title,
         "machine": machine(),
-        "provenance": record(measures=measures),
+        "provenance": record(measures=measures, commit=_COMMIT_AT_START),
         "columns": list(columns),
         "rows": [list(r) for r in rows],
         **(extra or {}),

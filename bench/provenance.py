@@ -88,15 +88,23 @@ def git(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
 
 
+def head(root: Path = ROOT) -> str:
+    return git("rev-parse", "HEAD", root=root).stdout.strip()
+
+
 def record(
-    script: Path | None = None, measures: Sequence[str] = (), root: Path = ROOT
+    script: Path | None = None,
+    measures: Sequence[str] = (),
+    root: Path = ROOT,
+    commit: str | None = None,
 ) -> dict[str, Any]:
-    """The provenance of a measurement made now by `script` (default: the running `__main__`)."""
+    """The provenance of a measurement made by `script` (default: the running `__main__`) from
+    `commit` (default: HEAD now; a script that runs long passes the HEAD it started at)."""
     if script is None:
         script = Path(sys.modules["__main__"].__file__ or "")
     script = script.resolve()
     rel = script.relative_to(root.resolve()).as_posix()
-    commit = git("rev-parse", "HEAD", root=root).stdout.strip()
+    commit = commit or head(root)
     changed = git("status", "--porcelain", "--", *measures, root=root).stdout.splitlines()
     changed = changed if measures else []  # no paths: git would list the whole tree
     return {

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._common import machine
-from bench.provenance import RESULTS, record
+from bench.provenance import RESULTS, head, record
 
 CHUNK = 500_000
 SUBSET_FRACTION = 14_829_396 / 100_000_000
@@ -217,6 +217,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     args = parser.parse_args()
     cache = Path(os.environ.get("BENCH_CACHE", "/tmp/cloob-bench-cache"))
+    started_at = head()
     payload = json.loads(OUT.read_text()) if OUT.exists() else {}
     runs = {m["metadata_rows"]: m for m in payload.get("measurements", [])}
     console = Console(width=150)
@@ -227,7 +228,7 @@ def main() -> None:
             runs[n] = {
                 **measure(info, cache),
                 "machine": machine(),
-                "provenance": record(None, MEASURES),
+                "provenance": record(None, MEASURES, commit=started_at),
             }
         payload = {
             "benchmark": "yfcc_join",
