@@ -1,4 +1,7 @@
-"""What every bench script shares: machine description, timing, peak memory, table + JSON output."""
+"""What every bench script shares: machine description, timing, peak memory, table + JSON output.
+
+Bench scripts run as modules from the repository root (`uv run python -m bench.compare.loader`),
+so they import this as `bench._common`."""
 
 from __future__ import annotations
 
@@ -20,12 +23,17 @@ from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.provenance import RESULTS, head, record
+
 console = Console()
+# The script imports this first thing: what the machine and the checkout were when it started.
+_LOAD_AT_START = round(os.getloadavg()[0], 1)
+_COMMIT_AT_START = head()
 
 
 def machine() -> dict[str, object]:
-    """Enough to tell two result files apart: CPU model, cores, memory, software versions."""
+    """Enough to tell two result files apart: CPU model, cores, memory, software versions, and
+    how busy the machine was when the script started (1-minute load average)."""
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -41,6 +49,7 @@ def machine() -> dict[str, object]:
         "memory_gb": round(mem_gb, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": _LOAD_AT_START,
     }
     for mod in ("torch", "open_clip", "webdataset", "duckdb"):
         with contextlib.suppress(Exception):  # a module that is not installed is not reported
@@ -100,8 +109,10 @@ def report(
     columns: Sequence[str],
     rows: Sequence[Sequence[object]],
     extra: dict[str, object] | None = None,
+    measures: Sequence[str] = (),
 ) -> Path:
-    """Print a rich table and write `bench/results/<name>.json` with the machine description."""
+    """Print a rich table and write `bench/results/<name>.json` with the machine description and
+    the provenance (`bench/provenance.py`: commit, script, the code it `measures`)."""
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="right" if col != columns[0] else "left")
@@ -114,6 +125,7 @@ def report(
         "benchmark": name,
         "title": title,
         "machine": machine(),
+        "provenance": record(measures=measures, commit=_COMMIT_AT_START),
         "columns": list(columns),
         "rows": [list(r) for r in rows],
         **(extra or {}),

@@ -42,7 +42,7 @@ def image_factory(http_root: Path) -> Callable[..., list[GeneratedImage]]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """One moto S3 server on 127.0.0.1 for the session (starting it costs ~1 s)."""
+    """One moto S3 server on 127.0.0.1 for the whole test run (starting it costs ~1 s)."""
     with S3Server() as server:
         yield server
 

@@ -1,4 +1,4 @@
-"""Docs that cannot drift (issue 27).
+"""Docs that cannot drift.
 
 - Every `dataprep|trainer|benchmarks …` command in README.md and docs/*.md (fenced code blocks,
   line continuations joined, and inline `uv run …` spans) parses against the real CLI: click's
@@ -6,18 +6,28 @@
   renamed sub-command fails here. Nothing is invoked: no callback runs, no file is read.
 - The module map in README.md names only paths that exist, and every module under packages/*/src.
 - Each section of docs/performance.md that holds a number names the bench script that made it.
+- Every measured table is rendered from its results file (bench/render_docs.py) and says so; a
+  table that differs from its file, or a file whose measurement no longer describes the code
+  (bench/provenance.py: the rule CONTRIBUTING.md states), fails.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from bench import provenance, render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -311,7 +321,7 @@ def test_performance_check_can_fail():
 
 # ----------------------------------------------------------------------------- links
 
-# Written on parallel branches of issue 27's session; linked already, checked once they exist.
+# Files linked before they exist (none today): checked once they do.
 PENDING: set[str] = set()
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -401,3 +411,244 @@ def test_named_code_check_can_fail(tmp_path):
         "d.md: no file tests/test_x.py",
         "d.md: no module cloob.common.gone",
     ]
+
+
+# ----------------------------------------------------------------------------- measured tables
+
+
+def test_every_rendered_table_matches_its_results_file():
+    """`uv run python -m bench.render_docs` rewrites the tables that differ."""
+    assert render_docs.differing() == []
+
+
+def test_the_docs_render_their_measured_tables():
+    files = {b.file for doc in render_docs.DOCS for b in render_docs.blocks(doc)}
+    assert {"demo_spread.json", "train_step.json", "loader.json", "loss.json"} <= files
+
+
+def test_every_rendered_results_file_still_describes_the_code():
+    files = sorted({b.file for doc in render_docs.DOCS for b in render_docs.blocks(doc)})
+    found = [p for f in files for p in provenance.problems(render_docs.load(f), f)]
+    assert found == []
+
+
+def test_every_results_file_records_where_it_came_from():
+    for path in sorted(provenance.RESULTS.glob("*.json")):
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        for label, prov in provenance.provenances(payload):
+            assert prov and {"commit", "script", "code"} <= set(prov), f"{path.name} {label}"
+
+
+def _doc_with_block(tmp_path: Path, results: Path, kind: str = "") -> Path:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# x\n\n<!-- results: r.json{kind} -->\n<!-- /results -->\n", "utf-8")
+    assert render_docs.rewrite(doc, results)
+    return doc
+
+
+def test_a_number_changed_in_the_results_file_alone_fails(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    payload = render_docs.load("train_step.json")
+    (results / "r.json").write_text(json.dumps(payload), "utf-8")
+    doc = _doc_with_block(tmp_path, results)
+    assert render_docs.differing([doc], results) == []
+    payload["rows"][0][1] += 1.0
+    (results / "r.json").write_text(json.dumps(payload), "utf-8")
+    (problem,) = render_docs.differing([doc], results)
+    assert problem.startswith("doc.md:3: table of r.json differs")
+
+
+def test_a_number_edited_in_the_doc_alone_fails(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "r.json").write_text(json.dumps(render_docs.load("loader.json")), "utf-8")
+    doc = _doc_with_block(tmp_path, results, " stages")
+    text = doc.read_text("utf-8")
+    edited = re.sub(r"\| (\d+)\.(\d+) \|", r"| \g<1>.9\2 |", text, count=1)
+    assert edited != text
+    doc.write_text(edited, "utf-8")
+    assert len(render_docs.differing([doc], results)) == 1
+
+
+def _git(root: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+    }
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    return subprocess.run(
+        ["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def measured_repo(tmp_path):
+    """A repository whose bench script measured `lib/code.py` at its first commit."""
+    root = tmp_path / "repo"
+    (root / "bench").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "bench" / "m.py").write_text('"""Measure."""\nimport os\n\nN = 3\n', "utf-8")
+    (root / "lib" / "code.py").write_text("def f():\n    return 1\n", "utf-8")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "first")
+    payload = {"provenance": provenance.record(root / "bench" / "m.py", ["lib"], root=root)}
+    return root, payload
+
+
+def test_a_fresh_measurement_is_current_whatever_its_comments_imports_and_types(measured_repo):
+    root, payload = measured_repo
+    script = root / "bench" / "m.py"
+    assert payload["provenance"]["dirty"] == []
+    script.write_text('"""Measure, now documented."""\nimport sys  # moved\n\nN: int = 3  # same\n')
+    _git(root, "commit", "-qam", "comments, docstring, imports, annotations")
+    assert provenance.problems(payload, "r.json", root) == []
+
+
+def test_a_stale_measurement_fails(measured_repo):
+    root, payload = measured_repo
+    (root / "bench" / "m.py").write_text('"""Measure."""\nimport os\n\nN = 4\n', "utf-8")
+    (root / "lib" / "code.py").write_text("def f():\n    return 2\n", "utf-8")
+    assert provenance.problems(payload, "r.json", root) == [
+        "r.json: bench/m.py changed since it measured (rerun it)",
+        f"r.json: code it measures changed since {payload['provenance']['commit'][:10]}: "
+        "lib/code.py",
+    ]
+
+
+def test_a_measurement_of_another_history_or_of_uncommitted_code_fails(measured_repo):
+    root, payload = measured_repo
+    (root / "lib" / "code.py").write_text("def f():\n    return 3\n", "utf-8")
+    dirty = provenance.record(root / "bench" / "m.py", ["lib"], root=root)
+    assert provenance.problems({"provenance": dirty}, "d.json", root)[0] == (
+        "d.json: measured uncommitted changes to lib/code.py"
+    )
+    elsewhere = {"provenance": {**payload["provenance"], "commit": "0" * 40}}
+    assert provenance.problems(elsewhere, "e.json", root) == [
+        f"e.json: measured commit {'0' * 10} is not in this branch's history"
+    ]
+    assert provenance.problems({}, "n.json", root) == [
+        "n.json: no provenance (which commit and script measured it?)"
+    ]
+
+
+# ----------------------------------------------------------------------------- adding an objective
+
+TRAINER = ROOT / "packages" / "trainer" / "src" / "cloob" / "trainer"
+THROWAWAY_LOSS = '''
+
+def throwaway_loss(image_features, text_features, inv_tau, local=None):
+    """Twice InfoNCE: a test's objective."""
+    return 2 * clip_loss(image_features, text_features, inv_tau, local)
+
+
+class ThrowawayLoss(ContrastiveLoss):
+    def forward(self, image_features, text_features, inv_tau, local=None):
+        return throwaway_loss(image_features, text_features, inv_tau, local)
+
+
+'''
+
+
+def _overlay(tmp_path: Path, steps: set[int]) -> Path:
+    """A copy of cloob.trainer with the documented steps applied, found before the real one."""
+    overlay = tmp_path / f"overlay{''.join(map(str, sorted(steps)))}"
+    shutil.copytree(TRAINER, overlay / "cloob" / "trainer", ignore=shutil.ignore_patterns("*.pyc"))
+    losses = overlay / "cloob" / "trainer" / "losses.py"
+    methods = overlay / "cloob" / "trainer" / "methods.py"
+    if 2 in steps:  # name it in methods.DESCRIPTIONS
+        text = methods.read_text("utf-8")
+        anchor = "DESCRIPTIONS: dict[str, str] = {\n"
+        assert anchor in text
+        methods.write_text(text.replace(anchor, anchor + '    "throwaway": "twice InfoNCE",\n'))
+    if 3 in steps:  # the function and its ContrastiveLoss, added to _LOSSES under the same name
+        text = losses.read_text("utf-8")
+        anchor = "_LOSSES: dict[str, type[ContrastiveLoss]] = {\n"
+        assert anchor in text
+        text = text.replace(anchor, THROWAWAY_LOSS + anchor + '    "throwaway": ThrowawayLoss,\n')
+        losses.write_text(text)
+    return overlay
+
+
+def _python(overlay: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(overlay), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _objective_steps() -> str:
+    doc = (ROOT / "docs" / "architecture.md").read_text("utf-8")
+    return doc.split("### Adding an objective", 1)[1].split("###", 1)[0]
+
+
+def test_the_objective_steps_name_what_the_code_has():
+    """Fast: every name the steps use exists where they say (the slow test below follows them)."""
+    steps = _objective_steps()
+    methods = (TRAINER / "methods.py").read_text("utf-8")
+    losses = (TRAINER / "losses.py").read_text("utf-8")
+    for name, where in (
+        ("cloob.trainer.methods.DESCRIPTIONS", "DESCRIPTIONS: dict[str, str] = {" in methods),
+        ("_OWN_INV_TAU", "_OWN_INV_TAU = {" in methods),
+        ("ContrastiveLoss", "class ContrastiveLoss(nn.Module):" in losses),
+        ("_LOSSES", "_LOSSES: dict[str, type[ContrastiveLoss]] = {" in losses),
+        ("must list the same", "must list the same methods" in losses),
+    ):
+        assert name in steps, f"the steps no longer name {name}"
+        assert where, f"the code no longer has {name} where the steps say"
+
+
+@pytest.mark.slow  # two processes that import torch, one of them trains: ~1 min on 2 busy cores
+def test_the_documented_steps_add_an_objective(tmp_path):
+    """docs/architecture.md's "Adding an objective", followed on a throwaway objective: with
+    step 2 alone the trainer refuses to import; with steps 2 and 3 `--method throwaway` trains."""
+    half = _python(_overlay(tmp_path, {2}), "-c", "import cloob.trainer.losses")
+    assert half.returncode != 0
+    assert "cloob.trainer.methods and _LOSSES must list the same methods" in half.stderr
+
+    model = str(ROOT / "tests" / "trainer" / "micro.json")
+    run = _python(
+        _overlay(tmp_path, {2, 3}),
+        "-m",
+        "cloob.trainer.cli",
+        "run",
+        *("--method", "throwaway", "--model", model, "--dataset-type", "synthetic"),
+        *("--train-num-samples", "16", "--batch-size", "8", "--max-steps", "2", "--workers", "0"),
+        *("--logs", str(tmp_path / "logs"), "--name", "t", "--no-progress"),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    config = json.loads((tmp_path / "logs" / "t" / "config.json").read_text())
+    assert config["model"]["method"] == "throwaway"
+
+
+# ----------------------------------------------------------------------------- CONTRIBUTING
+
+
+def unlisted_helpers(contributing: Path = ROOT / "CONTRIBUTING.md", root: Path = ROOT) -> list[str]:
+    """tests/support modules that CONTRIBUTING's list of test helpers does not name."""
+    text = contributing.read_text(encoding="utf-8")
+    section = text.split("helpers in `tests/support/`", 1)[-1].split("\n- **", 1)[0]
+    modules = sorted(p.name for p in (root / "tests" / "support").glob("*.py"))
+    return [m for m in modules if m != "__init__.py" and f"`{m}`" not in section]
+
+
+def test_contributing_lists_every_test_helper():
+    assert unlisted_helpers() == []
+
+
+def test_helper_list_check_can_fail(tmp_path):
+    (tmp_path / "tests" / "support").mkdir(parents=True)
+    for name in ("__init__.py", "server.py", "new.py"):
+        (tmp_path / "tests" / "support" / name).write_text("")
+    doc = tmp_path / "C.md"
+    doc.write_text("- helpers in `tests/support/`: `server.py`.\n- **Next.** `new.py`\n", "utf-8")
+    assert unlisted_helpers(doc, tmp_path) == ["new.py"]
+
+
+def test_bench_docs_links_and_named_files_lead_somewhere():
+    docs = [ROOT / "bench" / "gpu" / "README.md", ROOT / "bench" / "NOTES.md"]
+    assert link_problems(docs) == []
+    assert named_code_problems([docs[0]]) == []

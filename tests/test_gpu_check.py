@@ -1,4 +1,4 @@
-"""bench/gpu_check.py: the GPU acceptance plan checked without a GPU (--dry-run), and its pieces
+"""bench/gpu/gpu_check.py: the GPU acceptance plan checked without a GPU (--dry-run), and its pieces
 that turn output into numbers."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu"
 sys.path.insert(0, str(BENCH))
 import gpu_check  # noqa: E402
 import gpu_probe  # noqa: E402

@@ -1,11 +1,11 @@
-"""Every module the GPU check's path imports resolves on the lent machine: from its image
-(bench/gpu_image.py, from ../shared/reference/gpu-machine.md), the carried wheels, or our packages.
+"""Every module the GPU check's path imports resolves on the air-gapped GPU node: from its image
+(bench/gpu/gpu_image.py: IMAGE), the carried wheels, or our packages.
 
 Static, so it is fast: from the check's entry points (the bench scripts and the trainer CLI, the
 training loop, the demo and zero-shot modules it runs) every `import` of our code is followed,
 module-level and inside functions alike (a lazy import on the path runs too); every other import
 must be the standard library's or an allowed package's. An import that is provably off the path
-is listed in OFF_PATH with its reason. The slow tests/test_gpu_device_image.py proves the same by
+is listed in OFF_PATH with its reason. The slow tests/test_gpu_air_gapped.py proves the same by
 running the path in a look-alike of the image.
 """
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "gpu"))
 from gpu_image import CARRIED, IMAGE, IMAGE_PACKAGES, OURS  # noqa: E402
 
 BENCH_ROOTS = ("gpu_check", "gpu_probe", "gpu_measure")
@@ -65,7 +65,7 @@ def _imports(path: Path, module: str) -> list[str]:
 
 
 def path_imports(
-    bench: Path = ROOT / "bench",
+    bench: Path = ROOT / "bench" / "gpu",
     bench_roots: tuple[str, ...] = BENCH_ROOTS,
     module_roots: tuple[str, ...] = MODULE_ROOTS,
 ) -> dict[str, set[str]]:
@@ -95,7 +95,7 @@ def allowed() -> set[str]:
     return image | {n for names in CARRIED.values() for n in names} | set(OURS)
 
 
-def test_every_import_on_the_gpu_path_resolves_on_the_lent_machine():
+def test_every_import_on_the_gpu_path_resolves_on_the_air_gapped_node():
     found = path_imports()
     assert {"torch", "open_clip", "webdataset", "typer"} <= set(found)  # the walk sees the path
     stray = {

@@ -236,7 +236,7 @@ def test_labels_tell_trainer_runs_apart():
 
 def test_a_run_alone_is_still_named_for_its_run(tmp_path):
     """Two runs evaluated separately: each latest.pt exports under its run's name, so
-    clip_benchmark's rows (and the report tables) tell them apart (issue 25 item 5)."""
+    clip_benchmark's rows (and the report tables) tell them apart."""
     from cloob.benchmarks.models.checkpoints import LoadedModel
     from cloob.benchmarks.reporting.clip_benchmark_export import clip_benchmark_record
     from cloob.benchmarks.tasks.zeroshot.run import labels_for

@@ -16,8 +16,7 @@ from cloob.common.text import encode_text, install, trim_padding, trimmable
 CAPTIONS = ["a red circle", "a small blue square on a green background with a yellow border", "x"]
 
 
-# The paper-size towers are the slow set's (~3 min of the default suite's 66 at load 6-21, issue
-# 25):
+# The paper-size towers are the slow set's (they took minutes of the default suite's time):
 # the bundled families above run the same trimming code, the big ones only confirm it at size.
 @pytest.mark.parametrize(
     "name",

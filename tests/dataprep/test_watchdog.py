@@ -1,4 +1,4 @@
-"""The watchdog that ends img2dataset's child when the store stops answering (issue 23, 4a).
+"""The watchdog that ends img2dataset's child when the store stops answering.
 
 Real stores on 127.0.0.1 (moto; a port that accepts and never answers), a clock the test moves:
 a stall is a silent store AND a quiet child; a quiet child with a store that answers (a long shard

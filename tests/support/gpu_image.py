@@ -1,8 +1,9 @@
-"""A look-alike of the lent GPU machine's software, built here: a Python 3.12 venv holding only the
-image's packages that the GPU check imports (bench/gpu_image.py: IMAGE_PACKAGES, at uv.lock's
-versions with their own dependencies) and pip. Built once per package list and lock, then reused:
-`$CLOOB_GPU_IMAGE_CACHE` (default ~/.cache/cloob/gpu-image/<hash>). Building downloads torch for
-cp312 from PyPI the first time (minutes); `uv run python tests/support/gpu_image.py` prebuilds it.
+"""A look-alike of the air-gapped GPU node's software, built here: a Python 3.12 venv holding only
+the image's packages that the GPU check imports (bench/gpu/gpu_image.py: IMAGE_PACKAGES, at
+uv.lock's versions with their own dependencies) and pip. Built once per package list and lock,
+then reused: `$CLOOB_GPU_IMAGE_CACHE` (default ~/.cache/cloob/gpu-image/<hash>). Building downloads
+torch for cp312 from PyPI the first time (minutes); `uv run python tests/support/gpu_image.py`
+prebuilds it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "gpu"))
 from gpu_image import IMAGE_PACKAGES  # noqa: E402
 
 # uv does not find pyenv's interpreters by itself.

@@ -140,7 +140,7 @@ CASES = [
         "Invalid value for '--batch-size'",
     ),
     BadInput("unknown-option", lambda s: [*SYNTHETIC, "--colour", "red"], "No such option"),
-    # issue 23.2: a --report-to typo used to turn logging off silently (exit 0, no tensorboard/)
+    # a --report-to typo used to turn logging off silently (exit 0, no tensorboard/)
     BadInput(
         "report-to-typo",
         lambda s: [*SYNTHETIC, "--report-to", "tensorbaord"],

@@ -88,7 +88,7 @@ TEST_STACK = ("pyspark", "ray", "moto", "clip-benchmark", "hypothesis", "pytest"
 def test_the_first_command_installs_no_test_stack():
     """`uv run trainer run` syncs the workspace without dependency groups (default-groups = []):
     none of the test stack (~50 packages, pyspark built from source); `uv run --dev pytest` adds
-    it (issue 25 item 1)."""
+    it."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert project["tool"]["uv"]["default-groups"] == []
     assert "compile-bytecode" not in project["tool"]["uv"]  # uv would recompile on every `uv run`

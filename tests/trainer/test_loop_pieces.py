@@ -135,7 +135,7 @@ def test_tiny_configs_and_open_clip_local_dir(tmp_path):
 @pytest.mark.parametrize("method", ["clip", "cloob"])
 def test_torchcompile_trains_and_its_checkpoint_loads_in_open_clip(tmp_path, method):
     """Through the CLI in a child process, as a user runs it: a compiled backward leaves autograd
-    threads behind that would break the fork-based multi-rank tests later in the same session."""
+    threads behind that would break the fork-based multi-rank tests later in the same test run."""
     import json
     import subprocess
     import sys

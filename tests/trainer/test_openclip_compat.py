@@ -1,4 +1,4 @@
-"""OpenCLIP users keep their launch lines and their dashboards (issue 25 items 3-4, issue 23.2)."""
+"""OpenCLIP users keep their launch lines and their dashboards."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ to the device:
   non-blocking and does ToTensor's and Normalize's arithmetic there, in their order, so a crop
   gives bit-identical floats to the CPU path's for the same uint8 pixels.
 
-Measured choices (bench/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never applies at
+Measured choices (bench/compare/loader.py, bench/NOTES.md): PIL's JPEG `draft()` never applies at
 img2dataset's 256 px (a 224 crop of ≥ 90% of the area needs the full-scale DCT), so it is not used.
 
 Optionally (`trainer run --decode-on-device`, off by default: unmeasured on GPUs) the workers do

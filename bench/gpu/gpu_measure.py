@@ -1,7 +1,7 @@
 """The card's side of the GPU check, one JSON line on stdout: the device, its measured dense bf16
 matmul rate (an N³ matmul, N = 8192 on a GPU) and the model's training FLOPs per sample.
 
-    python3 -m gpu_measure --model RN50-quickgelu --matmul-n 8192   # with bench/ on PYTHONPATH
+    python3 -m gpu_measure --model RN50-quickgelu --matmul-n 8192   # with bench/gpu/ on PYTHONPATH
 
 Training FLOPs = 3 × the forward's (image tower at its input size + text tower at its full context,
 counted by torch's FlopCounterMode on one sample): the nominal count MFU is usually quoted with (our

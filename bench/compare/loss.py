@@ -2,8 +2,8 @@
 
 The baseline is written from the equations the way the reference implementation computes them:
 four separate Hopfield retrievals (each its own softmax and matmuls) and a leave-one-out
-logsumexp with the positive masked by a constant -1000. Run: `uv run python bench/loss.py`
-(`--quick` for N ≤ 1024).
+logsumexp with the positive masked by a constant -1000.
+Run: `OMP_NUM_THREADS=1 uv run python -m bench.compare.loss` (`--quick` for N ≤ 1024).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _common import PeakBytes, fused_attention_on_meta, report, time_call
 
+from bench._common import PeakBytes, fused_attention_on_meta, report, time_call
 from cloob.trainer import losses as ours
 
 

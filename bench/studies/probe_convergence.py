@@ -5,9 +5,10 @@ scaled where a 2-core machine cannot fit the real size): class means in a low-di
 anisotropic noise with a decaying spectrum and a large shared offset, as CLIP features have. Runs
 `linear_probe.probe` with warm starts (the code) and with every fit cold (the code before), in the
 same process, alternating, and prints per dataset: unconverged fits in the search, whether the final
-fit converged, total L-BFGS iterations, wall-time ratio, chosen λ and test top-1 of both.
+fit converged, total L-BFGS iterations, wall-time ratio, chosen λ and test top-1 of both; writes
+bench/results/probe_convergence.json.
 
-    uv run python bench/probe_convergence.py [--scale 0.25] [--dim 256] [--max-iter 1000]
+    OMP_NUM_THREADS=1 uv run python -m bench.studies.probe_convergence [--scale 0.25] [--dim 256]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from unittest import mock
 
 import numpy as np
 
+from bench._common import report
 from cloob.benchmarks.tasks.linear_probe import protocol as lp
 
 # name: (train, val (0 = carved), test, classes) at full size (CLIP's splits / the fetched ones)
@@ -76,25 +78,39 @@ def main() -> None:
     ap.add_argument("--max-iter", type=int, default=1000)
     ap.add_argument("--datasets", default=",".join(SHAPES))
     args = ap.parse_args()
-    print(f"scale {args.scale}, dim {args.dim}, max_iter {args.max_iter}")
-    print(
-        "dataset | fits | unconverged cold / warm | final converged cold / warm "
-        "| iterations cold / warm "
-        "| time warm/cold | λ cold / warm | top-1 cold / warm"
-    )
+    rows = []
     for name in args.datasets.split(","):
         data = dataset(name, args.scale, args.dim)
         cold, it_cold, t_cold = run(data, args.max_iter, warm=False)
         warm, it_warm, t_warm = run(data, args.max_iter, warm=True)
-        print(
-            f"{name} | {len(cold.search) + 1} | "
-            f"{cold.unconverged_search_fits + (not cold.converged)} / "
-            f"{warm.unconverged_search_fits + (not warm.converged)} | {cold.converged} / "
-            f"{warm.converged} | "
-            f"{it_cold} / {it_warm} | {t_warm / t_cold:.2f} | {cold.lam:.3g} / {warm.lam:.3g} | "
-            f"{100 * cold.metrics['acc1']:.2f} / {100 * warm.metrics['acc1']:.2f}",
-            flush=True,
+        rows.append(
+            [
+                name,
+                len(cold.search) + 1,
+                f"{cold.unconverged_search_fits + (not cold.converged)} / "
+                f"{warm.unconverged_search_fits + (not warm.converged)}",
+                f"{it_cold} / {it_warm}",
+                t_warm / t_cold,
+                f"{cold.lam:.3g} / {warm.lam:.3g}",
+                f"{100 * cold.metrics['acc1']:.2f} / {100 * warm.metrics['acc1']:.2f}",
+            ]
         )
+    report(
+        "probe_convergence",
+        f"Linear-probe L-BFGS along CLIP's λ search, cold vs warm starts (synthetic features at "
+        f"{args.scale} of the datasets' sizes, {args.dim}-d, max_iter {args.max_iter})",
+        [
+            "dataset",
+            "fits",
+            "unconverged cold / warm",
+            "L-BFGS iterations cold / warm",
+            "time warm ÷ cold",
+            "λ cold / warm",
+            "test top-1 cold / warm",
+        ],
+        rows,
+        extra={"settings": vars(args)},
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """CPU training-step throughput of a tiny config for clip vs cloob (model + loss + AdamW, no data).
 
-    uv run python bench/cpu_step.py [--model tiny-vit] [--batch 32] [--steps 10]
+    uv run python -m bench.studies.cpu_step [--model tiny-vit] [--batch 32] [--steps 10]
 
-Methods alternate round by round so a noisy shared machine affects both alike."""
+Methods alternate round by round so a noisy shared machine affects both alike. Writes
+bench/results/cpu_step.json."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 
 import torch
 
+from bench._common import report
 from cloob.trainer import losses, models
 from cloob.trainer.optim import make_optimizer, param_groups
 
@@ -55,9 +57,15 @@ rates: dict[str, list[float]] = {m: [] for m in setups}
 for _ in range(args.rounds):
     for method in setups:
         rates[method].append(run(method, args.steps))
-for method, r in rates.items():
-    print(
-        f"{args.model} {method:5s} batch {args.batch}: best {max(r):6.1f} samples/s "
-        f"(rounds: {', '.join(f'{x:.1f}' for x in r)})"
-    )
-print(f"cloob/clip ratio (best): {max(rates['cloob']) / max(rates['clip']):.3f}")
+threads = torch.get_num_threads()
+report(
+    "cpu_step",
+    f"{args.model} training step without data (model + objective + AdamW), batch {args.batch}, "
+    f"{threads} intra-op thread(s), best of {args.rounds} rounds",
+    ["method", "samples/s (best)", "samples/s per round", "step time ÷ clip"],
+    [
+        [m, max(r), ", ".join(f"{x:.1f}" for x in r), max(rates["clip"]) / max(r)]
+        for m, r in rates.items()
+    ],
+    extra={"settings": {**vars(args), "threads": threads}},
+)

@@ -11,7 +11,7 @@ every step; OpenCLIP: its per-step log lines). Sides alternate within each round
 reverses every round, so a noisy shared machine affects all alike; ratios are taken per round.
 Shards are cached under $BENCH_CACHE (default /tmp/cloob-bench-cache).
 
-    uv run python bench/train_step.py [--batch 32] [--workers 2] [--steps 40] [--rounds 2]
+    uv run python -m bench.compare.train_step [--batch 32] [--workers 2] [--steps 40] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import report, run_measured
-
+from bench._common import report, run_measured
 from cloob.trainer.models import export_open_clip_dir
 
 SIDES = ("openclip", "ours-clip", "ours-cloob")

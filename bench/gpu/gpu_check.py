@@ -1,11 +1,11 @@
-"""GPU acceptance in one go, sized to the lent machine: ≤ 6 minutes on one H200 with the defaults.
+"""GPU acceptance in one go, sized for a short run: ≤ 6 minutes on one H200 with the defaults.
 
 Steps, each with its own timeout, in this order of importance (a failing step is recorded and the
 next one runs;
 a step that would start past the budget is recorded as skipped):
 
 1. `card`: the device, its measured bf16 matmul rate (8192³) and the model's training FLOPs per
-   sample (bench/gpu_measure.py);
+   sample (gpu_measure.py);
 2. `readme`: the README's first command with its arguments unchanged (`trainer run --method cloob`:
    the demo data, auto precision, zero-shot table) — must exit 0 and print its table;
 3. RN50 at 224 px on synthetic data: ours CLIP and CLOOB, samples/s for `amp_bf16`, then `amp`, and
@@ -16,18 +16,18 @@ a step that would start past the budget is recorded as skipped):
 Per run: samples/s (the trainer's logged windows after the first; OpenCLIP's "Batch (t)" windows
 after the first), MFU = samples/s × training FLOPs per sample against the measured matmul rate and
 against the datasheet's dense bf16 peak, peak GPU memory, and the share of step time the training
-loop waited on its data loader (bench/gpu_probe.py times every DataLoader `next()`, the same way
+loop waited on its data loader (gpu_probe.py times every DataLoader `next()`, the same way
 for both trainers; OpenCLIP's own "Data (t)" share is kept beside it).
 
-Every step runs as `python -m ...` under the interpreter that runs this script (bench/gpu_probe.py
+Every step runs as `python -m ...` under the interpreter that runs this script (gpu_probe.py
 wraps each one to read memory and loader waits). Results are rewritten as each step ends, so a
 killed run still returns what it measured: `gpu_check.json` (everything), `gpu_check.md` (the
 table) and `gpu_check.log` (each step's output, tail) in `$OUT` when set, else `bench/results/`.
 
-    bash bench/gpu_check.sh --device-image      # on the lent machine (docs/gpu.md)
-    bash bench/gpu_check.sh                     # here or on a GPU box with uv
-    bash bench/gpu_check.sh --cpu               # the same steps, micro models, 3 steps, on the CPU
-    bash bench/gpu_check.sh --dry-run           # the commands (every trainer command parsed)
+    bash bench/gpu/gpu_check.sh --air-gapped    # on an air-gapped GPU node (README.md here)
+    bash bench/gpu/gpu_check.sh                 # on a GPU box with uv
+    bash bench/gpu/gpu_check.sh --cpu           # the same steps, micro models, 3 steps, on the CPU
+    bash bench/gpu/gpu_check.sh --dry-run       # the commands (every trainer command parsed)
 
 Settings (environment): NPROC=1 BATCH=256 STEPS=50 WORKERS=12 BUDGET_S=345; PEAK_TFLOPS to
 override the datasheet peak of an unlisted card.
@@ -50,8 +50,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent  # gpu_probe and gpu_measure run as modules from here
 README_COMMAND = "uv run trainer run --method cloob"  # as the README writes it
 README_ARGS = ["run", "--method", "cloob"]
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, by device-name substring (datasheets).
@@ -582,7 +582,7 @@ def main() -> None:
         return
     logs = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     steps = plan(s, logs)
-    results = Path(os.environ["OUT"]) if os.environ.get("OUT") else BENCH / "results"
+    results = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "bench" / "results"
     payload = run_all(s, steps, logs, results)
     print(markdown(payload))
     failed = [r["label"] for r in payload["steps"] if r["status"] != "ok"]

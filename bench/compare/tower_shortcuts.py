@@ -6,7 +6,7 @@ thread): RN50's text tower (77-token context, 12 layers), tiny-vit's text tower 
 4 layers), the ViT image towers of tiny-vit (64 px) and ViT-B/32 (224 px), and a whole tiny-vit
 training forward+backward. Each row: plain open_clip, then each shortcut added in turn ("+ text
 trim" = trimmed, the last block still run at every token). The variants take turns in 3 rounds.
-Run: `OMP_NUM_THREADS=1 uv run python bench/tower_shortcuts.py`.
+Run: `OMP_NUM_THREADS=1 uv run python -m bench.compare.tower_shortcuts`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 
 import open_clip
 import torch
-from _common import report, time_call
 
 import cloob.common.last_block as last_block
 import cloob.trainer.models  # noqa: F401 - registers the 64 px configs
+from bench._common import report, time_call
 from cloob.common.text import encode_text, install, trim_padding
 from cloob.dataprep.synthetic import describe, random_scene
 

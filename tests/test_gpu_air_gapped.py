@@ -1,5 +1,5 @@
-"""The GPU check's device entry point, run here as the lent machine will run it: a Python 3.12
-look-alike of its image (tests/support/gpu_image.py), the carried wheels installed with
+"""The GPU check's air-gapped entry point, run here as an air-gapped GPU node runs it: a Python
+3.12 look-alike of the node's image (tests/support/gpu_image.py), the carried wheels installed with
 --no-index, no uv on PATH, no package index (PIP_NO_INDEX=1, no pip config) and, where this
 machine allows a network namespace, no network at all (loopback only) — in the CPU mode: micro
 models, 3 steps, the same steps and the same result files."""
@@ -17,16 +17,16 @@ import pytest
 
 from support.gpu_image import ROOT, image_venv, python312
 
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "gpu"))
 from gpu_check import Settings, plan  # noqa: E402
 from gpu_image import WHEEL_DIR  # noqa: E402
 
 
 def _carried_tree(dest: Path, venv_python: Path) -> Path:
-    """What the run tool ships: the tree git sees (tracked and untracked, not ignored) plus the
-    one ignored path that travels, `.whl/` (downloaded here by bench/gpu_wheels.py)."""
+    """What is copied to the node: the tree git sees (tracked and untracked, not ignored) plus
+    the one ignored folder that goes with it, `.whl/` (downloaded by bench/gpu/gpu_wheels.py)."""
     subprocess.run(
-        [str(venv_python), str(ROOT / "bench" / "gpu_wheels.py")],
+        [str(venv_python), str(ROOT / "bench" / "gpu" / "gpu_wheels.py")],
         check=True,
         capture_output=True,
         timeout=600,
@@ -59,11 +59,11 @@ def _no_network(cmd: list[str]) -> tuple[list[str], bool]:
     return cmd, False
 
 
-@pytest.mark.device_image
+@pytest.mark.air_gapped
 @pytest.mark.slow  # builds (once) a 3.12 venv with torch, then ~10 CPU training runs: 10-20 min
 @pytest.mark.timeout(3600)
 @pytest.mark.skipif(python312() is None, reason="needs a Python 3.12 interpreter (CLOOB_PY312)")
-def test_device_entry_point_runs_in_the_image_without_uv_or_network(tmp_path):
+def test_air_gapped_entry_point_runs_in_the_image_without_uv_or_network(tmp_path):
     venv = image_venv()
     tree = _carried_tree(tmp_path / "tree", venv / "bin" / "python3")
     bin_dir = tmp_path / "bin"  # the image's python3 first on PATH, then the system's tools
@@ -86,7 +86,7 @@ def test_device_entry_point_runs_in_the_image_without_uv_or_network(tmp_path):
         "CLOOB_CACHE": str(tmp_path / "cache"),
         "LANG": "C.UTF-8",
     }
-    cmd, isolated = _no_network(["bash", "bench/gpu_check.sh", "--device-image", "--cpu"])
+    cmd, isolated = _no_network(["bash", "bench/gpu/gpu_check.sh", "--air-gapped", "--cpu"])
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=3300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

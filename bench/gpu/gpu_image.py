@@ -1,14 +1,16 @@
-"""What the lent GPU machine's `python3` (3.12) holds, and what must travel to it as wheels.
+"""What the air-gapped GPU node's `python3` (3.12) must hold, and what travels to it as wheels.
 
-One list for the three places that need it: `bench/gpu_wheels.py` downloads `CARRIED` here,
+The node this check is built for has a Python 3.12 with torch (CUDA) and the common scientific
+stack installed system-wide — its image, `IMAGE` below — and no package index. One list for the
+three places that need it: `bench/gpu/gpu_wheels.py` downloads `CARRIED` on a connected machine,
 `tests/support/gpu_image.py` builds a look-alike of the image from `IMAGE_PACKAGES` (those of the
 image's packages that the GPU check's path imports), and `tests/test_gpu_image_imports.py` checks
-that nothing else is imported. Source: ../shared/reference/gpu-machine.md.
+that nothing else is imported. bench/gpu/README.md says how to run the check.
 """
 
 from __future__ import annotations
 
-# Distributions the image's python3 holds (gpu-machine.md), with the import names they provide.
+# Distributions the node's python3 holds, with the import names they provide.
 IMAGE: dict[str, tuple[str, ...]] = {
     "torch": ("torch", "torchgen", "functorch"),
     "torchvision": ("torchvision",),
@@ -67,7 +69,7 @@ IMAGE_PACKAGES = (
 
 # Not in the image, needed by the path: carried as cp312 manylinux x86-64 wheels (`.whl/`), pinned
 # to the versions of uv.lock. duckdb is only for the README's first command: building the demo
-# writes its DuckDB manifest (cloob.dataprep.manifest); see docs/gpu.md for why it travels.
+# writes its DuckDB manifest (cloob.dataprep.manifest); bench/gpu/README.md says why it travels.
 CARRIED: dict[str, tuple[str, ...]] = {
     "open-clip-torch": ("open_clip", "open_clip_train"),
     "webdataset": ("webdataset", "wids"),
@@ -81,4 +83,6 @@ CARRIED: dict[str, tuple[str, ...]] = {
 OURS = ("cloob",)
 
 WHEEL_DIR = ".whl"
+# A guard, not a limit of the node: the check needs a few small wheels, so a set larger than this
+# means a dependency slipped onto the path.
 WHEEL_BUDGET_MIB = 30

@@ -1,5 +1,5 @@
 """Run a module as `python -m MODULE ARGS...` would, and write what it cost: peak GPU memory and
-how long the training loop waited on its data loader. Used by bench/gpu_check.py for every step:
+how long the training loop waited on its data loader. Used by gpu_check.py for every step:
 
     python3 -m torch.distributed.run ... -m gpu_probe cloob.trainer.cli run ...
 

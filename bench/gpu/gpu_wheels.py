@@ -1,11 +1,11 @@
-"""Download, here, the wheels the lent GPU machine lacks (bench/gpu_image.py: CARRIED) into `.whl/`.
+"""Download, on a machine that reaches PyPI, the wheels the air-gapped GPU node lacks into `.whl/`.
 
-cp312, manylinux x86-64, no dependencies (each missing one is named in CARRIED), at uv.lock's
-versions; one version of each. Checks that they fit the budget (30 MiB, so the working tree and the
-wheels stay well under the 64 MiB that travels), then prints the one command to run there and the
-ignored paths that must travel with the tree (`carry`). Needs a pip and PyPI; nothing else.
+The packages are `CARRIED` in bench/gpu/gpu_image.py: cp312, manylinux x86-64, no dependencies
+(each missing one is named in CARRIED), at uv.lock's versions; one version of each. Checks that
+they fit `WHEEL_BUDGET_MIB` (a guard against a dependency slipping onto the path), then prints
+what to copy to the node and the command to run there. Needs a pip and PyPI; nothing else.
 
-    python3 bench/gpu_wheels.py          # see docs/gpu.md
+    python3 bench/gpu/gpu_wheels.py          # see bench/gpu/README.md
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_image import CARRIED, WHEEL_BUDGET_MIB, WHEEL_DIR  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = [
     "--only-binary=:all:",
     "--no-deps",
@@ -36,8 +36,7 @@ PLATFORM = [
     "--platform",
     "manylinux2014_x86_64",
 ]
-DEVICE_COMMAND = "bash bench/gpu_check.sh --device-image"
-TIMEOUT_S = 420  # the run tool's timeout_s: the check's 345 s budget, the wheels' install, margin
+NODE_COMMAND = "bash bench/gpu/gpu_check.sh --air-gapped"
 
 
 def locked_versions(lock: Path = ROOT / "uv.lock") -> dict[str, str]:
@@ -107,7 +106,10 @@ def main() -> None:
             f"error: {WHEEL_DIR}/ holds {total / 2**20:.1f} MiB, over the "
             f"{WHEEL_BUDGET_MIB} MiB budget"
         )
-    print(f'\nthere:   {DEVICE_COMMAND}\ncarry:   ["{WHEEL_DIR}"]\ntimeout_s: {TIMEOUT_S}')
+    print(
+        f"\ncopy this checkout with {WHEEL_DIR}/ to the GPU node (git ignores {WHEEL_DIR}/: copy "
+        f"the folder, not a clone), then run there:\n    {NODE_COMMAND}"
+    )
 
 
 if __name__ == "__main__":

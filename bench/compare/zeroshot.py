@@ -2,7 +2,7 @@
 
 Both evaluate the same checkpoint on the same generated ImageFolder with the same transform,
 batch size and worker count, in this one process run. Accuracy must be identical.
-Run: `uv run python bench/zeroshot.py [--model RN50-quickgelu] [--images 256]`.
+Run: `uv run python -m bench.compare.zeroshot [--model RN50-quickgelu] [--images 256]`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import open_clip
 import torch
-from _common import report
 from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
 from torchvision.datasets import ImageFolder
 
+from bench._common import report
 from cloob.benchmarks.data.datasets import folder_task
 from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task

@@ -10,7 +10,7 @@ Two parts, one table each:
    same shapes.
 
 Goal: with --local-loss the per-rank cost falls about W-fold.
-Run: `uv run python bench/loss_scaling.py` (`--quick`: N = 512).
+Run: `uv run python -m bench.studies.loss_scaling` (`--quick`: N = 512).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _common import PeakBytes, fused_attention_on_meta, report, time_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench._common import PeakBytes, fused_attention_on_meta, report, time_call
 from cloob.trainer import losses
 from cloob.trainer.loop import objective
 

@@ -3,9 +3,10 @@
 Decodes the cached demo shards once (no augmentation), then trains a model with our factory and
 objectives for a fixed number of steps and prints held-out zero-shot accuracy plus the mean cosine
 similarity of image/image (xx), caption/caption (yy) and image/caption (xy) features: xx and yy near
-1 mean the encoders have collapsed. Not a timing benchmark; results are in bench/NOTES.md.
+1 mean the encoders have collapsed. Not a timing benchmark: the sweeps made with it are in
+bench/NOTES.md; each run writes its own last evaluation to bench/results/demo_cloob.json.
 
-    uv run python bench/demo_cloob.py --method cloob --batch-size 64 \\
+    uv run python -m bench.studies.demo_cloob --method cloob --batch-size 64 \\
         --beta 14.3 --inv-tau 14.3 --seed 3
 """
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bench._common import report
 from cloob.benchmarks.data.datasets import folder_task
 from cloob.benchmarks.tasks.zeroshot.protocol import build_classifier
 from cloob.dataprep.sources.demo import build_demo
@@ -133,12 +135,24 @@ def main() -> None:
         opt.step()
         if step % a.eval_every == 0 or step == a.steps:
             model.eval()
+            accs, cos = (
+                zeroshot(model, tokenizer, tasks),
+                similarity(model, images[:128], texts[:128]),
+            )
             print(
-                f"step {step} loss {loss.item():.4f} zero-shot {zeroshot(model, tokenizer, tasks)} "
-                f"cos {similarity(model, images[:128], texts[:128])} {time.time() - start:.0f}s",
+                f"step {step} loss {loss.item():.4f} zero-shot {accs} cos {cos} "
+                f"{time.time() - start:.0f}s",
                 flush=True,
             )
             model.train()
+    report(
+        "demo_cloob",
+        f"In-memory demo run: {a.method}, {a.model}, {a.batch_size} × {a.steps} steps, "
+        f"τ⁻¹ {a.inv_tau}, β {a.beta}, seed {a.seed}: held-out top-1 % and mean cosines",
+        ["loss", *accs, *cos],
+        [[loss.item(), *accs.values(), *cos.values()]],
+        extra={"settings": vars(a)},
+    )
 
 
 if __name__ == "__main__":

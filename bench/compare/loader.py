@@ -8,7 +8,7 @@ scale 0.9-1, bicubic, OpenAI mean/std) and tokenizer, the same batch size and wo
 - `openclip`:   `open_clip_train.data.get_wds_dataset` with its own transform (float32 from the
   workers);
 - `ours-float`: the trainer's ShardStream with that same transform object (the path before
-  issue 24);
+  the uint8 transform);
 - `ours-uint8`: the trainer's ShardStream with `transforms.Uint8TrainTransform` (uint8 from the
   workers; float conversion and normalisation on the device, not counted here);
 - `ours-device`: the same with `--decode-on-device` (workers ship JPEG bytes + crop boxes; the
@@ -20,7 +20,7 @@ timed. Sides alternate, the order rotating every round, and ratios are taken per
 samples/s per worker, bytes per sample crossing from the workers (every tensor of a batch), and a
 single-core breakdown of each path's stages (read, decode, augment, to-tensor, tokenize, collate).
 
-    uv run python bench/loader.py [--batch 32] [--workers 2] [--batches 20] [--rounds 5]
+    uv run python -m bench.compare.loader [--batch 32] [--workers 2] [--batches 20] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from argparse import Namespace
 from pathlib import Path
 
 import torch
-from _common import markdown_table, report
-from photo_shards import photo_shards
 
+from bench._common import markdown_table, report
+from bench.tools.photo_shards import photo_shards
 from cloob.trainer import data as ours
 from cloob.trainer import transforms
 from cloob.trainer.config import DataConfig

@@ -3,12 +3,12 @@
 Generates synthetic inputs of realistic shape (25 URL-encoded columns, ~450 bytes a line, half the
 descriptions empty, some HTML, ~5% videos, a subset of 14.8% of the ids plus ids missing from the
 metadata; bz2 like the published files), then times `build_yfcc_list` in a fresh process and reads
-its peak resident memory. Prints a rich table and writes bench/results/yfcc_join.json (merged by
-size, so sizes can be run separately). Inputs are cached under $BENCH_CACHE
-(default /tmp/cloob-bench-cache).
+its peak resident memory. Prints a rich table and writes bench/results/yfcc_join.json: one
+measurement per size, each with its machine and provenance, merged by size so that sizes can be
+run separately. Inputs are cached under $BENCH_CACHE (default /tmp/cloob-bench-cache).
 
-    uv run python bench/yfcc_join.py               # 1M and 10M
-    uv run python bench/yfcc_join.py --sizes 1000000
+    uv run python -m bench.studies.yfcc_join                   # 1M and 10M
+    uv run python -m bench.studies.yfcc_join --sizes 1000000
 """
 
 from __future__ import annotations
@@ -29,9 +29,25 @@ from urllib.parse import quote_plus
 from rich.console import Console
 from rich.table import Table
 
+from bench._common import machine
+from bench.provenance import RESULTS, head, record
+
 CHUNK = 500_000
 SUBSET_FRACTION = 14_829_396 / 100_000_000
-RESULTS = Path(__file__).parent / "results" / "yfcc_join.json"
+OUT = RESULTS / "yfcc_join.json"
+TITLE = "yfcc_join: subset ⋈ 25-column bz2 metadata → url list (parquet)"
+COLUMNS = (
+    "metadata_rows",
+    "subset_rows",
+    "output_rows",
+    "bz2_mb",
+    "raw_mb",
+    "seconds",
+    "rows_per_s",
+    "peak_rss_mb",
+    "projected_100m_min",
+)
+MEASURES = ("packages/dataprep/src/cloob/dataprep/sources/yfcc15m.py",)
 _VOCABULARY = (
     "the a of on in at with and my our old new red blue green sunset beach city street "
     "park dog cat bird tree river lake mountain snow winter summer spring autumn night "
@@ -201,33 +217,34 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     args = parser.parse_args()
     cache = Path(os.environ.get("BENCH_CACHE", "/tmp/cloob-bench-cache"))
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    started_at = head()
+    payload = json.loads(OUT.read_text()) if OUT.exists() else {}
+    runs = {m["metadata_rows"]: m for m in payload.get("measurements", [])}
     console = Console(width=150)
     for n in args.sizes:
         with console.status(f"generating {n:,} metadata rows"):
             info = generate(n, cache)
         with console.status(f"building the list from {n:,} rows"):
-            results[str(n)] = measure(info, cache)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    table = Table(title="yfcc_join: subset ⋈ 25-column bz2 metadata → url list (parquet)")
-    cols = (
-        "metadata_rows",
-        "subset_rows",
-        "output_rows",
-        "bz2_mb",
-        "raw_mb",
-        "seconds",
-        "rows_per_s",
-        "peak_rss_mb",
-        "projected_100m_min",
-    )
-    for c in cols:
+            runs[n] = {
+                **measure(info, cache),
+                "machine": machine(),
+                "provenance": record(None, MEASURES, commit=started_at),
+            }
+        payload = {
+            "benchmark": "yfcc_join",
+            "title": TITLE,
+            "columns": list(COLUMNS),
+            "measurements": [runs[k] for k in sorted(runs)],
+        }
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(payload, indent=2) + "\n")
+    table = Table(title=TITLE)
+    for c in COLUMNS:
         table.add_column(c, justify="right")
-    for _, r in sorted(results.items(), key=lambda kv: int(kv[0])):
-        table.add_row(*(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols))
+    for r in payload["measurements"]:
+        table.add_row(*(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in COLUMNS))
     console.print(table)
-    console.print(f"written to {RESULTS}")
+    console.print(f"written to {OUT}")
 
 
 if __name__ == "__main__":
