@@ -272,7 +272,8 @@ def run(
         _R.resume,
         "--resume",
         panel=RUN,
-        help="'latest' (this run's latest.pt) or a checkpoint path; continues at the exact step.",
+        help="'latest' (this run's latest.pt; none yet: start) or a checkpoint path; continues at "
+        "the exact step.",
     ),
     save_frequency: int = _opt(
         _R.save_frequency, "--save-frequency", panel=RUN, help="Checkpoint every N epochs (0: off)."
@@ -321,13 +322,32 @@ def run(
     seed: int = _opt(_R.seed, "--seed", panel=RUN, help="Seed for initialisation and data order."),
     device: str = _opt(_R.device, "--device", panel=RUN, help="auto | cpu | cuda."),
     dist_url: str = _opt(
-        _R.dist_url, "--dist-url", panel=RUN, help="Process-group init URL (torchrun: env://)."
+        _R.dist_url,
+        "--dist-url",
+        panel=RUN,
+        help="Where the ranks meet when MASTER_ADDR/MASTER_PORT are not set: tcp://HOST:PORT "
+        "(rank 0's host) or file:///shared/path. Ranks come from torchrun, mpirun (OMPI_*, PMI_*) "
+        "or srun (SLURM_*); under srun the default is the step's first node, port 15000 + job "
+        "id % 20000.",
     ),
     dist_backend: str = _opt(
         _R.dist_backend,
         "--dist-backend",
         panel=RUN,
         help="nccl | gloo \\[default: nccl on GPU, gloo on CPU].",
+    ),
+    rendezvous_timeout: float = _opt(
+        _R.rendezvous_timeout,
+        "--rendezvous-timeout",
+        panel=RUN,
+        help="Seconds every rank waits for the others to join; then one error line.",
+    ),
+    requeue: bool = _opt(
+        _R.requeue,
+        "--requeue",
+        panel=RUN,
+        help="Slurm: after a stop signal's checkpoint, put the job back in the queue (scontrol "
+        "requeue $SLURM_JOB_ID; submit with sbatch --requeue).",
     ),
     progress: bool = _opt(
         _R.progress, "--progress/--no-progress", panel=RUN, help="Show the progress bar."
@@ -344,8 +364,15 @@ def run(
     `torchrun --nproc-per-node N -m cloob.trainer.cli run ...` (see the README).
 
     Without --train-data it trains the tiny model on a generated demo dataset and reports
-    zero-shot accuracy on its held-out benchmark: a complete run in minutes on a CPU."""
+    zero-shot accuracy on its held-out benchmark: a complete run in minutes on a CPU.
+
+    SIGUSR1 or SIGTERM (Slurm's --signal=USR1@90, preemption, time limit) stop every rank at the
+    next step boundary; rank 0 saves the exact-resume checkpoint and the run exits with code 75:
+    rerun the same command with --name and --resume latest to continue (`--resume latest` with no
+    checkpoint yet starts the run, so one command serves every start). Exit codes: 0 done, 2 bad
+    input, 75 stopped with its checkpoint saved."""
     from cloob.trainer.loop import train
+    from cloob.trainer.preemption import EXIT_STOPPED, Stopped
 
     # Every parameter above is named as its config field: the configs are filled by name from
     # ctx.params (tests/trainer/test_cli.py::test_every_option_reaches_its_field checks it).
@@ -360,7 +387,10 @@ def run(
         if demo_samples <= 0:
             raise UsageError(f"--demo-samples must be positive, got {demo_samples}")
         cfg = demo_config(cfg, explicit, demo_samples)
-    train(cfg)
+    try:
+        train(cfg)
+    except Stopped:
+        raise typer.Exit(EXIT_STOPPED) from None
 
 
 @app.command()
