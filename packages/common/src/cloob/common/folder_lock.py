@@ -27,16 +27,17 @@ NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 @contextlib.contextmanager
-def held(folder: Path, user: str, hint: str = "") -> Iterator[bool]:
+def held(folder: Path, user: str, hint: str = "", record: bool = True) -> Iterator[bool]:
     """Hold `folder`/.lock (making `folder` if needed) inside the `with`; yields False where the
-    filesystem has no locks (the caller may warn). A folder another process holds is a
-    UsageError naming `user` ("another dataprep process") and the holder, then `hint`; then
-    nothing is changed, not even the lock file."""
+    filesystem has no locks (the caller may warn). With `record`, the lock file names this
+    process (a tool whose no-op run must leave every file's mtime alone passes False). A folder
+    another process holds is a UsageError naming `user` ("another dataprep process") and the
+    holder, then `hint`; then nothing is changed, not even the lock file."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         locked = _lock(fd, folder, user, hint)
-        if locked:
+        if locked and record:
             _write(fd, holder_record())
         yield locked
     finally:

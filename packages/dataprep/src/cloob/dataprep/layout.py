@@ -143,5 +143,5 @@ def default_work(data: str) -> Path:
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
     """Hold `DIR/.lock` so a second process cannot write into the same directory at once."""
-    with folder_lock.held(root, "another dataprep process"):
+    with folder_lock.held(root, "another dataprep process", record=False):
         yield

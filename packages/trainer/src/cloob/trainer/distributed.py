@@ -3,12 +3,13 @@ that makes N×b equal one batch of N·b."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -170,6 +171,27 @@ def _wait_for_rank0(launch: Launch, deadline: float, where: str, timeout: float)
                     f"check that rank 0 runs on {launch.addr}, or raise --rendezvous-timeout"
                 ) from None
             time.sleep(0.2)
+
+
+# how gloo (and torch's store) say that a peer process is gone
+_PEER_GONE = re.compile(r"Connection (closed|reset) by peer|Broken pipe|Socket Timeout")
+
+
+@contextlib.contextmanager
+def lost_ranks_reported(info: DistInfo) -> Iterator[None]:
+    """A rank that dies (killed, out of memory) fails the others inside their next collective;
+    each of them then ends with one error line instead of a traceback."""
+    try:
+        yield
+    except RuntimeError as err:
+        text = first_line(err, 400)
+        if not info.enabled or not (isinstance(err, dist.DistError) or _PEER_GONE.search(text)):
+            raise
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]  # no source location
+        raise UsageError(
+            f"rank {info.rank}: another rank is gone ({reason}); its own log says why. The same "
+            "command with --resume latest continues from the last checkpoint"
+        ) from None
 
 
 def on_rank0(info: DistInfo, work: Callable[[], T]) -> T | None:

@@ -128,7 +128,7 @@ def train(cfg: TrainConfig) -> RunResult:
         try:
             check_same_resume(resume_ckpt, info)
             name_run(cfg, info)
-            with contextlib.ExitStack() as run:
+            with contextlib.ExitStack() as run, distributed.lost_ranks_reported(info):
                 with runfolder.removed_on_bad_input(cfg.run):
                     run.enter_context(runfolder.locked(cfg.run, info))
                     t = setup(cfg, info)
