@@ -128,22 +128,39 @@ def test_loader_workers_ignore_the_signal_the_job_gets(tmp_path, reference):
     interrupt_and_rerun(Moment("workers", at=2, sig=TERM, workers=2), tmp_path, reference)
 
 
-def test_requeue_calls_scontrol_after_the_checkpoint(tmp_path, monkeypatch):
-    """--requeue under Slurm: once the checkpoint is written, `scontrol requeue $SLURM_JOB_ID`
-    (here a local stand-in on PATH that records its arguments and what latest.pt held)."""
+def fake_scontrol(tmp_path: Path, monkeypatch, body: str) -> None:
+    """A local `scontrol` first on PATH (a stand-in for Slurm's, not a network mock)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    record = tmp_path / "scontrol.txt"
-    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
-    scontrol = bin_dir / "scontrol"
-    scontrol.write_text(f'#!/bin/sh\necho "$@" "$(test -s {latest} && echo saved)" >> {record}\n')
-    scontrol.chmod(0o755)
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_requeue_calls_scontrol_after_the_checkpoint(tmp_path, monkeypatch):
+    """--requeue under Slurm: once the checkpoint is written, `scontrol requeue $SLURM_JOB_ID`
+    (the stand-in records its arguments and whether latest.pt was there)."""
+    record, latest = tmp_path / "scontrol.txt", tmp_path / "run" / "checkpoints" / "latest.pt"
+    fake_scontrol(
+        tmp_path, monkeypatch, f'echo "$@" "$(test -s {latest} && echo saved)" >> {record}'
+    )
     args = [*run_args(tmp_path, "run"), "--requeue"]
     codes = launch(args, tmp_path, "run", moment=Moment("step", at=1), env={"SLURM_JOB_ID": "4242"})
     assert codes == [EXIT_STOPPED], _logs(tmp_path, "run", 1)
     assert record.read_text().split() == ["requeue", "4242", "saved"]
     assert "requeued Slurm job 4242" in (tmp_path / "run-rank0.log").read_text()
+
+
+def test_a_refused_requeue_is_one_line_and_the_checkpoint_stays(tmp_path, monkeypatch):
+    fake_scontrol(
+        tmp_path, monkeypatch, "echo 'Requested operation is presently disabled' >&2; exit 1"
+    )
+    args = [*run_args(tmp_path, "run"), "--requeue"]
+    codes = launch(args, tmp_path, "run", moment=Moment("step", at=0), env={"SLURM_JOB_ID": "7"})
+    assert codes == [EXIT_STOPPED]
+    log = (tmp_path / "run-rank0.log").read_text()
+    assert "scontrol requeue 7 failed (Requested operation is presently disabled): submit" in log
+    assert ckpt_format.read(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 1
 
 
 # --- the sweep: ≥ 20 moments, seeded ---------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from cloob.common.cli import UsageError, first_line
+from cloob.common.cli import UsageError
 
 if TYPE_CHECKING:
     from cloob.trainer.distributed import DistInfo
@@ -80,8 +80,8 @@ def stop_signals() -> Iterator[StopRequest]:
     try:
         yield request
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in previous.items():  # None: a handler set outside Python
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def agreed(request: StopRequest, info: DistInfo) -> int:
@@ -126,7 +126,8 @@ def requeue() -> None:
         log.error("scontrol requeue %s failed (%s): submit the job again to continue", job, err)
         return
     if done.returncode != 0:
-        reason = first_line(RuntimeError(done.stderr or done.stdout or f"exit {done.returncode}"))
+        said = (done.stderr or done.stdout).strip().splitlines()
+        reason = said[0][:200] if said else f"exit code {done.returncode}"
         log.error("scontrol requeue %s failed (%s): submit the job again to continue", job, reason)
         return
     log.warning("requeued Slurm job %s: it continues from the checkpoint when it starts", job)
