@@ -15,7 +15,7 @@ launcher's case is a unit test. The ranks come from the launcher closest to the 
 OpenCLIP reads the same variables one by one (rank from `PMI_RANK`, else `SLURM_PROCID`, else
 `OMPI_COMM_WORLD_RANK`); here all three numbers come from one launcher, and MPI's variables win
 over Slurm's because mpirun inside an allocation leaves the allocation's `SLURM_*` in its ranks'
-environment, where they describe mpirun's helper tasks (one per node), not the ranks.
+environment, where they describe the tasks of mpirun's daemons (one per node), not the ranks.
 
 The rendezvous: `MASTER_ADDR` + `MASTER_PORT` when exported (torchrun sets them; OpenCLIP's Slurm
 recipe exports them), else `--dist-url tcp://HOST:PORT` (or `file://`), else, for srun's tasks,
