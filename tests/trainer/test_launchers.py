@@ -275,33 +275,6 @@ def test_a_second_job_in_a_live_run_folder_is_refused_on_every_rank(tmp_path):
     assert after == before  # not a file touched
 
 
-def test_a_crashed_jobs_lock_does_not_outlive_it(tmp_path):
-    run_dir = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    with (
-        pytest.raises(UsageError, match=f"pid {holder.pid}"),
-        folder_lock.held(run_dir, "another training"),
-    ):
-        pass
-    holder.kill()  # SIGKILL: no cleanup runs
-    holder.wait()
-    with folder_lock.held(run_dir, "another training") as locked:
-        assert locked
-
-
-_HOLD = """
-import sys, time
-from pathlib import Path
-from cloob.common import folder_lock
-with folder_lock.held(Path(sys.argv[1]), "x"):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
 # --- the launchers themselves, as new interpreters (slow: each start imports torch) ------------
 
 

@@ -6,8 +6,10 @@ save leaves the previous latest.pt usable."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import signal
 from pathlib import Path
 
@@ -161,6 +163,25 @@ def test_a_refused_requeue_is_one_line_and_the_checkpoint_stays(tmp_path, monkey
     log = (tmp_path / "run-rank0.log").read_text()
     assert "scontrol requeue 7 failed (Requested operation is presently disabled): submit" in log
     assert ckpt_format.read(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 1
+
+
+@pytest.mark.slow  # a bucket on 127.0.0.1, a stop and a restart on "another node"
+def test_with_remote_sync_the_checkpoint_is_in_the_bucket_before_exit(tmp_path, s3, reference):
+    """The stop's checkpoint is uploaded and committed before the exit; a restart on a machine
+    without the local copy continues from the bucket, to the uninterrupted run's weights."""
+    args = [*run_args(tmp_path, "run"), "--remote-sync", s3.url("runs")]
+    assert launch(args, tmp_path, "run", moment=Moment("step", at=3)) == [EXIT_STOPPED]
+    marker = json.loads(
+        s3.client().get_object(Bucket=s3.bucket, Key=f"{PREFIX}/latest.json")["Body"].read()
+    )
+    assert (marker["checkpoint"], marker["step"]) == ("step_4.pt", 4)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # a new node: no local checkpoint
+    assert launch(args, tmp_path, "rerun") == [0], _logs(tmp_path, "rerun", 1)
+    assert "resumed from step 4" in (tmp_path / "rerun-rank0.log").read_text()
+    assert_same_training(reference()[0], final_state(tmp_path / "run"))
+
+
+PREFIX = "runs/run/checkpoints"
 
 
 # --- the sweep: ≥ 20 moments, seeded ---------------------------------------------------------

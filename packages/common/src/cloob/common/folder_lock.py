@@ -5,6 +5,11 @@ exits (an error, SIGKILL, an out-of-memory kill): a crashed job never leaves a f
 file also names its holder (host, pid, Slurm job, since when) for the message a second writer gets.
 That text is written into the locked file in place, never by rename: the lock is on the file's
 inode, and a renamed-in file would be a second, unlocked one.
+
+A forked child shares the open file, so by default it holds the lock too, until it exits (a tool
+whose children write into the folder wants that). `children_hold=False` closes the child's copy
+right after the fork: then the lock ends with the process that took it, even while children it
+forked (data-loader workers, which write nothing) take a few seconds to notice it is gone.
 """
 
 from __future__ import annotations
@@ -24,23 +29,41 @@ from cloob.common.cli import UsageError
 LOCK_FILE = ".lock"
 # what flock answers on a filesystem that offers no locks (Lustre mounted without -o flock, ...)
 NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
+_NOT_FOR_CHILDREN: set[int] = set()  # lock descriptors a forked child closes at once
+
+
+def _close_in_child() -> None:
+    # only close: a LOCK_UN here would release the parent's lock (the open file is shared)
+    for fd in _NOT_FOR_CHILDREN:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _NOT_FOR_CHILDREN.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 @contextlib.contextmanager
-def held(folder: Path, user: str, hint: str = "", record: bool = True) -> Iterator[bool]:
+def held(
+    folder: Path, user: str, hint: str = "", record: bool = True, children_hold: bool = True
+) -> Iterator[bool]:
     """Hold `folder`/.lock (making `folder` if needed) inside the `with`; yields False where the
     filesystem has no locks (the caller may warn). With `record`, the lock file names this
-    process (a tool whose no-op run must leave every file's mtime alone passes False). A folder
-    another process holds is a UsageError naming `user` ("another dataprep process") and the
-    holder, then `hint`; then nothing is changed, not even the lock file."""
+    process (a tool whose no-op run must leave every file's mtime alone passes False);
+    `children_hold`: see above. A folder another process holds is a UsageError naming `user`
+    ("another dataprep process") and the holder, then `hint`; then nothing is changed, not even
+    the lock file."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         locked = _lock(fd, folder, user, hint)
         if locked and record:
             _write(fd, holder_record())
+        if not children_hold:
+            _NOT_FOR_CHILDREN.add(fd)
         yield locked
     finally:
+        _NOT_FOR_CHILDREN.discard(fd)
         os.close(fd)
 
 

@@ -32,6 +32,7 @@ def locked(run: RunConfig, info: distributed.DistInfo) -> Iterator[None]:
                     folder,
                     "another training",
                     "wait for it to end, or choose another --name",
+                    children_hold=False,  # loader workers outlive a killed trainer by seconds
                 )
             ),
         )
