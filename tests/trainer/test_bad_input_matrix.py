@@ -4,18 +4,23 @@ A new bad input is one `BadInput(...)` line; nothing may be written (no run fold
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
+import socket
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from cloob.common import checkpoint as ckpt_format
+from cloob.common import folder_lock
 from cloob.trainer import cli
+from cloob.trainer.launch import VARIABLES
 from support.bad_input import BadInput, check
 from support.s3 import S3Server
 from support.shards import write_shards
@@ -189,6 +194,100 @@ def _runner(monkeypatch, capsys, tmp_path: Path):
         return exc.value.code, capsys.readouterr().err
 
     return run
+
+
+# --- the launch: what the launcher's variables say (env(held port, free port)) and the run folder
+
+_HOLDERS = contextlib.ExitStack()  # a lock another training holds, for the length of one case
+
+
+def locked_run(scratch: Path) -> list:
+    _HOLDERS.enter_context(folder_lock.held(scratch / "logs" / "busy", "a test"))
+    return [*SYNTHETIC, "--name", "busy"]
+
+
+def rank(n: int, **more: str) -> Callable[[int, int], dict[str, str]]:
+    """Rank `n` of 2, as torchrun would start it, rendezvous on 127.0.0.1 (`more` fills in)."""
+    return lambda held, free: {
+        "WORLD_SIZE": "2",
+        "RANK": str(n),
+        "MASTER_ADDR": "127.0.0.1",
+        **{k: v.format(held=held, free=free) for k, v in more.items()},
+    }
+
+
+LAUNCH_CASES = [
+    (
+        BadInput(
+            "ranks-but-no-rendezvous",
+            lambda s: SYNTHETIC,
+            "2 ranks (Open MPI's variables) but no rendezvous: export MASTER_ADDR (rank 0's host)",
+        ),
+        lambda held, free: {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"},
+    ),
+    (
+        BadInput(
+            "rendezvous-port-in-use",
+            lambda s: SYNTHETIC,
+            "is already in use on this host (another job or a run still ending): export "
+            "MASTER_PORT",
+        ),
+        rank(0, MASTER_PORT="{held}"),
+    ),
+    (
+        BadInput(
+            "rendezvous-rank-1-never-arrives",
+            lambda s: [*SYNTHETIC, "--rendezvous-timeout", "1"],
+            "(MASTER_ADDR/MASTER_PORT): only 1 of 2 ranks arrived within 1 s",
+        ),
+        rank(0, MASTER_PORT="{free}"),
+    ),
+    (
+        BadInput(
+            "rendezvous-rank-0-never-answers",
+            lambda s: [*SYNTHETIC, "--rendezvous-timeout", "1"],
+            "rank 0 did not answer within 1 s",
+        ),
+        rank(1, MASTER_PORT="{free}"),
+    ),
+    (
+        BadInput(
+            "run-folder-in-use",
+            locked_run,
+            "is in use by another training (host ",
+        ),
+        lambda held, free: {},
+    ),
+    (
+        BadInput(
+            "requeue-outside-slurm",
+            lambda s: [*SYNTHETIC, "--requeue"],
+            "--requeue needs a Slurm job: SLURM_JOB_ID is not set",
+        ),
+        lambda held, free: {},
+    ),
+    (
+        BadInput(
+            "rendezvous-timeout-zero",
+            lambda s: [*SYNTHETIC, "--rendezvous-timeout", "0"],
+            "--rendezvous-timeout must be positive",
+        ),
+        lambda held, free: {},
+    ),
+]
+
+
+@pytest.mark.parametrize("case, env", LAUNCH_CASES, ids=[c.id for c, _ in LAUNCH_CASES])
+def test_bad_launch(case, env, monkeypatch, capsys, tmp_path):
+    for name in (*VARIABLES, "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as busy, _HOLDERS:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        for name, value in env(busy.getsockname()[1], free).items():
+            monkeypatch.setenv(name, value)
+        check(case, tmp_path, _runner(monkeypatch, capsys, tmp_path))
 
 
 # --- the same matrix for inputs in a bucket (moto on 127.0.0.1): make(scratch, s3) -> arguments

@@ -9,13 +9,11 @@ manifest, log) are kept in a local working folder and copied to the bucket when 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloob.common import storage
+from cloob.common import folder_lock, storage
 from cloob.common.cli import UsageError
 from cloob.common.shard_layout import SHARDS, SIZES
 
@@ -174,13 +172,5 @@ def default_work(data: str) -> Path:
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
     """Hold `DIR/.lock` so a second process cannot write into the same directory at once."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"{root} is in use by another dataprep process") from None
+    with folder_lock.held(root, "another dataprep process", record=False):
         yield
-    finally:
-        os.close(fd)

@@ -73,22 +73,21 @@ def link_latest(path: Path, latest: Path) -> None:
     os.replace(tmp, latest)
 
 
-def load_resume(spec: str, checkpoint_dir: Path, remote: str | None = None) -> TrainerCheckpoint:
-    """The checkpoint to resume from, read and checked. `latest` falls back to the committed remote
-    copy (--remote-sync) when this machine has none (a new node, a lost disk); a remote checkpoint
-    is downloaded under a temporary name and checked before it takes its place, so a broken object
-    never becomes the local copy that a later resume would pick over a repaired bucket."""
+def load_resume(
+    spec: str, checkpoint_dir: Path, remote: str | None = None
+) -> TrainerCheckpoint | None:
+    """The checkpoint to resume from, read and checked; None for `latest` when there is none yet
+    (a first start: one command line serves the first run and every restart). `latest` falls back
+    to the committed remote copy (--remote-sync) when this machine has none (a new node, a lost
+    disk); a remote checkpoint is downloaded under a temporary name and checked before it takes
+    its place, so a broken object never becomes the local copy that a later resume would pick
+    over a repaired bucket."""
     if spec == "latest":
         latest = checkpoint_dir / "latest.pt"
         if latest.is_file():
             return ckpt_format.read(latest)
         committed = remote_latest(remote) if remote else None
-        if committed is None:
-            raise UsageError(
-                f"--resume latest: no {latest} yet"
-                + (f" (nor a committed one in {remote})" if remote else "")
-            )
-        return download_checked(committed, latest)
+        return None if committed is None else download_checked(committed, latest)
     if storage.is_remote(spec):
         storage.check_access(spec)
         obj = _object(spec)

@@ -123,7 +123,8 @@ RUN = Options(
     logs=opt("Parent folder of runs."),
     name=opt("Run folder name under --logs \\[default: method-model-time]."),
     resume=opt(
-        "'latest' (this run's latest.pt) or a checkpoint path; continues at the exact step."
+        "'latest' (this run's latest.pt; none yet: start) or a checkpoint path; continues at "
+        "the exact step."
     ),
     save_frequency=opt("Checkpoint every N epochs (0: off)."),
     save_every_n_steps=opt("Checkpoint every N steps (0: off)."),
@@ -144,8 +145,18 @@ RUN = Options(
     ),
     seed=opt("Seed for initialisation and data order."),
     device=opt("auto | cpu | cuda."),
-    dist_url=opt("Process-group init URL (torchrun: env://)."),
+    dist_url=opt(
+        "Where the ranks meet when MASTER_ADDR/MASTER_PORT are not set: tcp://HOST:PORT "
+        "(rank 0's host) or file:///shared/path. Ranks come from torchrun, mpirun (OMPI_*, PMI_*) "
+        "or srun (SLURM_*); under srun the default is the step's first node, port 15000 + job "
+        "id % 20000."
+    ),
     dist_backend=opt("nccl | gloo \\[default: nccl on GPU, gloo on CPU]."),
+    rendezvous_timeout=opt("Seconds every rank waits for the others to join; then one error line."),
+    requeue=opt(
+        "Slurm: after a stop signal's checkpoint, put the job back in the queue (scontrol "
+        "requeue $SLURM_JOB_ID; submit with sbatch --requeue)."
+    ),
     progress=opt("Show the progress bar.", "--progress/--no-progress"),
 )
 DEMO = Options(
@@ -230,6 +241,8 @@ def run(
     device: str = RUN.device,
     dist_url: str = RUN.dist_url,
     dist_backend: str | None = RUN.dist_backend,
+    rendezvous_timeout: float = RUN.rendezvous_timeout,
+    requeue: bool = RUN.requeue,
     progress: bool = RUN.progress,
     demo_samples: int = DEMO.demo_samples,
 ) -> None:
@@ -237,8 +250,15 @@ def run(
     `torchrun --nproc-per-node N -m cloob.trainer.cli run ...` (see the README).
 
     Without --train-data it trains the tiny model on a generated demo dataset and reports
-    zero-shot accuracy on its held-out benchmark: a complete run in minutes on a CPU."""
+    zero-shot accuracy on its held-out benchmark: a complete run in minutes on a CPU.
+
+    SIGUSR1 or SIGTERM (Slurm's --signal=USR1@90, preemption, time limit) stop every rank at the
+    next step boundary; rank 0 saves the exact-resume checkpoint and the run exits with code 75:
+    rerun the same command with --name and --resume latest to continue (`--resume latest` with no
+    checkpoint yet starts the run, so one command serves every start). Exit codes: 0 done, 2 bad
+    input, 75 stopped with its checkpoint saved."""
     from cloob.trainer.loop import train
+    from cloob.trainer.preemption import EXIT_STOPPED, Stopped
 
     args = locals()
     cfg = TrainConfig(**{section: group.build(args) for section, group in GROUPS.items()})
@@ -246,7 +266,10 @@ def run(
         if demo_samples <= 0:
             raise UsageError(f"--demo-samples must be positive, got {demo_samples}")
         cfg = demo_config(cfg, given(ctx), demo_samples)
-    train(cfg)
+    try:
+        train(cfg)
+    except Stopped:
+        raise typer.Exit(EXIT_STOPPED) from None
 
 
 @app.command()

@@ -103,6 +103,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     dist_url: str = "env://"
     dist_backend: str | None = None  # default nccl on GPU, gloo on CPU
+    rendezvous_timeout: float = 600.0  # seconds every rank waits for the others to join
+    requeue: bool = False  # on a stop signal, after the checkpoint: scontrol requeue (Slurm)
     progress: bool = True
 
 

@@ -1,10 +1,12 @@
 """The training loop, readable top to bottom: `train(cfg) -> RunResult`.
 
-One process per device (torchrun sets RANK/WORLD_SIZE); rank 0 alone logs, evaluates and writes.
-`train` is the table of contents; the steps follow it in the order they run: `validate_config`
-(flags only) → `check_inputs` (what the flags point at) → `load_resume_state` (on --resume) →
-`setup` → `restore` → `wrap` (DDP, torch.compile) → `fit`, which repeats `optimizer_step` (K
-micro-batches with `compute_gradients`), `log_window`, `save_checkpoint` and `run_evals`.
+One process per device (torchrun, srun or mpirun start them: see `launch`); rank 0 alone logs,
+evaluates and writes. `train` is the table of contents; the steps follow it in the order they run:
+`validate_config` (flags only) → `check_inputs` (what the flags point at) → `load_resume_state`
+(on --resume) → `name_run` and the run folder's lock → `setup` → `restore` → `wrap` (DDP,
+torch.compile) → `fit`, which repeats `optimizer_step` (K micro-batches with `compute_gradients`),
+`log_window`, `save_checkpoint` and `run_evals`, and ends early at a step boundary on SIGUSR1 or
+SIGTERM (`stop_requested`, `stop_here`).
 What the run reports lives in `reporting`, the optimizer and schedule in `optim`.
 """
 
@@ -13,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import torch
@@ -44,6 +47,7 @@ from cloob.trainer import (
     methods,
     models,
     optim,
+    preemption,
     reporting,
     runfolder,
     transforms,
@@ -110,22 +114,33 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> RunResult:
-    """Train as configured; returns the run folder, the final checkpoint and the last metrics."""
+    """Train as configured; returns the run folder, the final checkpoint and the last metrics.
+    SIGUSR1 or SIGTERM end it at the next step boundary with its checkpoint saved:
+    `preemption.Stopped`."""
     cfg = TrainConfig.from_dict(cfg.to_dict())  # never mutate the caller's config
     validate_config(cfg)  # bad input fails here and in the next two, before any work
     check_inputs(cfg)
-    resume_ckpt = load_resume_state(cfg)
-    info = distributed.init(cfg.run.device, cfg.run.dist_url, cfg.run.dist_backend)
-    try:
-        with runfolder.removed_on_bad_input(cfg.run):
-            t = setup(cfg, info)
-        if resume_ckpt is not None:
-            restore(t, resume_ckpt)
-            del resume_ckpt  # free the memory
-        wrap(t)
-        return fit(t)
-    finally:
-        distributed.shutdown()
+    with preemption.stop_signals() as stop:
+        resume_ckpt = load_resume_state(cfg)
+        info = distributed.init(
+            cfg.run.device, cfg.run.dist_url, cfg.run.dist_backend, cfg.run.rendezvous_timeout
+        )
+        try:
+            check_same_resume(resume_ckpt, info)
+            name_run(cfg, info)
+            with contextlib.ExitStack() as run, distributed.lost_ranks_reported(info):
+                with runfolder.removed_on_bad_input(cfg.run):
+                    run.enter_context(runfolder.locked(cfg.run, info))
+                    t = setup(cfg, info)
+                if resume_ckpt is not None:
+                    restore(t, resume_ckpt)
+                    del resume_ckpt  # free the memory
+                elif cfg.run.resume == "latest":
+                    log.info("--resume latest: no checkpoint in %s yet, starting", t.run_dir)
+                wrap(t)
+                return fit(t, stop)
+        finally:
+            distributed.shutdown()
 
 
 # ----------------------------------------------------------------------------- bad input, resume
@@ -154,6 +169,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.model.init_scale_hopfield, "--init-scale-hopfield"),
         (cfg.optim.epochs, "--epochs"),
         (cfg.eval.batch_size_eval, "--batch-size-eval"),
+        (cfg.run.rendezvous_timeout, "--rendezvous-timeout"),
     )
     for number, flag in positive:
         if number <= 0:
@@ -197,16 +213,20 @@ def check_inputs(cfg: TrainConfig) -> None:
             ) from None
     if cfg.run.remote_sync:
         storage.check_access(cfg.run.remote_sync)  # a bad bucket fails now, not at step N
+    if cfg.run.requeue:
+        preemption.check_requeue()
 
 
 def load_resume_state(cfg: TrainConfig) -> TrainerCheckpoint | None:
     """With --resume: the checkpoint to continue from (local, or the --remote-sync copy), read,
-    checked, and matching this run's model and method."""
+    checked, and matching this run's model and method; None for `latest` before the first one."""
     if not cfg.run.resume:
         return None
     run_dir = Path(cfg.run.logs) / (cfg.run.name or "")
     remote = remote_checkpoints(cfg.run, cfg.run.name) if cfg.run.name else None
     ckpt = checkpoint.load_resume(cfg.run.resume, run_dir / "checkpoints", remote)
+    if ckpt is None:
+        return None
     resolved = models.resolve_model_name(cfg.model.model)
     if ckpt["model_name"] != resolved or ckpt["model_cfg"] != models.model_config(resolved):
         raise UsageError(
@@ -225,19 +245,44 @@ def remote_checkpoints(run: RunConfig, name: str) -> str | None:
     return f"{run.remote_sync.rstrip('/')}/{name}/checkpoints" if run.remote_sync else None
 
 
+def check_same_resume(ckpt: TrainerCheckpoint | None, info: distributed.DistInfo) -> None:
+    """Every rank continues from the same step: a checkpoint that only some nodes can see (--logs
+    on a node-local disk) would split the run into ranks that disagree."""
+    if not info.enabled:
+        return
+    steps: list[Any] = [None] * info.world_size
+    dist.all_gather_object(steps, None if ckpt is None else int(ckpt["step"]))
+    if len(set(steps)) > 1:
+        seen = ", ".join(
+            f"rank {r}: {'none' if s is None else f'step {s}'}" for r, s in enumerate(steps)
+        )
+        raise UsageError(
+            f"the ranks found different checkpoints to resume from ({seen}): put --logs on a "
+            "filesystem every node shares, or use --remote-sync"
+        )
+
+
+def name_run(cfg: TrainConfig, info: distributed.DistInfo) -> None:
+    """Rank 0's run name on every rank: a default name holds its process's start time, and two
+    ranks must never write into two folders (or one rank's into another's)."""
+    cfg.run.name = cfg.run.name or default_name(cfg)
+    if info.enabled:
+        names = [cfg.run.name]
+        dist.broadcast_object_list(names, src=0)
+        cfg.run.name = names[0]
+
+
 # ----------------------------------------------------------------------------- set up
 
 
 def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
     """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
-    cfg.run.name = cfg.run.name or default_name(cfg)
+    if cfg.run.name is None:  # `train` names the run first; direct callers (tests) may not
+        name_run(cfg, info)
+    assert cfg.run.name is not None
     inv_tau = resolve_inv_tau(
         cfg
     )  # callers that skip validate_config (tests, sweeps) get the same start
-    if info.enabled:  # every rank must agree on the run folder
-        names = [cfg.run.name]
-        dist.broadcast_object_list(names, src=0)
-        cfg.run.name = names[0]
     run_dir = Path(cfg.run.logs) / cfg.run.name
     if info.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -364,6 +409,16 @@ def wrap(t: Trainer) -> None:
         )
         if t.cfg.model.gather_with_grad:
             log.info("--gather-with-grad: features are always gathered with their gradient here")
+        if t.info.enabled:
+            launch = t.info.launch
+            log.info(
+                "%d ranks started by %s, rendezvous %s",
+                t.info.world_size,
+                launch.source,
+                f"at {launch.endpoint} ({launch.via})" if launch.addr else f"by {launch.via}",
+            )
+        if t.info.launch.note:
+            log.info("%s", t.info.launch.note)
 
 
 def seed_everything(seed: int) -> None:
@@ -382,10 +437,12 @@ def default_name(cfg: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- the loop
 
 
-def fit(t: Trainer) -> RunResult:
+def fit(t: Trainer, stop: preemption.StopRequest | None = None) -> RunResult:
     """Optimizer steps until total_steps; a log line every N steps; checkpoints and evaluations
-    at epoch ends (and every N steps); a final checkpoint, table and curves."""
+    at epoch ends (and every N steps); a final checkpoint, table and curves. A stop signal ends
+    it at the next step boundary instead (`stop_here`)."""
     cfg, main = t.cfg, t.info.is_main
+    stop = stop or preemption.StopRequest()
     logger = Logger(t.run_dir, cfg, main)
     val_loader = None
     if cfg.data.val_data and main:
@@ -399,9 +456,10 @@ def fit(t: Trainer) -> RunResult:
         )
     progress = reporting.progress(main and cfg.run.progress, t.total_steps, t.step)
     window = Window(torch.zeros((), device=t.device))
-    last_ckpt, saved_at = None, -1
+    last_ckpt, saved_at, start = None, -1, t.step
+    signum = stop_requested(t, stop)  # a signal while the run was set up
     t.model.train()
-    while t.step < t.total_steps:
+    while not signum and t.step < t.total_steps:
         loader = t.train_data.make_loader(t.position)
         steps = _micro_batch_groups(loader, cfg.optim.accum_freq)
         epoch_end = False
@@ -413,23 +471,66 @@ def fit(t: Trainer) -> RunResult:
             epoch_end = t.position.end_epoch_if_done(t.train_data.batches_per_epoch)
             if cfg.run.save_every_n_steps and t.step % cfg.run.save_every_n_steps == 0:
                 last_ckpt, saved_at = save_checkpoint(t, f"step_{t.step}.pt"), t.step
-            if epoch_end or t.step >= t.total_steps:
+            signum = stop_requested(t, stop)
+            if signum or epoch_end or t.step >= t.total_steps:
                 break
         del steps, loader  # stops the epoch's workers
         final = t.step >= t.total_steps
         if epoch_end:
             if cfg.run.save_frequency and (t.position.epoch % cfg.run.save_frequency == 0 or final):
                 last_ckpt, saved_at = save_checkpoint(t, f"epoch_{t.position.epoch}.pt"), t.step
-            run_evals(t, logger, val_loader, final)
+            if not signum:
+                run_evals(t, logger, val_loader, final)
+                signum = stop_requested(t, stop)  # a signal during the evaluations
         elif final:  # --max-steps ended the run mid-epoch
             run_evals(t, logger, val_loader, final=True)
     progress.stop()
+    if signum:
+        stop_here(t, logger, signum, last_ckpt if saved_at == t.step else None, saved_at, start)
     if saved_at != t.step:
         last_ckpt = save_checkpoint(t, f"step_{t.step}.pt")
     logger.close()
     if main:
         reporting.finish(t.run_dir, logger.last)
     return RunResult(t.run_dir, last_ckpt if main else None, dict(logger.last))
+
+
+def stop_requested(t: Trainer, stop: preemption.StopRequest) -> int:
+    """The stop signal any rank has received (0: none), agreed by all ranks: call it on every rank
+    at the same points. After the last step there is nothing left to save for: 0, the run ends
+    as usual (its final evaluations, checkpoint and table)."""
+    signum = preemption.agreed(stop, t.info)
+    return signum if t.step < t.total_steps else 0
+
+
+def stop_here(
+    t: Trainer, logger: Logger, signum: int, saved: Path | None, saved_at: int, start: int
+) -> NoReturn:
+    """End the run on a stop signal: the exact-resume checkpoint of this step (unless this step
+    has one, or none was taken since `start`), written and uploaded before any rank exits; one
+    log line saying how to continue; with --requeue the Slurm job back in the queue."""
+    if saved_at != t.step and t.step != start:  # the same decision on every rank: a collective
+        saved = save_checkpoint(t, f"step_{t.step}.pt")
+    logger.close()
+    if t.info.is_main:
+        run = t.cfg.run
+        latest = t.run_dir / "checkpoints" / "latest.pt"
+        where = saved or (latest if latest.is_file() else None)
+        log.warning(
+            "stopped by %s at step %d of %d, %s: rerun with --logs %s --name %s --resume latest "
+            "to continue (exit code %d)",
+            signal.Signals(signum).name,
+            t.step,
+            t.total_steps,
+            f"checkpoint {where}" if where else "nothing trained yet",
+            run.logs,
+            run.name,
+            preemption.EXIT_STOPPED,
+        )
+        if run.requeue:
+            preemption.requeue()
+    distributed.barrier()  # no rank exits before the checkpoint is complete
+    raise preemption.Stopped(signum, t.step, saved if t.info.is_main else None)
 
 
 def _micro_batch_groups(loader: Any, k: int) -> Iterator[list[dict[str, Any]]]:

@@ -1,4 +1,5 @@
-"""The run folder under `--logs`: bad input found while setting up leaves `--logs` as it was."""
+"""The run folder under `--logs`: one training at a time writes into it (`locked`), and bad input
+found while setting up leaves `--logs` as it was (`removed_on_bad_input`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,40 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from cloob.common import folder_lock
 from cloob.common.cli import UsageError
+from cloob.trainer import distributed
 from cloob.trainer.config import RunConfig
+
+log = logging.getLogger("cloob.trainer")
+
+
+@contextlib.contextmanager
+def locked(run: RunConfig, info: distributed.DistInfo) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock (`RUN/.lock`) for the `with`: a second training with the
+    same --logs/--name, started while this one runs, stops on every rank with one error line and
+    changes nothing. The OS frees the lock when the holder exits, however it exits."""
+    assert run.name is not None  # `name_run` came first
+    folder = Path(run.logs) / run.name
+    with contextlib.ExitStack() as held:
+        locks = distributed.on_rank0(
+            info,
+            lambda: held.enter_context(
+                folder_lock.held(
+                    folder,
+                    "another training",
+                    "wait for it to end, or choose another --name",
+                    children_hold=False,  # loader workers outlive a killed trainer by seconds
+                )
+            ),
+        )
+        if locks is False:  # rank 0's filesystem has no locks
+            log.warning(
+                "%s: this filesystem offers no file locks; two trainings given the same --name "
+                "would not be stopped",
+                folder,
+            )
+        yield
 
 
 @contextlib.contextmanager

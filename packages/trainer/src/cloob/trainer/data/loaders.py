@@ -16,6 +16,7 @@ from cloob.trainer.data.mapstyle import CsvCaptions, IndexedBatches, SyntheticSc
 from cloob.trainer.data.position import Position
 from cloob.trainer.data.sources import Source, resolve_source
 from cloob.trainer.data.stream import ShardStream
+from cloob.trainer.preemption import worker_ignores_stop_signals
 
 log = logging.getLogger("cloob.trainer")
 
@@ -126,6 +127,7 @@ def build_train_data(
                 pin_memory=pin_memory,
                 persistent_workers=False,
                 prefetch_factor=2 if workers else None,
+                worker_init_fn=worker_ignores_stop_signals,
             )
         batches = epoch_batches(
             len(dataset),
@@ -140,7 +142,12 @@ def build_train_data(
             accum_freq=accum_freq,
         )
         return DataLoader(
-            dataset, sampler=batches, batch_size=None, num_workers=workers, pin_memory=pin_memory
+            dataset,
+            sampler=batches,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            worker_init_fn=worker_ignores_stop_signals,
         )
 
     return TrainData(source, steps, n_logical, make_loader, accum_freq)
@@ -214,4 +221,5 @@ def _ordered_loader(
         sampler=batches,
         batch_size=None,
         num_workers=min(workers, 2),
+        worker_init_fn=worker_ignores_stop_signals,
     )
