@@ -220,6 +220,7 @@ def test_store_that_stops_answering_mid_fetch_ends_then_rerun_completes(
         try:
             deadline = time.monotonic() + 180
             while "ds/shards/00000_stats.json" not in s3.list_keys("ds/"):
+                assert proc.stderr is not None  # stderr=PIPE
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
                 time.sleep(0.05)
             relay.freeze()
@@ -277,11 +278,12 @@ def test_unusable_bucket_is_one_error_line(
     if command != "fetch" and case == "foreign-prefix":
         message = "not a dataprep dataset" if command == "stats" else "not a finished dataprep"
     url, work = _env(s3, monkeypatch, case), tmp_path / "work"
-    args = {
+    by_command: dict[str, list[object]] = {
         "fetch": ["fetch", "urls", "--input", url_csv, "--out", url, *OPTS],
         "stats": ["stats", url],
         "retry": ["retry", url],
-    }[command]
+    }
+    args = by_command[command]
     before = s3.list_keys()
     r = dataprep(*args, "--work", work)
     lines = r.err.strip().splitlines()
