@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloob.benchmarks.data.images import ImageList, Task
+from cloob.benchmarks.data.images import ImageList, ImageSet
 from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.models.features import (
     FeatureCache,
@@ -48,7 +48,11 @@ class ProbeRunConfig(EvalOptions):
 
 
 def split_features(
-    loaded: LoadedModel, task: Task, split: str, cfg: ProbeRunConfig, files: RunFiles | None = None
+    loaded: LoadedModel,
+    task: ImageSet,
+    split: str,
+    cfg: ProbeRunConfig,
+    files: RunFiles | None = None,
 ) -> Features:
     """Image features of one split, from the cache when (checkpoint, dataset, split, …) match."""
     path = cfg.cache.path(
