@@ -74,7 +74,7 @@ def run(
     tasks: list[ImageSet],
     cfg: ZeroshotRunConfig,
     echo: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[report.ZeroshotRecord]:
     """Every model on every task; a run that fails leaves cfg.out as it found it."""
     files = RunFiles(cfg.out / ".classifiers", cfg.out / "predictions")
     with files.undone_on_failure():
@@ -87,7 +87,7 @@ def _run(
     cfg: ZeroshotRunConfig,
     echo: Callable[[str], None],
     files: RunFiles,
-) -> list[dict]:
+) -> list[report.ZeroshotRecord]:
     records = []
     versions = report.software_versions()
     for loaded, label in zip(models, labels_for(models), strict=True):
@@ -174,7 +174,7 @@ def cached_classifier(
 
 def make_record(
     loaded: LoadedModel, label: str, task: ImageSet, result, cfg: ZeroshotRunConfig, versions: dict
-) -> dict:
+) -> report.ZeroshotRecord:
     summary = result.summary()
     return {
         **report.base_record(loaded, label, task.name, cfg, versions),
