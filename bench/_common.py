@@ -179,8 +179,19 @@ def fused_attention_on_meta():
 
     original = F.scaled_dot_product_attention
 
-    def flash(q, k, v, scale=None, **_):
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)[0]
+    def flash(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        # the towers traced here call it without mask, dropout or causality
+        flash_cpu = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        return flash_cpu(query, key, value, scale=scale)[0]
 
     F.scaled_dot_product_attention = flash
     try:

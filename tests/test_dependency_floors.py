@@ -79,7 +79,11 @@ def test_the_cli_framework_floors_are_true(tmp_path: Path) -> None:
     out = subprocess.run([str(python), "-c", DRIVE], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
     floor = max(
-        (re.search(r">=\s*([\w.]+)", r).group(1) for r in reqs if r.startswith("typer")),
+        (
+            m.group(1)
+            for r in reqs
+            if r.startswith("typer") and (m := re.search(r">=\s*([\w.]+)", r))
+        ),
         key=lambda v: tuple(int(x) for x in v.split(".")),
     )
     got = out.stdout.split()[1]

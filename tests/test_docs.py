@@ -82,7 +82,8 @@ def _commands_in(line: str) -> list[list[str]]:
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split = True
     lexer.commenters = "#"
-    words, commands = [], []
+    words: list[str] = []
+    commands: list[list[str]] = []
     try:
         for word in lexer:
             if word and set(word) <= set(";&|"):

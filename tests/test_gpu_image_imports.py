@@ -59,7 +59,11 @@ def _imports(path: Path, module: str) -> list[str]:
             package = module if path.name == "__init__.py" else module.rpartition(".")[0]
             for _ in range(node.level - 1):
                 package = package.rpartition(".")[0]
-            base = node.module if not node.level else ".".join(filter(None, [package, node.module]))
+            base = (
+                node.module or ""  # level 0: `from x import y` always names x
+                if not node.level
+                else ".".join(filter(None, [package, node.module]))
+            )
             names += [base, *(f"{base}.{a.name}" for a in node.names)]
     return names
 
@@ -71,7 +75,7 @@ def path_imports(
 ) -> dict[str, set[str]]:
     """Third-party top-level name → the modules of ours that import it, over the path."""
     found: dict[str, set[str]] = {}
-    todo = [(f"bench.{b}", bench / f"{b}.py") for b in bench_roots]
+    todo: list[tuple[str, Path | None]] = [(f"bench.{b}", bench / f"{b}.py") for b in bench_roots]
     todo += [(m, _module_file(m)) for m in module_roots]
     seen: set[str] = set()
     while todo:

@@ -94,7 +94,7 @@ def run(loader, a: argparse.Namespace) -> tuple[float, float, float]:
     cpu0, t0 = _children_cpu(), time.perf_counter()
     for _ in range(a.batches):
         batch = next(it)
-        tensors = []
+        tensors: list[torch.Tensor] = []
         for v in batch.values() if isinstance(batch, dict) else batch:
             if isinstance(v, transforms.EncodedBatch):  # --decode-on-device: JPEG bytes + boxes
                 tensors += v.tensors()

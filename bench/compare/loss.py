@@ -9,6 +9,7 @@ Run: `OMP_NUM_THREADS=1 uv run python -m bench.compare.loss` (`--quick` for N â‰
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ def _peak(fn, n: int, d: int, device: str) -> float:
 def memory_table(quick: bool) -> None:
     """CLOOB vs CLIP at large N, d = 1024: peak memory (traced on meta tensors at N = 16384,
     measured at 4096) and time at 4096 (one round; skipped with --quick)."""
-    rows = []
+    rows: list[list[Any]] = []
     d = 1024
     for n in (4096, 16384):
         for name in ("clip", "cloob"):

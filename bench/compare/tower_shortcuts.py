@@ -69,7 +69,7 @@ def _trim_only(step: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def _backward(fn: Callable[[], torch.Tensor], model: torch.nn.Module) -> Callable[[], None]:
+def _backward(fn: Callable[..., torch.Tensor], model: torch.nn.Module) -> Callable[[], None]:
     def step() -> None:
         model.zero_grad(set_to_none=True)
         fn().sum().backward()

@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
+    tmp: str | Path  # the folder's name, then the folder
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = open_clip.create_model(args.model)

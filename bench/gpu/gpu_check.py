@@ -49,6 +49,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent  # gpu_probe and gpu_measure run as modules from here
@@ -244,10 +245,12 @@ def check_parses(steps: list[Step]) -> None:
     from cloob.trainer.cli import app
 
     group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)  # typer's own click: the app's subcommands
     for step in steps:
         if step.kind in ("ours", "readme"):
             sub, *args = step.cmd[step.cmd.index("cloob.trainer.cli") + 1 :]
             command = group.get_command(group.make_context("trainer", [sub]), sub)
+            assert command is not None, f"trainer has no command {sub!r}"
             command.make_context(sub, args, resilient_parsing=False)
 
 
@@ -490,7 +493,7 @@ def tail(text: str, lines: int) -> str:
 
 
 def run_all(s: Settings, steps: list[Step], logs: Path, results: Path) -> dict:
-    payload = {
+    payload: dict[str, Any] = {
         "benchmark": "gpu_check",
         "mode": "cpu" if s.cpu else "gpu",
         "readme_command": README_COMMAND,
@@ -508,7 +511,7 @@ def run_all(s: Settings, steps: list[Step], logs: Path, results: Path) -> dict:
     started = time.perf_counter()
     for step in steps:
         left = s.budget_s - (time.perf_counter() - started)
-        record = {
+        record: dict[str, Any] = {
             "label": step.label,
             "kind": step.kind,
             "method": step.method,

@@ -38,7 +38,9 @@ def load_shards(root: Path, preprocess, tokenizer) -> tuple[torch.Tensor, torch.
             parts: dict[str, dict[str, bytes]] = {}
             for member in tar.getmembers():
                 key, ext = member.name.rsplit(".", 1)
-                parts.setdefault(key, {})[ext] = tar.extractfile(member).read()
+                file = tar.extractfile(member)
+                assert file is not None, f"{shard}: {member.name} is not a file"
+                parts.setdefault(key, {})[ext] = file.read()
         for key in sorted(parts):
             blob = next(parts[key][e] for e in ("jpg", "png", "webp") if e in parts[key])
             images.append(preprocess(Image.open(io.BytesIO(blob)).convert("RGB")))

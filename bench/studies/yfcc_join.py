@@ -143,7 +143,8 @@ def generate(n: int, cache: Path, seed: int = 0) -> dict:
         (s, min(CHUNK, n - s), seed, str(folder / f"part-{s:010d}.bz2")) for s in range(0, n, CHUNK)
     ]
     t0 = time.time()
-    raw, subset = 0, []
+    raw = 0
+    subset: list[int] = []
     rng = random.Random(seed)
     with get_context("spawn").Pool(2) as pool:
         for size, ids in pool.imap(_chunk, jobs):

@@ -76,3 +76,16 @@ def open_clip_runs(tmp_path_factory):
     runs = train(tmp_path_factory.mktemp("open_clip_runs"))
     runs.register()
     return runs
+
+
+def record_problems(record: dict, kind: type) -> list[str]:
+    """How a record read back from a results file differs from its TypedDict in
+    `cloob.benchmarks.reporting.report`: keys it lacks, keys the type does not describe. The
+    optional keys are read from the annotations (Python 3.11 does not tell `NotRequired` apart in
+    postponed annotations)."""
+    annotations = kind.__annotations__
+    optional = {k for k, v in annotations.items() if "NotRequired[" in str(v)}
+    required = set(annotations) - optional
+    return [f"lacks {k}" for k in sorted(required - set(record))] + [
+        f"undescribed {k}" for k in sorted(set(record) - set(annotations))
+    ]

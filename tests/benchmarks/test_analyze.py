@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.analyze import (
     alignment,
     effective_rank,
@@ -20,6 +21,8 @@ from cloob.benchmarks.tasks.analyze import (
 )
 from support.benchmark_data import write_tiny_checkpoint
 from support.shards import write_shards
+
+from .conftest import record_problems
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -102,6 +105,7 @@ def test_cli_two_checkpoints(cli, tmp_path, ckpts):
     )
     assert code == 0, err
     analysis = json.loads((out / "analysis.json").read_text())["records"]
+    assert all(record_problems(r, report.AnalyzeRecord) == [] for r in analysis)
     assert [r["label"] for r in analysis] == ["clip", "cloob"] and analysis[0]["n_images"] == 12
     assert len(analysis[0]["spectra"]["image"]) == 32 and len(analysis[0]["projection"]["xy"]) == 24
     results = json.loads((out / "results.json").read_text())["records"]

@@ -10,7 +10,9 @@ import json
 import os
 import tarfile
 import zipfile
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PosixPath
+from typing import Any
 
 import pytest
 import torch
@@ -51,7 +53,7 @@ def open_clip_weights(scratch: Path) -> Path:
 def s3_object(key: str, body: bytes | None):
     """The s3:// URL of `key` in the test bucket (put there with `body` unless None)."""
 
-    def url(scratch: Path) -> str:
+    def url(scratch: Scratch) -> str:
         if body is not None:
             scratch.s3.client().put_object(Bucket=scratch.s3.bucket, Key=key, Body=body)
         return scratch.s3.url(key)
@@ -59,7 +61,7 @@ def s3_object(key: str, body: bytes | None):
     return url
 
 
-def zeroshot_ckpt(ckpt) -> callable:
+def zeroshot_ckpt(ckpt) -> Callable[[Path], list]:
     return lambda s: [
         "zeroshot",
         "--ckpt",
@@ -193,7 +195,7 @@ def file_and_folder_zip(path: Path) -> None:
 
 
 def fetch_with(make_zip):
-    def make(scratch: Path) -> list:
+    def make(scratch: Scratch) -> list:
         mirror = scratch.mirror  # set by the test: the loopback mirror fixture
         make_zip(mirror.root / "flowers102.zip")
         (scratch / "bench").mkdir()
@@ -370,9 +372,9 @@ CASES = [
 ]
 
 
-class Scratch(type(Path())):  # a tmp_path that also carries the mirror and S3 to the case's `make`
-    mirror = None
-    s3 = None
+class Scratch(PosixPath):  # a tmp_path that also carries the mirror and S3 to the case's `make`
+    mirror: Any = None
+    s3: Any = None
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

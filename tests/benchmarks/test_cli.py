@@ -10,8 +10,11 @@ import pytest
 import torch
 from clip_benchmark.cli import main_build
 
+from cloob.benchmarks.reporting import report
 from cloob.common import checkpoint as ckpt_format
 from support.benchmark_data import class_tree, write_tiny_checkpoint, write_tree
+
+from .conftest import record_problems
 
 
 def save_trainer_ckpt(path, seed: int, method: str):
@@ -80,6 +83,7 @@ def test_fetch_list_and_zeroshot_two_checkpoints(cli, mirror, tmp_path, ckpts):
     )
     assert code == 0, err
     records = json.loads((out / "results.json").read_text())["records"]
+    assert all(record_problems(r, report.ZeroshotRecord) == [] for r in records), records[0]
     assert [(r["label"], r["dataset"]) for r in records] == [
         ("clip_run", "flowers102"),
         ("clip_run", "birdsnap"),

@@ -14,6 +14,7 @@ import torch
 from cloob.benchmarks.data.images import ImageList
 from cloob.benchmarks.data.probe_data import folder_probe
 from cloob.benchmarks.models.features import encode_images, image_feature_mode
+from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.linear_probe.protocol import (
     GRID,
     ProbeConfig,
@@ -23,6 +24,8 @@ from cloob.benchmarks.tasks.linear_probe.protocol import (
 )
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint, write_tree
 from support.probe_data import class_image, class_split
+
+from .conftest import record_problems
 
 CLASSES = [f"class_{c}" for c in range(6)]
 
@@ -204,6 +207,7 @@ def test_cli_folder_pair_writes_results_and_reuses_cached_features(cli, pair, ck
     code, _, err = cli(*args)
     assert code == 0, err
     record = json.loads((out / "results.json").read_text())["records"][0]
+    assert record_problems(record, report.ProbeRecord) == []
     assert record["task"] == "linear_probe" and record["dataset"] == pair.name
     assert (record["n_train"], record["n_val"], record["n_images"], record["n_classes"]) == (
         36,

@@ -11,10 +11,13 @@ import torch
 
 from cloob.benchmarks.data.pairs import from_karpathy, from_shards
 from cloob.benchmarks.models.features import embed
+from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.retrieval import recalls
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint
 from support.images import make_images
 from support.shards import write_shards
+
+from .conftest import record_problems
 
 
 def test_hand_computed_recalls():
@@ -130,6 +133,7 @@ def test_cli_shards_and_karpathy(cli, tmp_path, ckpt):
     )
     assert code == 0, err
     record = json.loads((tmp_path / "o1" / "results.json").read_text())["records"][0]
+    assert record_problems(record, report.RetrievalRecord) == []
     assert (
         record["task"] == "retrieval"
         and record["dataset"] == "cc3m-val"

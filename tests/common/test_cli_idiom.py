@@ -34,7 +34,7 @@ def source_problems(root: Path) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         where = path.relative_to(root)
         nodes = ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        found = sorted((n.lineno, p) for n in nodes for p in _node_problems(n, path))
+        found = sorted((getattr(n, "lineno", 0), p) for n in nodes for p in _node_problems(n, path))
         problems += [f"{where}:{line}: {problem}" for line, problem in found]
     return problems
 
@@ -58,7 +58,7 @@ def _node_problems(node: ast.AST, path: Path) -> list[str]:
         if name == "setattr" and any(t in REWRITTEN for t in texts):
             return [f"setattr {texts[0]!r}"]
         if name.endswith("import_module") and any(PRIVATE.match(str(t)) for t in texts):
-            return [f"imports {texts[0]}"]
+            return [f"imports {texts[0]!s}"]
         if path.name == "cli.py" and name.split(".")[-1] in ("wraps", "update_wrapper"):
             return [f"{name}: a command's signature must be its own"]
     return []

@@ -180,7 +180,7 @@ def ray_head(tag, ray_tmp, monkeypatch, tmp_path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)  # today: hangs (the driver waits for a raylet that is not there)
+@pytest.mark.timeout(300)  # a driver that waits for a raylet that is not there hangs: end it
 def test_ray_cluster_matches_multiprocessing(
     ray_head, url_csv, multiprocessing_run, cli, monkeypatch, tmp_path
 ):
@@ -283,7 +283,7 @@ def test_engine_that_cannot_start(env, case, dataprep, monkeypatch, tmp_path):
 # --- clusters that accept connections and never answer ---------------------------------------
 
 
-@pytest.mark.timeout(90)  # today: no answer after 3 minutes (Ray retries its GCS without end)
+@pytest.mark.timeout(90)  # Ray retries a silent GCS without end: the fetch must give up first
 @pytest.mark.parametrize("loopback_var", [None, "0"], ids=["plain", "with-ray-loopback-var"])
 def test_ray_address_that_never_answers(loopback_var, dataprep, tag, monkeypatch, tmp_path):
     monkeypatch.delenv(clusters.RAY_LOOPBACK, raising=False)
@@ -326,7 +326,7 @@ def test_spark_master_that_never_answers_is_named(url_csv, dataprep, tag, monkey
     lines = result.err.strip().splitlines()
     assert result.code == 1 and "Traceback" not in result.err, result.err
     errors = [line for line in lines if "error" in line.lower()]
-    # today: "Spark failed: Py4JJavaError: An error occurred while calling None...SparkSession"
+    # the master named, not Py4J's "An error occurred while calling None...SparkSession"
     assert len(errors) == 1 and errors[0].startswith(
         f"error: Spark failed: the Spark master {master} did not answer"
     ), result.err

@@ -31,7 +31,7 @@ from cloob.dataprep.layout import Layout
 from cloob.dataprep.sources.cc3m import build_cc3m_list
 from cloob.dataprep.sources.urls import build_urls_list
 
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=30)
 SCHEMES = [
     "http",
     "https",
@@ -126,7 +126,7 @@ def test_url_lists_read_back_row_for_row_or_are_refused(rows, fmt):
 
 # CC3M's TSV has no quoting: a field holds anything but a tab or a line break.
 FIELD = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n\r"), max_size=30
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\t\n\r"), max_size=30
 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import fsspec.config
 import pytest
 
-from cloob.common.storage import call_limit_s, location
+from cloob.common.storage import RemotePath, call_limit_s, location
 from cloob.dataprep.download import _stop_group
 from cloob.dataprep.watchdog import StoreWatch
 from support.s3 import S3Server
@@ -32,7 +32,9 @@ def _watch(s3: S3Server, log: Path, monkeypatch, endpoint: str | None = None):
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     s3.client().put_object(Bucket=s3.bucket, Key="ds/shards/00000.tar", Body=b"x")
     now = [0.0]
-    watch = StoreWatch(location(s3.url("ds/shards")), log, LIMIT, clock=lambda: now[0])
+    shards = location(s3.url("ds/shards"))
+    assert isinstance(shards, RemotePath)
+    watch = StoreWatch(shards, log, LIMIT, clock=lambda: now[0])
     return watch, now
 
 
@@ -105,6 +107,7 @@ def test_stop_group_ends_the_child_and_its_workers() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
+    assert proc.stdout is not None  # stdout=PIPE
     worker = int(proc.stdout.readline())
     started = time.monotonic()
     _stop_group(proc, signal.SIGTERM, grace_s=1)  # the leader ignores SIGTERM: SIGKILL follows
@@ -135,7 +138,9 @@ def test_a_child_stuck_while_the_store_is_silent_is_stopped_in_one_line(
         proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
         started = time.monotonic()
         with pytest.raises(UsageError) as raised:
-            _wait(proc, location(s3.url("ds/shards")), log, proc_stderr_is_ours=True)
+            shards = location(s3.url("ds/shards"))
+            assert isinstance(shards, RemotePath)
+            _wait(proc, shards, log, proc_stderr_is_ours=True)
     assert str(raised.value).startswith(
         f"{s3.url('ds/shards')}: the storage endpoint did not answer in time (a listing"
     ), raised.value

@@ -17,7 +17,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class BadInput:
     id: str
-    make: Callable[[Path], Sequence[object]]  # scratch dir → CLI arguments
+    # scratch dir (and, for the bucket cases, the S3 server) → CLI arguments
+    make: Callable[..., Sequence[object]]
     first_line: str  # a substring of the one `error:` line
     code: int = 2
     leaves: frozenset[str] = frozenset()  # outermost new paths the run must leave in scratch

@@ -50,7 +50,10 @@ def write_tiny_checkpoint(path: Path, seed: int = 0, method: str | None = "clip"
     """A cloob-toolkit/1 checkpoint of `tiny_model(seed)` through the format's own writer;
     `extra` adds reader fields (epoch, step, inv_tau, ...) or overrides one."""
     payload = ckpt_format.ModelCheckpoint(
-        state_dict=tiny_model(seed).state_dict(), model_name="tiny-vit", model_cfg=tiny_cfg()
+        format=ckpt_format.FORMAT,  # `write` stamps it too
+        state_dict=tiny_model(seed).state_dict(),
+        model_name="tiny-vit",
+        model_cfg=tiny_cfg(),
     )
     if method is not None:
         payload["method"] = method

@@ -91,17 +91,21 @@ def arm(moment: Moment) -> None:
         hit["n"] += 1
         return hit["n"] == moment.at
 
+    def send_if(now: bool, sig: int = moment.sig) -> None:
+        if now:
+            send(sig)
+
     if moment.kind == "setup":
         wrap(loop, "setup", before=lambda *a, **k: send())
     elif moment.kind == "step":
-        wrap(loop, "compute_gradients", before=lambda t, *a: t.step == moment.at and send())
+        wrap(loop, "compute_gradients", before=lambda t, *a: send_if(t.step == moment.at))
     elif moment.kind == "save":
-        wrap(ckpt_format, "write", before=lambda *a: counted() and send())
+        wrap(ckpt_format, "write", before=lambda *a: send_if(counted()))
     elif moment.kind == "eval":
-        wrap(evaluate, "validate", before=lambda *a, **k: counted() and send())
+        wrap(evaluate, "validate", before=lambda *a, **k: send_if(counted()))
     elif moment.kind == "workers":
         iterator = torch.utils.data.DataLoader.__iter__
-        wrap(torch.utils.data.DataLoader, "__iter__", after=lambda *a: counted() and send())
+        wrap(torch.utils.data.DataLoader, "__iter__", after=lambda *a: send_if(counted()))
         assert torch.utils.data.DataLoader.__iter__ is not iterator
     elif moment.kind == "second-in-save":  # a signal mid-step, a second one inside its save
         first = {"sent": False}
@@ -112,7 +116,7 @@ def arm(moment: Moment) -> None:
                 send()
 
         wrap(loop, "compute_gradients", before=step)
-        wrap(ckpt_format, "write", before=lambda *a: first["sent"] and send(signal.SIGTERM))
+        wrap(ckpt_format, "write", before=lambda *a: send_if(first["sent"], signal.SIGTERM))
     elif moment.kind == "kill-in-save":  # SIGKILL with the new checkpoint half written
         save = torch.save
 
@@ -124,11 +128,14 @@ def arm(moment: Moment) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             save(obj, f, *a, **k)
 
-        torch.save = cut  # type: ignore[assignment]
+        torch.save = cut
     elif moment.kind == "kill-before-latest":  # step_N.pt complete, latest.pt not yet moved
-        wrap(
-            loop.checkpoint, "link_latest", before=lambda *a: counted() and os.kill(os.getpid(), 9)
-        )
+
+        def kill_when_counted(*a: Any) -> None:
+            if counted():
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        wrap(loop.checkpoint, "link_latest", before=kill_when_counted)
     else:
         raise ValueError(moment.kind)
 
@@ -160,7 +167,7 @@ def record_order(path: Path) -> None:
             f.write(json.dumps([t.step + 1, digest.hexdigest()]) + "\n")
         return step(t, micro_batches)
 
-    loop.optimizer_step = recorded  # type: ignore[assignment]
+    loop.optimizer_step = recorded
 
 
 def order(path: Path) -> dict[int, str]:

@@ -174,7 +174,7 @@ class LoopbackServer:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def url(self, relpath: str) -> str:
         return f"{self.base_url}/{relpath.lstrip('/')}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import tarfile
 from pathlib import Path
 
 import webdataset as wds
@@ -51,3 +52,10 @@ def truncate(path: Path, keep_fraction: float = 0.5) -> None:
     """Cut a tar short, as a killed writer leaves it."""
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[: int(len(data) * keep_fraction)])
+
+
+def read_member(tar: tarfile.TarFile, member: tarfile.TarInfo | str) -> bytes:
+    """The bytes of a file in an open tar (a directory or link has none: that fails here)."""
+    file = tar.extractfile(member)
+    assert file is not None, f"{member} is not a regular file"
+    return file.read()

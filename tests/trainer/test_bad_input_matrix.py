@@ -23,7 +23,7 @@ from cloob.trainer import cli
 from cloob.trainer.launch import VARIABLES
 from support.bad_input import BadInput, check
 from support.s3 import S3Server
-from support.shards import write_shards
+from support.shards import read_member, write_shards
 
 from .conftest import MICRO
 
@@ -316,7 +316,7 @@ def corrupt_bucket_shards(scratch: Path, s3: S3Server) -> list:
     root = shard_dir(scratch, garbage=False)
     for tar in sorted((root / "shards").glob("*.tar")):
         with tarfile.open(tar) as src:  # valid tars, every image undecodable
-            members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+            members = [(m, read_member(src, m)) for m in src.getmembers()]
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as dst:
             for m, blob in members:

@@ -22,6 +22,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["trainer", "run", *args])
     with pytest.raises(SystemExit) as exc:
         cli.main()
+    assert isinstance(exc.value.code, int)
     return exc.value.code, capsys.readouterr().err
 
 
@@ -285,20 +286,26 @@ def _distinct_command_line() -> tuple[list[str], dict[str, object]]:
 
     hints = typing.get_type_hints(cli.run)
     # typer vendors click: its classes are told apart by name, not isinstance
-    argv, expected = [], {}
-    for i, param in enumerate(typer.main.get_command(cli.app).commands["run"].params):
-        if param.param_type_name != "option":
+    argv: list[str] = []
+    expected: dict[str, object] = {}
+    group = typer.main.get_command(cli.app)
+    assert isinstance(group, typer.core.TyperGroup)
+    for i, param in enumerate(group.commands["run"].params):
+        if not isinstance(param, typer.core.TyperOption):
             continue
+        assert param.name is not None
         if param.is_flag:
-            on, off = param.opts[0], (param.secondary_opts or [None])[0]
-            value = not param.default
-            if value or off is not None:
-                argv.append(on if value else off)
-                expected[param.name] = value
+            on, off = param.opts[0], next(iter(param.secondary_opts), None)
+            side = not param.default
+            if side or off is not None:
+                argv.append(on if side else str(off))
+                expected[param.name] = side
             continue
+        value: object
         if param.multiple:
-            value = [f"task-{i}-a", f"task-{i}-b"]
-            argv += [w for v in value for w in (param.opts[0], v)]
+            values = [f"task-{i}-a", f"task-{i}-b"]
+            argv += [w for v in values for w in (param.opts[0], v)]
+            value = values
         else:
             kind = _without_none(hints[param.name])
             value = 1000 + i if kind is int else 0.25 + i if kind is float else f"value-{i}"

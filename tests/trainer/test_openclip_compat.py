@@ -45,7 +45,9 @@ def parse(argv: list[str]) -> dict:
     import typer
 
     check_argv(argv)
-    command = typer.main.get_command(cli.app).commands["run"]
+    group = typer.main.get_command(cli.app)
+    assert isinstance(group, typer.core.TyperGroup)  # typer's own click: not click.Group
+    command = group.commands["run"]
     with command.make_context("run", list(argv)) as ctx:
         return dict(ctx.params)
 

@@ -95,6 +95,10 @@ def test_a_broken_bucket_checkpoint_does_not_shadow_the_repaired_one(s3: S3Serve
     assert not (tmp_path / "logs").exists()  # no latest.pt, no folders made for it
     put(Bucket=s3.bucket, Key=f"{PREFIX}/epoch_1.pt", Body=good)  # the bucket is repaired
     ckpt = checkpoint.load_resume("latest", local, s3.url(PREFIX))
-    assert ckpt["step"] == 3 and torch.equal(ckpt["state_dict"]["w"], torch.ones(2))
+    assert (
+        ckpt is not None
+        and ckpt["step"] == 3
+        and torch.equal(ckpt["state_dict"]["w"], torch.ones(2))
+    )
     assert (local / "latest.pt").read_bytes() == good
     assert sorted(p.name for p in local.iterdir()) == ["latest.pt"]  # no temporary left

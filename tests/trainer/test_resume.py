@@ -69,6 +69,7 @@ def config(
 
 def cli_args(cfg: TrainConfig) -> list[str]:
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
+    assert d.train_data is not None and r.name is not None  # `config` sets both
     return [
         "--train-data",
         d.train_data,

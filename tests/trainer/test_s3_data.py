@@ -51,6 +51,7 @@ def test_train_from_bucket_matches_local_and_resumes_exactly(
     # K steps from the bucket, then a resume from the checkpoint to 2K: same weights as locally.
     train(config(url, tmp_path, "remote", 2, K))  # type: ignore[arg-type]
     resumed = train(config(url, tmp_path, "remote", 2, 2 * K, resume="latest"))  # type: ignore[arg-type]
+    assert local.checkpoint is not None and resumed.checkpoint is not None  # one process: rank 0
     a, b = ckpt_format.read(local.checkpoint), ckpt_format.read(resumed.checkpoint)
     assert b["step"] == 2 * K
     for key, value in a["state_dict"].items():

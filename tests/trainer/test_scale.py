@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cloob.trainer import distributed
+from cloob.trainer import distributed, losses
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cloob.trainer.loop import compute_gradients, setup, wrap
 from cloob.trainer.losses import METHODS
@@ -57,7 +57,7 @@ def gradients(cfg: TrainConfig, info: distributed.DistInfo, inputs) -> dict[str,
     grads = {n: p.grad.clone() for n, p in t.raw_model.named_parameters() if p.grad is not None}
     if t.loss_fn.logit_beta.grad is not None:
         grads["beta"] = t.loss_fn.logit_beta.grad.clone()
-    if getattr(t.loss_fn, "logit_bias", None) is not None and t.loss_fn.logit_bias.grad is not None:
+    if isinstance(t.loss_fn, losses.SigLipLoss) and t.loss_fn.logit_bias.grad is not None:
         grads["bias"] = t.loss_fn.logit_bias.grad.clone()  # siglip's b
     grads["loss"] = distributed.all_reduce_mean(loss.clone())
     return grads

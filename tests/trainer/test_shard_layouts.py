@@ -16,7 +16,7 @@ import webdataset as wds
 from cloob.trainer import data, models
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cloob.trainer.loop import train
-from support.shards import write_shards
+from support.shards import read_member, write_shards
 
 from .conftest import MICRO
 
@@ -29,7 +29,7 @@ def shards(root: Path, counts: tuple[int, ...]) -> Path:
             tar = root / "shards" / f"{i:05d}.tar"
             with tarfile.open(tar) as src:
                 keep = [m for m in src.getmembers() if int(m.name[5:9]) < n]
-                payload = {m.name: src.extractfile(m).read() for m in keep}
+                payload = {m.name: read_member(src, m) for m in keep}
             with tarfile.open(tar, "w") as dst:
                 for name, blob in payload.items():
                     info = tarfile.TarInfo(name)

@@ -15,7 +15,6 @@ from open_clip.loss import SigLipLoss as OpenClipSigLip
 from cloob.trainer import losses, methods
 
 GRID = list(itertools.product((1, 2, 7, 32), (1.0, 10.0, 112.0), (-10.0, -3.5, 0.0, 2.0)))
-MAX_REL = {"loss": 0.0, "grad": 0.0}  # the worst relative difference seen, printed at the end
 
 
 def features(n, d=16, seed=0):
@@ -23,10 +22,6 @@ def features(n, d=16, seed=0):
     x = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1)
     y = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64) + 0.7 * x, dim=-1)
     return x, y
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 @pytest.mark.parametrize(("n", "inv_tau", "bias"), GRID)
@@ -45,19 +40,11 @@ def test_equals_open_clip_siglip(n, inv_tau, bias, learnable):
         wrt = (xs, ys, t, b) if learnable else (xs, ys)
         results.append((value, torch.autograd.grad(value, wrt)))
     (ours, g_ours), (theirs, g_theirs) = results
-    MAX_REL["loss"] = max(MAX_REL["loss"], rel(ours, theirs))
+    # float64 rounding of two orderings of the same sums at most; a failure names the greatest
+    # absolute and relative difference
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-13)
     for a, r in zip(g_ours, g_theirs, strict=True):
-        MAX_REL["grad"] = max(MAX_REL["grad"], rel(a, r))
         torch.testing.assert_close(a, r, rtol=1e-11, atol=1e-13)
-
-
-def test_zz_report_max_relative_difference(capsys):
-    with capsys.disabled():
-        print(
-            f"\nsiglip vs open_clip SigLipLoss, max relative difference: loss "
-            f"{MAX_REL['loss']:.2e}, gradients {MAX_REL['grad']:.2e}"
-        )
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -85,6 +72,15 @@ def test_initialisation_and_table():
     assert methods.default_inv_tau("siglip") == 10.0 and methods.default_inv_tau("cloob") is None
     loss = losses.create_loss("siglip")
     assert loss.logit_bias.item() == -10.0 and loss.logit_bias.requires_grad
-    # at the start every pair looks negative: σ(10·cos − 10) ≤ ½ for all pairs
-    x, y = features(8)
-    assert (10.0 * x @ y.t() - 10.0).max() <= 0
+
+
+def test_at_initialisation_every_pair_looks_negative():
+    """The method's starting τ⁻¹ and the objective's starting bias together: even a pair of equal
+    features (cos = 1, the largest logit there is) gets σ(τ⁻¹·cos + b) ≤ ½. Read from the method
+    table and the module, so changing either default alone fails here."""
+    inv_tau = methods.default_inv_tau("siglip")
+    assert inv_tau is not None
+    bias = losses.create_loss("siglip").logit_bias.detach().double()
+    x, _ = features(8)
+    logits = inv_tau * x @ x.t() + bias
+    assert torch.sigmoid(logits).max() <= 0.5 + 1e-12

@@ -38,7 +38,7 @@ def photo(h: int, w: int, rng: np.random.Generator, mode: str = "RGB") -> Image.
     """Textured (smoothed noise) image: resampling differences show up, unlike on flat colours."""
     a = rng.normal(size=(h // 4 + 1, w // 4 + 1, 3)).cumsum(0).cumsum(1)
     a = (a - a.min()) / (np.ptp(a) + 1e-9) * 255
-    im = Image.fromarray(a.astype(np.uint8)).resize((w, h), Image.BICUBIC)
+    im = Image.fromarray(a.astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
     return im.convert(mode)
 
 

@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NewType, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NewType, NotRequired, TypedDict
 
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
@@ -28,8 +28,12 @@ from cloob.common.torchload import safe_load
 
 FORMAT = "cloob-toolkit/1"
 
-# A torch.Tensor; a NewType so the description needs no torch import (checked lazily on read).
-Tensor = NewType("Tensor", object)
+if TYPE_CHECKING:
+    from torch import Tensor
+else:
+    # a torch.Tensor: a marker at run time, so the description imports no torch (checked lazily on
+    # read); the type checker sees torch's class, so readers index and compare tensors as such
+    Tensor = NewType("Tensor", object)
 
 
 class _Weights(TypedDict):

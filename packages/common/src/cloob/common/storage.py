@@ -335,7 +335,7 @@ def attach_to_duckdb(con: Any, url: Path | RemotePath) -> None:
 # --- errors -------------------------------------------------------------------------------------
 
 
-def check_access(url: str | RemotePath) -> None:
+def check_access(url: str | os.PathLike[str] | RemotePath) -> None:
     """Fail early, in one line, when the bucket of `url` cannot be used: no such bucket, refused
     credentials, an endpoint that does not answer. Local paths pass."""
     target = location(url)

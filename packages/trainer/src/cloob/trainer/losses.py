@@ -1,6 +1,6 @@
 """Contrastive objectives on L2-normalised features (N, d), each returning a scalar tensor.
 
-`inv_tau` and `hopfield_beta` may be Python floats or 0-d tensors (learnable parameters).
+`inv_tau` and `beta` may be Python floats or 0-d tensors (learnable parameters).
 The methods: `clip` (InfoNCE), `cloob` (Hopfield + InfoLOOB), the paper's two ablations
 `infoloob` (InfoLOOB without Hopfield) and `hopfield_infonce` (Hopfield + InfoNCE), and `siglip`
 (the pairwise sigmoid loss of Zhai et al. 2023, arXiv 2303.15343, with a learnable bias).
@@ -107,17 +107,15 @@ def infoloob_loss(
 def _retrieved_pairs(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
-    hopfield_beta: float | torch.Tensor,
+    beta: float | torch.Tensor,
     local: LocalRows | None,
 ):
     """((U_xx, U_xy), (U_yy, U_yx)) as (anchors, candidates): with `local`, this rank's anchors
     against every rank's candidates (gathered with gradient)."""
     if local is None:
-        u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, hopfield_beta)
+        u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, beta)
         return (u_xx, u_xy), (u_yy, u_yx), 0
-    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(
-        image_features, text_features, hopfield_beta, local.rows
-    )
+    u_xx, u_xy, u_yy, u_yx = cloob_retrievals(image_features, text_features, beta, local.rows)
     return (u_xx, local.gather(u_xy)), (u_yy, local.gather(u_yx)), local.start
 
 
@@ -125,13 +123,11 @@ def cloob_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     inv_tau: float | torch.Tensor,
-    hopfield_beta: float | torch.Tensor,
+    beta: float | torch.Tensor,
     local: LocalRows | None = None,
 ) -> torch.Tensor:
     """L_LOOB(U_xx, U_xy) + L_LOOB(U_yy, U_yx)."""
-    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(
-        image_features, text_features, hopfield_beta, local
-    )
+    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features, beta, local)
     return (
         _contrast(u_xx, u_xy, inv_tau, off, leave_one_out=True) / inv_tau
         + _contrast(u_yy, u_yx, inv_tau, off, leave_one_out=True) / inv_tau
@@ -142,13 +138,11 @@ def hopfield_infonce_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     inv_tau: float | torch.Tensor,
-    hopfield_beta: float | torch.Tensor,
+    beta: float | torch.Tensor,
     local: LocalRows | None = None,
 ) -> torch.Tensor:
     """CE(τ⁻¹ U_xx U_xyᵀ, I) + CE(τ⁻¹ U_yy U_yxᵀ, I): CLOOB's retrievals with InfoNCE instead."""
-    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(
-        image_features, text_features, hopfield_beta, local
-    )
+    (u_xx, u_xy), (u_yy, u_yx), off = _retrieved_pairs(image_features, text_features, beta, local)
     return _contrast(u_xx, u_xy, inv_tau, off, leave_one_out=False) + _contrast(
         u_yy, u_yx, inv_tau, off, leave_one_out=False
     )
@@ -249,12 +243,10 @@ class ContrastiveLoss(nn.Module):
 
     uses_hopfield = False
 
-    def __init__(
-        self, hopfield_beta: float = 8.0, learnable_beta: bool = False, **_: object
-    ) -> None:
+    def __init__(self, beta: float = 8.0, learnable_beta: bool = False, **_: object) -> None:
         super().__init__()
         self.logit_beta = nn.Parameter(
-            torch.tensor(math.log(hopfield_beta)),
+            torch.tensor(math.log(beta)),
             requires_grad=learnable_beta and self.uses_hopfield,
         )
 
@@ -304,13 +296,13 @@ class SigLipLoss(ContrastiveLoss):
 
     def __init__(
         self,
-        hopfield_beta: float = 8.0,
+        beta: float = 8.0,
         learnable_beta: bool = False,
         *,
         init_bias: float = -10.0,
         learnable_bias: bool = True,
     ) -> None:
-        super().__init__(hopfield_beta, learnable_beta)
+        super().__init__(beta, learnable_beta)
         self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)), requires_grad=learnable_bias)
 
     def forward(self, image_features, text_features, inv_tau, local=None):
@@ -330,7 +322,7 @@ assert set(_LOSSES) == set(METHODS), "cloob.trainer.methods and _LOSSES must lis
 
 def create_loss(
     method: str,
-    hopfield_beta: float = 8.0,
+    beta: float = 8.0,
     learnable_beta: bool = False,
     *,
     init_bias: float = -10.0,
@@ -339,7 +331,5 @@ def create_loss(
     if method not in _LOSSES:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "siglip":
-        return SigLipLoss(
-            hopfield_beta, learnable_beta, init_bias=init_bias, learnable_bias=learnable_bias
-        )
-    return _LOSSES[method](hopfield_beta, learnable_beta)
+        return SigLipLoss(beta, learnable_beta, init_bias=init_bias, learnable_bias=learnable_bias)
+    return _LOSSES[method](beta, learnable_beta)

@@ -1,5 +1,5 @@
-"""Folders of images → `Task`s (path, label lists, class names and templates), with explicit label
-rules.
+"""Folders of images → `ImageSet`s (path, label lists, class names and templates), with explicit
+label rules.
 
 torchvision's `ImageFolder` is not used directly: it refuses empty class folders (Birdsnap has
 some, and dropping them shifts every later label) and string-sorts integer folders (ImageNet V2's
@@ -23,7 +23,7 @@ from cloob.benchmarks.data.folders import (
     read_lines,
     read_templates,
 )
-from cloob.benchmarks.data.images import Task
+from cloob.benchmarks.data.images import ImageSet
 from cloob.common.cli import UsageError
 
 
@@ -34,14 +34,14 @@ def build_task(
     templates: list[str],
     rule: str,
     headline: str = "acc1",
-) -> Task:
+) -> ImageSet:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such dataset folder")
     mapping, rule_words = registry.label_map(rule, class_folders(root), classnames)
     samples = list_samples(root, mapping)
     if not samples:
         raise UsageError(f"{root}: no images found")
-    return Task(name, root, classnames, templates, samples, rule_words, headline)
+    return ImageSet(name, root, classnames, templates, samples, rule_words, headline)
 
 
 def folder_task(
@@ -49,7 +49,7 @@ def folder_task(
     classnames_file: str | Path | None = None,
     templates_file: str | Path | None = None,
     name: str | None = None,
-) -> Task:
+) -> ImageSet:
     """An ImageFolder dir; also a task dir holding `images/`, `classnames.txt`, `templates.txt`."""
     path = Path(path)
     if not path.is_dir():
@@ -68,7 +68,7 @@ def folder_task(
     return build_task(name or path.name, path, classnames, templates, registry.BY_INDEX)
 
 
-def registry_task(spec: registry.DatasetSpec, path: str | Path) -> Task:
+def registry_task(spec: registry.DatasetSpec, path: str | Path) -> ImageSet:
     """A dataset made by `benchmarks fetch`: `path` is `ROOT/<name>` (or ROOT itself)."""
     path = Path(path)
     if not (path / SOURCE_FILE).is_file() and (path / spec.name / SOURCE_FILE).is_file():
@@ -94,7 +94,7 @@ def resolve_task(
     path: str | Path,
     classnames_file: str | Path | None = None,
     templates_file: str | Path | None = None,
-) -> Task:
+) -> ImageSet:
     """`dataset` is "folder", "imagenet" (a val/<wnid>/ folder), "imagenetv2" (integer folders) or a
     registry name; a folder fetched by `benchmarks fetch` is recognised by its SOURCE.json."""
     if dataset == "folder":

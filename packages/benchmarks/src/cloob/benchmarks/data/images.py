@@ -1,4 +1,4 @@
-"""The images every evaluation reads: labelled image files (`Task`, `ImageList`), image–caption
+"""The images every evaluation reads: labelled image files (`ImageSet`, `ImageList`), image–caption
 images that may sit inside a tar (`ImageRef`, `ImageRefs`), and the one rule for an image that
 does not decode (`read_image`: None, logged; `collate_readable`: dropped from the batch, counted).
 
@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Task:
-    """One zero-shot classification problem, ready to evaluate."""
+class ImageSet:
+    """A labelled image set: one split of an evaluation dataset, with its class names and prompt
+    templates, ready to evaluate (the glossary in docs/architecture.md: an *image set*, not an
+    evaluation)."""
 
     name: str
     root: Path  # the folder holding one sub-folder per class

@@ -23,7 +23,7 @@ from cloob.benchmarks.data.folders import (
     probe_folder,
     read_lines,
 )
-from cloob.benchmarks.data.images import Task
+from cloob.benchmarks.data.images import ImageSet
 from cloob.benchmarks.data.registry import TRAIN_SOURCES, train_command
 from cloob.common.cli import UsageError
 
@@ -31,9 +31,9 @@ from cloob.common.cli import UsageError
 @dataclass
 class ProbeData:
     name: str
-    train: Task
-    test: Task
-    val: Task | None = None  # the dataset's own validation split, if it has one
+    train: ImageSet
+    test: ImageSet
+    val: ImageSet | None = None  # the dataset's own validation split, if it has one
     source: dict = field(default_factory=dict)  # which folders the splits came from, in words
 
     @property
@@ -56,7 +56,7 @@ def registry_probe(spec: registry.DatasetSpec, root: Path) -> ProbeData:
     classnames = read_lines(folder / CLASSNAMES_FILE)
     rule = registry.get(source.train_from or spec.name).label_rule
 
-    def split(key: str) -> Task:
+    def split(key: str) -> ImageSet:
         # named after the dataset that owns the split: ImageNet V2's probe reuses ImageNet's cached
         # features
         return build_task(

@@ -13,7 +13,9 @@ and metric keys, so the rows sit beside clip_benchmark's own:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cloob.common.files import write_json
 
@@ -35,7 +37,7 @@ TASKS = {
 }
 
 
-def clip_benchmark_record(record: dict) -> dict | None:
+def clip_benchmark_record(record: Mapping[str, Any]) -> dict | None:
     """The clip_benchmark result dict for one of our records; None for a task it does not have."""
     task = TASKS.get(record.get("task", "zeroshot"))
     if task is None:
@@ -50,7 +52,7 @@ def clip_benchmark_record(record: dict) -> dict | None:
     }
 
 
-def write_clip_benchmark(records: list[dict], out: Path) -> Path | None:
+def write_clip_benchmark(records: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
     """`OUT/clip_benchmark/*.json`, one file per record that has a clip_benchmark task; files of an
     earlier run into the same OUT are removed (`build` reads every .json in the folder)."""
     converted = [c for c in map(clip_benchmark_record, records) if c is not None]
@@ -68,7 +70,7 @@ def write_clip_benchmark(records: list[dict], out: Path) -> Path | None:
     return folder
 
 
-def _pretrained(record: dict) -> str:
+def _pretrained(record: Mapping[str, Any]) -> str:
     """clip_benchmark's `pretrained`: the open_clip tag when there is one; for our checkpoint files
     the run label (unique among the evaluated files, where two `latest.pt` basenames would
     clash)."""

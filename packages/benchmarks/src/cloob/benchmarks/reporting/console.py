@@ -3,7 +3,8 @@ tables on stdout."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -26,7 +27,7 @@ def show_table(
 
 
 def show_columns(
-    records: list[dict], title: str, columns: dict[str, str], scale: float = 100.0
+    records: Sequence[Mapping[str, Any]], title: str, columns: dict[str, str], scale: float = 100.0
 ) -> None:
     """One row per record: checkpoint, dataset and the metrics named in `columns` (key → title),
     as percentages (`scale` 100) or plain numbers (`scale` 1)."""
@@ -44,7 +45,9 @@ def show_columns(
     show_table(title, ("checkpoint", "dataset", *columns.values()), rows, (*columns.values(),))
 
 
-def show_accuracy(records: list[dict], compare: str | None, title: str = ACCURACY_TITLE) -> None:
+def show_accuracy(
+    records: Sequence[Mapping[str, Any]], compare: str | None, title: str = ACCURACY_TITLE
+) -> None:
     """Accuracy per record (headline in bold), then, for several checkpoints or a paper to compare
     with, the headlines side by side."""
     rows = [

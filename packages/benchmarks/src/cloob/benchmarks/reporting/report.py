@@ -4,7 +4,9 @@ PNG."""
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict
 
 import pandas as pd
 
@@ -25,16 +27,16 @@ UNCONVERGED_NOTE = (
 )
 
 
-def unconverged(record: dict) -> str:
+def unconverged(record: Mapping[str, Any]) -> str:
     """The mark for a record whose linear-probe fit did not converge, else ""."""
     return UNCONVERGED if record.get("converged") is False else ""
 
 
-def _title(records: list[dict]) -> str:
+def _title(records: Sequence[Mapping[str, Any]]) -> str:
     return TITLES[records[0].get("task", "zeroshot")] if records else TITLES["zeroshot"]
 
 
-def accuracy_line(record: dict, details: str) -> str:
+def accuracy_line(record: Mapping[str, Any], details: str) -> str:
     """The one progress line per (checkpoint, dataset) of zero-shot and linear-probe runs."""
     m = record["metrics"]
     return (
@@ -58,30 +60,129 @@ def software_versions() -> dict[str, str]:
     }
 
 
+class BaseRecord(TypedDict):
+    """The fields every results record starts with (`base_record`); one TypedDict per evaluation
+    below adds its own. The JSON files hold exactly these keys."""
+
+    task: NotRequired[str]  # the evaluation: linear_probe, retrieval, analyze; absent: zero-shot
+    label: str
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+    checkpoint_format: str
+    model: str
+    method: str | None
+    checkpoint_info: dict[str, Any]
+    dataset: str
+    precision: str
+    device: str
+    software: dict[str, str]
+    # `stats.attach_intervals` (95% intervals, how they were drawn) where an evaluation has them
+    intervals: NotRequired[dict[str, Any]]
+    bootstrap: NotRequired[dict[str, Any]]
+    # `stats.ITEMS`: the per-image items for the paired tests, taken out before the file is written
+    _items: NotRequired[Any]
+
+
+class ZeroshotRecord(BaseRecord):
+    dataset_root: str
+    n_images: int
+    n_skipped: int
+    n_classes: int
+    metrics: dict[str, float]  # METRICS
+    headline: str
+    label_rule: str
+    templates: list[str]
+    images_per_s: float
+    predictions: str | None  # the predictions file under --out, with --save-predictions
+    source: Any  # what the dataset folder says of where it came from
+
+
+# "lambda" is a Python keyword: these keys need the functional form
+_ProbeFit = TypedDict(
+    "_ProbeFit",
+    {
+        "lambda": float,  # the regularisation the search chose
+        "C": float,  # scikit-learn's name for 1 / λ
+        "lambda_search": list[dict[str, Any]],
+        "grid": list[float],  # [first, last, count] of the λ grid
+        "converged": bool,
+        "iterations": int,
+        "unconverged_search_fits": int,
+    },
+)
+
+
+class ProbeRecord(BaseRecord, _ProbeFit):
+    dataset_root: str
+    n_images: int
+    n_skipped: int
+    skipped_by_split: dict[str, int]
+    n_classes: int
+    n_train: int
+    n_val: int
+    metrics: dict[str, float]  # METRICS
+    headline: str
+    label_rule: str
+    features: str
+    feature_description: str
+    feature_dim: int
+    splits: dict[str, Any]  # where train, validation and test came from
+    features_cached: dict[str, bool]
+    protocol: str
+    seconds: NotRequired[float]  # the checkpoint's whole probe, set by the runner
+
+
+class RetrievalRecord(BaseRecord):
+    n_images: int
+    n_skipped: int
+    n_captions: int
+    metrics: dict[str, float]  # Recall@K both ways, mean_recall
+    headline: str
+    source: dict[str, Any]
+    protocol: str
+    seconds: float
+
+
+class AnalyzeRecord(BaseRecord):
+    n_images: int
+    n_skipped: int
+    metrics: dict[str, float]
+    spectra: dict[str, Any]
+    projection: dict[str, Any]  # method, xy
+    source: dict[str, Any]
+    protocol: str
+
+
+# what the writers take: records as the runners built them, or rows derived from them; the writers
+# take `stats.ITEMS` out, so they need the records themselves, not a read-only view
+WritableRecords = Sequence[BaseRecord | dict[str, Any]]
+
+
 def base_record(
     loaded, label: str, dataset: str, cfg, versions: dict, task: str | None = None
-) -> dict:
+) -> BaseRecord:
     """The fields every results record starts with: which checkpoint (path, hash, format, model,
     method, what it says of itself) under which label, the dataset, and how it ran. `loaded` is a
     `LoadedModel`, `cfg` any `EvalOptions`; zero-shot records carry no `task` (readers default to
     zero-shot)."""
-    return {
-        **({"task": task} if task else {}),
-        "label": label,
-        "checkpoint": loaded.path,
-        "checkpoint_sha256": loaded.sha256,
-        "checkpoint_format": loaded.format,
-        "model": loaded.name,
-        "method": loaded.method,
-        "checkpoint_info": loaded.info,
-        "dataset": dataset,
-        "precision": cfg.precision,
-        "device": cfg.device,
-        "software": versions,
-    }
+    record = BaseRecord(
+        label=label,
+        checkpoint=loaded.path,
+        checkpoint_sha256=loaded.sha256,
+        checkpoint_format=loaded.format,
+        model=loaded.name,
+        method=loaded.method,
+        checkpoint_info=loaded.info,
+        dataset=dataset,
+        precision=cfg.precision,
+        device=cfg.device,
+        software=versions,
+    )
+    # `task` first, as the files have always had it
+    return {"task": task, **record} if task else record
 
 
-def flat(records: list[dict]) -> pd.DataFrame:
+def flat(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = [
         {
             "checkpoint": r["label"],
@@ -104,7 +205,7 @@ def flat(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _interval_columns(record: dict, metrics) -> dict:
+def _interval_columns(record: Mapping[str, Any], metrics) -> dict:
     """`<metric>_lo`, `<metric>_hi`: the 95% bootstrap interval (absent with --bootstrap 0)."""
     found = record.get("intervals") or {}
     return {
@@ -115,13 +216,13 @@ def _interval_columns(record: dict, metrics) -> dict:
     }
 
 
-def _cell(record: dict, metric: str) -> str:
+def _cell(record: Mapping[str, Any], metric: str) -> str:
     return stats.format_interval(
         record["metrics"][metric], (record.get("intervals") or {}).get(metric)
     )
 
 
-def _probe_columns(record: dict) -> dict:
+def _probe_columns(record: Mapping[str, Any]) -> dict:
     if record.get("task") != "linear_probe":
         return {}
     return {
@@ -132,7 +233,7 @@ def _probe_columns(record: dict) -> dict:
     }
 
 
-def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFrame:
+def side_by_side(records: Sequence[Mapping[str, Any]], compare: str | None = None) -> pd.DataFrame:
     """Datasets × checkpoints, each cell the dataset's headline metric in %; paper columns
     optional."""
     table = pd.DataFrame({r["label"]: {} for r in records})
@@ -147,13 +248,15 @@ def side_by_side(records: list[dict], compare: str | None = None) -> pd.DataFram
     return table
 
 
-def _boot_words(records: list[dict]) -> str:
+def _boot_words(records: Sequence[Mapping[str, Any]]) -> str:
     n = stats.resamples_of(records)
     return f" over the test images ({n} seeded resamples)" if n else " (off: --bootstrap 0)"
 
 
 def markdown(
-    records: list[dict], compare: str | None = None, paired: list[dict] | None = None
+    records: Sequence[Mapping[str, Any]],
+    compare: str | None = None,
+    paired: list[dict] | None = None,
 ) -> str:
     lines = [
         f"# {_title(records)} results",
@@ -202,7 +305,9 @@ def _md_table(table: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> Path:
+def bar_chart(
+    records: Sequence[Mapping[str, Any]], target: Path, compare: str | None = None
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -223,7 +328,7 @@ def bar_chart(records: list[dict], target: Path, compare: str | None = None) -> 
     return target
 
 
-def _error_bars(records: list[dict], table: pd.DataFrame) -> pd.DataFrame:
+def _error_bars(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> pd.DataFrame:
     """Distances from each bar to its interval's ends, in matplotlib's (columns, 2, rows) layout."""
     import numpy as np
 
@@ -237,7 +342,7 @@ def _error_bars(records: list[dict], table: pd.DataFrame) -> pd.DataFrame:
     return err
 
 
-def _comparisons(records: list[dict], out: Path, written: dict[str, Path]) -> list[dict]:
+def _comparisons(records: WritableRecords, out: Path, written: dict[str, Path]) -> list[dict]:
     """Take the runners' per-image items out of the records, pair the checkpoints (stats), and
     write comparisons.csv when there is a pair."""
     paired = stats.comparisons(records, stats.take_items(records), stats.resamples_of(records))
@@ -256,7 +361,7 @@ def _comparisons(records: list[dict], out: Path, written: dict[str, Path]) -> li
     return paired
 
 
-def write_all(records: list[dict], out: Path, compare: str | None = None) -> dict[str, Path]:
+def write_all(records: WritableRecords, out: Path, compare: str | None = None) -> dict[str, Path]:
     """results.json / .csv / .md and clip_benchmark/*.json, plus side_by_side.csv and a bar chart
     with several checkpoints (and comparisons.csv: the paired tests)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +384,11 @@ def write_all(records: list[dict], out: Path, compare: str | None = None) -> dic
 
 
 def write_records(
-    records: list[dict], out: Path, title: str, columns: dict[str, str], percent: bool = True
+    records: Sequence[RetrievalRecord | dict[str, Any]],
+    out: Path,
+    title: str,
+    columns: dict[str, str],
+    percent: bool = True,
 ) -> dict[str, Path]:
     """results.json / .csv / .md (and clip_benchmark/*.json) for the tasks beyond zero-shot;
     `columns`: metric key → heading;
@@ -333,7 +442,9 @@ def write_records(
     return written
 
 
-def _add_clip_benchmark(written: dict[str, Path], records: list[dict], out: Path) -> None:
+def _add_clip_benchmark(
+    written: dict[str, Path], records: Sequence[Mapping[str, Any]], out: Path
+) -> None:
     folder = write_clip_benchmark(records, out)
     if folder is not None:
         written["clip_benchmark"] = folder

@@ -19,14 +19,20 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from cloob.benchmarks.reporting.report import BaseRecord, WritableRecords
+
 DEFAULT_SEED = 0
 LEVEL = 0.95
-ITEMS = "_items"  # the record key under which a runner hands its Items to the report (not saved)
+ITEMS: Final = (
+    "_items"  # the record key under which a runner hands its Items to the report (not saved)
+)
 _CHUNK_ELEMENTS = 1 << 22  # indices per chunk of replicates (32 MiB of int64)
 
 
@@ -226,7 +232,9 @@ def classification_items(ids: np.ndarray, labels: np.ndarray, topk: np.ndarray) 
     return Items(np.asarray(ids), statistics, correct1.astype(np.int8), cells=cells)
 
 
-def attach_intervals(record: dict, items: Items, n_boot: int, seed: int = DEFAULT_SEED) -> None:
+def attach_intervals(
+    record: BaseRecord | dict[str, Any], items: Items, n_boot: int, seed: int = DEFAULT_SEED
+) -> None:
     """record["intervals"] (metric → [lo, hi]) and record["bootstrap"] (how, and what it cost)."""
     started = time.perf_counter()
     record["intervals"] = intervals(
@@ -242,7 +250,10 @@ def attach_intervals(record: dict, items: Items, n_boot: int, seed: int = DEFAUL
 
 
 def comparisons(
-    records: list[dict], items: list[Items | None], n_boot: int, seed: int = DEFAULT_SEED
+    records: Sequence[Mapping[str, Any]],
+    items: list[Items | None],
+    n_boot: int,
+    seed: int = DEFAULT_SEED,
 ) -> list[dict]:
     """Every pair of checkpoints evaluated on the same dataset: a − b in the paired metric on the
     images both evaluated (matched by id), its bootstrap interval and the exact McNemar p-value."""
@@ -295,10 +306,10 @@ def comparisons_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
-def take_items(records: list[dict]) -> list[Items | None]:
+def take_items(records: WritableRecords) -> list[Items | None]:
     """Remove the runners' Items from the records (they are not JSON) and return them in order."""
     return [r.pop(ITEMS, None) for r in records]
 
 
-def resamples_of(records: list[dict]) -> int:
+def resamples_of(records: Sequence[Mapping[str, Any]]) -> int:
     return max((r.get("bootstrap", {}).get("resamples", 0) for r in records), default=0)

@@ -14,15 +14,19 @@ For N images, each paired with its first caption (rows x_i, y_i, L2-normalised):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cloob.benchmarks.options import EvalOptions
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from cloob.benchmarks.reporting.report import AnalyzeRecord
 
 PROTOCOL = (
     "embedding geometry on {n} images, each paired with its first caption, L2-normalised "
@@ -150,7 +154,9 @@ class AnalyzeConfig(EvalOptions):
     projection: str = "pca"
 
 
-def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print) -> list[dict]:
+def run(
+    models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = print
+) -> list[AnalyzeRecord]:
     """One record per checkpoint: metrics, spectra and the 2-D projection of its embeddings."""
     from cloob.benchmarks.data.pairs import Pairs
     from cloob.benchmarks.models.checkpoints import labels_for
@@ -168,7 +174,7 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
         pairs.source,
     )
     versions = report.software_versions()
-    records = []
+    records: list[AnalyzeRecord] = []
     for loaded, label in zip(models, labels_for(models), strict=True):
         emb = embed_loaded(loaded, paired, cfg)
         metrics, spectra = geometry(emb.images, emb.texts)
@@ -195,7 +201,7 @@ def run(models: list, pairs, cfg: AnalyzeConfig, echo: Callable[[str], None] = p
     return records
 
 
-def write(records: list[dict], out: Path) -> dict[str, Path]:
+def write(records: list[AnalyzeRecord], out: Path) -> dict[str, Path]:
     """analysis.json (everything), results.json/.md/.csv (the scalars), spectra.png,
     projection.png."""
     from cloob.benchmarks.reporting import report
@@ -210,7 +216,7 @@ def write(records: list[dict], out: Path) -> dict[str, Path]:
     return written
 
 
-def _scalars(record: dict) -> dict:
+def _scalars(record: AnalyzeRecord) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("spectra", "projection")}
 
 
@@ -223,7 +229,7 @@ def _pyplot():
     return plt
 
 
-def plot_spectra(records: list[dict], target: Path) -> Path:
+def plot_spectra(records: Sequence[AnalyzeRecord], target: Path) -> Path:
     """Normalised covariance eigenvalues (log scale) of every checkpoint: images solid, captions
     dashed."""
     plt = _pyplot()
@@ -250,7 +256,7 @@ def plot_spectra(records: list[dict], target: Path) -> Path:
     return _save(fig, target, plt)
 
 
-def plot_projection(records: list[dict], target: Path) -> Path:
+def plot_projection(records: Sequence[AnalyzeRecord], target: Path) -> Path:
     """One panel per checkpoint: images and captions in one 2-D projection, coloured by modality."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(records), figsize=(4.2 * len(records), 4.2), squeeze=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from cloob.benchmarks.data.pairs import Pairs
 from cloob.benchmarks.models.features import embed, embed_loaded
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import stats
+
+if TYPE_CHECKING:
+    from cloob.benchmarks.reporting.report import RetrievalRecord
 
 KS = (1, 5, 10)
 PROTOCOL = (
@@ -110,14 +114,14 @@ class RetrievalConfig(EvalOptions):
 
 def run(
     models: list, pairs: Pairs, cfg: RetrievalConfig, echo: Callable[[str], None] = print
-) -> list[dict]:
+) -> list[RetrievalRecord]:
     """Every model on `pairs`: one record each (the zero-shot record's fields, retrieval
     metrics)."""
     from cloob.benchmarks.models.checkpoints import labels_for
     from cloob.benchmarks.reporting import report
 
     versions = report.software_versions()
-    records = []
+    records: list[RetrievalRecord] = []
     for loaded, label in zip(models, labels_for(models), strict=True):
         emb = embed_loaded(loaded, pairs, cfg)
         m = recalls(emb.images, emb.texts, emb.caption_image)

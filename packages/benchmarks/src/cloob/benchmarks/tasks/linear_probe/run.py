@@ -4,14 +4,14 @@ written."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cloob.benchmarks.data.images import ImageList, Task
+from cloob.benchmarks.data.images import ImageList, ImageSet
 from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.models.features import (
     FeatureCache,
@@ -48,7 +48,11 @@ class ProbeRunConfig(EvalOptions):
 
 
 def split_features(
-    loaded: LoadedModel, task: Task, split: str, cfg: ProbeRunConfig, files: RunFiles | None = None
+    loaded: LoadedModel,
+    task: ImageSet,
+    split: str,
+    cfg: ProbeRunConfig,
+    files: RunFiles | None = None,
 ) -> Features:
     """Image features of one split, from the cache when (checkpoint, dataset, split, …) match."""
     path = cfg.cache.path(
@@ -77,7 +81,7 @@ def run(
     datasets: list[ProbeData],
     cfg: ProbeRunConfig,
     echo: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[report.ProbeRecord]:
     """Every model on every dataset; a run that fails leaves OUT (and its feature cache) as
     found."""
     for data in datasets:  # before any image is read: labels no probe can be fitted on
@@ -100,7 +104,7 @@ def _run(
     cfg: ProbeRunConfig,
     echo: Callable[[str], None],
     files: RunFiles,
-) -> list[dict]:
+) -> list[report.ProbeRecord]:
     records = []
     versions = {**report.software_versions(), "scikit-learn": _sklearn_version()}
     for loaded, label in zip(models, labels_for(models), strict=True):
@@ -140,7 +144,7 @@ def probe_record(
     feature_words: str,
     cfg: ProbeRunConfig,
     versions: dict,
-) -> dict:
+) -> report.ProbeRecord:
     pcfg = ProbeConfig(
         cfg.probe.max_iter, cfg.probe.val_fraction, cfg.probe.seed, data.test.headline
     )
@@ -165,7 +169,7 @@ def probe_record(
             f"seed {pcfg.seed})"
         )
     )
-    record = {
+    record: report.ProbeRecord = {
         **report.base_record(loaded, label, data.name, cfg, versions, task="linear_probe"),
         "dataset_root": str(data.test.root),
         "n_images": len(test.labels),
@@ -200,7 +204,7 @@ def probe_record(
     return record
 
 
-def unconverged_words(record: dict, max_iter: int) -> str:
+def unconverged_words(record: Mapping[str, Any], max_iter: int) -> str:
     """The one warning line for a (checkpoint, dataset) whose final fit did not converge."""
     return (
         f"{record['label']} · {record['dataset']}: the final L-BFGS fit (λ = "

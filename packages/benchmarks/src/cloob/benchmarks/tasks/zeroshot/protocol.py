@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cloob.benchmarks.data.images import ImageList, ReadableBatches, Task, collate_readable
+from cloob.benchmarks.data.images import ImageList, ImageSet, ReadableBatches, collate_readable
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
 from cloob.common.text import encode_text
@@ -117,7 +117,7 @@ def metrics(pred: Predictions) -> dict[str, float]:
 
 
 def loader_for(
-    task: Task,
+    task: ImageSet,
     preprocess,
     batch_size: int = 64,
     workers: int = 0,
@@ -135,7 +135,7 @@ def loader_for(
 
 @dataclass
 class Evaluation:
-    task: Task
+    task: ImageSet
     predictions: Predictions
     metrics: dict[str, float]
 
@@ -156,7 +156,7 @@ def evaluate_task(
     model,
     preprocess,
     tokenizer,
-    task: Task,
+    task: ImageSet,
     *,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
@@ -193,7 +193,7 @@ def evaluate_task(
     return Evaluation(task, pred, metrics(pred))
 
 
-def _check_dims(classifier: torch.Tensor, task: Task) -> None:
+def _check_dims(classifier: torch.Tensor, task: ImageSet) -> None:
     if classifier.shape[0] != task.n_classes:
         raise UsageError(
             f"{task.name}: classifier has {classifier.shape[0]} classes, dataset {task.n_classes}"

@@ -13,7 +13,7 @@ import torch
 
 from cloob.benchmarks.data import registry
 from cloob.benchmarks.data.datasets import folder_task, registry_task
-from cloob.benchmarks.data.images import Task
+from cloob.benchmarks.data.images import ImageSet
 from cloob.benchmarks.models.checkpoints import LoadedModel, labels_for
 from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import report, stats
@@ -43,10 +43,10 @@ def tasks_for(
     classnames: Path | None,
     templates: Path | None,
     warn: Callable[[str], None] = print,
-) -> list[Task]:
+) -> list[ImageSet]:
     """Registry datasets under `root` (with `all`, missing ones are skipped with the fetch command)
     plus an optional custom ImageFolder."""
-    tasks: list[Task] = []
+    tasks: list[ImageSet] = []
     if names or dataset_dir is None:
         explicit = bool(names) and names != ["all"]
         for spec in registry.select(names):
@@ -71,10 +71,10 @@ def tasks_for(
 
 def run(
     models: list[LoadedModel],
-    tasks: list[Task],
+    tasks: list[ImageSet],
     cfg: ZeroshotRunConfig,
     echo: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[report.ZeroshotRecord]:
     """Every model on every task; a run that fails leaves cfg.out as it found it."""
     files = RunFiles(cfg.out / ".classifiers", cfg.out / "predictions")
     with files.undone_on_failure():
@@ -83,11 +83,11 @@ def run(
 
 def _run(
     models: list[LoadedModel],
-    tasks: list[Task],
+    tasks: list[ImageSet],
     cfg: ZeroshotRunConfig,
     echo: Callable[[str], None],
     files: RunFiles,
-) -> list[dict]:
+) -> list[report.ZeroshotRecord]:
     records = []
     versions = report.software_versions()
     for loaded, label in zip(models, labels_for(models), strict=True):
@@ -133,7 +133,7 @@ def _run(
 
 
 def cached_classifier(
-    loaded: LoadedModel, task: Task, cfg: ZeroshotRunConfig, files: RunFiles | None = None
+    loaded: LoadedModel, task: ImageSet, cfg: ZeroshotRunConfig, files: RunFiles | None = None
 ) -> torch.Tensor:
     """The text side depends only on (weights, class names, templates, precision): cache it."""
 
@@ -173,8 +173,8 @@ def cached_classifier(
 
 
 def make_record(
-    loaded: LoadedModel, label: str, task: Task, result, cfg: ZeroshotRunConfig, versions: dict
-) -> dict:
+    loaded: LoadedModel, label: str, task: ImageSet, result, cfg: ZeroshotRunConfig, versions: dict
+) -> report.ZeroshotRecord:
     summary = result.summary()
     return {
         **report.base_record(loaded, label, task.name, cfg, versions),
