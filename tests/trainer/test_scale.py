@@ -9,11 +9,12 @@ import os
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cloob.trainer import distributed, losses
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from cloob.trainer.loop import compute_gradients, setup, wrap
+from cloob.trainer.loop import compute_gradients, optimizer_step, setup, wrap
 from cloob.trainer.losses import METHODS
 
 from .conftest import MICRO
@@ -166,3 +167,82 @@ def test_local_loss_on_one_process_says_it_does_nothing(tmp_path):
     result = train(cfg)
     log = (result.run_dir / "out.log").read_text()
     assert log.count("--local-loss does nothing on one process") == 1
+
+
+# ----------------------------------------------------------------------------- a few steps
+
+
+STEPS = 4
+
+
+def trajectory_config(logs, local_loss: bool) -> TrainConfig:
+    """The CLI's `run --model micro-rn --method clip --lr 1e-3 --warmup 1 --precision fp32` on
+    synthetic data, 8 samples per rank: a ResNet, so BatchNorm buffers travel between steps."""
+    return TrainConfig(
+        data=DataConfig(dataset_type="synthetic", train_num_samples=64, batch_size=8, workers=0),
+        model=ModelConfig(model="micro-rn", method="clip", local_loss=local_loss),
+        optim=OptimConfig(lr=1e-3, warmup=1, max_steps=STEPS),
+        run=RunConfig(
+            logs=str(logs),
+            name=f"trajectory-{local_loss}",
+            report_to="none",
+            progress=False,
+            precision="fp32",
+            seed=1,
+        ),
+    )
+
+
+def _trajectory(t) -> tuple[list[float], bool]:
+    """The mean loss over ranks at each of STEPS optimizer steps, and whether every rank ends
+    with the same weights."""
+    wrap(t)
+    loader = iter(t.train_data.make_loader(t.position))
+    per_step = []
+    for _ in range(STEPS):
+        loss = optimizer_step(t, [next(loader)])
+        per_step.append(float(distributed.all_reduce_mean(loss.clone())))
+    weights = torch.cat([p.detach().flatten() for p in t.raw_model.parameters()])
+    everyone = [torch.empty_like(weights) for _ in range(t.info.world_size)]
+    dist.all_gather(everyone, weights)
+    return per_step, all(torch.equal(w, weights) for w in everyone)
+
+
+def _trajectory_rank(rank, world, init_file, logs, out):
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = distributed.init("cpu", f"file://{init_file}", "gloo")
+    runs = {local: _trajectory(setup(trajectory_config(logs, local), info)) for local in (0, 1)}
+    if rank == 0:
+        torch.save(runs, out)
+    distributed.shutdown()
+
+
+def test_local_loss_follows_the_global_run_for_a_few_steps(tmp_path):
+    """Two gloo ranks, four AdamW steps at lr 1e-3, with and without --local-loss.
+
+    Step 1 starts from the same weights: the two losses are one fp32 objective computed two ways
+    (≤ 1e-6 relative, a few float32 ulps). Afterwards the runs part as two fp32 roundings of one
+    run do, not because either objective is wrong: AdamW's first update is lr·g/(|g| + eps), ±lr
+    for every weight with |g| ≫ eps = 1e-8, so the ~1.4k weights whose gradient lies within float32
+    rounding of zero (mostly attention key biases, whose exact gradient is 0) move by up to ±lr
+    in a direction rounding decides, and lr 1e-3 amplifies that from step to step. In float64
+    the same comparison agrees to 2e-14 at step 4; in float32 each run departs from the float64
+    run by ~1e-3 by step 3, while --local-loss departs from the fp32 global run by 1e-6 to 1e-4
+    depending on the seed, before and after the 2026-12-03 changes alike. Hence 1e-3 for steps
+    2-4. A wrong gradient (the gather's all-reduce missing) moves the loss by 0.2-0.4 at steps
+    2-4; a gradient off by a constant factor AdamW cannot see (the step-1 gradient test above
+    catches it). Every rank must also end with the same weights."""
+    out = tmp_path / "trajectory.pt"
+    mp.start_processes(
+        _trajectory_rank,
+        args=(2, str(tmp_path / "init"), str(tmp_path), str(out)),
+        nprocs=2,
+        start_method="fork",
+    )
+    runs = torch.load(out, weights_only=False)
+    (whole, whole_same), (local, local_same) = runs[0], runs[1]
+    assert whole_same and local_same  # no rank drifted off
+    gaps = [abs(a - b) / abs(a) for a, b in zip(whole, local, strict=True)]
+    assert gaps[0] <= 1e-6, gaps
+    assert max(gaps[1:]) <= 1e-3, gaps
