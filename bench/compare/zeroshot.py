@@ -21,6 +21,7 @@ from torchvision.datasets import ImageFolder
 from bench._common import report
 from cloob.benchmarks.data.datasets import folder_task
 from cloob.benchmarks.models.checkpoints import load_checkpoint
+from cloob.benchmarks.options import in_process
 from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task
 from cloob.dataprep.synthetic import SHAPES, random_scene, render
 
@@ -51,9 +52,8 @@ def ours(
     t0 = time.perf_counter()
     loaded = load_checkpoint(ckpt)
     task = folder_task(data, templates_file=templates)
-    ev = evaluate_task(
-        loaded.model, loaded.preprocess, loaded.tokenizer, task, batch_size=batch, workers=workers
-    )
+    opts = in_process(batch_size=batch, workers=workers)
+    ev = evaluate_task(loaded.model, loaded.preprocess, loaded.tokenizer, task, opts)
     return (
         time.perf_counter() - t0,
         ev.metrics["acc1"],

@@ -14,6 +14,7 @@ import torch
 from cloob.benchmarks.data.images import ImageList
 from cloob.benchmarks.data.probe_data import folder_probe
 from cloob.benchmarks.models.features import encode_images, image_feature_mode
+from cloob.benchmarks.options import in_process
 from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.linear_probe.protocol import (
     GRID,
@@ -69,7 +70,7 @@ def pair(tmp_path_factory):
 def _features(model, data, kind="pre-projection"):
     with image_feature_mode(model, kind):
         return [
-            encode_images(model, ImageList(t.samples, tiny_preprocess()))
+            encode_images(model, ImageList(t.samples, tiny_preprocess()), in_process())
             for t in (data.train, data.test)
         ]
 

@@ -11,6 +11,7 @@ import torch
 
 from cloob.benchmarks.data.pairs import from_karpathy, from_shards
 from cloob.benchmarks.models.features import embed
+from cloob.benchmarks.options import in_process
 from cloob.benchmarks.reporting import report
 from cloob.benchmarks.tasks.retrieval import recalls
 from support.benchmark_data import tiny_model, tiny_preprocess, write_tiny_checkpoint
@@ -86,7 +87,7 @@ def test_parity_with_clip_benchmark(tmp_path):
         tiny_preprocess(),
         open_clip.get_tokenizer("ViT-B-32"),
     )
-    emb = embed(model, preprocess, tokenizer, pairs, batch_size=5)
+    emb = embed(model, preprocess, tokenizer, pairs, in_process(batch_size=5))
     ours = recalls(emb.images, emb.texts, pairs.caption_image)
 
     class ImageCaptions(Dataset):  # clip_benchmark's retrieval input: (image, [its captions])

@@ -309,14 +309,17 @@ def test_apply_gradients_clips_the_true_gradient(scaled):
 def test_validate_config_reads_only_the_config(tmp_path):
     """Flags are judged without looking outside the config; what they point at is checked next."""
     from cloob.common.cli import UsageError
-    from cloob.trainer.loop import check_inputs, load_resume_state, validate_config
+    from cloob.trainer.loop import check_inputs, load_resume_state, resolved, validate_config
 
     cfg = TrainConfig(
         data=DataConfig(train_data=str(tmp_path / "missing.csv")),
         model=ModelConfig(model=str(tmp_path / "missing.json"), method="hopfield-infonce"),
         run=RunConfig(logs=str(tmp_path), name="r", resume=str(tmp_path / "none.pt")),
     )
+    given = cfg.to_dict()
     validate_config(cfg)
+    assert cfg.to_dict() == given  # judging changes nothing; `resolved` fills the defaults
+    cfg = resolved(cfg)
     assert (cfg.model.method, cfg.model.init_inv_tau) == ("hopfield_infonce", 30.0)
     with pytest.raises(UsageError, match="not found"):
         check_inputs(cfg)

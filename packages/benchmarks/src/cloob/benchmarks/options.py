@@ -27,3 +27,9 @@ class EvalOptions:
         device = resolve_device(self.device)
         precision = resolve(self.precision, device).name
         return {**dataclasses.asdict(self), "device": device, "precision": precision}
+
+
+def in_process(**fields: Any) -> EvalOptions:
+    """Options for a caller in Python (the trainer, tests, bench scripts): no worker processes and
+    no progress bars unless `fields` ask for them; the other defaults as `EvalOptions`."""
+    return EvalOptions(**{"workers": 0, "progress": False, **fields})

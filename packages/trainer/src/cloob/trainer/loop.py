@@ -2,11 +2,11 @@
 
 One process per device (torchrun, srun or mpirun start them: see `launch`); rank 0 alone logs,
 evaluates and writes. `train` is the table of contents; the steps follow it in the order they run:
-`validate_config` (flags only) → `check_inputs` (what the flags point at) → `load_resume_state`
-(on --resume) → `name_run` and the run folder's lock → `setup` → `restore` → `wrap` (DDP,
-torch.compile) → `fit`, which repeats `optimizer_step` (K micro-batches with `compute_gradients`),
-`log_window`, `save_checkpoint` and `run_evals`, and ends early at a step boundary on SIGUSR1 or
-SIGTERM (`stop_requested`, `stop_here`).
+`validate_config` (flags only) → `resolved` (defaults filled in) → `check_inputs` (what the flags
+point at) → `load_resume_state` (on --resume) → `name_run` and the run folder's lock → `setup` →
+`restore` → `wrap` (DDP, torch.compile) → `fit`, which repeats `optimizer_step` (K micro-batches
+with `compute_gradients`), `log_window`, `save_checkpoint` and `run_evals`, and ends early at a
+step boundary on SIGUSR1 or SIGTERM (`stop_requested`, `stop_here`).
 What the run reports lives in `reporting`, the optimizer and schedule in `optim`.
 """
 
@@ -18,7 +18,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -119,6 +119,7 @@ def train(cfg: TrainConfig) -> RunResult:
     `preemption.Stopped`."""
     cfg = TrainConfig.from_dict(cfg.to_dict())  # never mutate the caller's config
     validate_config(cfg)  # bad input fails here and in the next two, before any work
+    cfg = resolved(cfg)  # the defaults that depend on other flags, filled in once
     check_inputs(cfg)
     with preemption.stop_signals() as stop:
         resume_ckpt = load_resume_state(cfg)
@@ -147,15 +148,13 @@ def train(cfg: TrainConfig) -> RunResult:
 
 
 def validate_config(cfg: TrainConfig) -> None:
-    """Check every flag a user can get wrong and resolve the defaults that depend on other flags
-    (the method's spelling, τ⁻¹); looks at nothing outside the config."""
-    method = cfg.model.method.replace("-", "_")
-    if method not in losses.METHODS:
+    """Check every flag a user can get wrong; changes nothing and looks at nothing outside the
+    config (`resolved` fills the defaults afterwards)."""
+    if cfg.model.method.replace("-", "_") not in losses.METHODS:
         raise UsageError(
             f"unknown method {cfg.model.method!r}: choose from {', '.join(losses.METHODS)}"
         )
-    cfg.model.method = method
-    inv_tau = resolve_inv_tau(cfg)
+    inv_tau = cfg.model.init_inv_tau
     for value, choices, flag in (
         (cfg.data.dataset_type, DATASET_TYPES, "--dataset-type"),
         (cfg.optim.lr_scheduler, SCHEDULERS, "--lr-scheduler"),
@@ -165,7 +164,7 @@ def validate_config(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag} {value!r}: choose from {', '.join(choices)}")
     positive: tuple[tuple[float, str], ...] = (
         (cfg.data.batch_size, "--batch-size"),
-        (inv_tau, "--init-inv-tau"),
+        (1.0 if inv_tau is None else inv_tau, "--init-inv-tau"),  # None: a positive default
         (cfg.model.init_scale_hopfield, "--init-scale-hopfield"),
         (cfg.optim.epochs, "--epochs"),
         (cfg.eval.batch_size_eval, "--batch-size-eval"),
@@ -189,11 +188,15 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
 
 
-def resolve_inv_tau(cfg: TrainConfig) -> float:
-    """No --init-inv-tau: the method's own start (siglip: 10), else the paper's 30."""
-    if cfg.model.init_inv_tau is None:
-        cfg.model.init_inv_tau = methods.default_inv_tau(cfg.model.method) or DEFAULT_INV_TAU
-    return cfg.model.init_inv_tau
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """A valid config with the defaults that depend on other flags filled in, as config.json and
+    the checkpoints record them: the method spelt with `_`, and without --init-inv-tau the
+    method's own start (siglip: 10), else the paper's 30."""
+    method = cfg.model.method.replace("-", "_")
+    inv_tau = cfg.model.init_inv_tau
+    if inv_tau is None:
+        inv_tau = methods.default_inv_tau(method) or DEFAULT_INV_TAU
+    return replace(cfg, model=replace(cfg.model, method=method, init_inv_tau=inv_tau))
 
 
 def check_inputs(cfg: TrainConfig) -> None:
@@ -276,13 +279,14 @@ def name_run(cfg: TrainConfig, info: distributed.DistInfo) -> None:
 
 
 def setup(cfg: TrainConfig, info: distributed.DistInfo) -> Trainer:
-    """Run folder, model, objective, optimizer and data, as configured (nothing restored yet)."""
+    """Run folder, model, objective, optimizer and data, as configured by a `resolved` config
+    (nothing restored yet)."""
     if cfg.run.name is None:  # `train` names the run first; direct callers (tests) may not
         name_run(cfg, info)
     assert cfg.run.name is not None
-    inv_tau = resolve_inv_tau(
-        cfg
-    )  # callers that skip validate_config (tests, sweeps) get the same start
+    inv_tau = cfg.model.init_inv_tau
+    if inv_tau is None:
+        raise ValueError("setup needs a resolved config: pass it through loop.resolved first")
     run_dir = Path(cfg.run.logs) / cfg.run.name
     if info.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cloob.benchmarks.data.images import ImageRefs, ReadableBatches, collate_readable
+from cloob.benchmarks.options import EvalOptions
 from cloob.common.cli import UsageError
 from cloob.common.files import atomic_path
 from cloob.common.precision import resolve
@@ -94,29 +95,27 @@ def image_feature_mode(model, kind: str) -> Iterator[str]:
 def encode_images(
     model,
     dataset: Dataset,
+    opts: EvalOptions,
     *,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str = "cpu",
-    precision: str = "fp32",
-    progress: bool = False,
     label: str = "images",
     normalize: bool = False,
 ) -> Features:
     """Run `encode_image` over a dataset yielding (image, label, index), or None for an image that
     does not decode (skipped and counted, as zero-shot does); float32 numpy out."""
+    device = opts.device
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=opts.batch_size,
         shuffle=False,
-        num_workers=workers,
+        num_workers=opts.workers,
         pin_memory=torch.device(device).type == "cuda",
         collate_fn=collate_readable,
     )
-    prec = resolve(precision, device)  # the one precision definition zero-shot and training use
+    # the one precision definition zero-shot and training use
+    prec = resolve(opts.precision, device)
     chunks, labels, kept = [], [], []
     started = time.perf_counter()
-    batches = ReadableBatches(loader, progress, label)
+    batches = ReadableBatches(loader, opts.progress, label)
     for images, targets, positions in batches:
         with prec.autocast(device):
             out = model.encode_image(prec.cast_input(images.to(device)))
@@ -183,12 +182,7 @@ def embed(
     preprocess,
     tokenizer,
     pairs: Pairs,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str = "cpu",
-    precision: str = "fp32",
-    progress: bool = False,
+    opts: EvalOptions,
 ) -> Embedded:
     """Normalised image and caption embeddings of `pairs`; an image that does not decode is
     skipped with its captions and counted."""
@@ -199,11 +193,7 @@ def embed(
         images = encode_images(
             model,
             ImageRefs(pairs.images, preprocess),
-            batch_size=batch_size,
-            workers=workers,
-            device=device,
-            precision=precision,
-            progress=progress,
+            opts,
             label=f"{pairs.name} images",
             normalize=True,
         )
@@ -213,9 +203,9 @@ def embed(
             model,
             tokenizer,
             [pairs.captions[t] for t in keep],
-            device=device,
-            precision=precision,
-            progress=progress,
+            device=opts.device,
+            precision=opts.precision,
+            progress=opts.progress,
             label=f"{pairs.name} captions",
         )
     finally:
@@ -234,22 +224,12 @@ def readable_captions(
     return keep, owner[keep]
 
 
-def embed_loaded(loaded, pairs: Pairs, cfg) -> Embedded:
-    """`embed` a loaded checkpoint on cfg.device (and back to the CPU after): `cfg` is any config
-    with the EvalOptions fields (retrieval's, analyze's)."""
-    loaded.model.to(cfg.device)
+def embed_loaded(loaded, pairs: Pairs, opts: EvalOptions) -> Embedded:
+    """`embed` a loaded checkpoint on opts.device (and back to the CPU after); `opts` is any
+    command's config (retrieval's, analyze's)."""
+    loaded.model.to(opts.device)
     try:
-        return embed(
-            loaded.model,
-            loaded.preprocess,
-            loaded.tokenizer,
-            pairs,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            device=cfg.device,
-            precision=cfg.precision,
-            progress=cfg.progress,
-        )
+        return embed(loaded.model, loaded.preprocess, loaded.tokenizer, pairs, opts)
     finally:
         loaded.model.to("cpu")
 

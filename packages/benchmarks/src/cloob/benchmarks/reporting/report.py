@@ -10,6 +10,7 @@ from typing import Any, NotRequired, TypedDict
 
 import pandas as pd
 
+from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import paper, stats
 from cloob.benchmarks.reporting.clip_benchmark_export import write_clip_benchmark
 from cloob.common.cli import package_version
@@ -159,7 +160,7 @@ WritableRecords = Sequence[BaseRecord | dict[str, Any]]
 
 
 def base_record(
-    loaded, label: str, dataset: str, cfg, versions: dict, task: str | None = None
+    loaded, label: str, dataset: str, cfg: EvalOptions, versions: dict, task: str | None = None
 ) -> BaseRecord:
     """The fields every results record starts with: which checkpoint (path, hash, format, model,
     method, what it says of itself) under which label, the dataset, and how it ran. `loaded` is a

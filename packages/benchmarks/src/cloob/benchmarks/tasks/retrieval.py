@@ -101,9 +101,11 @@ def recall_items(
     return stats.Items(np.arange(n), statistics, i2t_hit[:, 0].astype(np.int8), "i2t_r1")
 
 
-def retrieval_eval(model, preprocess, tokenizer, pairs: Pairs, **kwargs) -> dict[str, float]:
-    """R@1/5/10 both ways and their mean for one model on `pairs` (kwargs as for `embed`)."""
-    emb = embed(model, preprocess, tokenizer, pairs, **kwargs)
+def retrieval_eval(
+    model, preprocess, tokenizer, pairs: Pairs, opts: EvalOptions
+) -> dict[str, float]:
+    """R@1/5/10 both ways and their mean for one model on `pairs`."""
+    emb = embed(model, preprocess, tokenizer, pairs, opts)
     return recalls(emb.images, emb.texts, emb.caption_image)
 
 

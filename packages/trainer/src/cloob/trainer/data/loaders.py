@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch.utils.data import DataLoader
 
@@ -39,6 +39,31 @@ class TrainData:
         return self.steps_per_epoch * self.accum_freq
 
 
+@dataclass(frozen=True)
+class _Loading:
+    """What both kinds of training data need to size an epoch and build its loaders."""
+
+    cfg: DataConfig
+    transform: Callable
+    tokenizer: Callable
+    seed: int
+    rank: int
+    world_size: int
+    accum_freq: int
+    pin_memory: bool
+
+    def steps_per_epoch(self, n: int) -> int:
+        """Optimizer steps in an epoch of `n` samples; fewer than one is a UsageError."""
+        global_batch = self.cfg.batch_size * self.world_size * self.accum_freq
+        steps = n // global_batch
+        if steps < 1:
+            raise UsageError(
+                f"{n} samples are fewer than one global batch ({global_batch}); "
+                "lower --batch-size" + (" or --accum-freq" if self.accum_freq > 1 else "")
+            )
+        return steps
+
+
 def build_train_data(
     cfg: DataConfig,
     *,
@@ -54,103 +79,117 @@ def build_train_data(
     source = resolve_source(cfg.train_data, cfg.dataset_type)
     if cfg.decode_on_device:
         transform = _decoding_on_device(transform, source.kind)
-    global_batch = cfg.batch_size * world_size * accum_freq  # samples per optimizer step
-    workers = cfg.workers
+    how = _Loading(cfg, transform, tokenizer, seed, rank, world_size, accum_freq, pin_memory)
     if source.kind == "webdataset":
-        # A shard that sizes.json says is empty (every download failed) would starve its worker.
-        source.shards = [s for s in source.shards if source.sizes.get(s) != 0]
-        source.sizes = {s: n for s, n in source.sizes.items() if n}
-        n = cfg.train_num_samples or source.known_samples
-        if n is None:
-            raise UsageError(
-                "cannot tell how many samples the shards hold: pass --train-num-samples "
-                "or put a sizes.json (shard name -> count) next to the shards"
-            )
-        if not cfg.dataset_resampled:
-            if len(source.shards) < world_size:
-                raise UsageError(
-                    f"{len(source.shards)} shard(s) cannot be split over {world_size} "
-                    "ranks: make more shards or use --dataset-resampled"
-                )
-            per_rank = len(source.shards) // world_size
-            if workers > per_rank:
-                # Documented fallback: a worker without a shard would starve; use fewer workers.
-                log.warning(
-                    "only %d shard(s) per rank: using %d data workers instead of %d",
-                    per_rank,
-                    per_rank,
-                    workers,
-                )
-                workers = per_rank
-    else:
-        if source.kind == "csv":
-            base: CsvCaptions | SyntheticScenes = CsvCaptions(
-                source.csv_file,
-                cfg.path_data,
-                cfg.csv_separator,
-                cfg.csv_img_key,
-                cfg.csv_caption_key,
-            )
-        else:
-            base = SyntheticScenes(cfg.train_num_samples or 10_000, image_size, seed)
-        n = cfg.train_num_samples or len(base)
-        dataset = IndexedBatches(base, transform, tokenizer)
-    steps = n // global_batch
-    if steps < 1:
+        return _webdataset_data(_without_empty_shards(source), how)
+    return _indexed_data(source, how, image_size)
+
+
+def _without_empty_shards(source: Source) -> Source:
+    """A shard that sizes.json says is empty (every download failed) would starve its worker."""
+    return replace(
+        source,
+        shards=[s for s in source.shards if source.sizes.get(s) != 0],
+        sizes={s: n for s, n in source.sizes.items() if n},
+    )
+
+
+def _webdataset_data(source: Source, how: _Loading) -> TrainData:
+    cfg, world_size = how.cfg, how.world_size
+    n = cfg.train_num_samples or source.known_samples
+    if n is None:
         raise UsageError(
-            f"{n} samples are fewer than one global batch ({global_batch}); "
-            "lower --batch-size" + (" or --accum-freq" if accum_freq > 1 else "")
+            "cannot tell how many samples the shards hold: pass --train-num-samples "
+            "or put a sizes.json (shard name -> count) next to the shards"
         )
+    workers = cfg.workers
+    if not cfg.dataset_resampled:
+        if len(source.shards) < world_size:
+            raise UsageError(
+                f"{len(source.shards)} shard(s) cannot be split over {world_size} "
+                "ranks: make more shards or use --dataset-resampled"
+            )
+        per_rank = len(source.shards) // world_size
+        if workers > per_rank:
+            # Documented fallback: a worker without a shard would starve; use fewer workers.
+            log.warning(
+                "only %d shard(s) per rank: using %d data workers instead of %d",
+                per_rank,
+                per_rank,
+                workers,
+            )
+            workers = per_rank
+    steps = how.steps_per_epoch(n)
     n_logical = max(1, workers)
 
     def make_loader(pos: Position) -> DataLoader:
-        if source.kind == "webdataset":
-            stream = ShardStream(
-                source.shards,
-                transform=transform,
-                tokenizer=tokenizer,
-                batch_size=cfg.batch_size,
-                seed=seed,
-                epoch=pos.epoch,
-                rank=rank,
-                world_size=world_size,
-                n_workers=n_logical,
-                resampled=cfg.dataset_resampled,
-                shuffle_buffer=cfg.shuffle_buffer,
-                start=pos,
-                sizes=source.sizes,
-            )
-            return DataLoader(
-                stream,
-                batch_size=None,
-                num_workers=workers,
-                pin_memory=pin_memory,
-                persistent_workers=False,
-                prefetch_factor=2 if workers else None,
-                worker_init_fn=worker_ignores_stop_signals,
-            )
+        stream = ShardStream(
+            source.shards,
+            transform=how.transform,
+            tokenizer=how.tokenizer,
+            batch_size=cfg.batch_size,
+            seed=how.seed,
+            epoch=pos.epoch,
+            rank=how.rank,
+            world_size=world_size,
+            n_workers=n_logical,
+            resampled=cfg.dataset_resampled,
+            shuffle_buffer=cfg.shuffle_buffer,
+            start=pos,
+            sizes=source.sizes,
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=how.pin_memory,
+            persistent_workers=False,
+            prefetch_factor=2 if workers else None,
+            worker_init_fn=worker_ignores_stop_signals,
+        )
+
+    return TrainData(source, steps, n_logical, make_loader, how.accum_freq)
+
+
+def _indexed_data(source: Source, how: _Loading, image_size: int) -> TrainData:
+    """A CSV or the synthetic scenes: a map-style dataset read through `epoch_batches`."""
+    cfg = how.cfg
+    if source.kind == "csv":
+        base: CsvCaptions | SyntheticScenes = CsvCaptions(
+            source.csv_file,
+            cfg.path_data,
+            cfg.csv_separator,
+            cfg.csv_img_key,
+            cfg.csv_caption_key,
+        )
+    else:
+        base = SyntheticScenes(cfg.train_num_samples or 10_000, image_size, how.seed)
+    steps = how.steps_per_epoch(cfg.train_num_samples or len(base))
+    dataset = IndexedBatches(base, how.transform, how.tokenizer)
+
+    def make_loader(pos: Position) -> DataLoader:
         batches = epoch_batches(
             len(dataset),
             batch_size=cfg.batch_size,
-            world_size=world_size,
-            rank=rank,
-            seed=seed,
+            world_size=how.world_size,
+            rank=how.rank,
+            seed=how.seed,
             epoch=pos.epoch,
-            steps=steps * accum_freq,
+            steps=steps * how.accum_freq,
             start=pos.batch,
             training=True,
-            accum_freq=accum_freq,
+            accum_freq=how.accum_freq,
         )
         return DataLoader(
             dataset,
             sampler=batches,
             batch_size=None,
-            num_workers=workers,
-            pin_memory=pin_memory,
+            num_workers=cfg.workers,
+            pin_memory=how.pin_memory,
             worker_init_fn=worker_ignores_stop_signals,
         )
 
-    return TrainData(source, steps, n_logical, make_loader, accum_freq)
+    return TrainData(source, steps, max(1, cfg.workers), make_loader, how.accum_freq)
 
 
 def _decoding_on_device(transform: Callable, kind: str) -> transforms.Uint8TrainTransform:

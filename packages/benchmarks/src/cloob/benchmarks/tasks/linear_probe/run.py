@@ -64,11 +64,7 @@ def split_features(
     feats = encode_images(
         loaded.model,
         ImageList(task.samples, loaded.preprocess),
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        device=cfg.device,
-        precision=cfg.precision,
-        progress=cfg.progress,
+        cfg,
         label=f"{task.name.split(':')[0]} {split}",
     )
     if path is not None and cfg.cache.save(path, feats) and files is not None:

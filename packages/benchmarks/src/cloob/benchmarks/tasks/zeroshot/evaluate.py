@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from cloob.benchmarks.data.datasets import resolve_task
+from cloob.benchmarks.options import in_process
 from cloob.benchmarks.tasks.zeroshot.protocol import evaluate_task
 
 
@@ -35,14 +36,8 @@ def zeroshot_eval(
     mean_per_class_recall, n_images, n_classes and a few descriptive fields.
     """
     task = resolve_task(dataset, path, classnames_file, templates_file)
-    result = evaluate_task(
-        model,
-        preprocess,
-        tokenizer,
-        task,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
+    opts = in_process(
+        device=str(device), batch_size=batch_size, workers=workers, precision=precision
     )
+    result = evaluate_task(model, preprocess, tokenizer, task, opts)
     return {"dataset": task.name, **result.summary()}

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from cloob.benchmarks.data.images import ImageList, ImageSet, ReadableBatches, collate_readable
+from cloob.benchmarks.options import EvalOptions
 from cloob.common.cli import UsageError
 from cloob.common.precision import resolve
 from cloob.common.text import encode_text
@@ -116,19 +117,13 @@ def metrics(pred: Predictions) -> dict[str, float]:
     }
 
 
-def loader_for(
-    task: ImageSet,
-    preprocess,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str | torch.device = "cpu",
-) -> DataLoader:
+def loader_for(task: ImageSet, preprocess, opts: EvalOptions) -> DataLoader:
     return DataLoader(
         ImageList(task.samples, preprocess),
-        batch_size=batch_size,
+        batch_size=opts.batch_size,
         shuffle=False,
-        num_workers=workers,
-        pin_memory=torch.device(device).type == "cuda",
+        num_workers=opts.workers,
+        pin_memory=torch.device(opts.device).type == "cuda",
         collate_fn=collate_readable,
     )
 
@@ -157,13 +152,9 @@ def evaluate_task(
     preprocess,
     tokenizer,
     task: ImageSet,
+    opts: EvalOptions,
     *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 64,
-    workers: int = 0,
-    precision: str = "fp32",
     classifier: torch.Tensor | None = None,
-    progress: bool = False,
 ) -> Evaluation:
     """Evaluate `model` on `task`; pass a cached `classifier` to skip the text tower."""
     was_training = model.training
@@ -175,17 +166,17 @@ def evaluate_task(
                 tokenizer,
                 task.classnames,
                 task.templates,
-                device=device,
-                precision=precision,
+                device=opts.device,
+                precision=opts.precision,
             )
         _check_dims(classifier, task)
         pred = classify(
             model,
             classifier,
-            loader_for(task, preprocess, batch_size, workers, device),
-            device=device,
-            precision=precision,
-            progress=progress,
+            loader_for(task, preprocess, opts),
+            device=opts.device,
+            precision=opts.precision,
+            progress=opts.progress,
             label=task.name,
         )
     finally:

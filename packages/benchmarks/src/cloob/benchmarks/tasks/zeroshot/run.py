@@ -99,12 +99,8 @@ def _run(
                 loaded.preprocess,
                 loaded.tokenizer,
                 task,
-                device=cfg.device,
-                batch_size=cfg.batch_size,
-                workers=cfg.workers,
-                precision=cfg.precision,
+                cfg,
                 classifier=classifier,
-                progress=cfg.progress,
             )
             record = make_record(loaded, label, task, result, cfg, versions)
             pred = result.predictions
