@@ -47,10 +47,11 @@ def make_folder(root: Path, n: int, size: int) -> None:
 
 
 def ours(
-    ckpt: Path, data: Path, templates: Path, batch: int, workers: int
+    ckpt: Path, model_name: str, data: Path, templates: Path, batch: int, workers: int
 ) -> tuple[float, float, torch.Tensor]:
     t0 = time.perf_counter()
-    loaded = load_checkpoint(ckpt)
+    # a plain open_clip checkpoint: the user names its architecture, as `--model` does
+    loaded = load_checkpoint(ckpt, model=model_name)
     task = folder_task(data, templates_file=templates)
     opts = in_process(batch_size=batch, workers=workers)
     ev = evaluate_task(loaded.model, loaded.preprocess, loaded.tokenizer, task, opts)
@@ -106,7 +107,12 @@ def main() -> None:
             (
                 "ours",
                 lambda: ours(
-                    ckpt, tmp / "images", tmp / "templates.txt", args.batch_size, args.workers
+                    ckpt,
+                    args.model,
+                    tmp / "images",
+                    tmp / "templates.txt",
+                    args.batch_size,
+                    args.workers,
                 ),
             ),
         ):
