@@ -16,7 +16,14 @@ import pytest
 import torch
 
 from support.bad_input import BadInput, check
-from support.benchmark_data import class_tree, png_bytes, write_tiny_checkpoint, write_tree
+from support.benchmark_data import (
+    class_tree,
+    png_bytes,
+    tiny_cfg,
+    write_hub_folder,
+    write_tiny_checkpoint,
+    write_tree,
+)
 
 
 class Evil:
@@ -213,6 +220,108 @@ def fetch_with(make_zip):
 
 
 FETCHED_BEFORE_EXTRACTING = frozenset({"bench/.metadata", "bench/.downloads"})
+
+
+def hub(edit=None, model_cfg: object = None):
+    """`zeroshot --ckpt DIR` on an exported folder (`trainer export`'s layout), after
+    `edit(folder)` damaged it."""
+
+    def make(scratch: Path) -> list:
+        folder = write_hub_folder(scratch / "hub", model_cfg)
+        if edit is not None:
+            edit(folder)
+        return zeroshot_ckpt(lambda s: folder)(scratch)
+
+    return make
+
+
+def with_tower(tower: str, **fields) -> dict:
+    cfg = tiny_cfg()
+    cfg[tower] = {**cfg[tower], **fields}
+    return cfg
+
+
+def link_config_outside(folder: Path) -> None:
+    outside = folder.parent / "elsewhere.json"
+    outside.write_text((folder / "open_clip_config.json").read_text())
+    (folder / "open_clip_config.json").unlink()
+    (folder / "open_clip_config.json").symlink_to(outside)
+
+
+def pickle_as_safetensors(folder: Path) -> None:
+    weights = folder / "open_clip_model.safetensors"
+    torch.save(tiny_model_state(), weights)
+
+
+def tiny_model_state() -> dict:
+    from support.benchmark_data import tiny_model
+
+    return tiny_model().state_dict()
+
+
+def bootstrap(value: str):
+    return lambda s: [*zeroshot_ckpt(trainer_ckpt)(s), "--bootstrap", value]
+
+
+HUB_CASES = [
+    BadInput(
+        "hub-model-cfg-names-an-architecture",
+        hub(model_cfg="RN50"),
+        'model_cfg must be the architecture\'s config (a JSON object), not "RN50"',
+    ),
+    BadInput(
+        "hub-vision-tower-unknown-timm-model",
+        hub(model_cfg=with_tower("vision_cfg", timm_model_name="no_such_timm_model")),
+        "is not an open_clip CLIP config: Unknown model (no_such_timm_model)",
+    ),
+    BadInput(
+        "hub-text-tower-hugging-face-model-not-cached",
+        hub(model_cfg=with_tower("text_cfg", hf_model_name="nobody/no-such-model")),
+        "its text tower wants the Hugging Face model 'nobody/no-such-model', which is not in "
+        "the local cache; loading a model downloads nothing unless you allow it: set "
+        "CLOOB_ALLOW_DOWNLOADS=1",
+    ),
+    BadInput(
+        "hub-image-size-a-billion",
+        hub(model_cfg=with_tower("vision_cfg", image_size=10**9)),
+        "model config vision_cfg.image_size = 1000000000 is not a whole number from 1 to 4096",
+    ),
+    BadInput(
+        "hub-width-negative",
+        hub(model_cfg=with_tower("text_cfg", width=-64)),
+        "model config text_cfg.width = -64 is not a whole number",
+    ),
+    BadInput(
+        "hub-safetensors-missing",
+        hub(lambda f: (f / "open_clip_model.safetensors").unlink()),
+        "a checkpoint folder needs open_clip_config.json and open_clip_model.safetensors",
+    ),
+    BadInput(
+        "hub-config-corrupt-json",
+        hub(lambda f: (f / "open_clip_config.json").write_text('{"model_cfg": {')),
+        "open_clip_config.json: not an open_clip config",
+    ),
+    BadInput(
+        "hub-weights-of-another-shape",
+        hub(model_cfg=with_tower("text_cfg", width=32)),
+        "weights do not fit the tiny-vit architecture",
+    ),
+    BadInput(
+        "hub-a-pickle-where-safetensors-belongs",
+        hub(pickle_as_safetensors),
+        "open_clip_model.safetensors: not a readable safetensors file",
+    ),
+    BadInput(
+        "hub-config-a-link-out-of-the-folder",
+        hub(link_config_outside),
+        "open_clip_config.json: a link out of the model folder",
+    ),
+    BadInput("bootstrap-negative", bootstrap("-1"), "Invalid value for '--bootstrap'"),
+    BadInput("bootstrap-a-billion", bootstrap(str(10**9)), "Invalid value for '--bootstrap'"),
+    BadInput("bootstrap-not-an-integer", bootstrap("2.5"), "Invalid value for '--bootstrap'"),
+]
+
+
 CASES = [
     BadInput(
         "zeroshot-batch-size-0",
@@ -375,7 +484,7 @@ class Scratch(type(Path())):  # a tmp_path that also carries the mirror and S3 t
     s3 = None
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", CASES + HUB_CASES, ids=lambda c: c.id)
 def test_bad_input(case, cli, mirror, s3, tmp_path):
     scratch = Scratch(tmp_path / "scratch")
     scratch.mkdir()

@@ -21,7 +21,7 @@ from cloob.common import checkpoint as ckpt_format
 from cloob.common import folder_lock
 from cloob.trainer import cli
 from cloob.trainer.launch import VARIABLES
-from support.bad_input import BadInput, check
+from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
 from support.s3 import S3Server
 from support.shards import write_shards
 
@@ -367,3 +367,72 @@ def test_bad_input_in_a_bucket(case, s3, monkeypatch, capsys, tmp_path):
 
     check(dataclasses.replace(case, make=make), tmp_path, _runner(monkeypatch, capsys, tmp_path))
     assert s3.list_keys() == keys  # the bucket is left as found too
+
+
+# --- a URL where a path belongs: every path option × s3://, http://, file:// (support.bad_input)
+
+
+def run_with(*flags: object) -> Callable[[Path, str], list]:
+    """`trainer run` on synthetic data with FLAGS, the last of which takes the URL."""
+    return lambda s, url: [*SYNTHETIC, *flags, url]
+
+
+def csv_file(scratch: Path) -> Path:
+    (scratch / "train.csv").write_text("filepath,title\na.jpg,a red circle\n")
+    return scratch / "train.csv"
+
+
+REACHED = {"s3": UNREACHABLE}
+PATH_OPTIONS = [
+    PathOption("run", "--logs", run_with("--logs")),
+    PathOption("run", "--train-data", lambda s, url: ["--train-data", url], REACHED),
+    PathOption("run", "--val-data", run_with("--val-data"), REACHED),
+    PathOption(
+        "run",
+        "--path-data",
+        lambda s, url: ["--model", MICRO, "--train-data", csv_file(s), "--path-data", url],
+    ),
+    PathOption("run", "--imagenet-val", run_with("--imagenet-val")),
+    PathOption("run", "--imagenet-v2", run_with("--imagenet-v2")),
+    PathOption("run", "--zeroshot-task", run_with("--zeroshot-task")),
+    PathOption("run", "--resume", run_with("--resume"), REACHED),
+    PathOption("run", "--remote-sync", run_with("--remote-sync"), REACHED),
+    PathOption("export", "ckpt", lambda s, url: ["export", url, "--out", s / "hub"], REACHED),
+    PathOption(
+        "export",
+        "--out",
+        lambda s, url: ["export", ckpt(s, **good_fields()), "--out", url],
+        REACHED,
+    ),
+]
+
+
+def test_url_rows_cover_every_path_option():
+    assert {(o.command, o.flag) for o in PATH_OPTIONS} == placed_options(cli.app)
+
+
+@pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=_id)
+def test_url_where_a_path_belongs(case, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
+    with socket.socket() as probe:  # the object store: a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args):
+        if args[0] == "run":
+            args = ("run", "--logs", tmp_path / "logs", *args[1:])
+        elif args[0] != "export":
+            args = ("run", "--logs", tmp_path / "logs", *args)
+        monkeypatch.setattr(sys, "argv", ["trainer", *map(str, args)])
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        return exc.value.code, capsys.readouterr().err
+
+    check(case, tmp_path, run)

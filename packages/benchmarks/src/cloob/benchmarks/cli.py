@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cloob.benchmarks.models.choice import ModelChoice
-from cloob.benchmarks.options import EvalOptions
+from cloob.benchmarks.options import MAX_BOOT, EvalOptions
 from cloob.common.cli import Options, arg, make_app, opt, run_app
 
 app = make_app(
@@ -49,6 +49,7 @@ RUN = Options(
         "Resamples of the test images for each number's 95% interval and the paired differences "
         "(seeded; 0: off).",
         min=0,
+        max=MAX_BOOT,
     ),
 )
 FETCH = Options(

@@ -56,9 +56,9 @@ def export(ckpt_path: str | Path, out: str | Path) -> str | Path:
         zeroshot = {} if isinstance(source, storage.RemotePath) else _zeroshot_results(local)
         source_sha256 = sha256_file(local)
     if isinstance(target, storage.RemotePath):
-        with tempfile.TemporaryDirectory(prefix="cloob-export-") as tmp:
-            _write_folder(Path(tmp), ckpt, state, model_cfg, scalars, zeroshot, source_sha256)
-            _upload(Path(tmp), target)
+        with tempfile.TemporaryDirectory(prefix="cloob-export-") as built:
+            _write_folder(Path(built), ckpt, state, model_cfg, scalars, zeroshot, source_sha256)
+            _upload(Path(built), target)
         return target.url
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
