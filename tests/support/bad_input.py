@@ -55,7 +55,7 @@ def check(case: BadInput, scratch: Path, run: Callable[..., tuple[int, str]]) ->
 # takes (`place=` in cloob.common.cli); a URL of any other scheme must be refused in one line, and
 # never become a local folder named `s3:` or `http:`.
 
-URLS = {"s3": "s3://bucket/x", "http": "http://127.0.0.1:9/x", "file": "file:///x"}
+URLS = {"s3": "s3://bucket/x", "http": "http://127.0.0.1:9/x.csv", "file": "file:///x"}
 UNREACHABLE = "the storage endpoint cannot be reached"  # s3:// with AWS_ENDPOINT_URL on a dead port
 
 

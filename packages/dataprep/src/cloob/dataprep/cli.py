@@ -144,7 +144,7 @@ def fetch_yfcc15m(
 
 @fetch_app.command("urls")
 def fetch_urls(
-    input: Path = SOURCES.input,
+    input: str = SOURCES.input,
     out: str = WHERE.out,
     url_col: str = SOURCES.url_col,
     caption_col: str = SOURCES.caption_col,
