@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tarfile
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support.bad_input import BadInput, check
+from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
 from support.benchmark_data import (
     class_tree,
     png_bytes,
@@ -495,3 +496,85 @@ def test_bad_input(case, cli, mirror, s3, tmp_path):
         return code, err
 
     check(case, scratch, run)
+
+
+# --- a URL where a path belongs: every path option × s3://, http://, file:// (support.bad_input)
+
+
+def evaluation(command: str, scratch: Path) -> dict[str, object]:
+    """A valid `command` line's path options (flag → value) on tiny local inputs."""
+    if command == "zeroshot":
+        inputs: dict[str, object] = {"--dataset-dir": task(scratch)}
+    elif command == "linear-probe":
+        for split in ("train", "test"):
+            write_tree(scratch / split, class_tree({"a": 3, "b": 3}))
+        inputs = {"--train-dir": scratch / "train", "--test-dir": scratch / "test"}
+    else:
+        inputs = {"--data": unreadable_shards(scratch)}
+    return {"--ckpt": trainer_ckpt(scratch), **inputs, "--out": scratch / "out"}
+
+
+def evaluate(command: str, flag: str):
+    """`command` with `flag URL` in place of its own value (or added). Only a URL that is taken
+    (s3:// for --ckpt) gets past the command line; for the others the inputs are named, not made:
+    the URL is refused while the options are parsed."""
+
+    def make(scratch: Path, url: str) -> list:
+        taken = flag == "--ckpt" and url.startswith("s3://")
+        named = {"--ckpt": scratch / "model.pt", "--out": scratch / "out"}
+        paths = {**(evaluation(command, scratch) if taken else named), flag: url}
+        return [command, *(x for item in paths.items() for x in item), "--workers", "0"]
+
+    return make
+
+
+def fetching(name: str, flag: str):
+    return lambda s, url: ["fetch", name, "--root", s / "root", flag, url]
+
+
+REACHED = {"s3": UNREACHABLE}
+EVALUATIONS = {
+    "zeroshot": ["--ckpt", "--root", "--dataset-dir", "--classnames", "--templates", "--out"],
+    "linear-probe": ["--ckpt", "--root", "--train-dir", "--test-dir", "--out", "--feature-cache"],
+    "retrieval": ["--ckpt", "--data", "--karpathy", "--images", "--out"],
+    "analyze": ["--ckpt", "--data", "--karpathy", "--images", "--out"],
+}
+PATH_OPTIONS = [
+    PathOption("list", "--root", lambda s, url: ["list", "--root", url]),
+    PathOption("fetch", "--root", lambda s, url: ["fetch", "flowers102", "--root", url]),
+    PathOption("fetch", "--imagenet", fetching("imagenet", "--imagenet")),
+    PathOption("fetch", "--checksums", fetching("flowers102", "--checksums")),
+    PathOption("fetch", "--train-dir", fetching("imagenet", "--train-dir")),
+    *(
+        PathOption(command, flag, evaluate(command, flag), REACHED if flag == "--ckpt" else {})
+        for command, flags in EVALUATIONS.items()
+        for flag in flags
+    ),
+]
+
+
+def test_url_rows_cover_every_path_option():
+    from cloob.benchmarks.cli import app
+
+    assert {(o.command, o.flag) for o in PATH_OPTIONS} == placed_options(app)
+
+
+@pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=lambda c: c.id)
+def test_url_where_a_path_belongs(case, cli, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
+    with socket.socket() as probe:  # the object store: a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args):
+        code, _, err = cli(*args)
+        return code, err
+
+    check(case, tmp_path, run)
