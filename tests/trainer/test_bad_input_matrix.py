@@ -21,6 +21,7 @@ from cloob.common import checkpoint as ckpt_format
 from cloob.common import folder_lock
 from cloob.trainer import cli
 from cloob.trainer.launch import VARIABLES
+from cloob.trainer.openclip_compat import UNSUPPORTED
 from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
 from support.s3 import S3Server
 from support.shards import write_shards
@@ -173,6 +174,41 @@ CASES = [
         "--train-data-upsampling-factors (an open_clip_train flag) is not supported",
     ),
 ]
+
+
+# every value click takes for a float that is no number to start from
+NOT_FINITE = [
+    BadInput(
+        f"{flag.strip('-')}-{value}",
+        lambda s, flag=flag, value=value: [*SYNTHETIC, *extra, flag, value],
+        f"{flag} must be a finite number, got {value}",
+    )
+    for flag, extra in (
+        ("--init-logit-bias", ["--method", "siglip"]),
+        ("--init-inv-tau", []),
+        ("--init-scale-hopfield", []),
+        ("--lr", []),
+    )
+    for value in ("nan", "inf")
+]
+INV_TAU = [
+    BadInput(
+        f"init-inv-tau-{value}",
+        lambda s, value=value: [*SYNTHETIC, "--init-inv-tau", value],
+        f"--init-inv-tau must be positive, got {float(value)}",
+    )
+    for value in ("0", "-1")
+]
+# every open_clip_train flag we refuse names itself and what to use instead
+REFUSED = [
+    BadInput(
+        f"openclip{flag}",
+        lambda s, flag=flag: [*SYNTHETIC, flag],
+        f"{flag} (an open_clip_train flag) is not supported: {hint}",
+    )
+    for flag, hint in UNSUPPORTED.items()
+]
+CASES += NOT_FINITE + INV_TAU + REFUSED
 
 
 def _id(case) -> str:

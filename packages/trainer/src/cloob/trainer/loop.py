@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import signal
 import time
@@ -163,6 +164,7 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if value not in choices:
             raise UsageError(f"{flag} {value!r}: choose from {', '.join(choices)}")
+    _check_finite(cfg)
     positive: tuple[tuple[float, str], ...] = (
         (cfg.data.batch_size, "--batch-size"),
         (inv_tau, "--init-inv-tau"),
@@ -187,6 +189,26 @@ def validate_config(cfg: TrainConfig) -> None:
         )
     if cfg.run.resume == "latest" and not cfg.run.name:
         raise UsageError("--resume latest needs --name (the run folder under --logs)")
+
+
+def _check_finite(cfg: TrainConfig) -> None:
+    """click reads "nan" and "inf" as floats, and nan passes every comparison check (nan <= 0 is
+    False): a run would start and train on NaN losses."""
+    floats = {
+        "--init-inv-tau": cfg.model.init_inv_tau,
+        "--init-scale-hopfield": cfg.model.init_scale_hopfield,
+        "--init-logit-bias": cfg.model.init_logit_bias,
+        "--lr": cfg.optim.lr,
+        "--wd": cfg.optim.wd,
+        "--beta1": cfg.optim.beta1,
+        "--beta2": cfg.optim.beta2,
+        "--eps": cfg.optim.eps,
+        "--grad-clip-norm": cfg.optim.grad_clip_norm,
+        "--rendezvous-timeout": cfg.run.rendezvous_timeout,
+    }
+    for flag, number in floats.items():
+        if number is not None and not math.isfinite(number):
+            raise UsageError(f"{flag} must be a finite number, got {number}")
 
 
 def resolve_inv_tau(cfg: TrainConfig) -> float:
