@@ -180,7 +180,7 @@ CASES = [
 NOT_FINITE = [
     BadInput(
         f"{flag.strip('-')}-{value}",
-        lambda s, flag=flag, value=value: [*SYNTHETIC, *extra, flag, value],
+        lambda s, flag=flag, value=value, extra=extra: [*SYNTHETIC, *extra, flag, value],
         f"{flag} must be a finite number, got {value}",
     )
     for flag, extra in (
