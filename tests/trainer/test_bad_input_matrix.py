@@ -9,6 +9,7 @@ import dataclasses
 import io
 import os
 import socket
+import struct
 import sys
 import tarfile
 from collections.abc import Callable
@@ -176,6 +177,63 @@ CASES = [
 ]
 
 
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small, valid JPEG whose frame header says `width` x `height`."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame: length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def a_jpeg() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), "blue").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+UNREADABLE = {
+    "truncated-jpeg": lambda: a_jpeg()[: len(a_jpeg()) // 2],
+    "zero-byte-jpeg": lambda: b"",
+    "jpeg-header-claiming-60000x60000": lambda: jpeg_claiming(60000, 60000),
+    "non-image-bytes": lambda: b"<html>not an image</html>",
+}
+
+
+def shards_of(kind: str, *flags: str):
+    """Two shards whose every image is `kind` (valid tars, captions present)."""
+
+    def make(scratch: Path) -> list:
+        root = shard_dir(scratch)
+        for tar in sorted((root / "shards").glob("*.tar")):
+            with tarfile.open(tar) as src:
+                members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+            with tarfile.open(tar, "w") as dst:
+                for m, blob in members:
+                    blob = UNREADABLE[kind]() if m.name.endswith(".jpg") else blob
+                    m.size = len(blob)
+                    dst.addfile(m, io.BytesIO(blob))
+        return ["--model", MICRO, "--train-data", root, "--workers", "0", *flags]
+
+    return make
+
+
+# the worker path and --decode-on-device skip the same samples: all of them here
+IMAGES = [
+    BadInput(
+        f"{kind}{'-decode-on-device' if flags else ''}",
+        shards_of(kind, *flags),
+        "no readable sample in 2 shard(s)",
+    )
+    for kind in UNREADABLE
+    for flags in ((), ("--decode-on-device",))
+]
+
 # every value click takes for a float that is no number to start from
 NOT_FINITE = [
     BadInput(
@@ -208,7 +266,7 @@ REFUSED = [
     )
     for flag, hint in UNSUPPORTED.items()
 ]
-CASES += NOT_FINITE + INV_TAU + REFUSED
+CASES += NOT_FINITE + INV_TAU + REFUSED + IMAGES
 
 
 def _id(case) -> str:
