@@ -283,8 +283,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise Interrupted while the check runs. A step runs in a session of its
-    own, so neither reaches it by itself: `execute` passes them on to its whole group."""
+    """SIGTERM and SIGINT raise Interrupted while the check runs. A step runs in a process group
+    of its own (setsid), so neither reaches it by itself: `execute` passes them on to the group."""
     before = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
