@@ -202,7 +202,8 @@ def stack(images: Sequence[torch.Tensor | EncodedCrop]) -> torch.Tensor | Encode
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a JPEG's header, without decoding; None for anything the device path
     should not take: not a JPEG, not RGB or greyscale (CMYK), no end marker (truncated), a
-    header PIL cannot parse, or one claiming more pixels than PIL's limit. Those samples take the worker path, which decodes (or skips) them."""
+    header PIL cannot parse, or one claiming more pixels than PIL's limit. Those samples take the
+    worker path, which decodes (or skips) them."""
     if data[:2] != _JPEG_SOI or data[-2:] != _JPEG_EOI:
         return None
     try:
