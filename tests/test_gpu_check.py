@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from support.bad_input import BadInput, check
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu"
 sys.path.insert(0, str(BENCH))
 import gpu_check  # noqa: E402
@@ -95,3 +99,107 @@ def test_a_failed_step_is_recorded_and_the_next_one_runs(tmp_path, monkeypatch):
     s.budget_s = 0  # past the budget: recorded as skipped, not run
     payload = gpu_check.run_all(s, steps[:1], tmp_path / "logs", tmp_path / "out2")
     assert payload["steps"][0]["status"] == "skipped (budget)"
+
+
+STEP_IN_A_GROUP = """
+import os, subprocess, sys, time
+subprocess.Popen(["sleep", "600"])  # a worker in the step's group, as torchrun starts them
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getpgrp()))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"""
+
+CHECK_WITH_ONE_STEP = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import gpu_check
+step = gpu_check.Step("card", "card", [sys.executable, "-c", sys.argv[3], sys.argv[2]], 600)
+s = gpu_check.Settings.from_env(cpu=True)
+out = Path(sys.argv[4])
+with gpu_check.stopped_by_signals():
+    payload = gpu_check.run_all(s, [step, step], out / "logs", out / "results")
+sys.exit(3 if payload["steps"][0]["status"].startswith("interrupted") else 0)
+"""
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of process group `group` that are not zombies (an orphan waits for its reaper)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_reaches_the_running_steps_group_and_is_recorded(tmp_path):
+    import signal
+    import time
+
+    pgid_file = tmp_path / "pgid"
+    check = subprocess.Popen(
+        [sys.executable, "-c", CHECK_WITH_ONE_STEP, str(BENCH), str(pgid_file), STEP_IN_A_GROUP]
+        + [str(tmp_path)],
+    )
+    deadline = time.monotonic() + 60
+    while not pgid_file.exists():
+        assert check.poll() is None and time.monotonic() < deadline, "the step never started"
+        time.sleep(0.05)
+    group = int(pgid_file.read_text())
+    try:
+        assert len(live_members(group)) == 2  # the step and its worker
+        check.send_signal(signal.SIGTERM)
+        assert check.wait(timeout=60) == 3
+        assert live_members(group) == []
+    finally:  # a failing check must not leave the step behind for the next tests
+        if live_members(group):
+            os.killpg(group, signal.SIGKILL)
+    saved = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
+    assert [r["status"] for r in saved["steps"]] == [
+        "interrupted (SIGTERM)",
+        "skipped (interrupted)",
+    ]
+
+
+def entry_point(scratch: Path, *flags: str, wheels: bool = False) -> list:
+    """gpu_check.sh in a tree of its own (so a `.whl/` of this checkout does not count); with
+    `wheels`, an empty `.whl/` folder beside it."""
+    (scratch / "bench" / "gpu").mkdir(parents=True)
+    if wheels:
+        (scratch / ".whl").mkdir()
+    script = scratch / "bench" / "gpu" / "gpu_check.sh"
+    script.write_text((BENCH / "gpu_check.sh").read_text())
+    return [script, *flags]
+
+
+ENTRY_CASES = [
+    BadInput(
+        "air-gapped-without-wheels",
+        lambda s: entry_point(s, "--air-gapped"),
+        "error: no wheels in .whl/: run 'python3 bench/gpu/gpu_wheels.py' where PyPI is reachable",
+    ),
+    BadInput(
+        "air-gapped-with-an-empty-wheel-folder",
+        lambda s: entry_point(s, "--air-gapped", "--cpu", wheels=True),
+        "error: no wheels in .whl/",
+    ),
+    BadInput(
+        "device-image-the-old-name",
+        lambda s: entry_point(s, "--device-image"),
+        "--device-image is now --air-gapped",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ENTRY_CASES, ids=lambda c: c.id)
+def test_entry_point_bad_input(case, tmp_path):
+    def run(*args):
+        done = subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, timeout=60)
+        return done.returncode, done.stderr
+
+    check(case, tmp_path, run)

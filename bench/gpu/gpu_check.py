@@ -23,6 +23,8 @@ Every step runs as `python -m ...` under the interpreter that runs this script (
 wraps each one to read memory and loader waits). Results are rewritten as each step ends, so a
 killed run still returns what it measured: `gpu_check.json` (everything), `gpu_check.md` (the
 table) and `gpu_check.log` (each step's output, tail) in `$OUT` when set, else `bench/results/`.
+SIGTERM or SIGINT (a job's time limit) is passed on to the running step's whole process group
+(torchrun and its workers), which is recorded as interrupted; the check then exits non-zero.
 
     bash bench/gpu/gpu_check.sh --air-gapped    # on an air-gapped GPU node (README.md here)
     bash bench/gpu/gpu_check.sh                 # on a GPU box with uv
@@ -36,6 +38,7 @@ override the datasheet peak of an unlisted card.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,11 +272,35 @@ def child_env(probe_dir: Path) -> dict[str, str]:
     }
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT reached the check (a job's time limit, Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise Interrupted while the check runs. A step runs in a process group
+    of its own (setsid), so neither reaches it by itself: `execute` passes them on to the group."""
+    before = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def execute(
     step: Step, timeout: float, log: Path, probe_dir: Path
 ) -> tuple[str, int | None, float]:
-    """Run one step in its own process group (torchrun's workers die with it on a timeout):
-    (status, exit code, wall seconds); its output goes to `log`."""
+    """Run one step in its own process group (torchrun's workers die with it on a timeout or when
+    the check is interrupted): (status, exit code, wall seconds); its output goes to `log`."""
     t0 = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
@@ -290,11 +318,27 @@ def execute(
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             rc, status = None, "timeout"
+        except Interrupted as stop:
+            with ignoring_signals():  # a second SIGTERM must not leave the group half-killed
+                _kill_group(proc, stop.signum)
+            rc, status = proc.returncode, f"interrupted ({stop})"
     return status, rc, time.perf_counter() - t0
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+@contextlib.contextmanager
+def ignoring_signals() -> Iterator[None]:
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _kill_group(proc: subprocess.Popen, first: int = signal.SIGTERM) -> None:
+    """`first` to the step's whole group, 10 s to end (torchrun passes it to its workers), then
+    SIGKILL."""
+    for sig, grace in ((first, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=grace)
@@ -509,6 +553,7 @@ def run_all(s: Settings, steps: list[Step], logs: Path, results: Path) -> dict:
     }
     step_logs: list[str] = []
     started = time.perf_counter()
+    interrupted = False
     for step in steps:
         left = s.budget_s - (time.perf_counter() - started)
         record: dict[str, Any] = {
@@ -519,13 +564,16 @@ def run_all(s: Settings, steps: list[Step], logs: Path, results: Path) -> dict:
             "flags": step.flags,
             "cmd": shlex.join(step.cmd),
         }
-        if left < 15:
+        if interrupted:
+            record["status"] = "skipped (interrupted)"
+        elif left < 15:
             record["status"] = "skipped (budget)"
         else:
             record.update(
                 run_step(step, s, min(step.timeout_s, left), logs, payload["card"], step_logs)
             )
         payload["steps"].append(record)
+        interrupted = interrupted or str(record["status"]).startswith("interrupted")
         payload["elapsed_s"] = time.perf_counter() - started
         write_results(results, payload, step_logs)
         print(
@@ -586,8 +634,15 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     steps = plan(s, logs)
     results = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "bench" / "results"
-    payload = run_all(s, steps, logs, results)
+    try:
+        with stopped_by_signals():
+            payload = run_all(s, steps, logs, results)
+    except Interrupted as stop:  # between two steps: every finished one is already written
+        raise SystemExit(f"error: interrupted ({stop}); results so far in {results}") from None
     print(markdown(payload))
+    stopped = [r["label"] for r in payload["steps"] if r["status"].startswith("interrupted")]
+    if stopped:
+        raise SystemExit(f"error: interrupted during {stopped[0]} (see {results}/gpu_check.json)")
     failed = [r["label"] for r in payload["steps"] if r["status"] != "ok"]
     if failed:
         raise SystemExit(f"error: steps not ok: {', '.join(failed)} (see {results}/gpu_check.json)")

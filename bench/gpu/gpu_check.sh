@@ -6,6 +6,10 @@
 #   bash bench/gpu/gpu_check.sh [--cpu|--dry-run]      # with uv (a GPU box with this repo synced)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [[ "${1:-}" == "--device-image" ]]; then  # the flag's name before it was --air-gapped
+  echo "error: --device-image is now --air-gapped (bench/gpu/README.md)" >&2
+  exit 2
+fi
 if [[ "${1:-}" == "--air-gapped" ]]; then
   shift
   shopt -s nullglob

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -17,8 +18,15 @@ from typing import Any
 import pytest
 import torch
 
-from support.bad_input import BadInput, check
-from support.benchmark_data import class_tree, png_bytes, write_tiny_checkpoint, write_tree
+from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
+from support.benchmark_data import (
+    class_tree,
+    png_bytes,
+    tiny_cfg,
+    write_hub_folder,
+    write_tiny_checkpoint,
+    write_tree,
+)
 
 
 class Evil:
@@ -215,6 +223,108 @@ def fetch_with(make_zip):
 
 
 FETCHED_BEFORE_EXTRACTING = frozenset({"bench/.metadata", "bench/.downloads"})
+
+
+def hub(edit=None, model_cfg: object = None):
+    """`zeroshot --ckpt DIR` on an exported folder (`trainer export`'s layout), after
+    `edit(folder)` damaged it."""
+
+    def make(scratch: Path) -> list:
+        folder = write_hub_folder(scratch / "hub", model_cfg)
+        if edit is not None:
+            edit(folder)
+        return zeroshot_ckpt(lambda s: folder)(scratch)
+
+    return make
+
+
+def with_tower(tower: str, **fields) -> dict:
+    cfg = tiny_cfg()
+    cfg[tower] = {**cfg[tower], **fields}
+    return cfg
+
+
+def link_config_outside(folder: Path) -> None:
+    outside = folder.parent / "elsewhere.json"
+    outside.write_text((folder / "open_clip_config.json").read_text())
+    (folder / "open_clip_config.json").unlink()
+    (folder / "open_clip_config.json").symlink_to(outside)
+
+
+def pickle_as_safetensors(folder: Path) -> None:
+    weights = folder / "open_clip_model.safetensors"
+    torch.save(tiny_model_state(), weights)
+
+
+def tiny_model_state() -> dict:
+    from support.benchmark_data import tiny_model
+
+    return tiny_model().state_dict()
+
+
+def bootstrap(value: str):
+    return lambda s: [*zeroshot_ckpt(trainer_ckpt)(s), "--bootstrap", value]
+
+
+HUB_CASES = [
+    BadInput(
+        "hub-model-cfg-names-an-architecture",
+        hub(model_cfg="RN50"),
+        'model_cfg must be the architecture\'s config (a JSON object), not "RN50"',
+    ),
+    BadInput(
+        "hub-vision-tower-unknown-timm-model",
+        hub(model_cfg=with_tower("vision_cfg", timm_model_name="no_such_timm_model")),
+        "is not an open_clip CLIP config: Unknown model (no_such_timm_model)",
+    ),
+    BadInput(
+        "hub-text-tower-hugging-face-model-not-cached",
+        hub(model_cfg=with_tower("text_cfg", hf_model_name="nobody/no-such-model")),
+        "its text tower wants the Hugging Face model 'nobody/no-such-model', which is not in "
+        "the local cache; loading a model downloads nothing unless you allow it: set "
+        "CLOOB_ALLOW_DOWNLOADS=1",
+    ),
+    BadInput(
+        "hub-image-size-a-billion",
+        hub(model_cfg=with_tower("vision_cfg", image_size=10**9)),
+        "model config vision_cfg.image_size = 1000000000 is not a whole number from 1 to 4096",
+    ),
+    BadInput(
+        "hub-width-negative",
+        hub(model_cfg=with_tower("text_cfg", width=-64)),
+        "model config text_cfg.width = -64 is not a whole number",
+    ),
+    BadInput(
+        "hub-safetensors-missing",
+        hub(lambda f: (f / "open_clip_model.safetensors").unlink()),
+        "a checkpoint folder needs open_clip_config.json and open_clip_model.safetensors",
+    ),
+    BadInput(
+        "hub-config-corrupt-json",
+        hub(lambda f: (f / "open_clip_config.json").write_text('{"model_cfg": {')),
+        "open_clip_config.json: not an open_clip config",
+    ),
+    BadInput(
+        "hub-weights-of-another-shape",
+        hub(model_cfg=with_tower("text_cfg", width=32)),
+        "weights do not fit the tiny-vit architecture",
+    ),
+    BadInput(
+        "hub-a-pickle-where-safetensors-belongs",
+        hub(pickle_as_safetensors),
+        "open_clip_model.safetensors: not a readable safetensors file",
+    ),
+    BadInput(
+        "hub-config-a-link-out-of-the-folder",
+        hub(link_config_outside),
+        "open_clip_config.json: a link out of the model folder",
+    ),
+    BadInput("bootstrap-negative", bootstrap("-1"), "Invalid value for '--bootstrap'"),
+    BadInput("bootstrap-a-billion", bootstrap(str(10**9)), "Invalid value for '--bootstrap'"),
+    BadInput("bootstrap-not-an-integer", bootstrap("2.5"), "Invalid value for '--bootstrap'"),
+]
+
+
 CASES = [
     BadInput(
         "zeroshot-batch-size-0",
@@ -377,7 +487,7 @@ class Scratch(PosixPath):  # a tmp_path that also carries the mirror and S3 to t
     s3: Any = None
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", CASES + HUB_CASES, ids=lambda c: c.id)
 def test_bad_input(case, cli, mirror, s3, tmp_path):
     scratch = Scratch(tmp_path / "scratch")
     scratch.mkdir()
@@ -388,3 +498,85 @@ def test_bad_input(case, cli, mirror, s3, tmp_path):
         return code, err
 
     check(case, scratch, run)
+
+
+# --- a URL where a path belongs: every path option × s3://, http://, file:// (support.bad_input)
+
+
+def evaluation(command: str, scratch: Path) -> dict[str, object]:
+    """A valid `command` line's path options (flag → value) on tiny local inputs."""
+    if command == "zeroshot":
+        inputs: dict[str, object] = {"--dataset-dir": task(scratch)}
+    elif command == "linear-probe":
+        for split in ("train", "test"):
+            write_tree(scratch / split, class_tree({"a": 3, "b": 3}))
+        inputs = {"--train-dir": scratch / "train", "--test-dir": scratch / "test"}
+    else:
+        inputs = {"--data": unreadable_shards(scratch)}
+    return {"--ckpt": trainer_ckpt(scratch), **inputs, "--out": scratch / "out"}
+
+
+def evaluate(command: str, flag: str):
+    """`command` with `flag URL` in place of its own value (or added). Only a URL that is taken
+    (s3:// for --ckpt) gets past the command line; for the others the inputs are named, not made:
+    the URL is refused while the options are parsed."""
+
+    def make(scratch: Path, url: str) -> list:
+        taken = flag == "--ckpt" and url.startswith("s3://")
+        named = {"--ckpt": scratch / "model.pt", "--out": scratch / "out"}
+        paths = {**(evaluation(command, scratch) if taken else named), flag: url}
+        return [command, *(x for item in paths.items() for x in item), "--workers", "0"]
+
+    return make
+
+
+def fetching(name: str, flag: str):
+    return lambda s, url: ["fetch", name, "--root", s / "root", flag, url]
+
+
+REACHED = {"s3": UNREACHABLE}
+EVALUATIONS = {
+    "zeroshot": ["--ckpt", "--root", "--dataset-dir", "--classnames", "--templates", "--out"],
+    "linear-probe": ["--ckpt", "--root", "--train-dir", "--test-dir", "--out", "--feature-cache"],
+    "retrieval": ["--ckpt", "--data", "--karpathy", "--images", "--out"],
+    "analyze": ["--ckpt", "--data", "--karpathy", "--images", "--out"],
+}
+PATH_OPTIONS = [
+    PathOption("list", "--root", lambda s, url: ["list", "--root", url]),
+    PathOption("fetch", "--root", lambda s, url: ["fetch", "flowers102", "--root", url]),
+    PathOption("fetch", "--imagenet", fetching("imagenet", "--imagenet")),
+    PathOption("fetch", "--checksums", fetching("flowers102", "--checksums")),
+    PathOption("fetch", "--train-dir", fetching("imagenet", "--train-dir")),
+    *(
+        PathOption(command, flag, evaluate(command, flag), REACHED if flag == "--ckpt" else {})
+        for command, flags in EVALUATIONS.items()
+        for flag in flags
+    ),
+]
+
+
+def test_url_rows_cover_every_path_option():
+    from cloob.benchmarks.cli import app
+
+    assert {(o.command, o.flag) for o in PATH_OPTIONS} == placed_options(app)
+
+
+@pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=lambda c: c.id)
+def test_url_where_a_path_belongs(case, cli, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
+    with socket.socket() as probe:  # the object store: a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args):
+        code, _, err = cli(*args)
+        return code, err
+
+    check(case, tmp_path, run)

@@ -266,3 +266,16 @@ def test_a_run_alone_is_still_named_for_its_run(tmp_path):
         )
     assert [r["pretrained"] for r in rows] == ["cloob-rn50/latest", "clip-rn50/latest"]
     assert labels_for([m("/a/epoch_1.pt")]) == ["epoch_1"]  # no run folder: the stem, as before
+
+
+def test_bootstrap_0_turns_the_intervals_off(cli, tmp_path, ckpts):
+    """The edge of the --bootstrap range (its bad values are rows of the bad-input matrix)."""
+    write_tree(tmp_path / "task", class_tree({"a": 2, "b": 2}))
+    code, _, err = cli(
+        "zeroshot", "--ckpt", ckpts[0], "--dataset-dir", tmp_path / "task", "--out",
+        tmp_path / "o", "--workers", "0", "--no-progress", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads((tmp_path / "o" / "results.json").read_text())["records"][0]
+    assert "acc1" in record["metrics"] and not any(k.endswith("_lo") for k in record["metrics"])
+    assert "(off: --bootstrap 0)" in (tmp_path / "o" / "results.md").read_text()

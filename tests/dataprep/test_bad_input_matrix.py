@@ -7,11 +7,12 @@ single stderr line without traceback, and that the scratch folder is left exactl
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from support.bad_input import BadInput, check
+from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
 from support.shards import write_shards
 
 DEAD_URL = "http://127.0.0.1:9/a.jpg"  # never fetched: every case fails before downloading
@@ -122,13 +123,110 @@ CASES = [
     BadInput(
         "demo-into-a-bucket",
         lambda s: ["fetch", "demo", "--out", "s3://bucket/demo"],
-        "fetch demo writes a local folder",
+        "s3://bucket/demo is a s3:// URL; this option takes a local path",
     ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case, dataprep, tmp_path):
+    def run(*args):
+        result = dataprep(*args)
+        return result.code, result.err
+
+    check(case, tmp_path, run)
+
+
+# --- a URL where a path belongs: every path option × s3://, http://, file:// (support.bad_input)
+
+DOWNLOADED = {"http": "could not download http://127.0.0.1:9/x.csv"}
+REACHED = {"s3": UNREACHABLE}
+
+
+def fetch_with(source: str, flag: str, default_input):
+    """`dataprep fetch SOURCE` with a valid url list and `flag URL` (given last)."""
+
+    def make(scratch: Path, url: str) -> list:
+        args = ["fetch", source, "--out", scratch / "out", *default_input(scratch), flag, url]
+        return args
+
+    return make
+
+
+def cc3m_list(scratch: Path) -> list:
+    return ["--tsv", tsv(scratch)]
+
+
+def urls_list(scratch: Path) -> list:
+    csv = scratch / "list.csv"
+    csv.write_text(f"url,caption\n{DEAD_URL},a caption\n")
+    return ["--input", csv]
+
+
+def yfcc_lists(scratch: Path) -> list:
+    return ["--metadata", junk(scratch, "meta.tsv"), "--subset", junk(scratch, "subset.tsv")]
+
+
+def no_list(scratch: Path) -> list:
+    return []
+
+
+def on_dataset(command: str, *before: str):
+    return lambda s, url: [command, url, *before]
+
+
+def with_work(command: str, *rest: str):
+    return lambda s, url: [command, s / "data", *rest, "--work", url]
+
+
+SOURCES = {"cc3m": cc3m_list, "yfcc15m": yfcc_lists, "urls": urls_list}
+LISTS = {"cc3m": ["--tsv"], "yfcc15m": ["--metadata", "--subset"], "urls": ["--input"]}
+PATH_OPTIONS = [
+    *(
+        PathOption(f"fetch {src}", "--out", fetch_with(src, "--out", lists), REACHED)
+        for src, lists in SOURCES.items()
+    ),
+    *(
+        PathOption(f"fetch {src}", "--work", fetch_with(src, "--work", lists))
+        for src, lists in SOURCES.items()
+    ),
+    *(
+        PathOption(f"fetch {src}", flag, fetch_with(src, flag, SOURCES[src]), DOWNLOADED)
+        for src, flags in LISTS.items()
+        for flag in flags
+    ),
+    PathOption("fetch demo", "--out", lambda s, url: ["fetch", "demo", "--out", url]),
+    PathOption("stats", "root", on_dataset("stats"), REACHED),
+    PathOption("verify", "root", on_dataset("verify"), REACHED),
+    PathOption("retry", "root", on_dataset("retry"), REACHED),
+    PathOption("query", "root", on_dataset("query", "select 1"), REACHED),
+    *(
+        PathOption(cmd, "--work", with_work(cmd, *rest))
+        for cmd, rest in (("stats", ()), ("verify", ()), ("retry", ()), ("query", ("select 1",)))
+    ),
+]
+
+
+def test_url_rows_cover_every_path_option():
+    from cloob.dataprep.cli import app
+
+    assert {(o.command, o.flag) for o in PATH_OPTIONS} == placed_options(app)
+
+
+@pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=lambda c: c.id)
+def test_url_where_a_path_belongs(case, dataprep, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
+    with socket.socket() as probe:  # the object store: a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
     def run(*args):
         result = dataprep(*args)
         return result.code, result.err

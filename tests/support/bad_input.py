@@ -9,9 +9,10 @@ plus exactly the new entries named in `leaves` (the outermost new paths, relativ
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,62 @@ def check(case: BadInput, scratch: Path, run: Callable[..., tuple[int, str]]) ->
     assert added == set(case.leaves), f"left behind: {sorted(added)}"
     changed = [rel for rel in before if after.get(rel) != before[rel]]
     assert not changed, f"changed or deleted: {changed}"
+
+
+# --- URLs given to path options: each option that names a file or folder declares the places it
+# takes (`place=` in cloob.common.cli); a URL of any other scheme must be refused in one line, and
+# never become a local folder named `s3:` or `http:`.
+
+URLS = {"s3": "s3://bucket/x", "http": "http://127.0.0.1:9/x.csv", "file": "file:///x"}
+UNREACHABLE = "the storage endpoint cannot be reached"  # s3:// with AWS_ENDPOINT_URL on a dead port
+
+
+@dataclass(frozen=True)
+class PathOption:
+    """`command flag`, and how to build a command line that gives `flag` a URL (everything else
+    valid enough that the URL is what fails). `takes`: the schemes it takes, with the first line
+    such a URL ends in here (the test points the object store at a dead port)."""
+
+    command: str
+    flag: str
+    make: Callable[[Path, str], Sequence[object]]  # (scratch, url) → CLI arguments
+    takes: Mapping[str, str] = field(default_factory=dict)
+
+
+def url_cases(options: Sequence[PathOption]) -> list[BadInput]:
+    """Every option × every scheme of URLS, as bad-input rows."""
+    return [
+        BadInput(
+            f"{o.command.replace(' ', '-')}-{o.flag.lstrip('-')}-{scheme}",
+            lambda s, o=o, url=url: o.make(s, url),
+            o.takes.get(scheme, f"is a {scheme}:// URL; this option takes"),
+        )
+        for o in options
+        for scheme, url in URLS.items()
+    ]
+
+
+def placed_options(app: Any) -> set[tuple[str, str]]:
+    """(command, flag) of every option of a typer `app` that refuses some URL scheme (so names a
+    place), found by asking each option's own check."""
+    import typer
+
+    found = set()
+    for path, command in _commands(typer.main.get_command(app), ""):
+        for param in command.params:
+            if param.callback is None or param.is_eager:
+                continue
+            try:
+                param.callback(None, param, ("zz://x",) if param.multiple else "zz://x")
+            except typer.BadParameter:
+                found.add((path, param.opts[0] if param.opts[0].startswith("-") else param.name))
+    return found
+
+
+def _commands(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+    sub = getattr(command, "commands", None)
+    if sub is None:
+        yield path, command
+        return
+    for name, child in sub.items():
+        yield from _commands(child, f"{path} {name}".strip())

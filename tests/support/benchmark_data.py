@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 import random
 import tarfile
 import zipfile
@@ -58,6 +59,20 @@ def write_tiny_checkpoint(path: Path, seed: int = 0, method: str | None = "clip"
     if method is not None:
         payload["method"] = method
     return ckpt_format.write(path, {**payload, **extra})
+
+
+def write_hub_folder(folder: Path, model_cfg: object = None, seed: int = 0) -> Path:
+    """What `trainer export` writes (open_clip's hub layout: open_clip_config.json +
+    open_clip_model.safetensors) for `tiny_model(seed)`; `model_cfg` replaces the config's."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_cfg() if model_cfg is None else model_cfg
+    config = {"model_cfg": cfg, "cloob": {"model_name": "tiny-vit", "method": "clip"}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    state = {k: v.contiguous() for k, v in tiny_model(seed).state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return folder
 
 
 def tiny_preprocess(size: int = 32):

@@ -194,6 +194,12 @@ class LoopbackServer:
         return self._httpd.state.hits.get("/" + relpath.lstrip("/"), 0)
 
     @property
+    def total_hits(self) -> int:
+        """Requests answered so far, all paths together."""
+        with self._httpd.state.lock:
+            return sum(self._httpd.state.hits.values())
+
+    @property
     def range_requests(self) -> list[tuple[str, str]]:
         return list(self._httpd.state.ranges)
 

@@ -9,6 +9,7 @@ import dataclasses
 import io
 import os
 import socket
+import struct
 import sys
 import tarfile
 from collections.abc import Callable
@@ -21,7 +22,8 @@ from cloob.common import checkpoint as ckpt_format
 from cloob.common import folder_lock
 from cloob.trainer import cli
 from cloob.trainer.launch import VARIABLES
-from support.bad_input import BadInput, check
+from cloob.trainer.openclip_compat import UNSUPPORTED
+from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
 from support.s3 import S3Server
 from support.shards import read_member, write_shards
 
@@ -173,6 +175,104 @@ CASES = [
         "--train-data-upsampling-factors (an open_clip_train flag) is not supported",
     ),
 ]
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small, valid JPEG whose frame header says `width` x `height`."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame: length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def a_jpeg() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), "blue").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+UNREADABLE = {
+    "truncated-jpeg": lambda: a_jpeg()[: len(a_jpeg()) // 2],
+    "zero-byte-jpeg": lambda: b"",
+    "jpeg-header-claiming-60000x60000": lambda: jpeg_claiming(60000, 60000),
+    "non-image-bytes": lambda: b"<html>not an image</html>",
+}
+
+
+def _file_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    file = tar.extractfile(member)
+    assert file is not None  # the shards hold regular files only
+    return file.read()
+
+
+def shards_of(kind: str, *flags: str):
+    """Two shards whose every image is `kind` (valid tars, captions present)."""
+
+    def make(scratch: Path) -> list:
+        root = shard_dir(scratch)
+        for tar in sorted((root / "shards").glob("*.tar")):
+            with tarfile.open(tar) as src:
+                members = [(m, _file_bytes(src, m)) for m in src.getmembers()]
+            with tarfile.open(tar, "w") as dst:
+                for m, blob in members:
+                    blob = UNREADABLE[kind]() if m.name.endswith(".jpg") else blob
+                    m.size = len(blob)
+                    dst.addfile(m, io.BytesIO(blob))
+        return ["--model", MICRO, "--train-data", root, "--workers", "0", *flags]
+
+    return make
+
+
+# the worker path and --decode-on-device skip the same samples: all of them here
+IMAGES = [
+    BadInput(
+        f"{kind}{'-decode-on-device' if flags else ''}",
+        shards_of(kind, *flags),
+        "no readable sample in 2 shard(s)",
+    )
+    for kind in UNREADABLE
+    for flags in ((), ("--decode-on-device",))
+]
+
+# every value click takes for a float that is no number to start from
+NOT_FINITE = [
+    BadInput(
+        f"{flag.strip('-')}-{value}",
+        lambda s, flag=flag, value=value, extra=extra: [*SYNTHETIC, *extra, flag, value],
+        f"{flag} must be a finite number, got {value}",
+    )
+    for flag, extra in (
+        ("--init-logit-bias", ["--method", "siglip"]),
+        ("--init-inv-tau", []),
+        ("--init-scale-hopfield", []),
+        ("--lr", []),
+    )
+    for value in ("nan", "inf")
+]
+INV_TAU = [
+    BadInput(
+        f"init-inv-tau-{value}",
+        lambda s, value=value: [*SYNTHETIC, "--init-inv-tau", value],
+        f"--init-inv-tau must be positive, got {float(value)}",
+    )
+    for value in ("0", "-1")
+]
+# every open_clip_train flag we refuse names itself and what to use instead
+REFUSED = [
+    BadInput(
+        f"openclip{flag}",
+        lambda s, flag=flag: [*SYNTHETIC, flag],
+        f"{flag} (an open_clip_train flag) is not supported: {hint}",
+    )
+    for flag, hint in UNSUPPORTED.items()
+]
+CASES += NOT_FINITE + INV_TAU + REFUSED + IMAGES
 
 
 def _id(case) -> str:
@@ -367,3 +467,72 @@ def test_bad_input_in_a_bucket(case, s3, monkeypatch, capsys, tmp_path):
 
     check(dataclasses.replace(case, make=make), tmp_path, _runner(monkeypatch, capsys, tmp_path))
     assert s3.list_keys() == keys  # the bucket is left as found too
+
+
+# --- a URL where a path belongs: every path option × s3://, http://, file:// (support.bad_input)
+
+
+def run_with(*flags: object) -> Callable[[Path, str], list]:
+    """`trainer run` on synthetic data with FLAGS, the last of which takes the URL."""
+    return lambda s, url: [*SYNTHETIC, *flags, url]
+
+
+def csv_file(scratch: Path) -> Path:
+    (scratch / "train.csv").write_text("filepath,title\na.jpg,a red circle\n")
+    return scratch / "train.csv"
+
+
+REACHED = {"s3": UNREACHABLE}
+PATH_OPTIONS = [
+    PathOption("run", "--logs", run_with("--logs")),
+    PathOption("run", "--train-data", lambda s, url: ["--train-data", url], REACHED),
+    PathOption("run", "--val-data", run_with("--val-data"), REACHED),
+    PathOption(
+        "run",
+        "--path-data",
+        lambda s, url: ["--model", MICRO, "--train-data", csv_file(s), "--path-data", url],
+    ),
+    PathOption("run", "--imagenet-val", run_with("--imagenet-val")),
+    PathOption("run", "--imagenet-v2", run_with("--imagenet-v2")),
+    PathOption("run", "--zeroshot-task", run_with("--zeroshot-task")),
+    PathOption("run", "--resume", run_with("--resume"), REACHED),
+    PathOption("run", "--remote-sync", run_with("--remote-sync"), REACHED),
+    PathOption("export", "ckpt", lambda s, url: ["export", url, "--out", s / "hub"], REACHED),
+    PathOption(
+        "export",
+        "--out",
+        lambda s, url: ["export", ckpt(s, **good_fields()), "--out", url],
+        REACHED,
+    ),
+]
+
+
+def test_url_rows_cover_every_path_option():
+    assert {(o.command, o.flag) for o in PATH_OPTIONS} == placed_options(cli.app)
+
+
+@pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=_id)
+def test_url_where_a_path_belongs(case, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
+    with socket.socket() as probe:  # the object store: a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args):
+        if args[0] == "run":
+            args = ("run", "--logs", tmp_path / "logs", *args[1:])
+        elif args[0] != "export":
+            args = ("run", "--logs", tmp_path / "logs", *args)
+        monkeypatch.setattr(sys, "argv", ["trainer", *map(str, args)])
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        return exc.value.code, capsys.readouterr().err
+
+    check(case, tmp_path, run)

@@ -19,9 +19,11 @@ import torch
 
 from cloob.benchmarks.models.checkpoints import load_checkpoint
 from cloob.common import checkpoint as ckpt_format
+from cloob.common.cli import UsageError
 from cloob.trainer import cli, losses, models
 from cloob.trainer.export import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, export
 from support.bad_input import BadInput, check
+from support.cli import run_main
 
 from .conftest import MICRO
 
@@ -185,8 +187,41 @@ def _garbage(scratch: Path) -> list:
     return ["export", scratch / "junk.pt", "--out", scratch / "hub"]
 
 
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def _code_executing_pickle(scratch: Path) -> list:
+    torch.save({"state_dict": Evil()}, scratch / "evil.pt")
+    return ["export", scratch / "evil.pt", "--out", scratch / "hub"]
+
+
+def _truncated(scratch: Path) -> list:
+    ckpt = trainer_checkpoint(scratch / "a.pt", "clip")
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    return ["export", ckpt, "--out", scratch / "hub"]
+
+
+def _read_only_parent(scratch: Path) -> list:
+    ckpt = trainer_checkpoint(scratch / "a.pt", "clip")
+    (scratch / "shelf").mkdir(mode=0o555)
+    return ["export", ckpt, "--out", scratch / "shelf" / "hub"]
+
+
 CASES = [
     BadInput("not-ours", _plain_open_clip, "is not a cloob-toolkit/1 checkpoint"),
+    BadInput("truncated", _truncated, "not a readable checkpoint"),
+    BadInput("code-executing-pickle", _code_executing_pickle, "evil.pt"),
+    pytest.param(
+        BadInput("out-in-a-read-only-folder", _read_only_parent, "shelf is not writable"),
+        marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders"),
+    ),
+    BadInput(
+        "out-a-url-of-no-store",
+        lambda s: ["export", trainer_checkpoint(s / "a.pt", "clip"), "--out", "http://h/m"],
+        "http://h/m is a http:// URL; this option takes a local path or s3://",
+    ),
     BadInput("garbage", _garbage, "not a readable checkpoint"),
     BadInput(
         "missing", lambda s: ["export", s / "none.pt", "--out", s / "hub"], "no such checkpoint"
@@ -196,8 +231,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id if isinstance(c, BadInput) else "")
 def test_bad_input(case, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # what a pickle's code or a URL taken for a path would write
+
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["trainer", *map(str, args)])
         with pytest.raises(SystemExit) as exc:
@@ -205,3 +242,25 @@ def test_bad_input(case, monkeypatch, capsys, tmp_path):
         return exc.value.code, capsys.readouterr().err
 
     check(case, tmp_path, run)
+
+
+def test_export_into_a_bucket_uploads_the_folder_config_last(s3, tmp_path, capsys):
+    ckpt = trainer_checkpoint(tmp_path / "epoch_1.pt", "cloob")
+    code = run_main(cli.main, "trainer", "export", ckpt, "--out", s3.url("m/one"))
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == f"wrote {s3.url('m/one')}"
+    assert s3.list_keys("m/") == [
+        f"m/one/{n}" for n in sorted([CARD_NAME, CONFIG_NAME, WEIGHTS_NAME])
+    ]
+    local = tmp_path / "copy"
+    local.mkdir()
+    for name in (CARD_NAME, CONFIG_NAME, WEIGHTS_NAME):
+        s3.client().download_file(s3.bucket, f"m/one/{name}", str(local / name))
+    hub = load_checkpoint(local)  # what was uploaded is a whole, loadable model folder
+    assert hub.method == "cloob" and hub.info["step"] == 42
+    assert not any(p.name.startswith("s3:") for p in Path.cwd().iterdir())
+    # a second export to the same prefix is refused, the first left as it was
+    with pytest.raises(UsageError, match="exists and is not empty: choose a new prefix"):
+        export(ckpt, s3.url("m/one"))
+    with pytest.raises(UsageError, match="the bucket does not exist"):
+        export(ckpt, "s3://no-such-bucket/m")

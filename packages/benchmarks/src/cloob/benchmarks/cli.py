@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cloob.benchmarks.models.choice import ModelChoice
-from cloob.benchmarks.options import EvalOptions
+from cloob.benchmarks.options import MAX_BOOT, EvalOptions
 from cloob.common.cli import Options, arg, make_app, opt, run_app
 
 app = make_app(
@@ -20,6 +20,7 @@ console = Console(stderr=True)
 ROOT = opt(
     "Folder holding one sub-folder per dataset (where `benchmarks fetch` puts them).",
     default=Path("data/benchmarks"),
+    place="local",
 )
 # What every evaluation command takes: the models first in --help, the run knobs last.
 MODELS = Options(
@@ -28,6 +29,7 @@ MODELS = Options(
     ckpt=opt(
         "Checkpoint (trainer, CLOOB release or open_clip), a path or s3://bucket/key; repeatable.",
         default=None,
+        place="storage",
     ),
     model=opt(
         "An open_clip model name (with --pretrained); with --ckpt alone, the architecture of "
@@ -47,6 +49,7 @@ RUN = Options(
         "Resamples of the test images for each number's 95% interval and the paired differences "
         "(seeded; 0: off).",
         min=0,
+        max=MAX_BOOT,
     ),
 )
 FETCH = Options(
@@ -56,6 +59,7 @@ FETCH = Options(
         "ImageNet val: a val/<wnid>/ folder, or the raw ILSVRC2012_img_val.tar with "
         "ILSVRC2012_devkit_t12.tar.gz beside it.",
         default=None,
+        place="local",
     ),
     base_url=opt(
         "Mirror serving the archives and metadata files side by side (env "
@@ -66,6 +70,7 @@ FETCH = Options(
         "sha256sum-format file of expected checksums; overrides the pinned ones (env "
         "CLOOB_BENCHMARKS_CHECKSUMS).",
         default=None,
+        place="local",
     ),
     force=opt("Download again even if present (still verified).", default=False),
     keep_archives=opt("Keep the archives in ROOT/.downloads.", default=False),
@@ -78,16 +83,19 @@ FETCH = Options(
         "Link a local train folder (class sub-folders) for linear probing of ONE dataset "
         "(ImageNet train/<wnid>/, Birdsnap, Cars, UCF101).",
         default=None,
+        place="local",
     ),
     progress=opt("Show progress bars.", "--progress/--no-progress", default=True),
 )
 ZEROSHOT = Options(
     datasets=opt("Names (comma-separated or repeated) or 'all'.", default=None),
     root=ROOT,
-    dataset_dir=opt("A custom ImageFolder (or task dir).", default=None),
-    classnames=opt("Class names for --dataset-dir, one per line.", default=None),
-    templates=opt("Templates with {} for --dataset-dir, one per line.", default=None),
-    out=opt("Results folder.", default=Path("results/zeroshot")),
+    dataset_dir=opt("A custom ImageFolder (or task dir).", default=None, place="local"),
+    classnames=opt("Class names for --dataset-dir, one per line.", default=None, place="local"),
+    templates=opt(
+        "Templates with {} for --dataset-dir, one per line.", default=None, place="local"
+    ),
+    out=opt("Results folder.", default=Path("results/zeroshot"), place="local"),
     compare_paper=opt(
         "Add the paper's numbers: cc-rn50, cc-rn50-e128, yfcc-rn50, yfcc-rn101, yfcc-rn50x4.",
         default=None,
@@ -100,14 +108,16 @@ PROBE = Options(
         default=None,
     ),
     root=ROOT,
-    train_dir=opt("A custom ImageFolder train split (with --test-dir).", default=None),
-    test_dir=opt("Its test split: the same class folders.", default=None),
+    train_dir=opt(
+        "A custom ImageFolder train split (with --test-dir).", default=None, place="local"
+    ),
+    test_dir=opt("Its test split: the same class folders.", default=None, place="local"),
     name=opt("Dataset name for --train-dir/--test-dir in the results.", default=None),
     features=opt(
         "pre-projection (CLIP's linear probes) or embedding (the joint-space output).",
         default="pre-projection",
     ),
-    out=opt("Results folder.", default=Path("results/linear-probe")),
+    out=opt("Results folder.", default=Path("results/linear-probe"), place="local"),
     compare_paper=opt("Add the paper's numbers: yfcc-rn50-linear.", default=None),
     val_fraction=opt(
         "Share of each class carved from train for λ selection (datasets with their own "
@@ -118,38 +128,41 @@ PROBE = Options(
     ),
     max_iter=opt("L-BFGS iterations per fit.", default=1000, min=1),
     seed=opt("Seed of the validation carve.", default=0),
-    feature_cache=opt("Feature cache folder (default OUT/.features).", default=None),
+    feature_cache=opt("Feature cache folder (default OUT/.features).", default=None, place="local"),
 )
-IMAGES = opt("The image folder the Karpathy JSON's filenames are in.", default=None)
+IMAGES = opt("The image folder the Karpathy JSON's filenames are in.", default=None, place="local")
 PAIRS_NAME = opt("Dataset name in the results.", default=None)
 RETRIEVAL = Options(
     data=opt(
         "A dataprep output folder, a folder of .tar shards, or shard files (repeatable); one "
         "caption per image.",
         default=None,
+        place="local",
     ),
     karpathy=opt(
         "Karpathy-split JSON (dataset_coco.json, dataset_flickr30k.json): several captions per "
         "image.",
         default=None,
+        place="local",
     ),
     images=IMAGES,
     split=opt("Karpathy split to evaluate.", default="test"),
     name=PAIRS_NAME,
-    out=opt("Results folder.", default=Path("results/retrieval")),
+    out=opt("Results folder.", default=Path("results/retrieval"), place="local"),
 )
 ANALYZE = Options(
     data=opt(
         "A dataprep output folder, a folder of .tar shards, or shard files (repeatable).",
         default=None,
+        place="local",
     ),
-    karpathy=opt("Karpathy-split JSON (first caption of each image).", default=None),
+    karpathy=opt("Karpathy-split JSON (first caption of each image).", default=None, place="local"),
     images=IMAGES,
     split=opt("Karpathy split to use.", default="test"),
     name=PAIRS_NAME,
     max_images=opt("Seeded subsample (pairwise terms grow as N²).", default=2000, min=3),
     projection=opt("pca, or umap (needs umap-learn installed).", default="pca"),
-    out=opt("Results folder.", default=Path("results/analyze")),
+    out=opt("Results folder.", default=Path("results/analyze"), place="local"),
 )
 LIST = Options(root=ROOT)
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_BOOT = 1000  # measured < 5% of an evaluation's wall time (docs/statistics.md)
+# A percentile interval's Monte Carlo error shrinks as 1/sqrt(resamples): 100x the default is
+# already below any digit we print, while each resample costs a pass over the test items (10**9
+# would run for days and hold an index array per resample).
+MAX_BOOT = 100 * DEFAULT_BOOT
 
 
 @dataclass(kw_only=True)  # keyword-only: each command's own fields stay positional before these

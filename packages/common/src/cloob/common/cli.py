@@ -15,6 +15,7 @@ those, and click's own usage errors, into that one line.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,15 +50,62 @@ class Opt:
     settings: Mapping[str, Any] = field(default_factory=dict)  # click's checks: min=, max=, ...
 
 
-def opt(help: str, *flags: str, default: Any = UNSET, **settings: Any) -> Opt:
+def opt(
+    help: str, *flags: str, default: Any = UNSET, place: str | None = None, **settings: Any
+) -> Opt:
     """An option: `opt("Images per batch.", min=1)`; flags only where they differ from the name
-    (an alias, a short flag, an `--on/--off` pair)."""
-    return Opt(help, flags, default, False, settings)
+    (an alias, a short flag, an `--on/--off` pair). An option that names a file or folder says
+    which places it takes: `place=` one of PLACES."""
+    return Opt(help, flags, default, False, _with_place(settings, place))
 
 
-def arg(help: str, *, default: Any = UNSET, **settings: Any) -> Opt:
-    """A positional argument."""
-    return Opt(help, (), default, True, settings)
+def arg(help: str, *, default: Any = UNSET, place: str | None = None, **settings: Any) -> Opt:
+    """A positional argument (`place=` as for `opt`)."""
+    return Opt(help, (), default, True, _with_place(settings, place))
+
+
+# Where a path option may point, beside local paths: the URL schemes it takes. A URL given to an
+# option that takes none of them is refused while the command line is parsed, in one line: read as
+# a local path, `s3://bucket/x` would become the folder `./s3:/bucket/x`, a silent wrong place.
+PLACES: dict[str, tuple[str, ...]] = {
+    "local": (),
+    "storage": ("s3",),  # what cloob.common.storage reads and writes
+    "download": ("http", "https"),  # files the toolkit may fetch (cloob.common.download)
+}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # also `s3:/x`: what Path("s3://x") keeps
+
+
+def url_scheme(value: object) -> str | None:
+    """The scheme of a URL-looking value (`s3` of `s3://b/k`), None for a plain path."""
+    found = _SCHEME.match(str(value))
+    return found.group(1).lower() if found else None
+
+
+def _with_place(settings: dict[str, Any], place: str | None) -> dict[str, Any]:
+    if place is None:
+        return settings
+    if place not in PLACES or "callback" in settings:
+        raise TypeError(f"place={place!r}: one of {', '.join(PLACES)}, and no callback of its own")
+    return {**settings, "callback": _place_check(place)}
+
+
+def _place_check(place: str) -> Callable[[Any, Any, Any], Any]:
+    allowed = PLACES[place]
+
+    def check(ctx: Any, param: Any, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else [value]:
+            scheme = url_scheme(item) if item is not None else None
+            if scheme is not None and scheme not in allowed:
+                raise typer.BadParameter(_refusal(str(item), scheme, allowed))
+        return value
+
+    return check
+
+
+def _refusal(text: str, scheme: str, allowed: tuple[str, ...]) -> str:
+    shown = re.sub(r"^([^:/]+):/+", r"\1://", text)  # as typed, before Path folded the slashes
+    takes = " or ".join(["a local path", *(f"{s}://" for s in allowed)])
+    return f"{shown} is a {scheme}:// URL; this option takes {takes}"
 
 
 class Options(Generic[C]):

@@ -20,8 +20,11 @@ fetch_app = make_app("fetch", "Build a dataset directory: url list → shards + 
 app.add_typer(fetch_app, name="fetch")
 
 WHERE = Options(
-    out=opt("Dataset directory to write, or s3://bucket/prefix.", "--out", "-o"),
-    root=arg("Dataset directory written by `dataprep fetch`, or its s3://bucket/prefix."),
+    out=opt("Dataset directory to write, or s3://bucket/prefix.", "--out", "-o", place="storage"),
+    root=arg(
+        "Dataset directory written by `dataprep fetch`, or its s3://bucket/prefix.",
+        place="storage",
+    ),
     force=opt("Start over in a directory made with other options.", default=False),
 )
 STORAGE = Options(
@@ -29,6 +32,7 @@ STORAGE = Options(
         "Local working folder of an s3:// dataset (url list, manifest, run records; copied "
         "to the bucket when a run ends). Default: ./dataprep-work/BUCKET--PREFIX.",
         default=None,
+        place="local",
     ),
     storage_options=opt(
         's3fs options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\' '
@@ -51,22 +55,26 @@ DOWNLOAD = Options(
     user_agent_token=opt("Token added to the user agent (X-Robots-Tag matching)."),
 )
 SOURCES = Options(
-    tsv=opt("CC3M TSV as published (caption<TAB>url, no header): path or URL."),
+    tsv=opt("CC3M TSV as published (caption<TAB>url, no header): path or URL.", place="download"),
     metadata=opt(
         "YFCC100M metadata: 25-column TSV (bz2/gz/plain) or yfcc100m_dataset.sql (SQLite); "
-        "path or URL."
+        "path or URL.",
+        place="download",
     ),
     subset=opt(
         "CLIP subset list (default: OpenAI's yfcc100m_subset_data.tsv.bz2); path or URL.",
         default=None,
+        place="download",
     ),
     caption=opt("title, description or title+description.", default="title+description"),
-    input=opt("parquet/csv/tsv/jsonl (optionally .gz) with a header."),
+    input=opt(
+        "parquet/csv/tsv/jsonl (optionally .gz) with a header: path or URL.", place="download"
+    ),
     url_col=opt("Column holding the image URL.", default="url"),
     caption_col=opt("Column holding the caption.", default="caption"),
 )
 DEMO = Options(
-    out=opt("Dataset directory to write (local).", "--out", "-o"),
+    out=opt("Dataset directory to write (local).", "--out", "-o", place="local"),
     samples=opt("Training samples.", default=20000),
     seed=opt("Random seed.", default=0),
     image_size=opt("Image side in pixels.", default=64),
@@ -136,7 +144,7 @@ def fetch_yfcc15m(
 
 @fetch_app.command("urls")
 def fetch_urls(
-    input: Path = SOURCES.input,
+    input: str = SOURCES.input,
     out: str = WHERE.out,
     url_col: str = SOURCES.url_col,
     caption_col: str = SOURCES.caption_col,

@@ -33,11 +33,18 @@ DATA = Options(
     DataConfig,
     train_data=opt(
         "A dataprep output folder (reads sizes.json), shards with brace expansion "
-        "('shards/{00000..00099}.tar'), or a CSV; join several sources with '::'."
+        "('shards/{00000..00099}.tar'), or a CSV; join several sources with '::'.",
+        place="storage",
     ),
-    val_data=opt("Validation data (same forms, or 'synthetic'): loss and image↔text retrieval."),
+    val_data=opt(
+        "Validation data (same forms, or 'synthetic'): loss and image↔text retrieval.",
+        place="storage",
+    ),
     dataset_type=opt("webdataset | csv | synthetic | auto."),
-    path_data=opt("csv: root folder the image paths are relative to (default: the CSV's folder)."),
+    path_data=opt(
+        "csv: root folder the image paths are relative to (default: the CSV's folder).",
+        place="local",
+    ),
     csv_separator=opt("csv: column separator ('\\t' accepted).", show_default="\\t"),
     csv_img_key=opt("csv: image path column."),
     csv_caption_key=opt("csv: caption column."),
@@ -107,11 +114,12 @@ OPTIM = Options(
 EVAL = Options(
     "Evaluation",
     EvalConfig,
-    imagenet_val=opt("ImageNet val/ folder (val/<wnid>/...) for zero-shot."),
-    imagenet_v2=opt("ImageNetV2 matched-frequency folder for zero-shot."),
+    imagenet_val=opt("ImageNet val/ folder (val/<wnid>/...) for zero-shot.", place="local"),
+    imagenet_v2=opt("ImageNetV2 matched-frequency folder for zero-shot.", place="local"),
     zeroshot_tasks=opt(
         "Repeatable: a folder with images/ (ImageFolder), classnames.txt, templates.txt.",
         "--zeroshot-task",
+        place="local",
     ),
     zeroshot_frequency=opt("Zero-shot every N epochs (and at the end)."),
     batch_size_eval=opt("Batch size for validation and zero-shot."),
@@ -120,18 +128,23 @@ EVAL = Options(
 RUN = Options(
     "Run",
     RunConfig,
-    logs=opt("Parent folder of runs."),
+    logs=opt(
+        "Parent folder of runs (local; --remote-sync copies checkpoints to a bucket).",
+        place="local",
+    ),
     name=opt("Run folder name under --logs \\[default: method-model-time]."),
     resume=opt(
         "'latest' (this run's latest.pt; none yet: start) or a checkpoint path; continues at "
-        "the exact step."
+        "the exact step.",
+        place="storage",
     ),
     save_frequency=opt("Checkpoint every N epochs (0: off)."),
     save_every_n_steps=opt("Checkpoint every N steps (0: off)."),
     remote_sync=opt(
         "s3://bucket/prefix: upload each checkpoint to PREFIX/NAME/checkpoints/ (then a "
         "latest.json commit marker); --resume latest falls back to it. Credentials: the AWS_* "
-        "variables."
+        "variables.",
+        place="storage",
     ),
     keep_last=opt("Keep the K newest numbered checkpoints (0: all); latest.pt always."),
     log_every_n_steps=opt("Log (and sync with the device) every N steps."),
@@ -175,8 +188,14 @@ GROUPS: dict[str, Options[Any]] = {
     "run": RUN,
 }
 EXPORT = Options(
-    ckpt=arg("A checkpoint written by `trainer run` (.pt)."),
-    out=opt("A new (or empty) folder for the hub layout."),
+    ckpt=arg(
+        "A checkpoint written by `trainer run` (.pt), a path or s3://bucket/key.", place="storage"
+    ),
+    out=opt(
+        "A new (or empty) folder for the hub layout, or s3://bucket/prefix (credentials: the "
+        "AWS_* variables).",
+        place="storage",
+    ),
 )
 
 

@@ -12,19 +12,24 @@ when `model_cfg` has `init_logit_bias`), so it goes into the weights, as OpenCLI
 do.
 
 Written into a temp folder next to DIR and renamed at the end: a failure leaves nothing behind.
+DIR may be an s3://bucket/prefix (the storage layer `--remote-sync` uses): the files are built
+locally, then uploaded one whole object each, the config last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cloob.common import checkpoint as ckpt_format
+from cloob.common import storage
 from cloob.common.cli import UsageError
 from cloob.common.files import sha256_file
 from cloob.common.torchload import safe_load
@@ -36,37 +41,98 @@ CARD_NAME = "README.md"
 SCALARS = ("method", "name", "step", "epoch", "inv_tau", "hopfield_beta", "logit_bias")
 
 
-def export(ckpt_path: str | Path, out: str | Path) -> Path:
-    """Write the hub layout of `ckpt_path` (a trainer checkpoint) to `out`; returns `out`."""
-    ckpt_path, out = Path(ckpt_path), Path(out)
-    _check_target(out)
-    ckpt = ckpt_format.check(safe_load(ckpt_path), ckpt_path)  # not ours → one UsageError
-    state, model_cfg, scalars = _hub_parts(ckpt)
-    zeroshot = _zeroshot_results(ckpt_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def export(ckpt_path: str | Path, out: str | Path) -> str | Path:
+    """Write the hub layout of `ckpt_path` (a trainer checkpoint, local or s3://) to `out` (a
+    local folder, or an s3://bucket/prefix through `cloob.common.storage`); returns `out`."""
+    source, target = storage.location(str(ckpt_path)), storage.location(str(out))
+    if isinstance(target, storage.RemotePath):
+        storage.check_access(target)  # a missing bucket or refused key: one line, before any work
+        _check_remote_target(target)
+    else:
+        _check_target(target)
+    with _local_checkpoint(source) as local:
+        ckpt = ckpt_format.check(safe_load(local), local)  # not ours → one UsageError
+        state, model_cfg, scalars = _hub_parts(ckpt)
+        zeroshot = {} if isinstance(source, storage.RemotePath) else _zeroshot_results(local)
+        source_sha256 = sha256_file(local)
+    if isinstance(target, storage.RemotePath):
+        with tempfile.TemporaryDirectory(prefix="cloob-export-") as built:
+            _write_folder(Path(built), ckpt, state, model_cfg, scalars, zeroshot, source_sha256)
+            _upload(Path(built), target)
+        return target.url
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _write_weights(tmp / WEIGHTS_NAME, state, scalars)
-        config = {
-            "model_cfg": model_cfg,
-            "preprocess_cfg": preprocess_cfg(model_cfg),
-            "cloob": {
-                **scalars,
-                "model_name": ckpt["model_name"],
-                "source_sha256": sha256_file(ckpt_path),
-                "format": ckpt_format.FORMAT,
-            },
-        }
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (tmp / CARD_NAME).write_text(model_card(ckpt, scalars, zeroshot), encoding="utf-8")
+        _write_folder(tmp, ckpt, state, model_cfg, scalars, zeroshot, source_sha256)
         _shareable(tmp)
-        if out.is_dir():
-            out.rmdir()  # empty (checked above): the rename needs the name free
-        tmp.rename(out)
+        if target.is_dir():
+            target.rmdir()  # empty (checked above): the rename needs the name free
+        tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    return target
+
+
+@contextlib.contextmanager
+def _local_checkpoint(source: Path | storage.RemotePath) -> Iterator[Path]:
+    """The checkpoint as a local file (an s3:// one downloaded to a temp file); errors name what
+    the user gave, never the temp file."""
+    if not isinstance(source, storage.RemotePath):
+        yield source
+        return
+    storage.check_access(source)
+    with storage.translated(source.url):
+        if not source.is_file():
+            raise UsageError(f"{source}: no such checkpoint")
+    with storage.local_copy(source) as local:
+        try:
+            yield local
+        except UsageError as err:
+            raise UsageError(str(err).replace(str(local), source.url)) from None
+
+
+def _write_folder(
+    folder: Path,
+    ckpt: dict[str, Any],
+    state: dict[str, Any],
+    model_cfg: dict[str, Any],
+    scalars: dict[str, Any],
+    zeroshot: dict[str, float],
+    source_sha256: str,
+) -> None:
+    _write_weights(folder / WEIGHTS_NAME, state, scalars)
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": preprocess_cfg(model_cfg),
+        "cloob": {
+            **scalars,
+            "model_name": ckpt["model_name"],
+            "source_sha256": source_sha256,
+            "format": ckpt_format.FORMAT,
+        },
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (folder / CARD_NAME).write_text(model_card(ckpt, scalars, zeroshot), encoding="utf-8")
+
+
+def _upload(folder: Path, target: storage.RemotePath) -> None:
+    """Each object appears whole when its upload completes; the config, which is what makes the
+    prefix a loadable model, goes last, so a kill part-way leaves a prefix that no reader takes
+    for a model. An upload that fails removes what it put."""
+    try:
+        for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME):
+            storage.put_file(folder / name, target / name)
+    except BaseException:
+        for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME):
+            with contextlib.suppress(Exception):
+                (target / name).unlink(missing_ok=True)
+        raise
+
+
+def _check_remote_target(out: storage.RemotePath) -> None:
+    if any(True for _ in out.iterdir()):
+        raise UsageError(f"--out {out} exists and is not empty: choose a new prefix")
 
 
 def _shareable(folder: Path) -> None:
@@ -84,6 +150,11 @@ def _check_target(out: Path) -> None:
         raise UsageError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not empty: choose a new folder")
+    # The folder is built beside `out` and renamed: say so when that is not allowed, rather than
+    # quote the temp folder's name from a PermissionError.
+    parent = next(p for p in (out.parent.absolute(), *out.parent.absolute().parents) if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {parent} is not writable")
 
 
 def _hub_parts(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import signal
 import time
@@ -162,6 +163,7 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if value not in choices:
             raise UsageError(f"{flag} {value!r}: choose from {', '.join(choices)}")
+    _check_finite(cfg)
     positive: tuple[tuple[float, str], ...] = (
         (cfg.data.batch_size, "--batch-size"),
         (1.0 if inv_tau is None else inv_tau, "--init-inv-tau"),  # None: a positive default
@@ -197,6 +199,26 @@ def resolved(cfg: TrainConfig) -> TrainConfig:
     if inv_tau is None:
         inv_tau = methods.default_inv_tau(method) or DEFAULT_INV_TAU
     return replace(cfg, model=replace(cfg.model, method=method, init_inv_tau=inv_tau))
+
+
+def _check_finite(cfg: TrainConfig) -> None:
+    """click reads "nan" and "inf" as floats, and nan passes every comparison check (nan <= 0 is
+    False): a run would start and train on NaN losses."""
+    floats = {
+        "--init-inv-tau": cfg.model.init_inv_tau,
+        "--init-scale-hopfield": cfg.model.init_scale_hopfield,
+        "--init-logit-bias": cfg.model.init_logit_bias,
+        "--lr": cfg.optim.lr,
+        "--wd": cfg.optim.wd,
+        "--beta1": cfg.optim.beta1,
+        "--beta2": cfg.optim.beta2,
+        "--eps": cfg.optim.eps,
+        "--grad-clip-norm": cfg.optim.grad_clip_norm,
+        "--rendezvous-timeout": cfg.run.rendezvous_timeout,
+    }
+    for flag, number in floats.items():
+        if number is not None and not math.isfinite(number):
+            raise UsageError(f"{flag} must be a finite number, got {number}")
 
 
 def check_inputs(cfg: TrainConfig) -> None:

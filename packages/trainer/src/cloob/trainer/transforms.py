@@ -201,14 +201,16 @@ def stack(images: Sequence[torch.Tensor | EncodedCrop]) -> torch.Tensor | Encode
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a JPEG's header, without decoding; None for anything the device path
-    should not take: not a JPEG, not RGB or greyscale (CMYK), no end marker (truncated), or a
-    header PIL cannot parse. Those samples take the worker path, which decodes (or skips) them."""
+    should not take: not a JPEG, not RGB or greyscale (CMYK), no end marker (truncated), a
+    header PIL cannot parse, or one claiming more pixels than PIL's limit. Those samples take the
+    worker path, which decodes (or skips) them."""
     if data[:2] != _JPEG_SOI or data[-2:] != _JPEG_EOI:
         return None
     try:
         with Image.open(io.BytesIO(data)) as im:  # parses the markers up to the frame header only
             if im.format != "JPEG" or im.mode not in ("RGB", "L"):
                 return None
+            _check_pixels(im.height, im.width)
             return im.height, im.width
     except Exception:  # any unreadable header: the worker path decides (and reports) it
         return None
@@ -258,15 +260,26 @@ def crop_box(
 
 def decode(image: tuple[bytes, str]) -> torch.Tensor:
     """Encoded image → uint8 RGB (3, H, W): libjpeg-turbo for JPEG, PIL for the rest. No EXIF
-    rotation, like the PIL path. A corrupt or truncated file raises (the reader skips it)."""
+    rotation, like the PIL path. A corrupt or truncated file raises (the reader skips it), and so
+    does one whose header claims more pixels than PIL's decompression-bomb limit: libjpeg-turbo
+    would allocate the whole frame first (11 GB for a 60000 x 60000 header on a few hundred
+    bytes)."""
     data, _ext = image
     if data[:2] == _JPEG_SOI:
+        with Image.open(io.BytesIO(data)) as im:  # the header only; PIL's own limit applies
+            _check_pixels(im.height, im.width)
         return decode_jpeg(
             torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
         )
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return _pil_rgb(im)
+
+
+def _check_pixels(height: int, width: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and height * width > limit:
+        raise ValueError(f"{width} x {height} pixels: over the {limit}-pixel limit")
 
 
 def _pil_rgb(image: Image.Image) -> torch.Tensor:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from cloob.benchmarks.models.config_checks import check_sizes, offline_build, without_pretrained
 from cloob.common import checkpoint as ckpt_format
 from cloob.common.cli import UsageError, first_line
 from cloob.common.files import sha256_file
@@ -133,7 +134,7 @@ def _load_local(
         built, preprocess, tokenizer = _build_open_clip_run(cfg, name)
         fmt = "open_clip"
     else:
-        built, preprocess, tokenizer = _build(cfg, name, prec.open_clip), None, None
+        built, preprocess, tokenizer = _build(cfg, name, prec.open_clip, str(path)), None, None
     ignored = _load_weights(built, sd, path, name)
     if ignored:
         meta["ignored_keys"] = ignored
@@ -159,11 +160,17 @@ def read_hub_dir(path: Path) -> tuple[dict, dict, str, str, dict, Path]:
             f"{path}: a checkpoint folder needs {HUB_CONFIG} and {HUB_WEIGHTS} "
             f"(open_clip's hub layout, as `trainer export` writes)"
         )
+    _inside(path, config_path, weights)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        cfg = dict(config["model_cfg"])
+        cfg = config["model_cfg"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise UsageError(f"{config_path}: not an open_clip config ({first_line(err)})") from None
+    if not isinstance(cfg, dict):
+        raise UsageError(
+            f"{config_path}: model_cfg must be the architecture's config (a JSON object), not "
+            f"{json.dumps(cfg)[:80]} (open_clip's hub layout spells the config out)"
+        )
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -180,6 +187,15 @@ def read_hub_dir(path: Path) -> tuple[dict, dict, str, str, dict, Path]:
         if k in ("epoch", "step", "name", "inv_tau", "hopfield_beta", "logit_bias", "method")
     }
     return sd, cfg, ours.get("model_name") or path.name, "open_clip-hub", meta, weights
+
+
+def _inside(folder: Path, *files: Path) -> None:
+    """A model folder is read from inside itself: a link that leads out of it (to a file of the
+    user's, or one another user planted) is refused."""
+    root = folder.resolve()
+    for file in files:
+        if not file.resolve().is_relative_to(root):
+            raise UsageError(f"{file}: a link out of the model folder (to {file.resolve()})")
 
 
 def load_open_clip(
@@ -471,18 +487,25 @@ def _count(sd: dict, prefix: str) -> int:
     return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
-def _build(cfg: dict, name: str, precision: str = "fp32") -> torch.nn.Module:
-    """An fp32 model; for low-precision weights (open_clip's `precision`) with its fp32 norms."""
+def _build(
+    cfg: dict, name: str, precision: str = "fp32", where: str | None = None
+) -> torch.nn.Module:
+    """An fp32 model; for low-precision weights (open_clip's `precision`) with its fp32 norms.
+    Sizes are checked and nothing is downloaded first (`config_checks`): the config is data."""
     import open_clip
 
-    cfg = dict(cfg)
-    custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    where = where or repr(name)
+    check_sizes(cfg, where)
+    cfg = without_pretrained(cfg)
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in (cfg.get("text_cfg") or {})
     cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
     try:
-        return cls(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
-    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        with offline_build(cfg, where):
+            return cls(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError, OSError) as err:
+        # RuntimeError: timm's "Unknown model"; OSError: the Hub's answers (a 404 included)
         raise UsageError(
-            f"model config for {name!r} is not an open_clip CLIP config: {first_line(err)}"
+            f"{where}: model config for {name!r} is not an open_clip CLIP config: {first_line(err)}"
         ) from None
 
 

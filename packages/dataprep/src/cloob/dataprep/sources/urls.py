@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -14,21 +15,23 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from cloob.common.cli import UsageError
+from cloob.common.download import is_url
 from cloob.dataprep.config import SourceSpec
 from cloob.dataprep.sources import Source, identity, local_input, numbered, write_list
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl", "json")
 
 
-def urls_source(input: Path, url_col: str, caption_col: str) -> Source:
-    """`dataprep fetch urls --input LIST`: any list with a url and a caption column."""
-    input_format(input)  # before any download
+def urls_source(input: str, url_col: str, caption_col: str) -> Source:
+    """`dataprep fetch urls --input LIST`: any list with a url and a caption column, a local file
+    or an http(s) URL (kept a string: a Path would fold `http://` into the folder `http:`)."""
+    input_format(Path(urlsplit(input).path) if is_url(input) else Path(input))  # before a download
 
     def build(target: Path) -> str:
-        path = local_input(str(input), target.parent, "url list")
+        path = local_input(input, target.parent, "url list")
         return f"url list: {build_urls_list(path, url_col, caption_col, target)} rows"
 
-    args = {"input": identity(str(input)), "url_col": url_col, "caption_col": caption_col}
+    args = {"input": identity(input), "url_col": url_col, "caption_col": caption_col}
     return Source(SourceSpec("urls", args), build)
 
 
