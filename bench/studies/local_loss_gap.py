@@ -38,22 +38,26 @@ MEASURES = (
 
 
 def run_config(logs: str, seed: int, local_loss: bool, batch_size: int) -> Any:
+    from cloob.trainer import loop
     from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 
-    return TrainConfig(
-        data=DataConfig(
-            dataset_type="synthetic", train_num_samples=256, batch_size=batch_size, workers=0
-        ),
-        model=ModelConfig(model="micro-rn", method="clip", local_loss=local_loss),
-        optim=OptimConfig(lr=LR, warmup=1, max_steps=STEPS),
-        run=RunConfig(
-            logs=logs,
-            name=f"seed{seed}-{local_loss}",
-            report_to="none",
-            progress=False,
-            precision="fp32",
-            seed=seed,
-        ),
+    # resolved as `trainer run` resolves it (the method's τ⁻¹ filled in)
+    return loop.resolved(
+        TrainConfig(
+            data=DataConfig(
+                dataset_type="synthetic", train_num_samples=256, batch_size=batch_size, workers=0
+            ),
+            model=ModelConfig(model="micro-rn", method="clip", local_loss=local_loss),
+            optim=OptimConfig(lr=LR, warmup=1, max_steps=STEPS),
+            run=RunConfig(
+                logs=logs,
+                name=f"seed{seed}-{local_loss}",
+                report_to="none",
+                progress=False,
+                precision="fp32",
+                seed=seed,
+            ),
+        )
     )
 
 
