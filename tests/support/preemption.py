@@ -242,9 +242,9 @@ def final_state(run_dir: Path) -> dict[str, Any]:
     return dict(ckpt_format.read(run_dir / "checkpoints" / "latest.pt"))
 
 
-def assert_same_training(a: dict[str, Any], b: dict[str, Any]) -> None:
+def assert_same_training(a: dict[str, Any], b: dict[str, Any], steps: int = TOTAL_STEPS) -> None:
     """Bit-identical weights, objective scalars, optimizer state, step and data positions."""
-    assert a["step"] == b["step"] == TOTAL_STEPS
+    assert a["step"] == b["step"] == steps
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
