@@ -26,29 +26,22 @@ import pytest
 
 from cloob.trainer.preemption import EXIT_STOPPED
 from support.clusters import free_port
-from support.preemption import MICRO, assert_same_training, clean_launcher_env, final_state
+from support.preemption import (
+    LONG_STEPS,
+    assert_same_training,
+    clean_launcher_env,
+    final_state,
+    long_args,
+)
 from support.slurm import Slurm, cluster
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "slurm"
-STEPS = 128  # long enough that a signal sent after step 4 lands mid-run on a fast machine
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory) -> Iterator[Slurm]:
     with cluster(tmp_path_factory.mktemp("slurm")) as running:
         yield running
-
-
-def train_args(logs: Path, name: str) -> list[str]:
-    """The tiny training every job here runs: 2 ranks x 4 samples, STEPS steps, fixed name."""
-    return [
-        "--model", MICRO, "--method", "cloob", "--learnable-inv-tau", "--learnable-scale-hopfield",
-        "--dataset-type", "synthetic", "--train-num-samples", str(STEPS * 8), "--batch-size", "4",
-        "--workers", "0", "--epochs", "1", "--warmup", "3", "--lr", "1e-3", "--lr-scheduler",
-        "const", "--save-every-n-steps", "32", "--save-frequency", "0", "--seed", "7",
-        "--logs", str(logs), "--name", name, "--resume", "latest", "--report-to", "none",
-        "--no-progress", "--log-every-n-steps", "4",
-    ]  # fmt: skip
 
 
 def tiny(example: str, args: list[str], out: Path) -> Path:
@@ -85,6 +78,9 @@ def submit(slurm: Slurm, script: Path, tasks: int, *more: str) -> int:
         f"--cpus-per-task={2 // tasks}",
         "--time=15",
         f"--output={script.with_suffix('.out')}",
+        # one thread per rank, as torchrun sets for its workers: the reference's float sums, and
+        # no two ranks fighting over 2 cores
+        "--export=ALL,OMP_NUM_THREADS=1",
         *more,
         cwd=script.parent,
     )
@@ -127,7 +123,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "--", "cloob.trainer.cli", "run", *train_args(root, "ref"),
+        "-m", "--", "cloob.trainer.cli", "run", *long_args(root, "ref"),
     ]  # fmt: skip
     with clean_launcher_env():
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -144,7 +140,7 @@ def output(script: Path) -> str:
 @pytest.mark.parametrize("style", STYLES, ids=STYLES)
 def test_an_example_script_trains_one_job_equal_to_torchruns(style, slurm, reference, tmp_path):
     example, tasks = STYLES[style]
-    script = tiny(example, train_args(tmp_path / "logs", "job"), tmp_path)
+    script = tiny(example, long_args(tmp_path / "logs", "job"), tmp_path)
     job = submit(slurm, script, tasks)
     info = slurm.wait(job, timeout=600)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output(script)
@@ -152,7 +148,7 @@ def test_an_example_script_trains_one_job_equal_to_torchruns(style, slurm, refer
     log = output(script)
     launcher = "Slurm" if tasks == 2 else "torchrun"
     assert f"2 ranks started by {launcher}" in log, log
-    assert_same_training(reference, final_state(tmp_path / "logs" / "job"), steps=STEPS)
+    assert_same_training(reference, final_state(tmp_path / "logs" / "job"), steps=LONG_STEPS)
 
 
 @pytest.mark.slow  # two starts of a 2-rank Slurm job and the reference
@@ -163,7 +159,7 @@ def test_the_documented_signal_stops_requeues_and_the_job_ends_as_if_uninterrupt
     example, tasks = STYLES[style]
     sig = documented_signal(example)
     logs = tmp_path / "logs"
-    script = tiny(example, [*train_args(logs, "job"), "--requeue"], tmp_path)
+    script = tiny(example, [*long_args(logs, "job"), "--requeue"], tmp_path)
     job = submit(slurm, script, tasks)
     metrics = logs / "job" / "metrics.jsonl"
     deadline = time.monotonic() + 400
@@ -175,8 +171,8 @@ def test_the_documented_signal_stops_requeues_and_the_job_ends_as_if_uninterrupt
     info = slurm.wait(job, timeout=600, restarts=1)
     log = output(script)
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), log
-    stopped = re.findall(rf"stopped by SIG{sig} at step (\d+) of {STEPS}, checkpoint", log)
-    assert len(stopped) == 1 and 4 <= int(stopped[0]) < STEPS, log
+    stopped = re.findall(rf"stopped by SIG{sig} at step (\d+) of {LONG_STEPS}, checkpoint", log)
+    assert len(stopped) == 1 and 4 <= int(stopped[0]) < LONG_STEPS, log
     assert f"(exit code {EXIT_STOPPED})" in log and f"requeued Slurm job {job}" in log
     assert f"resumed from step {stopped[0]}" in log, log
-    assert_same_training(reference, final_state(logs / "job"), steps=STEPS)
+    assert_same_training(reference, final_state(logs / "job"), steps=LONG_STEPS)

@@ -1,0 +1,136 @@
+"""Several nodes on one machine: torchrun agents that meet at a c10d rendezvous on 127.0.0.1, as
+the agents of a multi-node job meet on its first node.
+
+- two agents (`--nnodes 2`, one process each) train the job one agent trains with
+  `--nproc-per-node 2`, to the same weights;
+- with `--max-restarts 1`, a worker killed with SIGKILL mid-run makes the agents restart their
+  workers, which resume from the last checkpoint (`--resume latest`, a fixed `--name`), and the
+  job ends bit-identical to the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from support.clusters import free_port
+from support.preemption import (
+    LONG_STEPS,
+    assert_same_training,
+    clean_launcher_env,
+    final_state,
+    long_args,
+)
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+TAG = "CLOOB_NODES_TEST"  # in every agent's (and so every worker's) environment
+
+
+def agents(args: list[str], tag: str, *more: str) -> list[subprocess.Popen[str]]:
+    """Two agents, node ranks 0 and 1, one worker each, meeting at a c10d store on loopback."""
+    port = free_port()
+    env = {**os.environ, TAG: tag, "OMP_NUM_THREADS": "1"}
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", tag]
+    return [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(node),
+                "--nproc-per-node",
+                "1",
+                *rdzv,
+                *more,
+                "-m",
+                "--",
+                "cloob.trainer.cli",
+                "run",
+                *args,
+            ],  # fmt: skip
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in range(2)
+    ]
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[str]:
+    """Wait for every agent; their outputs. An agent still running after `timeout` is killed."""
+    outputs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        outputs.append(out)
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted job on one agent with two workers."""
+    root = tmp_path_factory.mktemp("reference")
+    cmd = [
+        *TORCHRUN, "--standalone", "--nproc-per-node", "2",
+        "-m", "--", "cloob.trainer.cli", "run", *long_args(root, "ref"),
+    ]  # fmt: skip
+    with clean_launcher_env():
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return final_state(root / "ref")
+
+
+@pytest.mark.slow  # three torchrun agents and their workers: interpreter start-ups
+def test_two_agents_train_the_job_one_agent_with_two_workers_trains(reference, tmp_path):
+    with clean_launcher_env():
+        procs = agents(long_args(tmp_path, "job"), uuid.uuid4().hex)
+        outputs = finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "2 ranks started by torchrun" in (tmp_path / "job" / "out.log").read_text()
+    assert_same_training(reference, final_state(tmp_path / "job"), steps=LONG_STEPS)
+
+
+def worker_pid(tag: str, rank: int) -> int | None:
+    """The worker of global rank `rank` started by this test's agents (they carry TAG=tag)."""
+    wanted = {f"{TAG}={tag}".encode(), f"RANK={rank}".encode()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted <= set((entry / "environ").read_bytes().split(b"\0")):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.slow  # two agents whose workers are restarted, and the reference
+def test_a_killed_worker_is_restarted_and_resumes_as_if_uninterrupted(reference, tmp_path):
+    tag = uuid.uuid4().hex
+    first_save = tmp_path / "job" / "checkpoints" / "step_32.pt"
+    with clean_launcher_env():
+        procs = agents(long_args(tmp_path, "job"), tag, "--max-restarts", "1")
+        deadline = time.monotonic() + 400
+        while not first_save.exists():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+        victim = worker_pid(tag, rank=1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        outputs = finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    log = (tmp_path / "job" / "out.log").read_text()
+    assert "resumed from step 32" in log or "resumed from step 64" in log, log
+    assert_same_training(reference, final_state(tmp_path / "job"), steps=LONG_STEPS)
