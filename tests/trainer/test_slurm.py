@@ -97,6 +97,20 @@ def documented_signal(example: str) -> str:
     return sig
 
 
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.sbatch")))
+def test_every_example_script_can_stop_requeue_and_resume(example, tmp_path):
+    """Each script (the YFCC ones too, which need 4 nodes) asks for a signal before the time
+    limit that its launch passes to the trainers, may be requeued, and gives the trainer a fixed
+    name, --resume latest and --requeue; it is valid bash and fits the template the tests run."""
+    text = (EXAMPLES / example).read_text()
+    assert documented_signal(example) == ("TERM" if "torchrun" in example else "USR1")
+    assert "#SBATCH --requeue" in text and "#SBATCH --open-mode=append" in text
+    command = text[text.index(" run \\\n") :]
+    assert all(flag in command for flag in ("--name ", "--resume latest", "--requeue"))
+    script = tiny(example, ["--name", "x"], tmp_path)
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
 def test_srun_tasks_get_the_rank_and_rendezvous_the_trainer_derives(slurm):
     """`srun -n 2` sets the variables cloob.trainer.launch reads: ranks 0 and 1 of 2, meeting on
     the step's first host at the job's port (no torch started: fast)."""
