@@ -34,49 +34,33 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TAG = "CLOOB_NODES_TEST"  # in every agent's (and so every worker's) environment
 
 
-def agents(args: list[str], tag: str, *more: str) -> list[subprocess.Popen[str]]:
-    """Two agents, node ranks 0 and 1, one worker each, meeting at a c10d store on loopback."""
+def agents(args: list[str], tag: str, logs: Path, *more: str) -> list[subprocess.Popen[bytes]]:
+    """Two agents, node ranks 0 and 1, one worker each, meeting at a c10d store on loopback.
+    Their output goes to files (logs/agentN.log): a pipe nobody reads while the test waits
+    would fill up with a failure's tracebacks and block the processes writing them."""
     port = free_port()
     env = {**os.environ, TAG: tag, "OMP_NUM_THREADS": "1"}
     rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", tag]
-    return [
-        subprocess.Popen(
-            [
-                *TORCHRUN,
-                "--nnodes",
-                "2",
-                "--node-rank",
-                str(node),
-                "--nproc-per-node",
-                "1",
-                *rdzv,
-                *more,
-                "-m",
-                "--",
-                "cloob.trainer.cli",
-                "run",
-                *args,
-            ],  # fmt: skip
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for node in range(2)
-    ]
+    procs = []
+    for node in range(2):
+        with open(logs / f"agent{node}.log", "w") as out:
+            cmd = [
+                *TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
+                *rdzv, *more, "-m", "--", "cloob.trainer.cli", "run", *args,
+            ]  # fmt: skip
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+    return procs
 
 
-def finish(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[str]:
+def finish(procs: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 600) -> list[str]:
     """Wait for every agent; their outputs. An agent still running after `timeout` is killed."""
-    outputs = []
     for proc in procs:
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
-        outputs.append(out)
-    return outputs
+            proc.wait()
+    return [(logs / f"agent{node}.log").read_text(errors="replace") for node in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +80,8 @@ def reference(tmp_path_factory):
 @pytest.mark.slow  # three torchrun agents and their workers: interpreter start-ups
 def test_two_agents_train_the_job_one_agent_with_two_workers_trains(reference, tmp_path):
     with clean_launcher_env():
-        procs = agents(long_args(tmp_path, "job"), uuid.uuid4().hex)
-        outputs = finish(procs)
+        procs = agents(long_args(tmp_path, "job"), uuid.uuid4().hex, tmp_path)
+        outputs = finish(procs, tmp_path)
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "2 ranks started by torchrun" in (tmp_path / "job" / "out.log").read_text()
     assert_same_training(reference, final_state(tmp_path / "job"), steps=LONG_STEPS)
@@ -129,7 +113,7 @@ def test_a_killed_worker_is_restarted_and_resumes_as_if_uninterrupted(reference,
     """The kill lands mid-training after the first checkpoint (step 32): steps 33 on are redone."""
     tag = uuid.uuid4().hex
     with clean_launcher_env():
-        procs = agents(long_args(tmp_path, "job"), tag, "--max-restarts", "1")
+        procs = agents(long_args(tmp_path, "job"), tag, tmp_path, "--max-restarts", "1")
         deadline = time.monotonic() + 400
         while last_logged_step(tmp_path / "job") < 36:
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
@@ -137,9 +121,7 @@ def test_a_killed_worker_is_restarted_and_resumes_as_if_uninterrupted(reference,
         victim = worker_pid(tag, rank=1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        outputs = finish(procs)
-    for node, out in enumerate(outputs):
-        (tmp_path / f"agent{node}.log").write_text(out)
+        outputs = finish(procs, tmp_path)
     assert [p.returncode for p in procs] == [0, 0], [out[-2000:] for out in outputs]
     log = (tmp_path / "job" / "out.log").read_text()
     assert "resumed from step 32" in log, log
