@@ -31,6 +31,7 @@ from bench import provenance, render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BATCH_SCRIPTS = sorted((ROOT / "examples" / "slurm").glob("*.sbatch"))  # shell from top to end
 TOOLS = {
     "dataprep": "cloob.dataprep.cli",
     "trainer": "cloob.trainer.cli",
@@ -57,11 +58,12 @@ class DocCommand:
 
 def _code_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, logical line) of the shell code blocks, continuations joined; plus inline
-    `uv run …` spans of the prose."""
+    `uv run …` spans of the prose. A batch script (`.sbatch`) is one shell block."""
     out: list[tuple[int, str]] = []
-    in_block, lang, pending, start = False, "", "", 0
+    script = path.suffix == ".sbatch"
+    in_block, lang, pending, start = script, "", "", 0
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        fence = _FENCE.match(line.strip())
+        fence = None if script else _FENCE.match(line.strip())
         if fence:
             in_block, lang = (not in_block, fence.group(1)) if not in_block else (False, "")
             continue
@@ -98,9 +100,13 @@ def _commands_in(line: str) -> list[list[str]]:
 
 def _tool_args(words: list[str]) -> tuple[str, list[str]] | None:
     """('trainer', args) for `[ENV=…] [uv run] trainer args`, for
-    `… torchrun … -m -- cloob.trainer.cli args` and `python -m cloob.trainer.cli args`."""
+    `… torchrun … -m -- cloob.trainer.cli args` and `python -m cloob.trainer.cli args`, each
+    also after `srun [srun's options]`."""
     while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
         words = words[1:]
+    if words[:1] == ["srun"]:  # srun's options end at the program it starts
+        starts = [i for i, w in enumerate(words) if w in (*TOOLS, "torchrun", "python", "python3")]
+        words = words[starts[0] :] if starts else []
     if words[:2] == ["uv", "run"]:
         words = words[2:]
     if words and words[0] in TOOLS:
@@ -166,7 +172,16 @@ def parse_error(cmd: DocCommand) -> str | None:
     return None
 
 
-DOC_COMMANDS = collect(DOCS)
+DOC_COMMANDS = collect([*DOCS, *BATCH_SCRIPTS])
+
+
+def test_every_batch_script_holds_a_trainer_command():
+    """A script whose trainer line the collector did not recognise would be checked for nothing."""
+    assert BATCH_SCRIPTS
+    for script in BATCH_SCRIPTS:
+        where = str(script.relative_to(ROOT))
+        found = [c for c in DOC_COMMANDS if c.where.startswith(f"{where}:")]
+        assert [c.tool for c in found] == ["trainer"], where
 
 
 def test_the_docs_hold_commands_for_every_tool():
@@ -194,6 +209,11 @@ def test_documented_command_parses(cmd: DocCommand):
         ),
         (
             "uv run torchrun --nproc-per-node 2 -m -- cloob.trainer.cli run --epochz 3",
+            "No such option",
+        ),
+        ("srun --ntasks-per-node=4 trainer run --epochz 3", "No such option"),
+        (
+            'srun torchrun --nnodes "$SLURM_NNODES" -m -- cloob.trainer.cli run --epochz 3',
             "No such option",
         ),
     ],
@@ -226,6 +246,18 @@ def test_collect_joins_continuations_chains_and_inline_spans(tmp_path):
         ("x.md:5", "dataprep", ("fetch", "demo", "--out", "d", "--samples", "10"), False),
         ("x.md:7", "trainer", ("run", "--resume", "latest"), True),
     ]
+
+
+def test_a_batch_script_is_read_as_shell(tmp_path):
+    script = tmp_path / "x.sbatch"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --nodes=2\nhead=$(scontrol show hostnames | head -n 1)\n"
+        'srun torchrun --nnodes 2 --rdzv-endpoint "$head:29500" \\\n'
+        "    -m -- cloob.trainer.cli run \\\n    --name x --resume latest  # the same name\n",
+        encoding="utf-8",
+    )
+    got = [(c.where, c.tool, c.args) for c in collect([script], root=tmp_path)]
+    assert got == [("x.sbatch:4", "trainer", ("run", "--name", "x", "--resume", "latest"))]
 
 
 # ----------------------------------------------------------------------------- the module map

@@ -55,6 +55,22 @@ def run_args(logs: Path, name: str, ranks: int = 1, workers: int = 0) -> list[st
     ]  # fmt: skip
 
 
+LONG_STEPS = 96  # long enough that a signal or kill sent from outside after step 4 lands mid-run
+
+
+def long_args(logs: Path, name: str) -> list[str]:
+    """A job of 2 ranks x 4 samples for LONG_STEPS steps, a fixed name, checkpoints every 32
+    steps: what tests that hit whole launchers (Slurm, torchrun's agents) from outside run."""
+    return [
+        "--model", MICRO, "--method", "cloob", "--learnable-inv-tau", "--learnable-scale-hopfield",
+        "--dataset-type", "synthetic", "--train-num-samples", str(LONG_STEPS * 8),
+        "--batch-size", "4", "--workers", "0", "--epochs", "1", "--warmup", "3", "--lr", "1e-3",
+        "--lr-scheduler", "const", "--save-every-n-steps", "32", "--save-frequency", "0",
+        "--seed", "7", "--logs", str(logs), "--name", name, "--resume", "latest",
+        "--report-to", "none", "--no-progress", "--log-every-n-steps", "4",
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Moment:
     """Where a run gets its signal. `at`: the optimizer step (kind "step": the step about to be
@@ -249,9 +265,9 @@ def final_state(run_dir: Path) -> dict[str, Any]:
     return dict(ckpt_format.read(run_dir / "checkpoints" / "latest.pt"))
 
 
-def assert_same_training(a: dict[str, Any], b: dict[str, Any]) -> None:
+def assert_same_training(a: dict[str, Any], b: dict[str, Any], steps: int = TOTAL_STEPS) -> None:
     """Bit-identical weights, objective scalars, optimizer state, step and data positions."""
-    assert a["step"] == b["step"] == TOTAL_STEPS
+    assert a["step"] == b["step"] == steps
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
