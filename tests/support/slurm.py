@@ -194,8 +194,7 @@ def _until(ready, slurm: Slurm, what: str, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         if ready():
             return
-        dead = [p.args[0] for p in slurm.procs if p.poll() is not None]
-        if dead:
+        if any(p.poll() is not None for p in slurm.procs):  # a daemon died: its log says why
             break
         time.sleep(0.3)
     logs = "; ".join(

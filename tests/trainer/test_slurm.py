@@ -61,7 +61,7 @@ def tiny(example: str, args: list[str], out: Path) -> Path:
         (r"(?s)(?<= run) \\\n.*\Z", " " + shlex.join(args) + "\n", True),
     ]
     for pattern, new, everywhere in changes:
-        text, n = re.subn(pattern, lambda _, new=new: new, text)
+        text, n = re.subn(pattern, new.replace("\\", "\\\\"), text)
         assert n == 1 or (n == 0 and not everywhere), (example, pattern, n)
     assert ("torchrun" in text) == ("$head:" + str(port) in text), text
     script = out / example
