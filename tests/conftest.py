@@ -14,6 +14,13 @@ from support.server import LoopbackServer
 
 # albumentations (pulled in by img2dataset) checks online for updates at import time.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+MAX_WORKERS = 4  # each worker imports torch and many tests start processes of their own
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per core this process may use, at most
+    MAX_WORKERS; 2 on the 2-core machine the suite is sized for."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 @pytest.fixture

@@ -15,12 +15,31 @@ from PIL import Image
 from cloob.dataprep.sources.demo import build_demo
 from cloob.dataprep.synthetic import BACKGROUNDS, COLOURS, SHAPES, held_out_pairs
 
+DEMO_OPTIONS = {"samples": 2300, "seed": 3, "image_size": 32, "per_class": 4}
+TIMED = ("runs.json", "_stats.json")  # when the build ran and how long each shard took
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return build_demo(
-        tmp_path_factory.mktemp("demo") / "ds", samples=2300, seed=3, image_size=32, per_class=4
-    )
+    return build_demo(tmp_path_factory.mktemp("demo") / "ds", processes=2, **DEMO_OPTIONS)
+
+
+def test_one_process_writes_the_same_bytes_as_two(demo, tmp_path):
+    serial = build_demo(tmp_path / "ds", processes=1, **DEMO_OPTIONS)
+    files = sorted(p.relative_to(serial.root) for p in serial.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(demo.root) for p in demo.root.rglob("*") if p.is_file())
+    compared = [f for f in files if not f.name.endswith(TIMED) and f.name != "manifest.duckdb"]
+    assert sum(f.suffix in (".tar", ".parquet") for f in compared) == 2 * 3  # 3 shards
+    assert sum(f.suffix == ".png" for f in compared) == 4 * (6 + 8 + 6)  # the three tasks
+    for rel in compared:
+        assert (serial.root / rel).read_bytes() == (demo.root / rel).read_bytes(), rel
+    tables = "SELECT * FROM samples ORDER BY source_id", "SELECT * FROM shards ORDER BY shard"
+    with (
+        duckdb.connect(str(serial.manifest), read_only=True) as one,
+        duckdb.connect(str(demo.manifest), read_only=True) as two,
+    ):
+        for query in tables:
+            assert one.execute(query).fetchall() == two.execute(query).fetchall(), query
 
 
 def test_layout_sizes_and_manifest(demo):

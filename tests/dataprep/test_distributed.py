@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from cloob.dataprep import engines
 from support import clusters
 from support.bad_input import BadInput, check
 from support.sockets import SilentPort
@@ -286,6 +287,9 @@ def test_engine_that_cannot_start(env, case, dataprep, monkeypatch, tmp_path):
 @pytest.mark.timeout(90)  # Ray retries a silent GCS without end: the fetch must give up first
 @pytest.mark.parametrize("loopback_var", [None, "0"], ids=["plain", "with-ray-loopback-var"])
 def test_ray_address_that_never_answers(loopback_var, dataprep, tag, monkeypatch, tmp_path):
+    # The check waits 10 s for gRPC's handshake; a port that never answers fails it the same way
+    # after 1 s (the fetch runs in this process, where the limit is read).
+    monkeypatch.setattr(engines, "_HANDSHAKE_TIMEOUT_S", 1.0)
     monkeypatch.delenv(clusters.RAY_LOOPBACK, raising=False)
     if loopback_var is not None:
         monkeypatch.setenv(clusters.RAY_LOOPBACK, loopback_var)

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from cloob.trainer import distributed, losses, models
+from support.preemption import free_port
 
 from .conftest import MICRO
 
@@ -113,7 +114,7 @@ def test_torchrun_training_matches_single_process(tmp_path):
             "--nproc-per-node",
             "2",
             "--master-port",
-            "29517",
+            str(free_port()),  # not a fixed one: another suite on the machine may hold it
             "-m",
             "--",
             "cloob.trainer.cli",

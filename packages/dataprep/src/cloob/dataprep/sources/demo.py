@@ -6,7 +6,8 @@ real. Training scenes never use the held-out (shape, colour) pairs; the benchmar
 those, so zero-shot accuracy on them measures transfer rather than recall.
 
 Written with tarfile (not webdataset's TarWriter): importing webdataset imports torch, and
-dataprep must stay torch-free.
+dataprep must stay torch-free. Each shard and each task draws from its own seeded generator, so
+they are written by a pool of processes, one per core, and the bytes do not depend on how many.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -108,9 +112,18 @@ def build_demo_folder(
 
 
 def build_demo(
-    out: Path, samples: int = 20000, seed: int = 0, image_size: int = 64, per_class: int = 50
+    out: Path,
+    samples: int = 20000,
+    seed: int = 0,
+    image_size: int = 64,
+    per_class: int = 50,
+    processes: int | None = None,
 ) -> DemoDataset:
     """Build (or reuse) the demo dataset in `out`; idempotent and safe against kills.
+
+    `processes` write shards and tasks at once (default: one per core this process may use); the
+    output is the same for any number. They are spawned: a script that calls this needs the
+    `if __name__ == "__main__":` guard, as for any spawned pool.
 
     A complete build with the same options is reused. Otherwise everything is written to a temp
     directory beside `out` and renamed into place, so a half-built directory is never taken for
@@ -133,11 +146,11 @@ def build_demo(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and _read_json(marker) == options:
             return _dataset(out, samples)
-        _build(out, options)
+        _build(out, options, processes or len(os.sched_getaffinity(0)))
     return _dataset(out, samples)
 
 
-def _build(out: Path, options: dict) -> None:
+def _build(out: Path, options: dict, processes: int) -> None:
     samples, seed, image_size = options["samples"], options["seed"], options["image_size"]
     if out.exists() and any(out.iterdir()) and not (out / "demo.json").exists():
         raise UsageError(f"{out} exists and is not a demo dataset: use a new or empty directory")
@@ -145,9 +158,18 @@ def _build(out: Path, options: dict) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     started = datetime.now()
-    _write_shards(Layout(tmp), samples, seed, image_size)
-    for task in TEMPLATES:
-        _write_task(tmp / "benchmark" / task, task, seed, image_size, options["per_class"])
+    shards = Layout(tmp).shards
+    assert isinstance(shards, Path)  # the demo is built locally, then renamed into place
+    shards.mkdir(parents=True)
+    jobs: list[tuple[Callable[..., None], tuple]] = [
+        (_write_shard, (shards, shard, rows, seed, image_size))
+        for shard, rows in enumerate(_shard_rows(samples))
+    ]
+    jobs += [
+        (_write_task, (tmp / "benchmark" / task, task, seed, image_size, options["per_class"]))
+        for task in TEMPLATES
+    ]
+    _run_all(jobs, processes)
     _finish(Layout(tmp), options, started)
     write_json(tmp / "demo.json", options)  # last: marks the build complete
     _swap_in(tmp, out)
@@ -168,26 +190,33 @@ def _dataset(out: Path, samples: int) -> DemoDataset:
     return DemoDataset(out, shards, sizes, tasks, layout.manifest, samples)
 
 
-def _write_shards(layout: Layout, samples: int, seed: int, image_size: int) -> None:
-    shards = layout.shards
-    assert isinstance(shards, Path)  # the demo is built locally, then renamed into place
-    shards.mkdir(parents=True)
-    for shard in range(math.ceil(samples / SAMPLES_PER_SHARD)):
-        first = shard * SAMPLES_PER_SHARD
-        _write_shard(
-            shards,
-            shard,
-            range(first, min(samples, first + SAMPLES_PER_SHARD)),
-            random.Random(f"demo-{seed}-{shard}"),
-            image_size,
-        )
+def _shard_rows(samples: int) -> list[range]:
+    """The sample indices of each shard, SAMPLES_PER_SHARD to a shard."""
+    return [
+        range(first, min(samples, first + SAMPLES_PER_SHARD))
+        for first in range(0, samples, SAMPLES_PER_SHARD)
+    ]
 
 
-def _write_shard(
-    shards: Path, shard: int, rows: range, rng: random.Random, image_size: int
-) -> None:
+def _run_all(jobs: list[tuple[Callable[..., None], tuple]], processes: int) -> None:
+    """Run every `(function, args)`, in `processes` processes when more than one. Spawned, not
+    forked: the caller may be the trainer, with torch's threads running, and a forked child of a
+    threaded process can hang on a lock one of those threads held."""
+    workers = min(processes, len(jobs))
+    if workers <= 1:
+        for function, args in jobs:
+            function(*args)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for done in [pool.submit(function, *args) for function, args in jobs]:
+            done.result()  # a worker's exception is raised here
+
+
+def _write_shard(shards: Path, shard: int, rows: range, seed: int, image_size: int) -> None:
     """One shard in img2dataset's layout: tar, parquet (one row per sample), stats last."""
     start = time.time()
+    rng = random.Random(f"demo-{seed}-{shard}")
     name = f"{shard:05d}"
     oom = math.ceil(math.log10(SAMPLES_PER_SHARD))
     metas = []
