@@ -20,7 +20,7 @@ MAX_FLOORS = 4
 ALLOWED = {
     "options": {"reporting"},  # the shared eval options may take a default from reporting (stats)
     "data": {"data"},
-    "models": {"data", "models"},
+    "models": {"options", "data", "models"},  # the encoders take the shared eval options
     "reporting": {"reporting"},
     "tasks": {"options", "data", "models", "reporting", "tasks"},
 }

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from cloob.trainer import distributed, losses
 from cloob.trainer.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from cloob.trainer.loop import compute_gradients, optimizer_step, setup, wrap
+from cloob.trainer.loop import compute_gradients, optimizer_step, resolved, setup, wrap
 from cloob.trainer.losses import METHODS
 
 from .conftest import MICRO
@@ -177,19 +177,24 @@ STEPS = 4
 
 def trajectory_config(logs, local_loss: bool) -> TrainConfig:
     """The CLI's `run --model micro-rn --method clip --lr 1e-3 --warmup 1 --precision fp32` on
-    synthetic data, 8 samples per rank: a ResNet, so BatchNorm buffers travel between steps."""
-    return TrainConfig(
-        data=DataConfig(dataset_type="synthetic", train_num_samples=64, batch_size=8, workers=0),
-        model=ModelConfig(model="micro-rn", method="clip", local_loss=local_loss),
-        optim=OptimConfig(lr=1e-3, warmup=1, max_steps=STEPS),
-        run=RunConfig(
-            logs=str(logs),
-            name=f"trajectory-{local_loss}",
-            report_to="none",
-            progress=False,
-            precision="fp32",
-            seed=1,
-        ),
+    synthetic data, 8 samples per rank: a ResNet, so BatchNorm buffers travel between steps;
+    resolved as `trainer run` resolves it."""
+    return resolved(
+        TrainConfig(
+            data=DataConfig(
+                dataset_type="synthetic", train_num_samples=64, batch_size=8, workers=0
+            ),
+            model=ModelConfig(model="micro-rn", method="clip", local_loss=local_loss),
+            optim=OptimConfig(lr=1e-3, warmup=1, max_steps=STEPS),
+            run=RunConfig(
+                logs=str(logs),
+                name=f"trajectory-{local_loss}",
+                report_to="none",
+                progress=False,
+                precision="fp32",
+                seed=1,
+            ),
+        )
     )
 
 

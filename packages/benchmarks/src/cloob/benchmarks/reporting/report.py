@@ -6,13 +6,15 @@ from __future__ import annotations
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import pandas as pd
 
-from cloob.benchmarks.options import EvalOptions
 from cloob.benchmarks.reporting import paper, stats
 from cloob.benchmarks.reporting.clip_benchmark_export import write_clip_benchmark
+
+if TYPE_CHECKING:  # reporting stays below the options (which take a default from stats)
+    from cloob.benchmarks.options import EvalOptions
 from cloob.common.cli import package_version
 from cloob.common.files import atomic_open, atomic_path, write_json
 
