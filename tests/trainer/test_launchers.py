@@ -123,6 +123,16 @@ def test_the_launchers_variables_give_rank_world_and_rendezvous(env, url, expect
 def test_torchrun_agent_store_is_joined_by_torch_itself():
     got = from_env({**TORCHRUN, "MASTER_PORT": "1", "TORCHELASTIC_USE_AGENT_STORE": "True"})
     assert (got.init_method, got.addr, got.rank) == ("env://", None, 3)
+    assert got.note == ""
+
+
+def test_restarts_into_a_shared_agent_store_are_warned_of():
+    """torchrun --max-restarts with the store shared: the restarted workers could read the dead
+    ones' addresses (tests/trainer/test_torchrun_nodes.py restarts with it unshared)."""
+    agent = {**TORCHRUN, "MASTER_PORT": "1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    got = from_env({**agent, "TORCHELASTIC_MAX_RESTARTS": "1"})
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in got.note
+    assert from_env({**agent, "TORCHELASTIC_MAX_RESTARTS": "0"}).note == ""
 
 
 def test_a_batch_script_says_it_trains_one_process():

@@ -95,7 +95,8 @@ def from_env(env: Mapping[str, str], dist_url: str = "env://") -> Launch:
     base = Launch(rank, world, local, source)
     if env.get("MASTER_ADDR") and source == "torchrun" and _agent_store(env):
         # torchrun's agent already hosts the store at MASTER_ADDR:MASTER_PORT; torch joins it
-        return replace(base, init_method="env://", via="torchrun's agent")
+        note = _shared_store_note(env)
+        return replace(base, init_method="env://", via="torchrun's agent", note=note)
     if env.get("MASTER_ADDR"):
         found = _master(env, base, dist_url)
     elif dist_url not in ("", "env://"):
@@ -142,6 +143,20 @@ def _batch_step_note(env: Mapping[str, str]) -> str:
     return (
         f"SLURM_NTASKS={tasks}, but this process was not started by srun (no SLURM_STEP_ID): "
         f"training on this one process; start one task per rank with `srun` for {tasks} ranks"
+    )
+
+
+def _shared_store_note(env: Mapping[str, str]) -> str:
+    """torchrun restarts workers (--max-restarts) into the store of the first attempt when its
+    rendezvous store is shared with them: the restarted ranks read the dead ones' addresses and
+    fail to connect (measured here with gloo; pytorch/pytorch#135712). A store of their own per
+    attempt avoids it."""
+    if int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) < 1:
+        return ""
+    return (
+        "warning: torchrun --max-restarts with its rendezvous store shared with the workers: "
+        "restarted workers may fail to connect; export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+        "before torchrun (docs/clusters.md)"
     )
 
 
