@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -18,7 +17,15 @@ from typing import Any
 import pytest
 import torch
 
-from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
+from support.bad_input import (
+    UNREACHABLE,
+    BadInput,
+    PathOption,
+    check,
+    placed_options,
+    unanswered_store,
+    url_cases,
+)
 from support.benchmark_data import (
     class_tree,
     png_bytes,
@@ -564,16 +571,7 @@ def test_url_rows_cover_every_path_option():
 @pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=lambda c: c.id)
 def test_url_where_a_path_belongs(case, cli, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
-    with socket.socket() as probe:  # the object store: a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
-        "AWS_ACCESS_KEY_ID": "id",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    unanswered_store(monkeypatch)  # the object store: a port nobody listens on
 
     def run(*args):
         code, _, err = cli(*args)

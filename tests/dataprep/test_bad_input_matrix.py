@@ -7,12 +7,19 @@ single stderr line without traceback, and that the scratch folder is left exactl
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
-from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
+from support.bad_input import (
+    UNREACHABLE,
+    BadInput,
+    PathOption,
+    check,
+    placed_options,
+    unanswered_store,
+    url_cases,
+)
 from support.shards import write_shards
 
 DEAD_URL = "http://127.0.0.1:9/a.jpg"  # never fetched: every case fails before downloading
@@ -216,16 +223,7 @@ def test_url_rows_cover_every_path_option():
 @pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=lambda c: c.id)
 def test_url_where_a_path_belongs(case, dataprep, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
-    with socket.socket() as probe:  # the object store: a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
-        "AWS_ACCESS_KEY_ID": "id",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    unanswered_store(monkeypatch)  # the object store: a port nobody listens on
 
     def run(*args):
         result = dataprep(*args)

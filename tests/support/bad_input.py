@@ -9,6 +9,7 @@ plus exactly the new entries named in `leaves` (the outermost new paths, relativ
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,21 @@ def url_cases(options: Sequence[PathOption]) -> list[BadInput]:
         for o in options
         for scheme, url in URLS.items()
     ]
+
+
+def unanswered_store(monkeypatch: Any) -> None:
+    """Credentials and an endpoint for an object store on a loopback port nobody listens on: a
+    URL that reaches the storage layer fails there, fast, and never leaves the machine."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
 
 
 def placed_options(app: Any) -> set[tuple[str, str]]:

@@ -23,7 +23,15 @@ from cloob.common import folder_lock
 from cloob.trainer import cli
 from cloob.trainer.launch import VARIABLES
 from cloob.trainer.openclip_compat import UNSUPPORTED
-from support.bad_input import UNREACHABLE, BadInput, PathOption, check, placed_options, url_cases
+from support.bad_input import (
+    UNREACHABLE,
+    BadInput,
+    PathOption,
+    check,
+    placed_options,
+    unanswered_store,
+    url_cases,
+)
 from support.s3 import S3Server
 from support.shards import read_member, write_shards
 
@@ -514,16 +522,7 @@ def test_url_rows_cover_every_path_option():
 @pytest.mark.parametrize("case", url_cases(PATH_OPTIONS), ids=_id)
 def test_url_where_a_path_belongs(case, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
-    with socket.socket() as probe:  # the object store: a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
-        "AWS_ACCESS_KEY_ID": "id",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    unanswered_store(monkeypatch)  # the object store: a port nobody listens on
 
     def run(*args):
         if args[0] == "run":
