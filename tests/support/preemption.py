@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,3 +278,16 @@ def assert_same_training(a: dict[str, Any], b: dict[str, Any], steps: int = TOTA
         for key, value in state.items():
             assert torch.equal(value, b["optimizer"]["state"][pid][key]), (pid, key)
     assert a["data"] == b["data"]
+
+
+def standalone_reference(root: Path) -> Any:
+    """The final state of the `long_args` job under `torchrun --standalone --nproc-per-node 2`:
+    the uninterrupted run that launcher tests (Slurm, several agents, restarts) compare with."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "--", "cloob.trainer.cli", "run", *long_args(root, "ref"),
+    ]  # fmt: skip
+    with clean_launcher_env():
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return final_state(root / "ref")

@@ -29,9 +29,9 @@ from support.clusters import free_port
 from support.preemption import (
     LONG_STEPS,
     assert_same_training,
-    clean_launcher_env,
     final_state,
     long_args,
+    standalone_reference,
 )
 from support.slurm import Slurm, cluster
 
@@ -134,15 +134,7 @@ def test_srun_tasks_get_the_rank_and_rendezvous_the_trainer_derives(slurm):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted job, `torchrun --standalone --nproc-per-node 2`, outside Slurm."""
-    root = tmp_path_factory.mktemp("reference")
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "--", "cloob.trainer.cli", "run", *long_args(root, "ref"),
-    ]  # fmt: skip
-    with clean_launcher_env():
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return final_state(root / "ref")
+    return standalone_reference(tmp_path_factory.mktemp("reference"))
 
 
 def output(script: Path) -> str:

@@ -23,6 +23,7 @@ from support.preemption import (
     clean_launcher_env,
     final_state,
     long_args,
+    standalone_reference,
 )
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -61,15 +62,7 @@ def finish(procs: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 60
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted job on one agent with two workers."""
-    root = tmp_path_factory.mktemp("reference")
-    cmd = [
-        *TORCHRUN, "--standalone", "--nproc-per-node", "2",
-        "-m", "--", "cloob.trainer.cli", "run", *long_args(root, "ref"),
-    ]  # fmt: skip
-    with clean_launcher_env():
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return final_state(root / "ref")
+    return standalone_reference(tmp_path_factory.mktemp("reference"))
 
 
 @pytest.mark.slow  # three torchrun agents and their workers: interpreter start-ups
