@@ -29,6 +29,7 @@ from support.clusters import free_port
 SBIN = os.pathsep.join(["/usr/sbin", "/sbin", os.environ.get("PATH", "")])
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "scancel", "scontrol", "sinfo", "squeue")
+HOLD = 3.0  # seconds a requeued job waits before its hold is lifted (see Slurm.wait)
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
 
 CONF = """\
@@ -97,17 +98,28 @@ class Slurm:
     def wait(self, job: int, timeout: float = 300, restarts: int = 0) -> dict[str, str]:
         """The job's record once it has ended after `restarts` requeues. Slurm holds a requeued
         job for about two minutes (Reason=BeginTime); the hold is lifted here (`scontrol update
-        StartTime=now`), so a test does not sit through it."""
+        StartTime=now`), so a test does not sit through it, but only HOLD seconds after the
+        requeue: slurmd revokes the old start's credential with one-second resolution, and a
+        start in that same second is killed at once ("Job credential revoked") and fails."""
         deadline = time.monotonic() + timeout
+        seen: list[str] = []  # the states passed through, for the message
+        held_since: float | None = None
         while time.monotonic() < deadline:
             info = self.job(job)
+            state = f"{info['JobState']}(restarts={info.get('Restarts', '0')})"
+            if not seen or seen[-1] != state:
+                seen.append(state)
             if info["JobState"] in ENDED and int(info.get("Restarts", "0")) >= restarts:
                 return info
             if info["JobState"] == "PENDING" and info.get("Reason") == "BeginTime":
-                self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+                held_since = held_since or time.monotonic()
+                if time.monotonic() - held_since >= HOLD:
+                    self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+            else:
+                held_since = None
             time.sleep(0.5)
         self.run("scancel", str(job))
-        raise AssertionError(f"job {job} did not end in {timeout} s: {self.job(job)}")
+        raise AssertionError(f"job {job} did not end in {timeout} s: {' -> '.join(seen)}")
 
     def stop(self) -> None:
         """Cancel what is left, then end the daemons (newest first)."""
