@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +17,38 @@ from support.server import LoopbackServer
 # albumentations (pulled in by img2dataset) checks online for updates at import time.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 MAX_WORKERS = 4  # each worker imports torch and many tests start processes of their own
+
+
+def _share_the_cores() -> None:
+    """Under xdist, each worker (and every process it starts) gets its share of the cores, not all
+    of them: torch's OpenMP threads spin while they wait, so two workers each running two threads
+    on two cores burn much of the CPU in those waits. Set before any test imports torch."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+_share_the_cores()
+
+
+def uncompiled_torch() -> bool:
+    """True where nothing caches compiled modules: PYTHONDONTWRITEBYTECODE is set and torch's
+    bytecode was never compiled, so every process compiles torch and open_clip from source."""
+    spec = importlib.util.find_spec("torch")
+    if not sys.dont_write_bytecode or spec is None or spec.origin is None:
+        return False
+    return not Path(importlib.util.cache_from_source(spec.origin)).exists()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if uncompiled_torch():
+        terminalreporter.write_line(
+            "note: PYTHONDONTWRITEBYTECODE is set and torch has no compiled bytecode, so each of "
+            "the suite's processes compiled torch from source (~1.5x the time); compile once "
+            "with `uv sync --dev --compile-bytecode`",
+            yellow=True,
+        )
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -1,6 +1,11 @@
 """The three packages as one pipeline, each through its real command line in a subprocess:
 loopback CC3M TSV → `dataprep fetch cc3m` → `trainer run` (cloob and clip) → `benchmarks fetch`
-of a zip served over loopback → `benchmarks zeroshot` with both checkpoints side by side."""
+of a zip served over loopback → `benchmarks zeroshot` with both checkpoints side by side.
+
+In the slow set (`-m slow`): seven processes that each start torch and open_clip, ~40 s on the
+2-core machine. The default suite runs the same chain in one process (e2e/test_s3_chain.py: fetch,
+train, resume, zero-shot) and each step through its real command line in its own package's tests
+(dataprep/test_cc3m.py, benchmarks/test_fetch.py and benchmarks/test_cli.py, side by side)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from support.server import LoopbackServer
 BIN = Path(sys.executable).parent
 N_GOOD, BROKEN = 30, ("404", "corrupt", "missing")
 FLOWERS = ["pink primrose", "sweet pea", "tiger lily"]
+
+pytestmark = pytest.mark.slow
 
 
 def run_cli(tool: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
