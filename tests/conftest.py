@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,43 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 MAX_WORKERS = 4  # each worker imports torch and many tests start processes of their own
 
 
-def _share_the_cores() -> None:
+def share_the_cores(env: MutableMapping[str, str], cores: int) -> None:
     """Under xdist, each worker (and every process it starts) gets its share of the cores, not all
     of them: torch's OpenMP threads spin while they wait, so two workers each running two threads
-    on two cores burn much of the CPU in those waits. Set before any test imports torch."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    on two cores burn much of the CPU in those waits. A value the user set is kept."""
+    workers = int(env.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        share = max(1, len(os.sched_getaffinity(0)) // workers)
-        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
 
 
-_share_the_cores()
+share_the_cores(os.environ, len(os.sched_getaffinity(0)))  # before any test imports torch
+
+
+# The test files that take longest in all (their tests' seconds summed, `--durations=0` on the
+# 2-core machine), longest first. They are handed out first, so that the run ends on short files
+# and no worker waits alone at the end; pyproject's --no-loadscope-reorder keeps xdist from
+# ordering files by their number of tests instead (which put the long two-test files last).
+LONGEST_FIRST = (
+    "e2e/test_demo.py",
+    "trainer/test_resume.py",
+    "benchmarks/test_bad_input_matrix.py",
+    "dataprep/test_s3.py",
+    "dataprep/test_distributed.py",
+    "dataprep/test_urls_resume.py",
+    "trainer/test_export.py",
+    "trainer/test_bad_input_matrix.py",
+    "trainer/test_preemption.py",
+    "e2e/test_s3_chain.py",
+    "trainer/test_scale.py",
+    "dataprep/test_bad_input_matrix.py",
+    "dataprep/test_cc3m.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))
 
 
 def uncompiled_torch() -> bool:

@@ -121,7 +121,8 @@ def cli_args(cfg: TrainConfig) -> list[str]:
         (2, 1, "cloob", False),
         (0, 2, "cloob", False),
         (0, 1, "siglip", False),
-        (2, 1, "cloob", True),
+        # the decode-on-device path (a GPU run's) in the slow set: ~9 s
+        pytest.param(2, 1, "cloob", True, marks=pytest.mark.slow),
     ],
 )
 def test_sigkill_then_resume_gives_identical_weights(
