@@ -7,10 +7,11 @@ the demo's training rate (samples/s, the median over the run's logged windows). 
 a machine where the demo trains at REFERENCE_RATE samples/s; at R samples/s they are
 REFERENCE_RATE / R times as long. The first command's phases come from the run itself: start-up
 and demo build (until the demo's completion marker is written), training and the end-of-run
-evaluation (until its `eval at step` log line), the rest (curves, exit). Writes
-bench/results/first_minutes.json.
+evaluation (until its `eval at step` log line), the rest (curves, exit). Merges this machine's
+rows (by `--label`, default the CPU model and core count) into bench/results/first_minutes.json,
+beside the rows other machines left there.
 
-    uv run python -m bench.studies.first_minutes [--suite]
+    uv run python -m bench.studies.first_minutes [--suite] [--label NAME]
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from bench._common import report, time_call
-from bench.provenance import ROOT
+from bench._common import machine, time_call
+from bench.provenance import RESULTS, ROOT, head, record
 
 # What the timings depend on besides the script: what is installed, the demo, the test settings.
 MEASURES = (
@@ -41,6 +42,7 @@ MEASURES = (
     "packages/dataprep/src/cloob/dataprep/sources/demo.py",
     "tests/conftest.py",
 )
+OUT = RESULTS / "first_minutes.json"
 REFERENCE_RATE = 110.0  # samples/s of the demo on the 2-core machine the limits were set on
 LIMITS_S = {"first command": 180.0, "test suite": 480.0}
 N = 1024
@@ -113,10 +115,27 @@ def suite_wall() -> float:
     return time.perf_counter() - t0
 
 
+COLUMNS = [
+    "machine",
+    "command",
+    "wall s",
+    "limit s here",
+    "within",
+    "matmul GFLOP/s",
+    "samples/s",
+    "load",
+    "torch bytecode",
+]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", action="store_true", help="time `uv run --dev pytest` too")
+    p.add_argument("--label", help="this machine's name in the results (default: CPU, cores)")
     args = p.parse_args()
+    info = machine()
+    label = args.label or f"{info['cpu']}, {info['cores']} cores"
+    prov = record(measures=MEASURES, commit=head())
     work = Path(tempfile.mkdtemp(prefix="first-minutes-"))
     rows: list[list[object]] = []
     try:
@@ -124,38 +143,45 @@ def main() -> None:
         first = first_command(work)
         rate = first["samples/s"]
         scaled = REFERENCE_RATE / rate
-        rows.append(_row("first command", first["wall"], scaled, gflops, rate, load))
+        rows.append(_row(label, "first command", first["wall"], scaled, gflops, rate, load))
         if args.suite:
             load, gflops = round(os.getloadavg()[0], 1), matmul_gflops()
-            rows.append(_row("test suite", suite_wall(), scaled, gflops, rate, load))
+            rows.append(_row(label, "test suite", suite_wall(), scaled, gflops, rate, load))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report(
-        "first_minutes",
-        "A newcomer's first minutes: wall seconds against the limits scaled to this machine "
-        f"(limit × {REFERENCE_RATE:.0f} / the demo's samples/s)",
-        [
-            "command",
-            "wall s",
-            "limit s here",
-            "within",
-            "matmul GFLOP/s",
-            "samples/s",
-            "load",
-            "torch bytecode",
-        ],
-        rows,
-        extra={"phases_s": {k: round(v, 1) for k, v in first.items() if k != "samples/s"}},
-        measures=MEASURES,
-    )
+    phases = {k: round(v, 1) for k, v in first.items() if k != "samples/s"}
+    entries = [
+        {**dict(zip(COLUMNS, row, strict=True)), "label": label, "machine": info}
+        | {"provenance": prov, **({"phases_s": phases} if row[1] == "first command" else {})}
+        for row in rows
+    ]
+    save(entries, label)
+
+
+def save(entries: list[dict[str, object]], label: str) -> None:
+    """Merge this machine's rows into OUT by label: another machine's rows stay beside them."""
+    payload = json.loads(OUT.read_text()) if OUT.exists() else {}
+    kept = [e for e in payload.get("measurements", []) if e["label"] != label]
+    payload = {
+        "benchmark": "first_minutes",
+        "title": "A newcomer's first minutes: wall seconds against the limits scaled to each "
+        f"machine (limit × {REFERENCE_RATE:.0f} / the demo's samples/s)",
+        "columns": COLUMNS,
+        "measurements": [*kept, *entries],
+    }
+    OUT.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    for e in entries:
+        print(", ".join(f"{c} {e[c]}" for c in COLUMNS[1:]))
+    print(f"wrote {OUT}; render the docs with: uv run python -m bench.render_docs")
 
 
 def _row(
-    name: str, wall: float, scaled: float, gflops: float, rate: float, load: float
+    label: str, name: str, wall: float, scaled: float, gflops: float, rate: float, load: float
 ) -> list[object]:
     limit = LIMITS_S[name] * scaled
     within = "yes" if wall <= limit else "no"
-    return [name, round(wall), round(limit), within, gflops, rate, load, bytecode()]
+    gflops, rate = round(gflops, 1), round(rate)
+    return [label, name, round(wall), round(limit), within, gflops, rate, load, bytecode()]
 
 
 if __name__ == "__main__":
