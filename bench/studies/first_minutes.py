@@ -101,14 +101,18 @@ def _log_time(log: Path, needle: str) -> float:
 
 
 # While this study runs, the file it is about to rewrite may be stale (a change to what it
-# measures is why it runs): the docs test that reports stale results files is left out.
-STALENESS_TEST = "tests/test_docs.py::test_every_rendered_results_file_still_describes_the_code"
+# measures is why it runs) and the docs not yet rendered from it: the two docs tests that report
+# those are left out.
+LEFT_OUT = [
+    "tests/test_docs.py::test_every_rendered_results_file_still_describes_the_code",
+    "tests/test_docs.py::test_every_rendered_table_matches_its_results_file",
+]
 
 
 def suite_wall() -> float:
     """Wall seconds of the README's test command in this checkout."""
     t0 = time.perf_counter()
-    cmd = ["uv", "run", "--dev", "pytest", "-q", "--deselect", STALENESS_TEST]
+    cmd = ["uv", "run", "--dev", "pytest", "-q", *(f"--deselect={t}" for t in LEFT_OUT)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True)
     if proc.returncode != 0:
         raise SystemExit(f"the test suite failed:\n{proc.stdout.decode()[-3000:]}")

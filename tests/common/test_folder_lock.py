@@ -17,16 +17,20 @@ import pytest
 from cloob.common import folder_lock
 from cloob.common.cli import UsageError
 
-# a holder in its own process: takes the lock, forks a child that sleeps, says both pids, waits
+# a holder in its own process: takes the lock, forks a child that sleeps, says both pids once the
+# child runs (its at-fork hooks have run by then), waits
 HOLDER = """
 import os, sys, time
 from pathlib import Path
 from cloob.common import folder_lock
 with folder_lock.held(Path(sys.argv[1]), "x", children_hold=sys.argv[2] == "1"):
+    running, says = os.pipe()
     child = os.fork()
     if child == 0:
+        os.write(says, b"1")
         time.sleep(120)
         os._exit(0)
+    os.read(running, 1)
     print(os.getpid(), child, flush=True)
     time.sleep(120)
 """
