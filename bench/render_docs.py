@@ -163,6 +163,7 @@ def kind_measurements(payload: dict[str, Any], options: dict[str, str]) -> str:
     entries = payload["measurements"]
     rows = [[e[c] for c in columns] for e in entries]
     lines = [source_line({"machine": e.get("machine")}, e.get("provenance")) for e in entries]
+    lines = list(dict.fromkeys(lines))  # one line for the rows one run of the script wrote
     return markdown(columns, rows) + "\n" + "".join(f"{i + 1}. {s}" for i, s in enumerate(lines))
 
 

@@ -120,7 +120,7 @@ def suite_wall() -> float:
 
 
 COLUMNS = [
-    "machine",
+    "measured on",
     "command",
     "wall s",
     "limit s here",
